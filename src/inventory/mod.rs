@@ -1,0 +1,1 @@
+//! The inventory: sites, hosts, VMs, groups, variables — loaded from YAML, checked, resolved.

@@ -1,0 +1,12 @@
+//! picaops: run a small hoster's two-site infrastructure from an admin workstation.
+//!
+//! The library holds everything the `picaops` binary does; the binary (src/main.rs and src/cli/)
+//! only parses arguments, calls into these modules and renders their results.
+
+pub mod diagnostic;
+pub mod inventory;
+pub mod lab;
+pub mod output;
+pub mod progress;
+pub mod run;
+pub mod transport;

@@ -1,0 +1,72 @@
+//! How results leave picaops: output format, colour, verbosity and the documented exit codes.
+
+use std::io::IsTerminal;
+
+/// Exit code when everything went well.
+pub const EXIT_OK: i32 = 0;
+/// Exit code when at least one host failed (the others were still served).
+pub const EXIT_HOST_FAILED: i32 = 1;
+/// Exit code for a usage error or an invalid inventory/playbook: nothing was contacted.
+pub const EXIT_USAGE: i32 = 2;
+
+/// How a command prints its result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Format {
+    /// Text for people, with colour when the terminal allows it.
+    #[default]
+    Human,
+    /// One JSON document on stdout, for scripts.
+    Json,
+}
+
+/// Output settings shared by every command.
+#[derive(Clone, Copy, Debug)]
+pub struct Output {
+    pub format: Format,
+    /// Colour allowed (a terminal, and NO_COLOR unset).
+    pub color: bool,
+    /// -1 quiet, 0 normal, 1+ verbose.
+    pub verbosity: i8,
+    /// Progress bars allowed (human output on a terminal, not quiet).
+    pub progress: bool,
+}
+
+impl Output {
+    pub fn new(format: Format, verbosity: i8) -> Self {
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        let tty_out = std::io::stdout().is_terminal();
+        let tty_err = std::io::stderr().is_terminal();
+        Output {
+            format,
+            color: tty_out && !no_color,
+            verbosity,
+            progress: format == Format::Human && tty_err && verbosity >= 0,
+        }
+    }
+
+    /// Wraps `text` in an ANSI style when colour is on.
+    pub fn paint(&self, style: Style, text: &str) -> String {
+        if !self.color {
+            return text.to_string();
+        }
+        let code = match style {
+            Style::Bold => "1",
+            Style::Red => "31",
+            Style::Green => "32",
+            Style::Yellow => "33",
+            Style::Cyan => "36",
+            Style::Dim => "2",
+        };
+        format!("\x1b[{code}m{text}\x1b[0m")
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub enum Style {
+    Bold,
+    Red,
+    Green,
+    Yellow,
+    Cyan,
+    Dim,
+}

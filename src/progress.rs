@@ -1,0 +1,1 @@
+//! Progress display for multi-host work, fed by events from the transport pool.

@@ -1,0 +1,1 @@
+//! `picaops run`: one ad-hoc command on many hosts.
