@@ -1,0 +1,96 @@
+//! Argument parsing (clap) and dispatch to one file per subcommand.
+
+pub mod inventory;
+pub mod lab;
+pub mod run;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use picaops::output::{Format, Output};
+
+const ABOUT: &str = "Run a small hoster's two sites from an admin workstation: \
+inventory, ad-hoc commands, converge, access, backups.";
+
+const AFTER_HELP: &str = "\
+Exit codes: 0 everything went well; 1 at least one host failed (the others were still \
+served, the summary names each failure); 2 usage error or invalid inventory (nothing was contacted).
+
+Start here:
+  picaops inventory check            is the inventory valid?
+  picaops inventory graph            sites, hosts, VMs and services as a tree
+  picaops run -- uptime              one command on every host
+  picaops lab up                     a replica of the two sites on this machine, to try things";
+
+#[derive(Parser, Debug)]
+#[command(name = "picaops", version, about = ABOUT, after_help = AFTER_HELP)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every subcommand understands.
+#[derive(Args, Debug, Clone)]
+pub struct Global {
+    /// Inventory directory (every *.yml / *.yaml file in it is read and merged).
+    #[arg(short, long, global = true, env = "PICAOPS_INVENTORY", default_value = "inventory")]
+    pub inventory: PathBuf,
+    /// Output format: `human` for people, `json` for scripts (one document on stdout).
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = Format::Human)]
+    pub output: Format,
+    /// More detail (repeat for even more). Logs go to stderr.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+    /// Only errors and the final result; no progress bars.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+}
+
+impl Global {
+    pub fn output(&self) -> Output {
+        let verbosity = if self.quiet { -1 } else { self.verbose.min(3) as i8 };
+        Output::new(self.output, verbosity)
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Check, show and draw the inventory.
+    #[command(subcommand)]
+    Inventory(inventory::InventoryCommand),
+    /// Run one command on many hosts at once; output is prefixed by host name.
+    Run(run::RunArgs),
+    /// A replica of the two sites on this machine (containers), for trying things and for tests.
+    #[command(subcommand)]
+    Lab(lab::LabCommand),
+}
+
+pub fn dispatch(cli: Cli) -> i32 {
+    init_logging(&cli.global);
+    let out = cli.global.output();
+    match cli.command {
+        Command::Inventory(cmd) => inventory::run(cmd, &cli.global, &out),
+        Command::Run(args) => run::run(args, &cli.global, &out),
+        Command::Lab(cmd) => lab::run(cmd, &cli.global, &out),
+    }
+}
+
+fn init_logging(global: &Global) {
+    let level = match (global.quiet, global.verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, 2) => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PICAOPS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("picaops={level}")));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::env::var_os("NO_COLOR").is_none())
+        .without_time()
+        .try_init();
+}
