@@ -1,16 +1,323 @@
-//! `picaops inventory check | show | graph`.
+//! `picaops inventory check | show | graph | pin`, and the inventory loading every command shares.
 
-use clap::Subcommand;
-use picaops::output::Output;
+use std::io::Write as _;
+use std::path::PathBuf;
+
+use clap::{Subcommand, ValueEnum};
+use picaops::diagnostic;
+use picaops::inventory::{self, graph, select, vars, Inventory, Machine};
+use picaops::output::{Format, Output, Style, EXIT_HOST_FAILED, EXIT_OK, EXIT_USAGE};
+use picaops::transport::Target;
 
 use super::Global;
 
 #[derive(Subcommand, Debug)]
 pub enum InventoryCommand {
-    /// Read every file and report all errors with file:line:column.
+    /// Read every file and report all errors with file:line:column (exit 2 if any).
     Check,
+    /// The resolved model; with a machine name, its settings and merged variables with where
+    /// each value came from.
+    Show {
+        /// A host or VM name.
+        machine: Option<String>,
+    },
+    /// Sites → hosts → VMs → services as a tree.
+    Graph {
+        /// `tree` for the terminal, `dot` for Graphviz (`| dot -Tsvg > picasoft.svg`).
+        #[arg(long, value_enum, default_value_t = GraphFormat::Tree)]
+        format: GraphFormat,
+    },
+    /// Record the SSH host key a machine presents now (trust on first use) in
+    /// `<inventory>/known_hosts`. Verify the printed fingerprint out of band before committing.
+    Pin {
+        /// Host or VM names (or a --limit style pattern).
+        #[arg(required = true)]
+        machines: Vec<String>,
+    },
 }
 
-pub fn run(_cmd: InventoryCommand, _global: &Global, _out: &Output) -> i32 {
-    2
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum GraphFormat {
+    Tree,
+    Dot,
+}
+
+pub fn run(cmd: InventoryCommand, global: &Global, out: &Output) -> i32 {
+    let Some(inv) = load(global, out) else {
+        return EXIT_USAGE;
+    };
+    match cmd {
+        InventoryCommand::Check => check(&inv, out),
+        InventoryCommand::Show { machine } => show(&inv, machine.as_deref(), out),
+        InventoryCommand::Graph { format } => {
+            match (format, out.format) {
+                (GraphFormat::Dot, _) => print!("{}", graph::render_dot(&inv)),
+                (_, Format::Json) => println!("{}", json(&inv)),
+                (GraphFormat::Tree, Format::Human) => {
+                    let (b, d, r) = if out.color {
+                        ("\x1b[1m", "\x1b[2m", "\x1b[0m")
+                    } else {
+                        ("", "", "")
+                    };
+                    print!("{}", graph::render_tree(&inv, b, d, r));
+                }
+            }
+            EXIT_OK
+        }
+        InventoryCommand::Pin { machines } => pin(&inv, &machines.join(","), out),
+    }
+}
+
+/// Loads the inventory named by `-i`, printing every diagnostic on failure.
+pub fn load(global: &Global, out: &Output) -> Option<Inventory> {
+    let loaded = inventory::load(&global.inventory);
+    match loaded.result {
+        Ok(inv) => Some(inv),
+        Err(diags) => {
+            match out.format {
+                Format::Json => {
+                    let doc = serde_json::json!({ "ok": false, "errors": diags });
+                    println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+                }
+                Format::Human => {
+                    let mut err = std::io::stderr().lock();
+                    for d in &diags {
+                        let _ =
+                            writeln!(err, "{}", diagnostic::render(d, &loaded.sources, out.color));
+                    }
+                    let n = diags.len();
+                    let _ = writeln!(
+                        err,
+                        "{}: {n} error{} in the inventory at {}; nothing was contacted.",
+                        out.paint(Style::Red, "picaops"),
+                        if n == 1 { "" } else { "s" },
+                        global.inventory.display()
+                    );
+                }
+            }
+            None
+        }
+    }
+}
+
+/// The machines a multi-host command acts on, and the known_hosts file pinning their keys.
+/// On error, the message is printed and the exit code returned.
+pub fn load_targets(
+    global: &Global,
+    limit: Option<&str>,
+    out: &Output,
+) -> Result<(Vec<Target>, PathBuf), i32> {
+    let inv = load(global, out).ok_or(EXIT_USAGE)?;
+    let usage = |message: String| {
+        eprintln!("{}: {message}", out.paint(Style::Red, "picaops"));
+        EXIT_USAGE
+    };
+    let machines = select::select(&inv, limit).map_err(usage)?;
+    if machines.is_empty() {
+        return Err(usage(
+            "--limit excludes every machine: nothing to do".into(),
+        ));
+    }
+    let targets = machines
+        .into_iter()
+        .map(inventory::target)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(usage)?;
+    let known_hosts = inventory::write_known_hosts(&inv).map_err(|e| {
+        usage(format!(
+            "cannot write the known_hosts file picaops passes to ssh: {e}"
+        ))
+    })?;
+    Ok((targets, known_hosts))
+}
+
+fn json(inv: &Inventory) -> String {
+    serde_json::to_string_pretty(inv).unwrap_or_default()
+}
+
+fn check(inv: &Inventory, out: &Output) -> i32 {
+    let summary = format!(
+        "{} sites, {} hosts, {} VMs, {} groups, {} services, {} backup jobs",
+        inv.sites.len(),
+        inv.hosts.len(),
+        inv.vms.len(),
+        inv.groups.len(),
+        inv.services.len(),
+        inv.backups.len()
+    );
+    let unpinned: Vec<&str> = inv
+        .machines()
+        .filter(|m| m.ssh().host_key.is_none() && !inventory::is_pinned(inv, *m))
+        .map(|m| m.name())
+        .collect();
+    match out.format {
+        Format::Json => {
+            let doc = serde_json::json!({ "ok": true, "summary": summary, "unpinned_host_keys": unpinned });
+            println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+        }
+        Format::Human => {
+            if out.verbosity >= 0 {
+                println!(
+                    "{} {} ({summary})",
+                    out.paint(Style::Green, "ok:"),
+                    inv.dir.display()
+                );
+                if !unpinned.is_empty() {
+                    println!(
+                        "{} no pinned host key for {}: picaops will refuse to connect to them until you \
+                         add `host_key:` or run `picaops inventory pin NAME`",
+                        out.paint(Style::Yellow, "note:"),
+                        unpinned.join(", ")
+                    );
+                }
+            }
+        }
+    }
+    EXIT_OK
+}
+
+fn show(inv: &Inventory, machine: Option<&str>, out: &Output) -> i32 {
+    let Some(name) = machine else {
+        match out.format {
+            Format::Json => println!("{}", json(inv)),
+            Format::Human => {
+                for m in inv.machines() {
+                    let site = inv.site_of(m).map(|s| s.name.as_str()).unwrap_or("?");
+                    let groups: Vec<&str> = m.groups().iter().map(|g| g.as_str()).collect();
+                    println!(
+                        "{:<14} {:<4} {:<10} {:<28} groups: {}",
+                        m.name(),
+                        m.kind(),
+                        site,
+                        m.ssh().address.as_deref().unwrap_or("-"),
+                        if groups.is_empty() {
+                            "-".to_string()
+                        } else {
+                            groups.join(", ")
+                        }
+                    );
+                }
+            }
+        }
+        return EXIT_OK;
+    };
+    let Some(m) = inv.machine(name) else {
+        let names: Vec<&str> = inv.machines().map(|m| m.name()).collect();
+        let hint = diagnostic::did_you_mean(name, names.iter().copied())
+            .map(|s| format!(" Did you mean `{s}`?"))
+            .unwrap_or_default();
+        eprintln!(
+            "{}: no host or VM named `{name}`.{hint}",
+            out.paint(Style::Red, "picaops")
+        );
+        return EXIT_USAGE;
+    };
+    let resolved = vars::resolve(inv, m);
+    let site = inv.site_of(m).map(|s| s.name.clone());
+    match out.format {
+        Format::Json => {
+            let detail = match m {
+                Machine::Host(h) => serde_json::to_value(h),
+                Machine::Vm(v) => serde_json::to_value(v),
+            }
+            .unwrap_or_default();
+            let doc = serde_json::json!({ "kind": m.kind(), "site": site, "machine": detail, "vars": resolved });
+            println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+        }
+        Format::Human => {
+            let ssh = m.ssh();
+            println!(
+                "{} {}  ({}, declared at {})",
+                m.kind(),
+                out.paint(Style::Bold, m.name()),
+                site.as_deref().unwrap_or("?"),
+                m.place()
+            );
+            if let Machine::Vm(v) = m {
+                println!("  runs on:   {}", v.host);
+            }
+            println!(
+                "  address:   {}",
+                ssh.address.as_deref().unwrap_or("(none)")
+            );
+            println!(
+                "  ssh:       {}{}{}",
+                ssh.user
+                    .as_deref()
+                    .map(|u| format!("{u}@"))
+                    .unwrap_or_default(),
+                ssh.address.as_deref().unwrap_or("?"),
+                ssh.port.map(|p| format!(":{p}")).unwrap_or_default()
+            );
+            if ssh.become_root {
+                println!("  become:    sudo -n");
+            }
+            println!(
+                "  host key:  {}",
+                match &ssh.host_key {
+                    Some(k) => format!(
+                        "pinned in the inventory ({})",
+                        k.split_whitespace().next().unwrap_or("?")
+                    ),
+                    None if inventory::is_pinned(inv, m) => "pinned in known_hosts".into(),
+                    None => "NOT PINNED (picaops will refuse to connect)".into(),
+                }
+            );
+            if let Machine::Host(h) = m {
+                println!("  hypervisor: {:?}", h.hypervisor);
+            }
+            let groups: Vec<&str> = m.groups().iter().map(|g| g.as_str()).collect();
+            println!(
+                "  groups:    {}",
+                if groups.is_empty() {
+                    "-".into()
+                } else {
+                    groups.join(", ")
+                }
+            );
+            println!("  variables (lowest precedence first: inventory < site < groups < machine):");
+            if resolved.is_empty() {
+                println!("    (none)");
+            }
+            for (name, var) in &resolved {
+                println!(
+                    "    {name} = {}  {}",
+                    serde_json::to_string(&var.value).unwrap_or_default(),
+                    out.paint(Style::Dim, &format!("from {} at {}", var.scope, var.place))
+                );
+            }
+        }
+    }
+    EXIT_OK
+}
+
+fn pin(inv: &Inventory, pattern: &str, out: &Output) -> i32 {
+    let machines = match select::select(inv, Some(pattern)) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("{}: {e}", out.paint(Style::Red, "picaops"));
+            return EXIT_USAGE;
+        }
+    };
+    let mut failed = false;
+    for m in machines {
+        match inventory::pin(inv, m) {
+            Ok(fingerprint) => println!(
+                "{} {}: {fingerprint}\n  recorded in {}; check this fingerprint on the machine's console \
+                 (`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub`) before you commit it",
+                out.paint(Style::Green, "pinned"),
+                m.name(),
+                inv.dir.join("known_hosts").display()
+            ),
+            Err(e) => {
+                failed = true;
+                eprintln!("{} {}: {e}", out.paint(Style::Red, "failed"), m.name());
+            }
+        }
+    }
+    if failed {
+        EXIT_HOST_FAILED
+    } else {
+        EXIT_OK
+    }
 }

@@ -1,1 +1,20 @@
 //! The inventory: sites, hosts, VMs, groups, variables — loaded from YAML, checked, resolved.
+//!
+//! `load` reads a directory into a checked `Inventory` (or every problem, with places);
+//! `select` turns a `--limit` pattern into machines; `vars` merges variables by precedence;
+//! `graph` draws the topology. Nothing here contacts a host.
+
+mod check;
+pub mod graph;
+mod load;
+pub mod model;
+mod reach;
+pub mod select;
+pub mod vars;
+
+pub use check::check_host_key;
+pub use load::{load, parse_size, Loaded};
+pub use model::*;
+pub use reach::{
+    fingerprint, is_pinned, known_hosts_text, pin, runtime_dir, target, write_known_hosts,
+};

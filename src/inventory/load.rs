@@ -1,0 +1,674 @@
+//! Reading the inventory directory: every YAML file parsed strictly, then merged into one model.
+//!
+//! The YAML shapes here (`*Doc`) mirror the files exactly and keep every value's location; they
+//! never leave this module. Parsing uses serde-saphyr with duplicate keys as errors and strict
+//! booleans (`yes`/`no`/`on` stay strings), so a mistake in a file is reported, never guessed at.
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+
+use indexmap::IndexMap;
+use serde::Deserialize;
+use serde_saphyr::{DuplicateKeyPolicy, Options, Spanned};
+
+use super::model::{
+    Disk, Group, HypervisorKind, Inventory, Located, Oob, Service, Site, Ssh, Var, Vm, VmNetwork,
+};
+use super::{check, Host};
+use crate::diagnostic::{did_you_mean, Diagnostic, Place, Sources};
+
+/// A mapping key (a name) with the place it was written, compared by text only.
+#[derive(Debug, Clone)]
+struct Name(Spanned<String>);
+
+impl PartialEq for Name {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.value == other.0.value
+    }
+}
+impl Eq for Name {}
+impl Hash for Name {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.value.hash(state)
+    }
+}
+impl<'de> Deserialize<'de> for Name {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Spanned::deserialize(d).map(Name)
+    }
+}
+
+type Named<T> = IndexMap<Name, T>;
+type VarsDoc = IndexMap<Name, Spanned<serde_json::Value>>;
+
+/// One inventory file, as written. Every section is optional; files are merged.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct FileDoc {
+    sites: Option<Named<SiteDoc>>,
+    hosts: Option<Named<HostDoc>>,
+    vms: Option<Named<VmDoc>>,
+    groups: Option<Named<GroupDoc>>,
+    vars: Option<VarsDoc>,
+    services: Option<Named<ServiceDoc>>,
+    access: Option<Spanned<serde_json::Value>>,
+    backups: Option<Named<serde_json::Value>>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct SiteDoc {
+    description: Option<String>,
+    backs_up_to: Option<Spanned<String>>,
+    #[serde(default)]
+    vars: VarsDoc,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct HostDoc {
+    site: Spanned<String>,
+    description: Option<String>,
+    address: Spanned<String>,
+    port: Option<Spanned<u16>>,
+    user: Option<String>,
+    identity_file: Option<String>,
+    #[serde(default, rename = "become")]
+    become_root: bool,
+    host_key: Option<Spanned<String>>,
+    #[serde(default)]
+    hypervisor: HypervisorKind,
+    oob: Option<Oob>,
+    #[serde(default)]
+    groups: Vec<Spanned<String>>,
+    #[serde(default)]
+    vars: VarsDoc,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct VmDoc {
+    host: Spanned<String>,
+    description: Option<String>,
+    address: Option<Spanned<String>>,
+    port: Option<Spanned<u16>>,
+    user: Option<String>,
+    identity_file: Option<String>,
+    #[serde(default, rename = "become")]
+    become_root: bool,
+    host_key: Option<Spanned<String>>,
+    vcpus: Option<Spanned<u32>>,
+    memory: Option<Spanned<String>>,
+    #[serde(default)]
+    disks: Vec<Spanned<Disk>>,
+    network: Option<VmNetwork>,
+    image: Option<String>,
+    #[serde(default = "yes")]
+    start_at_boot: bool,
+    #[serde(default)]
+    groups: Vec<Spanned<String>>,
+    #[serde(default)]
+    vars: VarsDoc,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct GroupDoc {
+    description: Option<String>,
+    #[serde(default)]
+    vars: VarsDoc,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct ServiceDoc {
+    host: Spanned<String>,
+    description: Option<String>,
+    compose: Option<serde_json::Value>,
+    env: Option<serde_json::Value>,
+    secrets: Option<serde_json::Value>,
+    data: Option<serde_json::Value>,
+    health: Option<serde_json::Value>,
+    backup: Option<serde_json::Value>,
+    vars: Option<serde_json::Value>,
+}
+
+/// The result of reading an inventory: the model, or every problem found.
+pub struct Loaded {
+    pub result: Result<Inventory, Vec<Diagnostic>>,
+    /// File texts, to print excerpts under diagnostics.
+    pub sources: Sources,
+}
+
+/// Reads every `*.yml` / `*.yaml` file of `dir` (sorted by name), merges and checks them.
+pub fn load(dir: &Path) -> Loaded {
+    let mut sources = Sources::default();
+    let mut diags = Vec::new();
+    let files = match list_files(dir) {
+        Ok(files) => files,
+        Err(d) => {
+            return Loaded {
+                result: Err(vec![d]),
+                sources,
+            }
+        }
+    };
+    let mut docs = Vec::new();
+    for file in &files {
+        match read_file(file, &mut sources) {
+            Ok(doc) => docs.push((file.clone(), doc)),
+            Err(d) => diags.push(d),
+        }
+    }
+    let known_hosts = read_known_hosts(dir, &mut diags);
+    let mut inv = merge(dir, docs, &mut diags);
+    inv.known_hosts = known_hosts;
+    check::check(&inv, &mut diags);
+    Loaded {
+        result: if diags.is_empty() {
+            Ok(inv)
+        } else {
+            Err(diags)
+        },
+        sources,
+    }
+}
+
+fn list_files(dir: &Path) -> Result<Vec<PathBuf>, Diagnostic> {
+    let entries = std::fs::read_dir(dir).map_err(|e| {
+        Diagnostic::new(
+            Place::file(dir),
+            format!("cannot read the inventory directory: {e}"),
+        )
+        .help("run picaops from the directory that holds `inventory/`, or pass `-i DIR` (or set PICAOPS_INVENTORY)")
+    })?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yml" | "yaml"))
+        })
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(Diagnostic::new(
+            Place::file(dir),
+            "the inventory directory holds no *.yml or *.yaml file",
+        )
+        .help("start from the example: copy picaops's `inventory/` directory and edit it"));
+    }
+    Ok(files)
+}
+
+/// Parses one file. Non-UTF-8 bytes, an empty file and YAML/shape errors all get a place.
+fn read_file(file: &Path, sources: &mut Sources) -> Result<FileDoc, Diagnostic> {
+    let bytes = std::fs::read(file).map_err(|e| {
+        Diagnostic::new(Place::file(file), format!("cannot read this file: {e}"))
+            .help("check the file's permissions")
+    })?;
+    let text = match std::str::from_utf8(&bytes) {
+        Ok(text) => text,
+        Err(e) => {
+            let valid = &bytes[..e.valid_up_to()];
+            let valid = std::str::from_utf8(valid).unwrap_or_default();
+            sources.add(file, valid);
+            let line = valid.matches('\n').count() as u64 + 1;
+            let column = valid.rsplit('\n').next().unwrap_or("").chars().count() as u64 + 1;
+            return Err(Diagnostic::new(
+                Place::new(file, line, column),
+                format!(
+                    "this file is not UTF-8 text (byte 0x{:02x} at offset {})",
+                    bytes[e.valid_up_to()],
+                    e.valid_up_to()
+                ),
+            )
+            .help("save the file as UTF-8 (for example `iconv -f latin1 -t utf-8`)"));
+        }
+    };
+    sources.add(file, text);
+    let mut options = Options::default();
+    options.duplicate_keys = DuplicateKeyPolicy::Error;
+    options.strict_booleans = true;
+    options.with_snippet = false;
+    match serde_saphyr::from_str_with_options::<Option<FileDoc>>(text, options) {
+        Ok(Some(doc)) => Ok(doc),
+        Ok(None) => Err(Diagnostic::new(
+            Place::new(file, 1, 1),
+            "this inventory file is empty",
+        )
+        .help("add a section (sites:, hosts:, vms:, groups:, vars:, services:, access:, backups:) or delete the file")),
+        Err(e) => Err(yaml_error(file, text, &e)),
+    }
+}
+
+/// Turns a serde-saphyr error into a diagnostic with advice.
+fn yaml_error(file: &Path, text: &str, e: &serde_saphyr::Error) -> Diagnostic {
+    let (line, column) = e
+        .location()
+        .map(|l| (l.line().max(1), l.column().max(1)))
+        .unwrap_or((1, 1));
+    let raw = e.without_snippet().to_string();
+    // serde-saphyr appends " at line L, column C"; the place is shown in front instead.
+    let message = match raw.rfind(" at line ") {
+        Some(i) => raw[..i].to_string(),
+        None => raw,
+    };
+    let len = e.location().map(|l| l.span().len()).unwrap_or(1).max(1);
+    let place = Place::new(file, line, column).with_len(len);
+    let mut d = Diagnostic::new(place, message.clone());
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        let (field, expected) = rest.split_once('`').unwrap_or((rest, ""));
+        let known: Vec<&str> = expected
+            .trim_start_matches(", expected one of ")
+            .trim_start_matches(", expected ")
+            .split(", ")
+            .map(|s| s.trim_matches('`'))
+            .filter(|s| !s.is_empty())
+            .collect();
+        d.place.len = field.chars().count() as u64;
+        d.message = format!("unknown key `{field}`");
+        d.help = Some(match did_you_mean(field, known.iter().copied()) {
+            Some(s) => format!("did you mean `{s}`? Known keys here: {}", known.join(", ")),
+            None => format!("known keys here: {}", known.join(", ")),
+        });
+    } else if message.starts_with("duplicate mapping key") {
+        let key = message
+            .trim_start_matches("duplicate mapping key: ")
+            .split(',')
+            .next()
+            .unwrap_or("");
+        d.message = format!("`{key}` is written twice in the same mapping");
+        d.help = Some("YAML keeps only one of the two: merge them or rename one".into());
+    } else if message.contains("strict mode expects true/false") {
+        d.message = "not a boolean".into();
+        d.help = Some("write `true` or `false` (yes/no/on/off are not booleans here)".into());
+    } else if message.starts_with("missing field `") {
+        let field = message
+            .trim_start_matches("missing field `")
+            .trim_end_matches('`');
+        d.message = format!("missing required key `{field}`");
+        d.help = Some(format!("add `{field}:` to this entry"));
+    } else if let Some(what) = message.strip_prefix("invalid ") {
+        d.message = format!("wrong type: expected {}", readable_type(what));
+    } else if message.starts_with("expected ") || message.starts_with("invalid type") {
+        d.message = format!("wrong type: {message}");
+    } else if line_is_blank_tail(text, line) {
+        d.help = Some("the file may be cut short: check the end of the file".into());
+    }
+    d
+}
+
+fn readable_type(what: &str) -> String {
+    match what {
+        "u16" => "a port number (1-65535)".into(),
+        "u32" | "u64" | "i64" => "a whole number".into(),
+        other => other.to_string(),
+    }
+}
+
+fn line_is_blank_tail(text: &str, line: u64) -> bool {
+    text.lines()
+        .skip(line as usize)
+        .all(|l| l.trim().is_empty())
+}
+
+/// Reads `known_hosts` beside the YAML files: keys pinned by `picaops inventory pin`.
+fn read_known_hosts(dir: &Path, diags: &mut Vec<Diagnostic>) -> Vec<String> {
+    let path = dir.join("known_hosts");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(String::from)
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => {
+            diags.push(Diagnostic::new(
+                Place::file(&path),
+                format!("cannot read pinned host keys: {e}"),
+            ));
+            Vec::new()
+        }
+    }
+}
+
+fn place_of<T>(file: &Path, s: &Spanned<T>) -> Place {
+    let l = s.referenced;
+    Place::new(file, l.line(), l.column()).with_len(l.span().len())
+}
+
+fn located<T>(file: &Path, s: Spanned<T>) -> Located<T> {
+    Located {
+        place: place_of(file, &s),
+        value: s.value,
+    }
+}
+
+fn vars(file: &Path, doc: VarsDoc) -> IndexMap<String, Var> {
+    doc.into_iter()
+        .map(|(k, v)| {
+            let place = place_of(file, &k.0);
+            (
+                k.0.value,
+                Var {
+                    value: v.value,
+                    place,
+                },
+            )
+        })
+        .collect()
+}
+
+fn resolve_path(file: &Path, path: Option<String>) -> Option<PathBuf> {
+    let path = PathBuf::from(path?);
+    if path.is_absolute() {
+        return Some(path);
+    }
+    if let Some(rest) = path.to_str().and_then(|p| p.strip_prefix("~/")) {
+        if let Some(home) = std::env::var_os("HOME") {
+            return Some(PathBuf::from(home).join(rest));
+        }
+    }
+    let base = file.parent().unwrap_or(Path::new("."));
+    Some(base.join(path))
+}
+
+/// Adds `value` under `name`, or reports the name as declared twice (across files too).
+fn insert_unique<T>(
+    map: &mut IndexMap<String, T>,
+    kind: &str,
+    name: String,
+    place: Place,
+    value: T,
+    first_place: impl Fn(&T) -> Place,
+    diags: &mut Vec<Diagnostic>,
+) {
+    if let Some(first) = map.get(&name) {
+        diags.push(
+            Diagnostic::new(place, format!("{kind} `{name}` is declared twice"))
+                .note(first_place(first), "first declared here")
+                .help("names must be unique across all inventory files: remove or rename one"),
+        );
+        return;
+    }
+    map.insert(name, value);
+}
+
+fn merge(dir: &Path, docs: Vec<(PathBuf, FileDoc)>, diags: &mut Vec<Diagnostic>) -> Inventory {
+    let mut inv = Inventory {
+        dir: dir.to_path_buf(),
+        sites: IndexMap::new(),
+        hosts: IndexMap::new(),
+        vms: IndexMap::new(),
+        groups: IndexMap::new(),
+        vars: IndexMap::new(),
+        services: IndexMap::new(),
+        access: None,
+        backups: IndexMap::new(),
+        known_hosts: Vec::new(),
+    };
+    let mut access_place: Option<Place> = None;
+    let mut backup_places: IndexMap<String, Place> = IndexMap::new();
+    for (file, doc) in docs {
+        let f = file.as_path();
+        for (name, s) in doc.sites.unwrap_or_default() {
+            let place = place_of(f, &name.0);
+            let site = Site {
+                name: name.0.value.clone(),
+                description: s.description,
+                backs_up_to: s.backs_up_to.map(|b| located(f, b)),
+                vars: vars(f, s.vars),
+                place: place.clone(),
+            };
+            insert_unique(
+                &mut inv.sites,
+                "site",
+                name.0.value,
+                place,
+                site,
+                |s| s.place.clone(),
+                diags,
+            );
+        }
+        for (name, h) in doc.hosts.unwrap_or_default() {
+            let place = place_of(f, &name.0);
+            check_port(f, h.port.as_ref(), diags);
+            let host = Host {
+                name: name.0.value.clone(),
+                site: located(f, h.site),
+                description: h.description,
+                ssh: Ssh {
+                    address: Some(h.address.value),
+                    port: h.port.map(|p| p.value),
+                    user: h.user,
+                    identity_file: resolve_path(f, h.identity_file),
+                    become_root: h.become_root,
+                    host_key: h.host_key.map(|k| located(f, k)),
+                },
+                hypervisor: h.hypervisor,
+                oob: h.oob,
+                groups: h.groups.into_iter().map(|g| located(f, g)).collect(),
+                vars: vars(f, h.vars),
+                place: place.clone(),
+            };
+            insert_unique(
+                &mut inv.hosts,
+                "host",
+                name.0.value,
+                place,
+                host,
+                |h| h.place.clone(),
+                diags,
+            );
+        }
+        for (name, v) in doc.vms.unwrap_or_default() {
+            let place = place_of(f, &name.0);
+            let memory = v.memory.as_ref().and_then(|m| match parse_size(&m.value) {
+                Ok(bytes) => Some(bytes),
+                Err(why) => {
+                    diags.push(
+                        Diagnostic::new(
+                            place_of(f, m),
+                            format!("`{}` is not a size: {why}", m.value),
+                        )
+                        .help("write a number and a unit: 512MiB, 8GiB, 1TiB"),
+                    );
+                    None
+                }
+            });
+            for disk in &v.disks {
+                if let Err(why) = parse_size(&disk.value.size) {
+                    diags.push(
+                        Diagnostic::new(
+                            place_of(f, disk),
+                            format!("disk size `{}` is not a size: {why}", disk.value.size),
+                        )
+                        .help("write a number and a unit: 40GiB, 1TiB"),
+                    );
+                }
+            }
+            check_port(f, v.port.as_ref(), diags);
+            if let Some(vcpus) = v.vcpus.as_ref().filter(|c| c.value == 0) {
+                diags.push(
+                    Diagnostic::new(
+                        place_of(f, vcpus),
+                        format!("VM `{}` has 0 vCPUs", name.0.value),
+                    )
+                    .help("give it at least 1"),
+                );
+            }
+            let vm = Vm {
+                name: name.0.value.clone(),
+                host: located(f, v.host),
+                description: v.description,
+                ssh: Ssh {
+                    address: v.address.map(|a| a.value),
+                    port: v.port.map(|p| p.value),
+                    user: v.user,
+                    identity_file: resolve_path(f, v.identity_file),
+                    become_root: v.become_root,
+                    host_key: v.host_key.map(|k| located(f, k)),
+                },
+                vcpus: v.vcpus.map(|c| c.value),
+                memory,
+                disks: v.disks.into_iter().map(|d| d.value).collect(),
+                network: v.network,
+                image: v.image,
+                start_at_boot: v.start_at_boot,
+                groups: v.groups.into_iter().map(|g| located(f, g)).collect(),
+                vars: vars(f, v.vars),
+                place: place.clone(),
+            };
+            insert_unique(
+                &mut inv.vms,
+                "VM",
+                name.0.value,
+                place,
+                vm,
+                |v| v.place.clone(),
+                diags,
+            );
+        }
+        for (name, g) in doc.groups.unwrap_or_default() {
+            let place = place_of(f, &name.0);
+            let group = Group {
+                name: name.0.value.clone(),
+                description: g.description,
+                vars: vars(f, g.vars),
+                place: place.clone(),
+            };
+            insert_unique(
+                &mut inv.groups,
+                "group",
+                name.0.value,
+                place,
+                group,
+                |g| g.place.clone(),
+                diags,
+            );
+        }
+        for (name, var) in vars(f, doc.vars.unwrap_or_default()) {
+            let place = var.place.clone();
+            insert_unique(
+                &mut inv.vars,
+                "variable",
+                name,
+                place,
+                var,
+                |v| v.place.clone(),
+                diags,
+            );
+        }
+        for (name, s) in doc.services.unwrap_or_default() {
+            let place = place_of(f, &name.0);
+            let mut settings = IndexMap::new();
+            for (key, value) in [
+                ("compose", s.compose),
+                ("env", s.env),
+                ("secrets", s.secrets),
+                ("data", s.data),
+                ("health", s.health),
+                ("backup", s.backup),
+                ("vars", s.vars),
+            ] {
+                if let Some(value) = value {
+                    settings.insert(key.to_string(), value);
+                }
+            }
+            let service = Service {
+                name: name.0.value.clone(),
+                host: located(f, s.host),
+                description: s.description,
+                settings,
+                place: place.clone(),
+            };
+            insert_unique(
+                &mut inv.services,
+                "service",
+                name.0.value,
+                place,
+                service,
+                |s| s.place.clone(),
+                diags,
+            );
+        }
+        if let Some(access) = doc.access {
+            let place = place_of(f, &access);
+            match &access_place {
+                Some(first) => diags.push(
+                    Diagnostic::new(place, "the `access:` section is declared twice")
+                        .note(first.clone(), "first declared here")
+                        .help("keep one `access:` section in one file"),
+                ),
+                None => {
+                    access_place = Some(place);
+                    inv.access = Some(access.value);
+                }
+            }
+        }
+        for (name, job) in doc.backups.unwrap_or_default() {
+            let place = place_of(f, &name.0);
+            if let Some(first) = backup_places.get(&name.0.value) {
+                diags.push(
+                    Diagnostic::new(
+                        place,
+                        format!("backup job `{}` is declared twice", name.0.value),
+                    )
+                    .note(first.clone(), "first declared here"),
+                );
+                continue;
+            }
+            backup_places.insert(name.0.value.clone(), place);
+            inv.backups.insert(name.0.value, job);
+        }
+    }
+    inv
+}
+
+fn check_port(file: &Path, port: Option<&Spanned<u16>>, diags: &mut Vec<Diagnostic>) {
+    if let Some(port) = port.filter(|p| p.value == 0) {
+        diags.push(
+            Diagnostic::new(place_of(file, port), "port 0 is not a usable SSH port")
+                .help("use 22 or the port sshd listens on"),
+        );
+    }
+}
+
+/// Parses `8GiB`, `512MiB`, `1TiB`, `80G` (binary units) into bytes.
+pub fn parse_size(text: &str) -> Result<u64, &'static str> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| "it must start with a whole number")?;
+    let shift = match unit.trim() {
+        "" | "B" => 0,
+        "K" | "KiB" => 10,
+        "M" | "MiB" => 20,
+        "G" | "GiB" => 30,
+        "T" | "TiB" => 40,
+        _ => return Err("unknown unit (use KiB, MiB, GiB or TiB)"),
+    };
+    number.checked_mul(1u64 << shift).ok_or("too large")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("8GiB"), Ok(8 << 30));
+        assert_eq!(parse_size("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_size("1T"), Ok(1 << 40));
+        assert!(parse_size("8 gigs").is_err());
+        assert!(parse_size("GiB").is_err());
+    }
+}

@@ -1,0 +1,100 @@
+//! `--limit` patterns: which machines a command acts on.
+//!
+//! A pattern is a comma-separated list of terms. A term is `all`, or a machine, group or site
+//! name, or a glob over those names (`pica*`, `?ob`). A term starting with `!` removes what it
+//! matches. Without any positive term, the selection starts from every machine. A term that
+//! matches nothing is an error (a typo must not silently act on fewer hosts).
+
+use super::model::{Inventory, Machine};
+use crate::diagnostic::did_you_mean;
+
+/// Machines matching `pattern` (every machine when `None`), in inventory order.
+pub fn select<'a>(inv: &'a Inventory, pattern: Option<&str>) -> Result<Vec<Machine<'a>>, String> {
+    let Some(pattern) = pattern.map(str::trim).filter(|p| !p.is_empty()) else {
+        return Ok(inv.machines().collect());
+    };
+    let mut include: Vec<&str> = Vec::new();
+    let mut exclude: Vec<&str> = Vec::new();
+    for term in pattern.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+        match term.strip_prefix('!') {
+            Some(t) => exclude.push(t.trim()),
+            None => include.push(term),
+        }
+    }
+    for term in include.iter().chain(&exclude) {
+        if !inv.machines().any(|m| matches(inv, m, term)) {
+            let names = all_names(inv);
+            let hint = match did_you_mean(term, names.iter().copied()) {
+                Some(s) => format!(" Did you mean `{s}`?"),
+                None => String::new(),
+            };
+            return Err(format!(
+                "--limit: `{term}` matches no machine, group or site.{hint} \
+                 See `picaops inventory graph` for the names."
+            ));
+        }
+    }
+    Ok(inv
+        .machines()
+        .filter(|m| include.is_empty() || include.iter().any(|t| matches(inv, *m, t)))
+        .filter(|m| !exclude.iter().any(|t| matches(inv, *m, t)))
+        .collect())
+}
+
+fn all_names(inv: &Inventory) -> Vec<&str> {
+    inv.machines()
+        .map(|m| m.name())
+        .chain(inv.groups.keys().map(String::as_str))
+        .chain(inv.sites.keys().map(String::as_str))
+        .collect()
+}
+
+fn matches(inv: &Inventory, machine: Machine<'_>, term: &str) -> bool {
+    if term == "all" {
+        return true;
+    }
+    let site = inv.site_of(machine).map(|s| s.name.as_str());
+    std::iter::once(machine.name())
+        .chain(machine.groups().iter().map(|g| g.as_str()))
+        .chain(site)
+        .any(|name| glob(term, name))
+}
+
+/// Shell-style glob with `*` and `?` (no character classes).
+pub fn glob(pattern: &str, text: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let t: Vec<char> = text.chars().collect();
+    let (mut pi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if let Some((sp, st)) = star {
+            pi = sp + 1;
+            ti = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob;
+
+    #[test]
+    fn globs() {
+        assert!(glob("pica*", "pica01"));
+        assert!(glob("*", "bob"));
+        assert!(glob("?ob", "bob"));
+        assert!(!glob("pica?", "pica01"));
+        assert!(glob("p*1*", "pica01-test"));
+        assert!(!glob("bob", "bobby"));
+    }
+}
