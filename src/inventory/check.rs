@@ -107,7 +107,14 @@ fn check_names(inv: &Inventory, diags: &mut Vec<Diagnostic>) {
     }
 }
 
-fn unknown(kind: &str, name: &str, place: Place, known: Vec<&str>, what_to_do: &str) -> Diagnostic {
+fn unknown(
+    kind: &str,
+    plural: &str,
+    name: &str,
+    place: Place,
+    known: Vec<&str>,
+    what_to_do: &str,
+) -> Diagnostic {
     let mut help = match did_you_mean(name, known.iter().copied()) {
         Some(s) => format!("did you mean `{s}`? "),
         None => String::new(),
@@ -115,7 +122,7 @@ fn unknown(kind: &str, name: &str, place: Place, known: Vec<&str>, what_to_do: &
     if known.is_empty() {
         help.push_str(&format!("no {kind} is declared yet; {what_to_do}"));
     } else {
-        help.push_str(&format!("declared {kind}s: {}", known.join(", ")));
+        help.push_str(&format!("declared {plural}: {}", known.join(", ")));
     }
     Diagnostic::new(place, format!("unknown {kind} `{name}`")).help(help)
 }
@@ -135,6 +142,7 @@ fn check_sites(inv: &Inventory, diags: &mut Vec<Diagnostic>) {
         } else if !inv.sites.contains_key(target.as_str()) {
             diags.push(unknown(
                 "site",
+                "sites",
                 target,
                 place,
                 names.clone(),
@@ -153,6 +161,7 @@ fn check_machines(inv: &Inventory, diags: &mut Vec<Diagnostic>) {
             let place = host.site.place.clone();
             diags.push(unknown(
                 "site",
+                "sites",
                 &host.site,
                 place,
                 sites.clone(),
@@ -165,6 +174,7 @@ fn check_machines(inv: &Inventory, diags: &mut Vec<Diagnostic>) {
             let place = vm.host.place.clone();
             let mut d = unknown(
                 "host",
+                "hosts",
                 &vm.host,
                 place,
                 hosts.clone(),
@@ -185,6 +195,7 @@ fn check_machines(inv: &Inventory, diags: &mut Vec<Diagnostic>) {
                 let place = group.place.clone();
                 diags.push(unknown(
                     "group",
+                    "groups",
                     group,
                     place,
                     groups.clone(),
@@ -211,6 +222,7 @@ fn check_services(inv: &Inventory, diags: &mut Vec<Diagnostic>) {
             let place = service.host.place.clone();
             diags.push(unknown(
                 "host or VM",
+                "hosts and VMs",
                 &service.host,
                 place,
                 machines.clone(),

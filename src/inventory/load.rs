@@ -168,6 +168,13 @@ pub fn load(dir: &Path) -> Loaded {
     let mut inv = merge(dir, docs, &mut diags);
     inv.known_hosts = known_hosts;
     check::check(&inv, &mut diags);
+    diags.sort_by(|a, b| {
+        (&a.place.file, a.place.line, a.place.column).cmp(&(
+            &b.place.file,
+            b.place.line,
+            b.place.column,
+        ))
+    });
     Loaded {
         result: if diags.is_empty() {
             Ok(inv)
@@ -240,12 +247,12 @@ fn read_file(file: &Path, sources: &mut Sources) -> Result<FileDoc, Diagnostic> 
             "this inventory file is empty",
         )
         .help("add a section (sites:, hosts:, vms:, groups:, vars:, services:, access:, backups:) or delete the file")),
-        Err(e) => Err(yaml_error(file, text, &e)),
+        Err(e) => Err(yaml_error(file, &e)),
     }
 }
 
 /// Turns a serde-saphyr error into a diagnostic with advice.
-fn yaml_error(file: &Path, text: &str, e: &serde_saphyr::Error) -> Diagnostic {
+fn yaml_error(file: &Path, e: &serde_saphyr::Error) -> Diagnostic {
     let (line, column) = e
         .location()
         .map(|l| (l.line().max(1), l.column().max(1)))
@@ -259,6 +266,29 @@ fn yaml_error(file: &Path, text: &str, e: &serde_saphyr::Error) -> Diagnostic {
     let len = e.location().map(|l| l.span().len()).unwrap_or(1).max(1);
     let place = Place::new(file, line, column).with_len(len);
     let mut d = Diagnostic::new(place, message.clone());
+    match e {
+        serde_saphyr::Error::ExternalMessage { .. } | serde_saphyr::Error::Eof { .. } => {
+            d.message = format!("YAML syntax error: {message}");
+            d.help = Some(if message.contains("tab") {
+                "YAML indents with spaces only: replace the tabs on this line with spaces".into()
+            } else {
+                "check the quotes, brackets and indentation on this line and the lines just before"
+                    .into()
+            });
+            return d;
+        }
+        serde_saphyr::Error::Unexpected { expected, .. } => {
+            d.message = format!("wrong type: expected {}", readable_type(expected));
+            return d;
+        }
+        serde_saphyr::Error::MultipleDocuments { .. } => {
+            d.message = "this file holds several YAML documents (`---`)".into();
+            d.help =
+                Some("keep one document per inventory file: split it into several files".into());
+            return d;
+        }
+        _ => {}
+    }
     if let Some(rest) = message.strip_prefix("unknown field `") {
         let (field, expected) = rest.split_once('`').unwrap_or((rest, ""));
         let known: Vec<&str> = expected
@@ -281,7 +311,7 @@ fn yaml_error(file: &Path, text: &str, e: &serde_saphyr::Error) -> Diagnostic {
             .next()
             .unwrap_or("");
         d.message = format!("`{key}` is written twice in the same mapping");
-        d.help = Some("YAML keeps only one of the two: merge them or rename one".into());
+        d.help = Some("YAML would keep only one of the two: merge them or rename one".into());
     } else if message.contains("strict mode expects true/false") {
         d.message = "not a boolean".into();
         d.help = Some("write `true` or `false` (yes/no/on/off are not booleans here)".into());
@@ -293,10 +323,13 @@ fn yaml_error(file: &Path, text: &str, e: &serde_saphyr::Error) -> Diagnostic {
         d.help = Some(format!("add `{field}:` to this entry"));
     } else if let Some(what) = message.strip_prefix("invalid ") {
         d.message = format!("wrong type: expected {}", readable_type(what));
-    } else if message.starts_with("expected ") || message.starts_with("invalid type") {
-        d.message = format!("wrong type: {message}");
-    } else if line_is_blank_tail(text, line) {
-        d.help = Some("the file may be cut short: check the end of the file".into());
+    } else if let Some(what) = message.strip_prefix("expected ") {
+        d.message = format!("wrong type: expected {}", readable_type(what));
+    } else if let Some(rest) = message.strip_prefix("unknown variant `") {
+        d.message = format!(
+            "unknown value `{}",
+            rest.replace(", expected one of", "; expected one of")
+        );
     }
     d
 }
@@ -305,14 +338,9 @@ fn readable_type(what: &str) -> String {
     match what {
         "u16" => "a port number (1-65535)".into(),
         "u32" | "u64" | "i64" => "a whole number".into(),
+        "string scalar" => "text (a single value, not a list or a mapping)".into(),
         other => other.to_string(),
     }
-}
-
-fn line_is_blank_tail(text: &str, line: u64) -> bool {
-    text.lines()
-        .skip(line as usize)
-        .all(|l| l.trim().is_empty())
 }
 
 /// Reads `known_hosts` beside the YAML files: keys pinned by `picaops inventory pin`.
