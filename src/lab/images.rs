@@ -148,6 +148,8 @@ pub fn build(
     if let Some(parent) = log.parent() {
         std::fs::create_dir_all(parent).map_err(|e| LabError::io(parent, e))?;
     }
+    // One log per build: the previous one is of no use once a new build starts.
+    let _ = std::fs::remove_file(log);
     let started = Instant::now();
     for img in Image::ALL {
         let tag = img.tag();
@@ -171,6 +173,7 @@ pub fn build(
         "images: all built in {}",
         human_duration(started.elapsed())
     ));
+    remove_outdated(docker, progress);
     if let Err(e) = save_cache(docker, &cache, progress) {
         progress(&format!(
             "images: not saved to {} ({e}); a `docker system prune` will cost a full rebuild",
@@ -319,6 +322,32 @@ pub fn human_duration(d: Duration) -> String {
         format!("{s:.1}s")
     } else {
         format!("{}m{:02}s", (s / 60.0) as u64, (s as u64) % 60)
+    }
+}
+
+/// Removes lab images built from older scripts (a tag that is no longer current). An image a
+/// container still uses stays; the next `lab up` replaces that container anyway.
+fn remove_outdated(docker: &Docker, progress: &mut dyn FnMut(&str)) {
+    let current: Vec<String> = Image::ALL.iter().map(|i| i.tag()).collect();
+    let Ok(listed) = docker.run(
+        "listing images",
+        ["images", "--format", "{{.Repository}}:{{.Tag}}"],
+    ) else {
+        return;
+    };
+    let outdated: Vec<&str> = listed
+        .lines()
+        .filter(|t| {
+            Image::ALL
+                .iter()
+                .any(|i| t.starts_with(&format!("{}:", i.name())))
+        })
+        .filter(|t| !current.iter().any(|c| c == t))
+        .collect();
+    for tag in outdated {
+        if docker.succeeds(["rmi", tag]) {
+            progress(&format!("images: removed outdated {tag}"));
+        }
     }
 }
 

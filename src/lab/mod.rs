@@ -558,6 +558,11 @@ impl Lab {
         .iter()
         .map(|s| s.to_string())
         .collect();
+        // Every lab host knows the others by name (`ssh alice`, restic to `sftp:alice:…`).
+        for other in HOSTS.iter().filter(|o| o.name != h.name) {
+            args.push("--add-host".into());
+            args.push(format!("{}:{}", other.name, other.address));
+        }
         if privileged {
             args.push("--privileged".into());
         } else {

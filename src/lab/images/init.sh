@@ -8,18 +8,24 @@ set -eu
 # with --cgroupns private each fresh mount shows only this container's part of the tree.
 mount -o remount,rw /sys 2>/dev/null || true
 v1=$(awk '$0 ~ / - cgroup / {print $5, $NF}' /proc/self/mountinfo)
-mount -t tmpfs -o mode=755,nosuid,nodev,noexec tmpfs /sys/fs/cgroup
-echo "$v1" | while read -r dir opts; do
-  [ -n "$dir" ] || continue
-  mkdir -p "$dir"
-  mount -t cgroup -o "nosuid,nodev,noexec,${opts#rw,}" cgroup "$dir"
-done
+if [ -n "$v1" ]; then
+  mount -t tmpfs -o mode=755,nosuid,nodev,noexec tmpfs /sys/fs/cgroup
+  echo "$v1" | while read -r dir opts; do
+    mkdir -p "$dir"
+    mount -t cgroup -o "nosuid,nodev,noexec,${opts#rw,}" cgroup "$dir"
+  done
+else
+  # A cgroup v2 machine (an ordinary CI runner): /sys/fs/cgroup is already this container's own.
+  mount -o remount,rw /sys/fs/cgroup 2>/dev/null || true
+fi
 
 # systemd 257 (trixie) tracks processes in the cgroup2 hierarchy, mounted next to the v1
 # controllers ("hybrid"). On a cgroup v1 machine nothing isolates that hierarchy between
 # containers unless the engine happens to: give this container its own subtree, then start
-# systemd in a cgroup namespace rooted there. SYSTEMD_CGROUP_ENABLE_LEGACY_FORCE=1 (read from
-# PID 1's arguments, as the kernel command line) keeps systemd >= 256 booting on cgroup v1.
+# systemd in a cgroup namespace rooted there. systemd >= 256 refuses a pure cgroup v1 ("legacy")
+# boot; hybrid boots here anyway, and SYSTEMD_CGROUP_ENABLE_LEGACY_FORCE=1 (read from PID 1's
+# arguments, which systemd takes as the kernel command line in a container) keeps it booting
+# should it ever fall back to legacy.
 mkdir -p /run/picaops-cgroup2
 if mount -t cgroup2 cgroup2 /run/picaops-cgroup2 2>/dev/null; then
   own=/run/picaops-cgroup2/picaops-lab-$(hostname)
