@@ -1,0 +1,155 @@
+//! The lab's own picaops inventory (sites.yml, hosts.yml, groups.yml) and the known_hosts file
+//! made from the pinned host keys. Rendering is pure text; writing is atomic (temporary file,
+//! then rename) so a reader never sees half a file.
+
+use std::path::Path;
+
+use super::topology::{Role, HOSTS, SITES};
+use super::LabError;
+
+/// Header of every file the lab writes into its inventory.
+const HEADER: &str =
+    "# Written by `picaops lab up` for the lab on this machine; rewritten at every run.\n";
+
+pub fn sites_yml() -> String {
+    let mut s = String::from(HEADER);
+    s.push_str("sites:\n");
+    for site in SITES {
+        s.push_str(&format!(
+            "  {}:\n    description: {}\n    backs_up_to: {}\n",
+            site.name, site.description, site.backs_up_to
+        ));
+    }
+    s
+}
+
+/// hosts.yml, with each host's public host key (`ssh-ed25519 AAAA…`) pinned.
+/// `host_key(name)` gives that key; the identity file is relative to the inventory directory.
+pub fn hosts_yml(host_key: &dyn Fn(&str) -> String) -> String {
+    let mut s = String::from(HEADER);
+    s.push_str("hosts:\n");
+    for h in HOSTS {
+        let (hypervisor, group) = match h.role {
+            Role::Hypervisor => ("libvirt", "hypervisors"),
+            Role::Directory => ("none", "directory"),
+        };
+        s.push_str(&format!(
+            "  {name}:\n    site: {site}\n    description: {desc}\n    address: {addr}\n    \
+             port: 22\n    user: root\n    identity_file: ../id_ed25519\n    host_key: {key}\n    \
+             hypervisor: {hypervisor}\n    groups: [{group}]\n",
+            name = h.name,
+            site = h.site,
+            desc = h.description,
+            addr = h.address,
+            key = host_key(h.name),
+        ));
+    }
+    s
+}
+
+pub fn groups_yml() -> String {
+    let mut s = String::from(HEADER);
+    s.push_str(
+        "groups:\n  hypervisors:\n    description: lab hypervisors (containers with Docker, libvirt/QEMU and restic)\n  \
+         directory:\n    description: the lab's LDAP server (slapd)\nvars:\n  domain: lab.picasoft.test\n",
+    );
+    s
+}
+
+/// An OpenSSH known_hosts file: one line per host, its address and pinned key.
+pub fn known_hosts(host_key: &dyn Fn(&str) -> String) -> String {
+    HOSTS
+        .iter()
+        .map(|h| format!("{} {}\n", h.address, host_key(h.name)))
+        .collect()
+}
+
+/// `ssh-ed25519 AAAA… comment` → `ssh-ed25519 AAAA…` (the part that identifies the key).
+pub fn key_without_comment(public_key_line: &str) -> String {
+    public_key_line
+        .split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Writes `text` to `path` through a temporary file in the same directory and a rename.
+pub fn write_atomically(path: &Path, text: &str) -> Result<(), LabError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| LabError::io(dir, e))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        path.file_name().unwrap_or_default().to_string_lossy()
+    ));
+    std::fs::write(&tmp, text).map_err(|e| LabError::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| LabError::io(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fake_key(host: &str) -> String {
+        format!("ssh-ed25519 AAAAkeyof{host}")
+    }
+
+    #[test]
+    fn sites_back_up_to_each_other() {
+        let text = sites_yml();
+        assert!(text.contains(
+            "sites:\n  toulouse:\n    description: lab copy of Tetaneutral's room in Toulouse\n    backs_up_to: compiegne\n"
+        ));
+        assert!(text.contains(
+            "  compiegne:\n    description: lab copy of the UTC server room in Compiègne\n    backs_up_to: toulouse\n"
+        ));
+    }
+
+    #[test]
+    fn hosts_carry_address_key_and_relative_identity() {
+        let text = hosts_yml(&fake_key);
+        assert!(text.contains(
+            "  bob:\n    site: toulouse\n    description: lab hypervisor (container)\n    address: 172.30.1.11\n    \
+             port: 22\n    user: root\n    identity_file: ../id_ed25519\n    host_key: ssh-ed25519 AAAAkeyofbob\n    \
+             hypervisor: libvirt\n    groups: [hypervisors]\n"
+        ));
+        assert!(text.contains("  ldap:\n    site: compiegne\n"));
+        assert!(text.contains("    hypervisor: none\n    groups: [directory]\n"));
+        for name in ["bob", "alice", "caribou", "ldap"] {
+            assert!(text.contains(&format!("\n  {name}:\n")), "{name} missing");
+        }
+    }
+
+    #[test]
+    fn groups_and_domain() {
+        let text = groups_yml();
+        assert!(text.contains("groups:\n  hypervisors:\n    description: "));
+        assert!(text.contains("\n  directory:\n    description: "));
+        assert!(text.ends_with("vars:\n  domain: lab.picasoft.test\n"));
+    }
+
+    #[test]
+    fn known_hosts_pins_every_address() {
+        let text = known_hosts(&fake_key);
+        assert!(text.contains("172.30.1.11 ssh-ed25519 AAAAkeyofbob\n"));
+        assert!(text.contains("172.30.2.20 ssh-ed25519 AAAAkeyofldap\n"));
+        assert_eq!(text.lines().count(), 4);
+    }
+
+    #[test]
+    fn comments_are_dropped_from_public_keys() {
+        assert_eq!(
+            key_without_comment("ssh-ed25519 AAAAC3 root@bob\n"),
+            "ssh-ed25519 AAAAC3"
+        );
+    }
+
+    #[test]
+    fn atomic_write_replaces_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("inventory/hosts.yml");
+        write_atomically(&p, "one").unwrap();
+        write_atomically(&p, "two").unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "two");
+        assert_eq!(std::fs::read_dir(p.parent().unwrap()).unwrap().count(), 1);
+    }
+}
