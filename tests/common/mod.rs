@@ -1,0 +1,80 @@
+//! Shared by the integration tests that need the lab (`picaops lab up`).
+//!
+//! Under the README's test command (`PICAOPS_REQUIRE_LAB=1`), a lab that is not up is a test
+//! failure with a message saying what to run. Under a bare `cargo test`, such tests print
+//! `SKIPPED` with the same message and return, so a developer without Docker can still run the
+//! rest.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::{Mutex, MutexGuard};
+
+/// Lab tests stop hosts and cut links: they take this lock so they never overlap.
+static LAB: Mutex<()> = Mutex::new(());
+
+pub struct Lab {
+    pub dir: PathBuf,
+    pub inventory: PathBuf,
+    _guard: MutexGuard<'static, ()>,
+}
+
+pub fn picaops() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_picaops"));
+    cmd.env("NO_COLOR", "1").env_remove("PICAOPS_INVENTORY");
+    cmd
+}
+
+pub fn lab_dir() -> PathBuf {
+    match std::env::var_os("PICAOPS_LAB_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => PathBuf::from(std::env::var_os("HOME").expect("HOME is set"))
+            .join(".local/state/picaops/lab"),
+    }
+}
+
+/// The running lab, or `None` (after printing why) when it is not up and not required.
+pub fn lab(test: &str) -> Option<Lab> {
+    let guard = LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = lab_dir();
+    let inventory = dir.join("inventory");
+    let running = Command::new("docker")
+        .args(["inspect", "-f", "{{.State.Running}}", "picaops-lab-bob"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "true")
+        .unwrap_or(false);
+    if inventory.is_dir() && running {
+        return Some(Lab {
+            dir,
+            inventory,
+            _guard: guard,
+        });
+    }
+    let why = format!(
+        "{test}: the lab is not up (no running picaops-lab-bob container or no {}). \
+         Run `bash .ci/setup && picaops lab up` (it needs a Docker engine), or the README's test command `bash .ci/test`.",
+        inventory.display()
+    );
+    if std::env::var_os("PICAOPS_REQUIRE_LAB").is_some() {
+        panic!("{why}");
+    }
+    eprintln!("SKIPPED {why}");
+    None
+}
+
+impl Lab {
+    /// Runs picaops against the lab inventory.
+    pub fn picaops(&self, args: &[&str]) -> Output {
+        picaops()
+            .arg("-i")
+            .arg(&self.inventory)
+            .args(args)
+            .output()
+            .expect("picaops runs")
+    }
+}
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
