@@ -35,7 +35,13 @@ pub struct Cli {
 #[derive(Args, Debug, Clone)]
 pub struct Global {
     /// Inventory directory (every *.yml / *.yaml file in it is read and merged).
-    #[arg(short, long, global = true, env = "PICAOPS_INVENTORY", default_value = "inventory")]
+    #[arg(
+        short,
+        long,
+        global = true,
+        env = "PICAOPS_INVENTORY",
+        default_value = "inventory"
+    )]
     pub inventory: PathBuf,
     /// Output format: `human` for people, `json` for scripts (one document on stdout).
     #[arg(long, short = 'o', global = true, value_enum, default_value_t = Format::Human)]
@@ -50,7 +56,11 @@ pub struct Global {
 
 impl Global {
     pub fn output(&self) -> Output {
-        let verbosity = if self.quiet { -1 } else { self.verbose.min(3) as i8 };
+        let verbosity = if self.quiet {
+            -1
+        } else {
+            self.verbose.min(3) as i8
+        };
         Output::new(self.output, verbosity)
     }
 }
