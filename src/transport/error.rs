@@ -151,12 +151,17 @@ pub fn classify_ssh_log(host: &str, endpoint: &str, log: &str) -> TransportError
         || has("POSSIBLE DNS SPOOFING")
         || has("Host key for ") && has("has changed")
     {
+        let presented = presented_fingerprint(log)
+            .map(|fp| format!(" ({fp})"))
+            .unwrap_or_default();
         (
             ErrorKind::HostKeyChanged,
-            "HOST KEY CHANGED — the key presented is not the pinned one. If the machine was \
-             reinstalled, verify the new fingerprint out of band and update `host_key:` in the \
-             inventory; otherwise someone may be intercepting the connection. Not connecting."
-                .to_string(),
+            format!(
+                "HOST KEY CHANGED — the key presented{presented} is not the pinned one. If the \
+                 machine was reinstalled, verify the new fingerprint out of band and update \
+                 `host_key:` in the inventory; otherwise someone may be intercepting the \
+                 connection. Not connecting."
+            ),
         )
     } else if has("host key is known for") && has("requested strict checking")
         || has("Host key verification failed")
@@ -223,6 +228,16 @@ pub fn classify_ssh_log(host: &str, endpoint: &str, log: &str) -> TransportError
     TransportError::new(host, kind, message).with_detail(log)
 }
 
+/// The `SHA256:...` fingerprint ssh prints after "key sent by the remote host is".
+fn presented_fingerprint(log: &str) -> Option<&str> {
+    let after = log.split("sent by the remote host is").nth(1)?;
+    after
+        .split_whitespace()
+        .next()
+        .map(|fp| fp.trim_end_matches('.'))
+        .filter(|fp| fp.starts_with("SHA256:"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -283,8 +298,17 @@ mod tests {
     fn messages_say_what_to_do() {
         let unknown = classify_ssh_log("bob", "x", "Host key verification failed.");
         assert!(unknown.to_string().contains("picaops inventory pin bob"));
-        let changed = classify_ssh_log("bob", "x", "REMOTE HOST IDENTIFICATION HAS CHANGED");
-        assert!(changed.to_string().starts_with("bob: HOST KEY CHANGED"));
+        let changed = classify_ssh_log(
+            "bob",
+            "x",
+            "@    WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!     @\r\n\
+             The fingerprint for the ED25519 key sent by the remote host is\r\n\
+             SHA256:odDL+IZLPrxEaWsP+RQiRxWlw4+MhPCv1a4PcT2i8tk.\r\n",
+        );
+        assert!(changed.to_string().starts_with(
+            "bob: HOST KEY CHANGED — the key presented \
+             (SHA256:odDL+IZLPrxEaWsP+RQiRxWlw4+MhPCv1a4PcT2i8tk)"
+        ));
         assert!(changed.message.contains("Not connecting"));
     }
 }
