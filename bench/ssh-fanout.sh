@@ -138,7 +138,7 @@ bench_tool() { # N name command... ; prints "wall logins/host conns/host", fails
 }
 
 ansible_bin="$here/.venv/bin/ansible"
-tools=(picaops xargs-ssh xargs-ssh-curve25519)
+tools=(picaops picaops-pq-kex xargs-ssh xargs-ssh-curve25519)
 [ -x "$ansible_bin" ] && tools+=(ansible)
 
 for n in "${sizes[@]}"; do
@@ -148,6 +148,7 @@ for n in "${sizes[@]}"; do
   addrs=$(seq -f "127.0.1.%g" 1 "$n")
 
   bench_tool "$n" picaops "$picaops" -q -i "$work/inventory" run --forks "$n" -- true
+  bench_tool "$n" picaops-pq-kex "$picaops" -q -i "$work/inventory" run --forks "$n" --post-quantum-kex -- true
   bench_tool "$n" xargs-ssh bash -c "printf '%s\n' $(echo $addrs) | xargs -P $n -I{} ssh ${ssh_common[*]} -l $user {} true"
   bench_tool "$n" xargs-ssh-curve25519 bash -c "printf '%s\n' $(echo $addrs) | xargs -P $n -I{} ssh ${ssh_common[*]} -o KexAlgorithms=curve25519-sha256 -l $user {} true"
   if [ -x "$ansible_bin" ]; then

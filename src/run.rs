@@ -27,6 +27,9 @@ pub struct RunRequest {
     pub connect_timeout: Duration,
     /// Limit for the command on each host; `None`: none.
     pub timeout: Option<Duration>,
+    /// Keep OpenSSH's default post-quantum key exchange first (see
+    /// `SshOptions::prefer_fast_kex`).
+    pub post_quantum_kex: bool,
 }
 
 /// The words after `--`: one word is a shell command line (`'df -h | grep /srv'`), several words
@@ -96,11 +99,9 @@ pub async fn run_command(
     req: &RunRequest,
     events: Option<mpsc::UnboundedSender<PoolEvent>>,
 ) -> Result<RunReport, TransportError> {
-    let connector = Arc::new(Connector::new(
-        known_hosts,
-        req.connect_timeout,
-        req.timeout,
-    )?);
+    let mut connector = Connector::new(known_hosts, req.connect_timeout, req.timeout)?;
+    connector.ssh_options_mut().prefer_fast_kex = !req.post_quantum_kex;
+    let connector = Arc::new(connector);
     let command = Arc::new(RemoteCommand {
         line: req.command.clone(),
         stdin: None,
