@@ -135,6 +135,7 @@ impl SshTransport {
         // ssh's ConnectTimeout covers TCP and the banner; this outer limit also covers key
         // exchange and authentication (a hung LDAP key lookup on the host stalls login for ~30 s).
         let limit = opts.connect_timeout + Duration::from_secs(1);
+        let _ = std::fs::remove_file(jump_log(&log));
         let status = match tokio::time::timeout(limit, child.wait()).await {
             Ok(Ok(status)) => status,
             Ok(Err(e)) => {
@@ -164,6 +165,18 @@ impl SshTransport {
         if !status.success() {
             let raw = read_log(&log);
             let _ = std::fs::remove_file(&log);
+            let jump_raw = read_log(&jump_log(&log));
+            let _ = std::fs::remove_file(jump_log(&log));
+            if let (Some(jump), false) = (&target.jump, jump_raw.trim().is_empty()) {
+                // The jump host failed first: classify its words, and say so.
+                // Name the jump host in the advice (`pin <it>`), report under the target.
+                let (_, jump_host, _) = parse_jump(jump);
+                let mut err = classify_ssh_log(jump_host, jump, &jump_raw);
+                err.host = host.to_string();
+                err.message = format!("via jump host {jump}: {}", err.message);
+                err.detail = Some(format!("{}\n{}", jump_raw.trim(), raw.trim()));
+                return Err(err);
+            }
             let mut err = classify_ssh_log(host, &endpoint, &raw);
             if raw.trim().is_empty() {
                 err.detail = Some(format!("ssh exited with {status} and wrote nothing"));
@@ -423,12 +436,101 @@ fn master_args(target: &Target, opts: &SshOptions, ctl: &Path, log: &Path) -> Ve
         args.push(user.clone());
     }
     if let Some(jump) = &target.jump {
-        args.push("-J".into());
-        args.push(jump.clone());
+        // Not `-J`: its inner ssh would check the jump host's key against the admin's own
+        // known_hosts and print its errors nowhere. This one checks it strictly against
+        // picaops' file and logs next to the master's log.
+        args.push("-o".into());
+        args.push(format!(
+            "ProxyCommand={}",
+            jump_command(jump, target, opts, &jump_log(log))
+        ));
     }
     args.push("--".into());
     args.push(target.address.clone());
     args
+}
+
+fn jump_log(log: &Path) -> PathBuf {
+    log.with_extension("jump.log")
+}
+
+/// Splits a jump spec `[user@]host[:port]`.
+fn parse_jump(jump: &str) -> (Option<&str>, &str, Option<u16>) {
+    let (user, rest) = match jump.rsplit_once('@') {
+        Some((u, r)) => (Some(u), r),
+        None => (None, jump),
+    };
+    match rest.rsplit_once(':') {
+        Some((h, p)) if p.parse::<u16>().is_ok() => (user, h, p.parse().ok()),
+        _ => (user, rest, None),
+    }
+}
+
+/// The `ProxyCommand` reaching `target` through its jump host, with the same strict host-key
+/// policy as the master. Run by the local shell, hence quoted.
+fn jump_command(jump: &str, target: &Target, opts: &SshOptions, log: &Path) -> String {
+    let (user, host, port) = parse_jump(jump);
+    let jump_target = Target {
+        name: format!("{} (jump host)", target.name),
+        address: host.to_string(),
+        port,
+        user: user.map(str::to_string),
+        identity_file: None,
+        become_root: false,
+        jump: None,
+        local: false,
+    };
+    let connect_secs = opts.connect_timeout.as_secs_f64().ceil().max(1.0) as u64;
+    let mut words: Vec<String> = vec![
+        opts.ssh_program.display().to_string(),
+        "-E".into(),
+        log.display().to_string(),
+    ];
+    for o in [
+        "BatchMode=yes".to_string(),
+        "StrictHostKeyChecking=yes".into(),
+        format!("UserKnownHostsFile={}", opts.known_hosts.display()),
+        "GlobalKnownHostsFile=/dev/null".into(),
+        format!("HostKeyAlias={}", jump_target.known_hosts_name()),
+        "UpdateHostKeys=no".into(),
+        format!("ConnectTimeout={connect_secs}"),
+        format!(
+            "ServerAliveInterval={}",
+            opts.server_alive_interval.as_secs().max(1)
+        ),
+        format!("ServerAliveCountMax={}", opts.server_alive_count_max),
+        "ClearAllForwardings=yes".into(),
+        "ControlMaster=no".into(),
+        "ControlPath=none".into(),
+    ] {
+        words.push("-o".into());
+        words.push(o);
+    }
+    if opts.prefer_fast_kex {
+        words.push("-o".into());
+        words.push("KexAlgorithms=^curve25519-sha256,curve25519-sha256@libssh.org".into());
+    }
+    // The inventory's key for the target is offered to the jump host too (agent and config
+    // keys still apply: no IdentitiesOnly here).
+    if let Some(identity) = &target.identity_file {
+        words.push("-i".into());
+        words.push(identity.display().to_string());
+    }
+    if let Some(port) = port {
+        words.push("-p".into());
+        words.push(port.to_string());
+    }
+    if let Some(user) = user {
+        words.push("-l".into());
+        words.push(user.to_string());
+    }
+    words.push("-W".into());
+    words.push("%h:%p".into());
+    words.push("--".into());
+    words.push(host.to_string());
+    // `%` is ssh's escape character in ProxyCommand: double it everywhere but in `%h:%p`.
+    let line = super::quote::join(&words);
+    line.replace('%', "%%").replace("%%h:%%p", "%h:%p")
 }
 
 /// Refuses inventory values that ssh would read as options (`-oProxyCommand=...`).
@@ -483,6 +585,28 @@ mod tests {
             assert!(args.iter().any(|a| a == expected), "{expected} in {args:?}");
         }
         assert_eq!(args[args.len() - 2..], ["--", "127.0.1.1"]);
+    }
+
+    #[test]
+    fn a_jump_host_is_checked_strictly_too() {
+        let mut t = bob();
+        t.jump = Some("admin@gw.picasoft.net:2200".into());
+        let opts = SshOptions::new("/kh", "/ctl");
+        let args = master_args(&t, &opts, Path::new("/ctl/m0"), Path::new("/ctl/m0.log"));
+        let proxy = args
+            .iter()
+            .find(|a| a.starts_with("ProxyCommand="))
+            .unwrap();
+        for expected in [
+            "StrictHostKeyChecking=yes",
+            "UserKnownHostsFile=/kh",
+            "'HostKeyAlias=[gw.picasoft.net]:2200'",
+            "-l admin",
+            "-W %h:%p -- gw.picasoft.net",
+        ] {
+            assert!(proxy.contains(expected), "{expected} in {proxy}");
+        }
+        assert!(!args.contains(&"-J".to_string()));
     }
 
     #[test]
