@@ -332,3 +332,35 @@ fn leftovers(dir: &std::path::Path) -> Vec<String> {
         .filter(|n| n.contains(".picaops-"))
         .collect()
 }
+
+#[tokio::test]
+async fn a_jump_host_is_used_and_its_key_checked_strictly() {
+    let ws = Workstation::new();
+    let inner = Sshd::start(&ws);
+    let gateway = Sshd::start(&ws);
+    let mut target = inner.pinned_target("inner", NOSUDO_USER, &ws);
+    target.jump = Some(format!(
+        "{NOSUDO_USER}@{}:{}",
+        gateway.address, gateway.port
+    ));
+
+    // Gateway not pinned yet: refused, and the message says it is the jump host.
+    let err = SshTransport::connect(&target, &ws.ssh_options())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::HostKeyUnknown, "{err:?}");
+    assert!(err.message.starts_with("via jump host"), "{err}");
+    assert_eq!(inner.accepted_logins(), 0);
+
+    gateway.pinned_target("gateway", NOSUDO_USER, &ws);
+    let t = SshTransport::connect(&target, &ws.ssh_options())
+        .await
+        .unwrap();
+    assert!(t
+        .exec(&RemoteCommand::argv(["true"]))
+        .await
+        .unwrap()
+        .success());
+    assert_eq!(gateway.accepted_logins(), 1);
+    assert_eq!(inner.accepted_logins(), 1);
+}
