@@ -113,13 +113,10 @@ pub async fn run_command(
         connector,
         &PoolOptions { forks: req.forks },
         events,
+        // A non-zero exit is an `Ok` output here; it becomes the host's failure below.
         move |_target, transport| {
             let command = command.clone();
-            async move {
-                let out = transport.exec(&command).await?;
-                // A non-zero exit is the host's failure; the pool only sees transport errors.
-                Ok(out)
-            }
+            async move { transport.exec(&command).await }
         },
     )
     .await;

@@ -282,8 +282,18 @@ impl SshTransport {
         }
     }
 
-    fn timeout_for(&self, cmd: &RemoteCommand) -> Option<Duration> {
-        cmd.timeout.or(self.command_timeout)
+    /// `run` within the command's time limit (or the transport's default).
+    async fn run_limited(
+        &self,
+        cmd: &RemoteCommand,
+        input: Input<'_>,
+    ) -> Result<CommandOutput, TransportError> {
+        match cmd.timeout.or(self.command_timeout) {
+            Some(limit) => tokio::time::timeout(limit, self.run(cmd, input))
+                .await
+                .unwrap_or_else(|_| Err(TransportError::command_timeout(&self.target.name, limit))),
+            None => self.run(cmd, input).await,
+        }
     }
 }
 
@@ -296,16 +306,7 @@ impl Transport for SshTransport {
         &'a self,
         cmd: &'a RemoteCommand,
     ) -> BoxFuture<'a, Result<CommandOutput, TransportError>> {
-        async move {
-            let run = self.run(cmd, Input::of_command(cmd));
-            match self.timeout_for(cmd) {
-                Some(limit) => tokio::time::timeout(limit, run).await.unwrap_or_else(|_| {
-                    Err(TransportError::command_timeout(&self.target.name, limit))
-                }),
-                None => run.await,
-            }
-        }
-        .boxed()
+        self.run_limited(cmd, Input::of_command(cmd)).boxed()
     }
 
     fn upload<'a>(
@@ -319,13 +320,7 @@ impl Transport for SshTransport {
             let started = Instant::now();
             let (size, sha256) = upload::fingerprint(host, content).await?;
             let cmd = upload::command(host, dest, attrs, size, &sha256)?;
-            let run = self.run(&cmd, Input::of_content(content));
-            let out = match self.command_timeout {
-                Some(limit) => tokio::time::timeout(limit, run)
-                    .await
-                    .unwrap_or_else(|_| Err(TransportError::command_timeout(host, limit)))?,
-                None => run.await?,
-            };
+            let out = self.run_limited(&cmd, Input::of_content(content)).await?;
             upload::check(host, dest, &out)?;
             Ok(Uploaded {
                 bytes: size,
