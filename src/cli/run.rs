@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use clap::Args;
-use picaops::output::{Format, Output, EXIT_HOST_FAILED, EXIT_USAGE};
+use picaops::output::{Format, Output, EXIT_HOST_FAILED};
 use picaops::run::{command_from_words, render_human, render_json, run_command, RunRequest};
 
 use super::Global;
@@ -49,17 +49,11 @@ fn parse_seconds(s: &str) -> Result<f64, String> {
 }
 
 pub fn run(args: RunArgs, global: &Global, out: &Output) -> i32 {
-    let (targets, known_hosts) = match load_targets(global, args.limit.as_deref(), out) {
-        Ok(loaded) => loaded,
-        Err(code) => return code,
-    };
-    if targets.is_empty() {
-        eprintln!(
-            "picaops run: no host matches --limit {:?}; `picaops inventory check` lists them.",
-            args.limit.as_deref().unwrap_or("")
-        );
-        return EXIT_USAGE;
-    }
+    let (targets, known_hosts) =
+        match super::inventory::load_targets(global, args.limit.as_deref(), out) {
+            Ok(loaded) => loaded,
+            Err(code) => return code,
+        };
     let request = RunRequest {
         command: command_from_words(&args.command),
         forks: args.forks as usize,
@@ -124,104 +118,4 @@ pub fn run(args: RunArgs, global: &Global, out: &Output) -> i32 {
         }
     }
     report.exit_code()
-}
-
-// TEMPORARY: replaced by the inventory loader at merge.
-//
-// Reads `<inventory>/hosts.yml` loosely (name → address, port, user, identity_file relative to the
-// YAML file, host_key, become_root, jump, local), applies `--limit` (comma-separated names, `*`
-// globs, `!name` exclusions) and writes a known_hosts file from the `host_key` fields.
-fn load_targets(
-    global: &Global,
-    limit: Option<&str>,
-    _out: &Output,
-) -> Result<(Vec<picaops::transport::Target>, std::path::PathBuf), i32> {
-    #[derive(serde::Deserialize)]
-    struct File {
-        hosts: indexmap::IndexMap<String, Host>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Host {
-        address: String,
-        port: Option<u16>,
-        user: Option<String>,
-        identity_file: Option<std::path::PathBuf>,
-        host_key: Option<String>,
-        #[serde(default)]
-        become_root: bool,
-        jump: Option<String>,
-        #[serde(default)]
-        local: bool,
-    }
-    let path = global.inventory.join("hosts.yml");
-    let text = std::fs::read_to_string(&path).map_err(|e| {
-        eprintln!("picaops: cannot read {}: {e}", path.display());
-        EXIT_USAGE
-    })?;
-    // Loosely: the real loader rejects unknown keys; this stand-in ignores them.
-    let file: File = serde_saphyr::from_str(&text).map_err(|e| {
-        eprintln!("picaops: {}: {e}", path.display());
-        EXIT_USAGE
-    })?;
-    let selected = |name: &str| -> bool {
-        let Some(limit) = limit else { return true };
-        let mut included = false;
-        let mut any_positive = false;
-        for pat in limit.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            if let Some(excluded) = pat.strip_prefix('!') {
-                if glob(excluded, name) {
-                    return false;
-                }
-            } else {
-                any_positive = true;
-                included |= glob(pat, name);
-            }
-        }
-        included || !any_positive
-    };
-    let mut known_hosts = String::new();
-    let mut targets = Vec::new();
-    for (name, h) in file.hosts {
-        let target = picaops::transport::Target {
-            name: name.clone(),
-            address: h.address,
-            port: h.port,
-            user: h.user,
-            identity_file: h.identity_file.map(|p| {
-                if p.is_absolute() {
-                    p
-                } else {
-                    global.inventory.join(p)
-                }
-            }),
-            become_root: h.become_root,
-            jump: h.jump,
-            local: h.local,
-        };
-        if let Some(key) = h.host_key {
-            known_hosts.push_str(&format!("{} {}\n", target.known_hosts_name(), key.trim()));
-        }
-        if selected(&name) {
-            targets.push(target);
-        }
-    }
-    let kh_path = std::env::temp_dir().join(format!("picaops-known-hosts-{}", std::process::id()));
-    std::fs::write(&kh_path, known_hosts).map_err(|e| {
-        eprintln!("picaops: cannot write {}: {e}", kh_path.display());
-        EXIT_USAGE
-    })?;
-    Ok((targets, kh_path))
-}
-
-// TEMPORARY: replaced by the inventory loader at merge.
-fn glob(pattern: &str, name: &str) -> bool {
-    match pattern.split_once('*') {
-        None => pattern == name,
-        Some((prefix, rest)) => name.starts_with(prefix) && glob_tail(rest, &name[prefix.len()..]),
-    }
-}
-
-// TEMPORARY: replaced by the inventory loader at merge.
-fn glob_tail(rest: &str, name: &str) -> bool {
-    rest.is_empty() || (0..=name.len()).any(|i| name.is_char_boundary(i) && glob(rest, &name[i..]))
 }

@@ -11,7 +11,7 @@ use std::process::Command;
 use sha2::{Digest, Sha256};
 
 use super::model::{Inventory, Machine};
-use crate::transport::Target;
+use crate::transport::{known_hosts_name, Target};
 
 /// The transport's view of a machine. A machine without an address cannot be reached yet.
 pub fn target(machine: Machine<'_>) -> Result<Target, String> {
@@ -34,14 +34,6 @@ pub fn target(machine: Machine<'_>) -> Result<Target, String> {
         become_root: ssh.become_root,
         jump: None,
     })
-}
-
-/// How known_hosts names a machine: `address`, or `[address]:port` off port 22.
-fn known_hosts_name(address: &str, port: Option<u16>) -> String {
-    match port {
-        Some(p) if p != 22 => format!("[{address}]:{p}"),
-        _ => address.to_string(),
-    }
 }
 
 /// The known_hosts lines picaops trusts: inventory `host_key:`s, then the pinned file.
@@ -239,12 +231,5 @@ mod tests {
             fingerprint(key),
             "ssh-ed25519 SHA256:+DiY3wvvV6TuJJhbpZisF/zLDA0zPMSvHdkr4UvCOqU"
         );
-    }
-
-    #[test]
-    fn known_hosts_names() {
-        assert_eq!(known_hosts_name("10.0.0.1", None), "10.0.0.1");
-        assert_eq!(known_hosts_name("10.0.0.1", Some(22)), "10.0.0.1");
-        assert_eq!(known_hosts_name("10.0.0.1", Some(2222)), "[10.0.0.1]:2222");
     }
 }

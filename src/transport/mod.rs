@@ -53,10 +53,15 @@ impl Target {
     /// `address` on port 22 (or when the ssh config decides the port), `[address]:port` otherwise.
     /// The inventory loader writes its pinned keys under the same name.
     pub fn known_hosts_name(&self) -> String {
-        match self.port {
-            Some(port) if port != 22 => format!("[{}]:{}", self.address, port),
-            _ => self.address.clone(),
-        }
+        known_hosts_name(&self.address, self.port)
+    }
+}
+
+/// How known_hosts names a machine: `address`, or `[address]:port` off port 22.
+pub fn known_hosts_name(address: &str, port: Option<u16>) -> String {
+    match port {
+        Some(port) if port != 22 => format!("[{address}]:{port}"),
+        _ => address.to_string(),
     }
 }
 
