@@ -352,6 +352,20 @@ where
 
 /// Recognises `sudo -n` refusing to escalate, so that it is reported as such and not as the
 /// command's own failure.
+/// Runs `work` within `limit` (when there is one); past it, a `CommandTimeout` error.
+pub(crate) async fn within_limit(
+    host: &str,
+    limit: Option<Duration>,
+    work: impl std::future::Future<Output = Result<CommandOutput, TransportError>>,
+) -> Result<CommandOutput, TransportError> {
+    match limit {
+        Some(limit) => tokio::time::timeout(limit, work)
+            .await
+            .unwrap_or_else(|_| Err(TransportError::command_timeout(host, limit))),
+        None => work.await,
+    }
+}
+
 pub(crate) fn check_become(
     target: &Target,
     cmd: &RemoteCommand,

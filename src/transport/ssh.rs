@@ -24,8 +24,8 @@ use futures::FutureExt;
 
 use super::error::{classify_ssh_log, human_duration, ErrorKind, TransportError};
 use super::{
-    check_become, pump, upload, CommandOutput, FileAttrs, FileContent, Input, RemoteCommand,
-    Target, Transport, Uploaded,
+    check_become, pump, upload, within_limit, CommandOutput, FileAttrs, FileContent, Input,
+    RemoteCommand, Target, Transport, Uploaded,
 };
 
 /// How picaops opens SSH connections; the same for every host of a run.
@@ -288,12 +288,8 @@ impl SshTransport {
         cmd: &RemoteCommand,
         input: Input<'_>,
     ) -> Result<CommandOutput, TransportError> {
-        match cmd.timeout.or(self.command_timeout) {
-            Some(limit) => tokio::time::timeout(limit, self.run(cmd, input))
-                .await
-                .unwrap_or_else(|_| Err(TransportError::command_timeout(&self.target.name, limit))),
-            None => self.run(cmd, input).await,
-        }
+        let limit = cmd.timeout.or(self.command_timeout);
+        within_limit(&self.target.name, limit, self.run(cmd, input)).await
     }
 }
 
@@ -315,18 +311,13 @@ impl Transport for SshTransport {
         dest: &'a str,
         attrs: &'a FileAttrs,
     ) -> BoxFuture<'a, Result<Uploaded, TransportError>> {
-        async move {
-            let host = self.target.name.as_str();
-            let started = Instant::now();
-            let (size, sha256) = upload::fingerprint(host, content).await?;
-            let cmd = upload::command(host, dest, attrs, size, &sha256)?;
-            let out = self.run_limited(&cmd, Input::of_content(content)).await?;
-            upload::check(host, dest, &out)?;
-            Ok(Uploaded {
-                bytes: size,
-                duration: started.elapsed(),
-            })
-        }
+        upload::upload(
+            &self.target.name,
+            content,
+            dest,
+            attrs,
+            move |cmd, input| async move { self.run_limited(&cmd, input).await },
+        )
         .boxed()
     }
 

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 
 use super::error::{ErrorKind, TransportError};
-use super::{CommandOutput, FileAttrs, FileContent, RemoteCommand};
+use super::{CommandOutput, FileAttrs, FileContent, Input, RemoteCommand, Uploaded};
 
 const SCRIPT: &str = r#"set -u
 dest=$1 size=$2 sum=$3 mode=$4 owner=$5 group=$6
@@ -64,6 +64,29 @@ pub(crate) async fn fingerprint(
             Ok((size, hex::encode(hasher.finalize())))
         }
     }
+}
+
+/// The whole upload, for any transport: `run` executes one command with the content on stdin.
+pub(crate) async fn upload<'a, F, Fut>(
+    host: &str,
+    content: &'a FileContent,
+    dest: &str,
+    attrs: &FileAttrs,
+    run: F,
+) -> Result<Uploaded, TransportError>
+where
+    F: FnOnce(RemoteCommand, Input<'a>) -> Fut,
+    Fut: std::future::Future<Output = Result<CommandOutput, TransportError>>,
+{
+    let started = std::time::Instant::now();
+    let (size, sha256) = fingerprint(host, content).await?;
+    let cmd = command(host, dest, attrs, size, &sha256)?;
+    let out = run(cmd, Input::of_content(content)).await?;
+    check(host, dest, &out)?;
+    Ok(Uploaded {
+        bytes: size,
+        duration: started.elapsed(),
+    })
 }
 
 /// The command that receives the content on stdin and installs it at `dest`.
