@@ -405,21 +405,38 @@ fn resolve_path(file: &Path, path: Option<String>) -> Option<PathBuf> {
     Some(base.join(path))
 }
 
-/// Adds `value` under `name`, or reports the name as declared twice (across files too).
-fn insert_unique<T>(
+/// Something declared at a place in a file: what a "declared twice" error points at.
+trait Declared {
+    fn declared_at(&self) -> &Place;
+}
+
+macro_rules! declared {
+    ($($t:ty),*) => {$(
+        impl Declared for $t {
+            fn declared_at(&self) -> &Place {
+                &self.place
+            }
+        }
+    )*};
+}
+declared!(Site, Host, Vm, Group, Service, Var);
+
+/// Adds `value` under its name, or reports the name as declared twice (across files too).
+fn insert_unique<T: Declared>(
     map: &mut IndexMap<String, T>,
     kind: &str,
     name: String,
-    place: Place,
     value: T,
-    first_place: impl Fn(&T) -> Place,
     diags: &mut Vec<Diagnostic>,
 ) {
     if let Some(first) = map.get(&name) {
         diags.push(
-            Diagnostic::new(place, format!("{kind} `{name}` is declared twice"))
-                .note(first_place(first), "first declared here")
-                .help("names must be unique across all inventory files: remove or rename one"),
+            Diagnostic::new(
+                value.declared_at().clone(),
+                format!("{kind} `{name}` is declared twice"),
+            )
+            .note(first.declared_at().clone(), "first declared here")
+            .help("names must be unique across all inventory files: remove or rename one"),
         );
         return;
     }
@@ -450,17 +467,9 @@ fn merge(dir: &Path, docs: Vec<(PathBuf, FileDoc)>, diags: &mut Vec<Diagnostic>)
                 description: s.description,
                 backs_up_to: s.backs_up_to.map(|b| located(f, b)),
                 vars: vars(f, s.vars),
-                place: place.clone(),
-            };
-            insert_unique(
-                &mut inv.sites,
-                "site",
-                name.0.value,
                 place,
-                site,
-                |s| s.place.clone(),
-                diags,
-            );
+            };
+            insert_unique(&mut inv.sites, "site", name.0.value, site, diags);
         }
         for (name, h) in doc.hosts.unwrap_or_default() {
             let place = place_of(f, &name.0);
@@ -481,17 +490,9 @@ fn merge(dir: &Path, docs: Vec<(PathBuf, FileDoc)>, diags: &mut Vec<Diagnostic>)
                 oob: h.oob,
                 groups: h.groups.into_iter().map(|g| located(f, g)).collect(),
                 vars: vars(f, h.vars),
-                place: place.clone(),
-            };
-            insert_unique(
-                &mut inv.hosts,
-                "host",
-                name.0.value,
                 place,
-                host,
-                |h| h.place.clone(),
-                diags,
-            );
+            };
+            insert_unique(&mut inv.hosts, "host", name.0.value, host, diags);
         }
         for (name, v) in doc.vms.unwrap_or_default() {
             let place = place_of(f, &name.0);
@@ -549,17 +550,9 @@ fn merge(dir: &Path, docs: Vec<(PathBuf, FileDoc)>, diags: &mut Vec<Diagnostic>)
                 start_at_boot: v.start_at_boot,
                 groups: v.groups.into_iter().map(|g| located(f, g)).collect(),
                 vars: vars(f, v.vars),
-                place: place.clone(),
-            };
-            insert_unique(
-                &mut inv.vms,
-                "VM",
-                name.0.value,
                 place,
-                vm,
-                |v| v.place.clone(),
-                diags,
-            );
+            };
+            insert_unique(&mut inv.vms, "VM", name.0.value, vm, diags);
         }
         for (name, g) in doc.groups.unwrap_or_default() {
             let place = place_of(f, &name.0);
@@ -567,29 +560,12 @@ fn merge(dir: &Path, docs: Vec<(PathBuf, FileDoc)>, diags: &mut Vec<Diagnostic>)
                 name: name.0.value.clone(),
                 description: g.description,
                 vars: vars(f, g.vars),
-                place: place.clone(),
-            };
-            insert_unique(
-                &mut inv.groups,
-                "group",
-                name.0.value,
                 place,
-                group,
-                |g| g.place.clone(),
-                diags,
-            );
+            };
+            insert_unique(&mut inv.groups, "group", name.0.value, group, diags);
         }
         for (name, var) in vars(f, doc.vars.unwrap_or_default()) {
-            let place = var.place.clone();
-            insert_unique(
-                &mut inv.vars,
-                "variable",
-                name,
-                place,
-                var,
-                |v| v.place.clone(),
-                diags,
-            );
+            insert_unique(&mut inv.vars, "variable", name, var, diags);
         }
         for (name, s) in doc.services.unwrap_or_default() {
             let place = place_of(f, &name.0);
@@ -612,17 +588,9 @@ fn merge(dir: &Path, docs: Vec<(PathBuf, FileDoc)>, diags: &mut Vec<Diagnostic>)
                 host: located(f, s.host),
                 description: s.description,
                 settings,
-                place: place.clone(),
-            };
-            insert_unique(
-                &mut inv.services,
-                "service",
-                name.0.value,
                 place,
-                service,
-                |s| s.place.clone(),
-                diags,
-            );
+            };
+            insert_unique(&mut inv.services, "service", name.0.value, service, diags);
         }
         if let Some(access) = doc.access {
             let place = place_of(f, &access);
