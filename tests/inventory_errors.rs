@@ -3,14 +3,11 @@
 //! `file:line:column: message`. The real binary runs on each; it must exit 2, never panic, and
 //! report exactly those places.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
 
-fn picaops() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_picaops"));
-    cmd.env("NO_COLOR", "1").env_remove("PICAOPS_INVENTORY");
-    cmd
-}
+use std::path::{Path, PathBuf};
+
+use common::picaops_on;
 
 fn cases() -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bad-inventories");
@@ -40,12 +37,7 @@ fn every_bad_inventory_fails_at_the_expected_places() {
             .unwrap_or_else(|_| panic!("{name}: expected.txt is missing"));
         let expected: Vec<&str> = expected.lines().filter(|l| !l.trim().is_empty()).collect();
         assert!(!expected.is_empty(), "{name}: expected.txt lists no error");
-        let output = picaops()
-            .arg("-i")
-            .arg(&case)
-            .args(["inventory", "check"])
-            .output()
-            .unwrap();
+        let output = picaops_on(&case, &["inventory", "check"]);
         let stderr = String::from_utf8_lossy(&output.stderr);
         if output.status.code() != Some(2) {
             failures.push(format!(
@@ -79,12 +71,7 @@ fn every_bad_inventory_fails_at_the_expected_places() {
 #[test]
 fn errors_carry_an_excerpt_and_advice() {
     let case = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bad-inventories/unknown-key");
-    let output = picaops()
-        .arg("-i")
-        .arg(&case)
-        .args(["inventory", "check"])
-        .output()
-        .unwrap();
+    let output = picaops_on(&case, &["inventory", "check"]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("  4 |     adress: 10.0.0.1"), "{stderr}");
     assert!(stderr.contains("^^^^^^"), "{stderr}");
@@ -95,12 +82,7 @@ fn errors_carry_an_excerpt_and_advice() {
 fn json_errors_are_machine_readable() {
     let case =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bad-inventories/many-errors-at-once");
-    let output = picaops()
-        .arg("-i")
-        .arg(&case)
-        .args(["--output", "json", "inventory", "check"])
-        .output()
-        .unwrap();
+    let output = picaops_on(&case, &["--output", "json", "inventory", "check"]);
     assert_eq!(output.status.code(), Some(2));
     let doc: serde_json::Value = serde_json::from_slice(&output.stdout).expect("stdout is JSON");
     assert_eq!(doc["ok"], false);
@@ -115,10 +97,7 @@ fn json_errors_are_machine_readable() {
 
 #[test]
 fn a_missing_inventory_directory_is_a_usage_error() {
-    let output = picaops()
-        .args(["-i", "/nonexistent/inventory", "inventory", "check"])
-        .output()
-        .unwrap();
+    let output = picaops_on(Path::new("/nonexistent/inventory"), &["inventory", "check"]);
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -131,24 +110,14 @@ fn a_missing_inventory_directory_is_a_usage_error() {
 #[test]
 fn the_shipped_example_inventory_is_valid() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("inventory");
-    let output = picaops()
-        .arg("-i")
-        .arg(&dir)
-        .args(["inventory", "check"])
-        .output()
-        .unwrap();
+    let output = picaops_on(&dir, &["inventory", "check"]);
     assert_eq!(
         output.status.code(),
         Some(0),
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let graph = picaops()
-        .arg("-i")
-        .arg(&dir)
-        .args(["inventory", "graph"])
-        .output()
-        .unwrap();
+    let graph = picaops_on(&dir, &["inventory", "graph"]);
     let tree = String::from_utf8_lossy(&graph.stdout);
     for name in [
         "toulouse",

@@ -5,7 +5,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{lab, picaops, text};
+use common::{lab, picaops, picaops_on, text};
 
 const HOSTS: [&str; 4] = ["bob", "alice", "caribou", "ldap"];
 
@@ -131,12 +131,7 @@ fn a_wrong_pinned_host_key_is_refused_and_the_others_proceed() {
     };
     let dir = tempfile::tempdir().unwrap();
     inventory_with_wrong_key_for_alice(&lab.dir, dir.path());
-    let out = picaops()
-        .arg("-i")
-        .arg(dir.path())
-        .args(["run", "--", "uname", "-n"])
-        .output()
-        .unwrap();
+    let out = picaops_on(dir.path(), &["run", "--", "uname", "-n"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     for name in ["bob", "caribou", "ldap"] {

@@ -14,10 +14,7 @@ use transport_support::{have_sudo, Sshd, Workstation, NOSUDO_USER, SUDO_USER};
 async fn exec_returns_stdout_stderr_and_exit_code() {
     let ws = Workstation::new();
     let sshd = Sshd::start(&ws);
-    let target = sshd.pinned_target("bob", NOSUDO_USER, &ws);
-    let t = SshTransport::connect(&target, &ws.ssh_options())
-        .await
-        .unwrap();
+    let t = sshd.connect(NOSUDO_USER, &ws).await;
 
     let out = t
         .exec(&RemoteCommand::shell("echo out; echo err >&2; exit 3"))
@@ -47,10 +44,7 @@ async fn exec_returns_stdout_stderr_and_exit_code() {
 async fn stdin_arrives_intact_even_binary_and_large() {
     let ws = Workstation::new();
     let sshd = Sshd::start(&ws);
-    let target = sshd.pinned_target("bob", NOSUDO_USER, &ws);
-    let t = SshTransport::connect(&target, &ws.ssh_options())
-        .await
-        .unwrap();
+    let t = sshd.connect(NOSUDO_USER, &ws).await;
 
     let bytes: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
     let expected = {
@@ -80,10 +74,7 @@ async fn stdin_arrives_intact_even_binary_and_large() {
 async fn upload_is_atomic_and_sets_the_mode() {
     let ws = Workstation::new();
     let sshd = Sshd::start(&ws);
-    let target = sshd.pinned_target("bob", "root", &ws);
-    let t = SshTransport::connect(&target, &ws.ssh_options())
-        .await
-        .unwrap();
+    let t = sshd.connect("root", &ws).await;
     let dir = tempfile::tempdir().unwrap();
     let dest = dir.path().join("my config.txt");
     let dest_s = dest.to_str().unwrap();
@@ -149,10 +140,7 @@ async fn upload_is_atomic_and_sets_the_mode() {
 async fn an_upload_cut_off_by_a_dead_connection_leaves_no_partial_file() {
     let ws = Workstation::new();
     let sshd = Sshd::start(&ws);
-    let target = sshd.pinned_target("bob", "root", &ws);
-    let t = SshTransport::connect(&target, &ws.ssh_options())
-        .await
-        .unwrap();
+    let t = sshd.connect("root", &ws).await;
     let dir = tempfile::tempdir().unwrap();
     let dest = dir.path().join("big.bin");
     std::fs::write(&dest, "old\n").unwrap();
@@ -204,10 +192,7 @@ async fn an_upload_cut_off_by_a_dead_connection_leaves_no_partial_file() {
 async fn one_connection_serves_many_commands_and_uploads() {
     let ws = Workstation::new();
     let sshd = Sshd::start(&ws);
-    let target = sshd.pinned_target("bob", NOSUDO_USER, &ws);
-    let t = SshTransport::connect(&target, &ws.ssh_options())
-        .await
-        .unwrap();
+    let t = sshd.connect(NOSUDO_USER, &ws).await;
     let dir = tempfile::Builder::new().tempdir_in("/tmp").unwrap();
     std::fs::set_permissions(
         dir.path(),
@@ -304,10 +289,7 @@ async fn become_uses_passwordless_sudo_and_refusal_is_clear() {
 async fn a_command_past_its_timeout_is_reported_as_such() {
     let ws = Workstation::new();
     let sshd = Sshd::start(&ws);
-    let target = sshd.pinned_target("bob", NOSUDO_USER, &ws);
-    let t = SshTransport::connect(&target, &ws.ssh_options())
-        .await
-        .unwrap();
+    let t = sshd.connect(NOSUDO_USER, &ws).await;
     let started = std::time::Instant::now();
     let err = t
         .exec(&RemoteCommand::argv(["sleep", "5"]).with_timeout(Duration::from_millis(300)))

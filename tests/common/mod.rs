@@ -7,7 +7,7 @@
 
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Mutex, MutexGuard};
 
@@ -24,6 +24,16 @@ pub fn picaops() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_picaops"));
     cmd.env("NO_COLOR", "1").env_remove("PICAOPS_INVENTORY");
     cmd
+}
+
+/// Runs picaops on the inventory at `inventory`.
+pub fn picaops_on(inventory: &Path, args: &[&str]) -> Output {
+    picaops()
+        .arg("-i")
+        .arg(inventory)
+        .args(args)
+        .output()
+        .expect("picaops runs")
 }
 
 pub fn lab_dir() -> PathBuf {
@@ -66,12 +76,7 @@ pub fn lab(test: &str) -> Option<Lab> {
 impl Lab {
     /// Runs picaops against the lab inventory.
     pub fn picaops(&self, args: &[&str]) -> Output {
-        picaops()
-            .arg("-i")
-            .arg(&self.inventory)
-            .args(args)
-            .output()
-            .expect("picaops runs")
+        picaops_on(&self.inventory, args)
     }
 }
 

@@ -163,6 +163,14 @@ impl Sshd {
         t
     }
 
+    /// An SSH transport to this sshd as `user`, its host key pinned.
+    pub async fn connect(&self, user: &str, ws: &Workstation) -> picaops::transport::SshTransport {
+        let target = self.pinned_target("bob", user, ws);
+        picaops::transport::SshTransport::connect(&target, &ws.ssh_options())
+            .await
+            .unwrap()
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("sshd.log")).unwrap_or_default()
     }
