@@ -10,3 +10,4 @@ pub mod output;
 pub mod progress;
 pub mod run;
 pub mod transport;
+pub mod yaml;
