@@ -97,6 +97,11 @@ impl Sources {
         self.texts.insert(file.to_path_buf(), text.to_string());
     }
 
+    /// The whole text of a file added before.
+    pub fn text(&self, file: &Path) -> Option<&str> {
+        self.texts.get(file).map(String::as_str)
+    }
+
     fn line(&self, file: &Path, line: u64) -> Option<&str> {
         let text = self.texts.get(file)?;
         text.lines()

@@ -3,10 +3,13 @@
 //! The library holds everything the `picaops` binary does; the binary (src/main.rs and src/cli/)
 //! only parses arguments, calls into these modules and renders their results.
 
+pub mod converge;
 pub mod diagnostic;
 pub mod inventory;
 pub mod lab;
+pub mod modules;
 pub mod output;
+pub mod playbook;
 pub mod progress;
 pub mod run;
 pub mod transport;

@@ -1,6 +1,5 @@
 //! `picaops inventory check | show | graph | pin`, and the inventory loading every command shares.
 
-use std::io::Write as _;
 use std::path::PathBuf;
 
 use clap::{Subcommand, ValueEnum};
@@ -74,27 +73,8 @@ pub fn load(global: &Global, out: &Output) -> Option<Inventory> {
     match loaded.result {
         Ok(inv) => Some(inv),
         Err(diags) => {
-            match out.format {
-                Format::Json => {
-                    let doc = serde_json::json!({ "ok": false, "errors": diags });
-                    println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
-                }
-                Format::Human => {
-                    let mut err = std::io::stderr().lock();
-                    for d in &diags {
-                        let _ =
-                            writeln!(err, "{}", diagnostic::render(d, &loaded.sources, out.color));
-                    }
-                    let n = diags.len();
-                    let _ = writeln!(
-                        err,
-                        "{}: {n} error{} in the inventory at {}; nothing was contacted.",
-                        out.paint(Style::Red, "picaops"),
-                        if n == 1 { "" } else { "s" },
-                        global.inventory.display()
-                    );
-                }
-            }
+            let what = format!("in the inventory at {}", global.inventory.display());
+            super::print_diagnostics(&diags, &loaded.sources, out, &what);
             None
         }
     }
@@ -107,6 +87,16 @@ pub fn load_targets(
     limit: Option<&str>,
     out: &Output,
 ) -> Result<(Vec<Target>, PathBuf), i32> {
+    load_inventory_and_targets(global, limit, out)
+        .map(|(_, targets, known_hosts)| (targets, known_hosts))
+}
+
+/// Like [`load_targets`], keeping the inventory too.
+pub fn load_inventory_and_targets(
+    global: &Global,
+    limit: Option<&str>,
+    out: &Output,
+) -> Result<(Inventory, Vec<Target>, PathBuf), i32> {
     let inv = load(global, out).ok_or(EXIT_USAGE)?;
     let usage = |message: String| {
         eprintln!("{}: {message}", out.paint(Style::Red, "picaops"));
@@ -128,7 +118,7 @@ pub fn load_targets(
             "cannot write the known_hosts file picaops passes to ssh: {e}"
         ))
     })?;
-    Ok((targets, known_hosts))
+    Ok((inv, targets, known_hosts))
 }
 
 fn json(inv: &Inventory) -> String {

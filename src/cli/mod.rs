@@ -1,5 +1,6 @@
 //! Argument parsing (clap) and dispatch to one file per subcommand.
 
+pub mod converge;
 pub mod inventory;
 pub mod lab;
 pub mod run;
@@ -20,6 +21,8 @@ Start here:
   picaops inventory check            is the inventory valid?
   picaops inventory graph            sites, hosts, VMs and services as a tree
   picaops run -- uptime              one command on every host
+  picaops plan                       what apply would change (playbooks/site.yml)
+  picaops apply                      converge every host
   picaops lab up                     a replica of the two sites on this machine, to try things";
 
 #[derive(Parser, Debug)]
@@ -70,6 +73,10 @@ pub enum Command {
     /// Check, show and draw the inventory.
     #[command(subcommand)]
     Inventory(inventory::InventoryCommand),
+    /// Show what `apply` would change on each host (reads only), with diffs.
+    Plan(converge::PlanArgs),
+    /// Converge hosts: make them as the playbooks say (or apply a saved plan).
+    Apply(converge::ApplyArgs),
     /// Run one command on many hosts at once; output is prefixed by host name.
     Run(run::RunArgs),
     /// A replica of the two sites on this machine (containers), for trying things and for tests.
@@ -83,6 +90,8 @@ pub fn dispatch(cli: Cli) -> i32 {
     match cli.command {
         Command::Inventory(cmd) => inventory::run(cmd, &cli.global, &out),
         Command::Run(args) => run::run(args, &cli.global, &out),
+        Command::Plan(args) => converge::plan(args, &cli.global, &out),
+        Command::Apply(args) => converge::apply(args, &cli.global, &out),
         Command::Lab(cmd) => lab::run(cmd, &cli.global, &out),
     }
 }
@@ -103,4 +112,38 @@ fn init_logging(global: &Global) {
         .with_ansi(std::env::var_os("NO_COLOR").is_none())
         .without_time()
         .try_init();
+}
+
+/// Prints diagnostics (gcc-style on stderr, or one JSON document on stdout) and a last line
+/// saying nothing was contacted.
+pub fn print_diagnostics(
+    diags: &[picaops::diagnostic::Diagnostic],
+    sources: &picaops::diagnostic::Sources,
+    out: &Output,
+    what: &str,
+) {
+    use std::io::Write as _;
+    match out.format {
+        Format::Json => {
+            let doc = serde_json::json!({ "ok": false, "errors": diags });
+            println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+        }
+        Format::Human => {
+            let mut err = std::io::stderr().lock();
+            for d in diags {
+                let _ = writeln!(
+                    err,
+                    "{}",
+                    picaops::diagnostic::render(d, sources, out.color)
+                );
+            }
+            let n = diags.len();
+            let _ = writeln!(
+                err,
+                "{}: {n} error{} {what}; nothing was contacted.",
+                out.paint(picaops::output::Style::Red, "picaops"),
+                if n == 1 { "" } else { "s" },
+            );
+        }
+    }
 }

@@ -41,6 +41,24 @@ pub fn select<'a>(inv: &'a Inventory, pattern: Option<&str>) -> Result<Vec<Machi
         .collect())
 }
 
+/// Does `machine` match a play's `hosts:` pattern? Unlike [`select`], a term that matches no
+/// machine is not an error (a play for a group that has no member yet simply does nothing).
+pub fn pattern_matches(inv: &Inventory, machine: Machine<'_>, pattern: &str) -> bool {
+    let mut included = false;
+    let mut any_positive = false;
+    for term in pattern.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+        match term.strip_prefix('!') {
+            Some(t) if matches(inv, machine, t.trim()) => return false,
+            Some(_) => {}
+            None => {
+                any_positive = true;
+                included |= matches(inv, machine, term);
+            }
+        }
+    }
+    included || !any_positive
+}
+
 fn all_names(inv: &Inventory) -> Vec<&str> {
     inv.machines()
         .map(|m| m.name())

@@ -1,0 +1,350 @@
+//! `picaops plan` and `picaops apply`: parse arguments, load the inventory and playbooks, check
+//! everything before connecting, then hand over to `picaops::converge` and print its report.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use clap::Args;
+use picaops::converge::{self, report, saved::SavedPlan, Job, Mode};
+use picaops::diagnostic::Sources;
+use picaops::output::{Format, Output, Style, EXIT_HOST_FAILED, EXIT_OK, EXIT_USAGE};
+use picaops::playbook::template::Templates;
+use serde_json::Value;
+
+use super::Global;
+
+/// What plan and apply share.
+#[derive(Args, Debug, Clone)]
+pub struct Selection {
+    /// Playbook files (default: playbooks/site.yml beside the inventory directory).
+    #[arg(value_name = "PLAYBOOK")]
+    pub playbooks: Vec<PathBuf>,
+    /// Which hosts: names, groups or sites, comma-separated; globs (`pica*`) and `!name` to exclude.
+    #[arg(short, long)]
+    pub limit: Option<String>,
+    /// Only tasks with one of these tags (comma-separated; tasks tagged `always` too).
+    #[arg(short, long, value_delimiter = ',')]
+    pub tags: Vec<String>,
+    /// Leave out tasks with one of these tags.
+    #[arg(long, value_delimiter = ',')]
+    pub skip_tags: Vec<String>,
+    /// Extra variable, highest precedence: `-e name=value` (text) or `-e '{"name": [1, 2]}'` (JSON).
+    #[arg(short = 'e', long = "extra-vars", value_name = "VARS")]
+    pub extra_vars: Vec<String>,
+    /// How many hosts to work on at the same time.
+    #[arg(short, long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub forks: u32,
+    /// Seconds allowed to connect to each host.
+    #[arg(long, value_name = "S", default_value_t = 10)]
+    pub connect_timeout: u64,
+}
+
+#[derive(Args, Debug)]
+#[command(after_help = "\
+Reads the state of everything the playbooks touch on each host (one round trip per host), and \
+shows what apply would change: + create, ~ update, - delete, > run, ? unknown until apply (a task \
+that reads a result registered by a command), with a unified diff for file contents. Unchanged \
+steps are listed with -v. Values of variables named like secrets (password, token, secret, \
+private_key…) are shown as (secret); tasks with `no_log: true` show no content.
+
+Exit codes: 0 the plan was made (with --detailed-exitcode: 0 nothing to change, 2 changes \
+pending, 1 error); 1 a host could not be read; 2 usage error or invalid inventory/playbook \
+(nothing was contacted).
+
+Examples:
+  picaops plan                                  playbooks/site.yml on every host
+  picaops plan playbooks/base.yml -l toulouse   one playbook, one site
+  picaops plan --out tonight.plan               save it; `picaops apply tonight.plan` later")]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub sel: Selection,
+    /// Exit 0 when nothing would change, 2 when changes are pending, 1 on error (for drift alarms).
+    #[arg(long)]
+    pub detailed_exitcode: bool,
+    /// Save the plan to FILE (mode 0600); `picaops apply FILE` applies exactly it, or refuses.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+#[command(after_help = "\
+Does what `picaops plan` shows, host by host (one read and one write round trip per host; a \
+host with nothing to change costs one). Each host's changes run under a lock in /run/picaops \
+(who, from where, since when); a second apply on the same host fails with that information, or \
+waits with --lock-wait. Files are written atomically (temporary file, checked, renamed): an \
+interrupted apply leaves no half-written file, and running apply again converges.
+
+Given a file saved by `picaops plan --out`, applies that plan, and refuses any host whose state \
+or planned changes moved since.
+
+Exit codes: 0 every host converged; 1 at least one host failed (the others were still served; \
+the summary names each failure); 2 usage error or invalid inventory/playbook (nothing was \
+contacted).")]
+pub struct ApplyArgs {
+    #[command(flatten)]
+    pub sel: Selection,
+    /// Seconds to wait for another apply's lock on a host before failing (default: fail at once).
+    #[arg(long, value_name = "S", default_value_t = 0)]
+    pub lock_wait: u64,
+}
+
+pub fn plan(args: PlanArgs, global: &Global, out: &Output) -> i32 {
+    let code = run(
+        &args.sel,
+        global,
+        out,
+        Mode::Plan,
+        0,
+        None,
+        args.out.as_ref(),
+        args.detailed_exitcode,
+    );
+    if args.detailed_exitcode && code == EXIT_USAGE {
+        return 1;
+    }
+    code
+}
+
+pub fn apply(args: ApplyArgs, global: &Global, out: &Output) -> i32 {
+    let saved = match args.sel.playbooks.as_slice() {
+        [one] if converge::is_saved_plan(one) => match SavedPlan::read(one) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                eprintln!("{}: {e}", out.paint(Style::Red, "picaops apply"));
+                return EXIT_USAGE;
+            }
+        },
+        _ => None,
+    };
+    let mut sel = args.sel.clone();
+    let mut global = global.clone();
+    if let Some(p) = &saved {
+        if args.sel.limit.is_some() || !args.sel.tags.is_empty() || !args.sel.extra_vars.is_empty()
+        {
+            eprintln!(
+                "{}: a saved plan carries its own --limit, --tags and -e; give only the plan file",
+                out.paint(Style::Red, "picaops apply")
+            );
+            return EXIT_USAGE;
+        }
+        sel.playbooks = p.playbooks.clone();
+        sel.limit = p.limit.clone();
+        sel.tags = p.tags.clone();
+        sel.skip_tags = p.skip_tags.clone();
+        global.inventory = p.inventory.clone();
+    }
+    run(
+        &sel,
+        &global,
+        out,
+        Mode::Apply,
+        args.lock_wait,
+        saved,
+        None,
+        false,
+    )
+}
+
+/// `-e` values: `name=value` pairs and JSON objects, later ones winning.
+fn parse_extra_vars(items: &[String]) -> Result<BTreeMap<String, Value>, String> {
+    let mut vars = BTreeMap::new();
+    for item in items {
+        let t = item.trim();
+        if t.starts_with('{') {
+            let obj: serde_json::Map<String, Value> = serde_json::from_str(t)
+                .map_err(|e| format!("-e {t:?}: not a JSON object ({e})"))?;
+            vars.extend(obj);
+        } else if let Some((k, v)) = t.split_once('=') {
+            let k = k.trim();
+            if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(format!("-e {t:?}: `{k}` is not a variable name"));
+            }
+            vars.insert(k.to_string(), Value::String(v.to_string()));
+        } else {
+            return Err(format!("-e {t:?}: write name=value, or a JSON object"));
+        }
+    }
+    Ok(vars)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run(
+    sel: &Selection,
+    global: &Global,
+    out: &Output,
+    mode: Mode,
+    lock_wait: u64,
+    expected: Option<SavedPlan>,
+    save_to: Option<&PathBuf>,
+    detailed: bool,
+) -> i32 {
+    let who = if mode == Mode::Plan {
+        "picaops plan"
+    } else {
+        "picaops apply"
+    };
+    let usage = |m: String| {
+        eprintln!("{}: {m}", out.paint(Style::Red, who));
+        EXIT_USAGE
+    };
+    let extra_vars = match &expected {
+        Some(p) => p.extra_vars.clone(),
+        None => match parse_extra_vars(&sel.extra_vars) {
+            Ok(v) => v,
+            Err(e) => return usage(e),
+        },
+    };
+    let (inventory, targets, known_hosts) =
+        match super::inventory::load_inventory_and_targets(global, sel.limit.as_deref(), out) {
+            Ok(t) => t,
+            Err(code) => return code,
+        };
+    let playbooks: Vec<PathBuf> = if sel.playbooks.is_empty() {
+        let dir = global
+            .inventory
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        vec![dir.join("playbooks").join("site.yml")]
+    } else {
+        sel.playbooks.clone()
+    };
+    let templates = Templates::new();
+    let mut sources = Sources::default();
+    let books = match converge::load_playbooks(&playbooks, &templates, &mut sources) {
+        Ok(b) => b,
+        Err(diags) => {
+            super::print_diagnostics(&diags, &sources, out, "in the playbooks");
+            return EXIT_USAGE;
+        }
+    };
+    let job = Job {
+        inventory,
+        playbooks: books,
+        templates,
+        extra_vars,
+        tags: sel.tags.clone(),
+        skip_tags: sel.skip_tags.clone(),
+        mode,
+        lock_wait: Duration::from_secs(lock_wait),
+        lock_info: converge::lock_info(),
+        expected,
+        sources: Mutex::new(sources),
+        known_hosts,
+        connect_timeout: Duration::from_secs(sel.connect_timeout.max(1)),
+        forks: sel.forks as usize,
+    };
+    // Hosts no play applies to are not contacted at all.
+    let targets: Vec<_> = {
+        let cx_hosts = converge::hosts_with_plays(&job, &targets);
+        targets
+            .into_iter()
+            .filter(|t| cx_hosts.contains(&t.name))
+            .filter(|t| {
+                job.expected
+                    .as_ref()
+                    .is_none_or(|p| p.hosts.contains_key(&t.name))
+            })
+            .collect()
+    };
+    if targets.is_empty() {
+        return usage("no selected host is matched by any play's `hosts:`: nothing to do".into());
+    }
+    if let Err(diags) = converge::precheck(&job, &targets) {
+        let sources = job.sources.lock().map(|s| s.clone()).unwrap_or_default();
+        super::print_diagnostics(&diags, &sources, out, "in the playbooks");
+        return EXIT_USAGE;
+    }
+    let secrets = converge::secret_values(&job);
+    let job = Arc::new(job);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return usage(format!("cannot start the async runtime: {e}")),
+    };
+    let result = runtime.block_on(async {
+        let (events, display) = if out.progress {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            (Some(tx), Some(picaops::progress::spawn(targets.len(), rx)))
+        } else {
+            (None, None)
+        };
+        let work = converge::run(job.clone(), &targets, events);
+        let result = tokio::select! {
+            r = work => Some(r),
+            _ = tokio::signal::ctrl_c() => None,
+        };
+        if let Some(d) = display {
+            let _ = d.await;
+        }
+        result
+    });
+    drop(runtime);
+    let report = match result {
+        None => {
+            eprintln!("{who}: interrupted. Hosts finish the step they were on (every write is atomic); run apply again to converge.");
+            return 130;
+        }
+        Some(Err(e)) => {
+            eprintln!("{}: {e}", out.paint(Style::Red, who));
+            return EXIT_HOST_FAILED;
+        }
+        Some(Ok(r)) => r,
+    };
+    match out.format {
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&report::render_json(&report, &secrets))
+                .unwrap_or_default()
+        ),
+        Format::Human => {
+            let _ = report::render_human(&report, out, &secrets, &mut std::io::stdout().lock());
+        }
+    }
+    if let Some(path) = save_to {
+        let plan = SavedPlan::from_report(
+            &report,
+            SavedPlan {
+                format: converge::saved::MAGIC.into(),
+                created: converge::lock_info()
+                    .lines()
+                    .find_map(|l| l.strip_prefix("since="))
+                    .unwrap_or_default()
+                    .to_string(),
+                inventory: global.inventory.clone(),
+                playbooks: playbooks.clone(),
+                limit: sel.limit.clone(),
+                tags: sel.tags.clone(),
+                skip_tags: sel.skip_tags.clone(),
+                extra_vars: job.extra_vars.clone(),
+                hosts: BTreeMap::new(),
+            },
+        );
+        if let Err(e) = plan.write(path) {
+            eprintln!(
+                "{}: cannot save the plan to {}: {e}",
+                out.paint(Style::Red, who),
+                path.display()
+            );
+            return EXIT_HOST_FAILED;
+        }
+        if out.format == Format::Human {
+            eprintln!(
+                "plan saved to {} (apply it with `picaops apply {}`)",
+                path.display(),
+                path.display()
+            );
+        }
+    }
+    if report.failed().count() > 0 {
+        return EXIT_HOST_FAILED;
+    }
+    if detailed && report.changes() > 0 {
+        return 2;
+    }
+    EXIT_OK
+}

@@ -1,0 +1,810 @@
+//! The converge engine behind `picaops plan` and `picaops apply`.
+//!
+//! For each host: expand the plays into steps (a segment at a time), read the state of every
+//! step in ONE round trip (the probe), diff locally, and — when applying — change what differs in
+//! ONE more round trip (the apply script, under the host's run lock, after checking that the state
+//! did not move since it was read). A no-op run costs one round trip per host. Hosts run in the
+//! transport pool; one host's failure never stops the others. Nothing here prints.
+
+pub mod expand;
+pub mod report;
+pub mod saved;
+pub mod script;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+use crate::diagnostic::{Diagnostic, Place, Sources};
+use crate::inventory::Inventory;
+use crate::modules::{Action, ContentChange, HostState, Op};
+use crate::playbook::template::Templates;
+use crate::playbook::Playbook;
+use crate::transport::{
+    run_on_hosts, Connector, PoolEvent, PoolOptions, RemoteCommand, Target, Transport,
+    TransportError,
+};
+use expand::{Context, HostExpander, Registered, Step};
+
+/// Plan only reads; apply changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Plan,
+    Apply,
+}
+
+/// Everything a converge run needs, checked before any host is contacted.
+pub struct Job {
+    pub inventory: Inventory,
+    pub playbooks: Vec<Playbook>,
+    pub templates: Templates,
+    pub extra_vars: BTreeMap<String, Value>,
+    pub tags: Vec<String>,
+    pub skip_tags: Vec<String>,
+    pub mode: Mode,
+    /// How long an apply waits for another run's lock on a host before failing.
+    pub lock_wait: Duration,
+    /// Who runs this apply (written into the host's lock).
+    pub lock_info: String,
+    /// When applying a saved plan: what each host's state and changes must still be.
+    pub expected: Option<saved::SavedPlan>,
+    pub sources: Mutex<Sources>,
+    pub known_hosts: std::path::PathBuf,
+    pub connect_timeout: Duration,
+    pub forks: usize,
+}
+
+/// What happened to one step.
+#[derive(Clone, Debug, Serialize)]
+pub struct StepReport {
+    pub task: String,
+    pub place: Place,
+    pub module: &'static str,
+    pub item: Option<String>,
+    pub handler: bool,
+    /// The path, package list, unit… it manages.
+    pub resource: String,
+    pub action: Action,
+    pub details: Vec<String>,
+    #[serde(skip)]
+    pub content: Option<ContentChange>,
+    pub no_log: bool,
+    /// Apply: `done`, `failed`, `not run` (an earlier step failed). Plan: absent.
+    pub status: Option<&'static str>,
+    /// Apply: a failure's message, with the command's stderr.
+    pub error: Option<String>,
+}
+
+/// One host's result.
+#[derive(Debug, Serialize)]
+pub struct HostReport {
+    pub name: String,
+    pub steps: Vec<StepReport>,
+    /// Fingerprints of the state read, per segment (for saved plans).
+    pub fingerprints: Vec<String>,
+    pub warnings: Vec<String>,
+    /// Why the host failed (connection, lock, a step), if it did.
+    pub error: Option<String>,
+    pub round_trips: u32,
+    pub duration_ms: u64,
+}
+
+impl HostReport {
+    fn new(name: &str) -> Self {
+        HostReport {
+            name: name.to_string(),
+            steps: Vec::new(),
+            fingerprints: Vec::new(),
+            warnings: Vec::new(),
+            error: None,
+            round_trips: 0,
+            duration_ms: 0,
+        }
+    }
+
+    pub fn count(&self, action: Action) -> usize {
+        self.steps.iter().filter(|s| s.action == action).count()
+    }
+
+    pub fn changes(&self) -> usize {
+        self.steps.iter().filter(|s| s.action.changes()).count()
+    }
+
+    /// A digest of the planned changes: what a saved plan promises to do on this host.
+    pub fn changes_digest(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for s in &self.steps {
+            h.update(
+                format!(
+                    "{}|{}|{:?}|{}|{:?}\n",
+                    s.task,
+                    s.resource,
+                    s.action,
+                    s.details.join(";"),
+                    s.item
+                )
+                .as_bytes(),
+            );
+            if let Some(c) = &s.content {
+                h.update(Sha256::digest(&c.new));
+            }
+        }
+        hex::encode(h.finalize())
+    }
+}
+
+/// The whole run.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub mode: Mode,
+    pub hosts: Vec<HostReport>,
+}
+
+impl Report {
+    pub fn failed(&self) -> impl Iterator<Item = &HostReport> {
+        self.hosts.iter().filter(|h| h.error.is_some())
+    }
+    pub fn changes(&self) -> usize {
+        self.hosts.iter().map(HostReport::changes).sum()
+    }
+}
+
+/// Expands the first segment of every host and checks every variable, before connecting:
+/// template and option errors stop the run here, with no host touched.
+pub fn precheck(job: &Job, targets: &[Target]) -> Result<(), Vec<Diagnostic>> {
+    let cx = context(job);
+    let mut diags = Vec::new();
+    for t in targets {
+        let Some(machine) = job.inventory.machine(&t.name) else {
+            continue;
+        };
+        let mut ex = HostExpander::new(&cx, machine, t.become_root);
+        diags.extend(ex.check_undefined());
+        if !diags.is_empty() {
+            continue;
+        }
+        // Expand everything that does not wait on a registered result.
+        loop {
+            match ex.next_segment(&HashMap::new()) {
+                Ok(steps) if steps.is_empty() => break,
+                Ok(steps) => {
+                    for s in steps {
+                        if let Some(r) = &s.register {
+                            ex.registers
+                                .insert(r.clone(), Registered::Unknown { by: s.name.clone() });
+                        }
+                    }
+                }
+                Err(d) => {
+                    diags.push(d);
+                    break;
+                }
+            }
+        }
+    }
+    if diags.is_empty() {
+        Ok(())
+    } else {
+        Err(diags)
+    }
+}
+
+fn context(job: &Job) -> Context<'_> {
+    Context::new(
+        &job.inventory,
+        &job.playbooks,
+        &job.templates,
+        &job.extra_vars,
+        &job.tags,
+        &job.skip_tags,
+        &job.sources,
+    )
+}
+
+/// Runs plan or apply on every target.
+pub async fn run(
+    job: Arc<Job>,
+    targets: &[Target],
+    events: Option<mpsc::UnboundedSender<PoolEvent>>,
+) -> Result<Report, TransportError> {
+    let connector = Arc::new(Connector::new(&job.known_hosts, job.connect_timeout, None)?);
+    let outcomes = run_on_hosts(
+        targets,
+        connector,
+        &PoolOptions { forks: job.forks },
+        events,
+        {
+            let job = job.clone();
+            move |target, transport| {
+                let job = job.clone();
+                async move { Ok(converge_host(&job, &target, transport.as_ref()).await) }
+            }
+        },
+    )
+    .await;
+    let hosts = outcomes
+        .into_iter()
+        .map(|o| match o.result {
+            Ok(mut r) => {
+                r.duration_ms = o.duration.as_millis() as u64;
+                r
+            }
+            Err(e) => {
+                let mut r = HostReport::new(&o.target.name);
+                r.error = Some(e.to_string());
+                r.duration_ms = o.duration.as_millis() as u64;
+                r
+            }
+        })
+        .collect();
+    Ok(Report {
+        mode: job.mode,
+        hosts,
+    })
+}
+
+/// One host, segment by segment. Never returns early without saying why in `error`.
+pub async fn converge_host(job: &Job, target: &Target, transport: &dyn Transport) -> HostReport {
+    let started = Instant::now();
+    let mut report = HostReport::new(&target.name);
+    let cx = context(job);
+    let Some(machine) = job.inventory.machine(&target.name) else {
+        report.error = Some("not in the inventory".into());
+        return report;
+    };
+    let mut ex = HostExpander::new(&cx, machine, target.become_root);
+    // Handler names notified so far, per play (playbook index, play index).
+    let mut notified: HashMap<(usize, usize), BTreeSet<String>> = HashMap::new();
+    let mut maybe_notified: HashMap<(usize, usize), BTreeSet<String>> = HashMap::new();
+    let mut segment = 0usize;
+    let mut retried = false;
+    loop {
+        let steps = match ex.next_segment(&notified) {
+            Ok(s) => s,
+            Err(d) => {
+                report.error = Some(format!("{}: {}", d.place, d.message));
+                break;
+            }
+        };
+        if steps.is_empty() {
+            break;
+        }
+        let outcome = run_segment(
+            job,
+            target,
+            transport,
+            &steps,
+            &mut notified,
+            &mut maybe_notified,
+            &mut report,
+            segment,
+        )
+        .await;
+        match outcome {
+            SegmentOutcome::Continue(results) => {
+                record_registers(&mut ex, &steps, &results);
+            }
+            SegmentOutcome::Moved if !retried && job.expected.is_none() && segment == 0 => {
+                // Someone changed the host between our read and our write: read again once.
+                retried = true;
+                report.warnings.push("the host's state changed between reading and applying (another run?); read it again".into());
+                notified.clear();
+                maybe_notified.clear();
+                report.steps.clear();
+                report.fingerprints.clear();
+                ex = HostExpander::new(&cx, machine, target.become_root);
+                segment = 0;
+                continue;
+            }
+            SegmentOutcome::Moved => {
+                report.error = Some(if job.expected.is_some() {
+                    "the host's state changed since the plan was made; nothing was changed. Run `picaops plan` again and review the new plan".into()
+                } else {
+                    "the host's state keeps changing while picaops applies (another run?); nothing more was changed".into()
+                });
+                break;
+            }
+            SegmentOutcome::Stop => break,
+        }
+        segment += 1;
+    }
+    report.duration_ms = started.elapsed().as_millis() as u64;
+    report
+}
+
+enum SegmentOutcome {
+    /// Registered results by step id (apply: commands' real output).
+    Continue(HashMap<usize, Option<Value>>),
+    Moved,
+    Stop,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_segment(
+    job: &Job,
+    target: &Target,
+    transport: &dyn Transport,
+    steps: &[Step],
+    notified: &mut HashMap<(usize, usize), BTreeSet<String>>,
+    maybe_notified: &mut HashMap<(usize, usize), BTreeSet<String>>,
+    report: &mut HostReport,
+    segment: usize,
+) -> SegmentOutcome {
+    let become_root = steps.iter().any(|s| s.become_root);
+    // 1. Read.
+    let mut lines = String::new();
+    let mut packages = Vec::new();
+    let mut candidates = Vec::new();
+    for s in steps {
+        if let Some(r) = &s.resource {
+            r.probe(s.id, &mut lines, &mut packages, &mut candidates);
+        }
+    }
+    packages.sort();
+    packages.dedup();
+    candidates.sort();
+    candidates.dedup();
+    let body = script::probe_body(&lines, &packages, &candidates);
+    let lock_wait = (job.mode == Mode::Apply).then_some(job.lock_wait.as_secs());
+    let probe = RemoteCommand::argv(["sh", "-s"])
+        .with_stdin(script::probe_script(&body, lock_wait))
+        .with_become(become_root);
+    report.round_trips += 1;
+    let out = match transport.exec(&probe).await {
+        Ok(o) => o,
+        Err(e) => {
+            report.error = Some(e.to_string());
+            return SegmentOutcome::Stop;
+        }
+    };
+    let stdout = out.stdout_lossy();
+    let notes = script::parse_apply(&stdout);
+    if out.exit_code == 75 || (job.mode == Mode::Apply && notes.locked.is_some()) {
+        report.error = Some(lock_message(
+            notes.locked.as_deref().unwrap_or(""),
+            job.lock_wait,
+        ));
+        return SegmentOutcome::Stop;
+    }
+    if let Some(info) = &notes.locked {
+        report.warnings.push(format!(
+            "another apply is running on this host: {}; this plan may be out of date when it ends",
+            script::describe_lock(info)
+        ));
+    }
+    if !out.success() {
+        report.error = Some(format!(
+            "reading the host's state failed (exit {}): {}",
+            out.exit_code,
+            out.stderr_lossy().trim()
+        ));
+        return SegmentOutcome::Stop;
+    }
+    let state: HostState = match crate::modules::parse_probe(&stdout) {
+        Ok(s) => s,
+        Err(e) => {
+            report.error = Some(e);
+            return SegmentOutcome::Stop;
+        }
+    };
+    let fp = script::fingerprint(&stdout);
+    report.fingerprints.push(fp.clone());
+
+    // 2. Diff.
+    let first = report.steps.len();
+    let mut planned_ops: Vec<(usize, Op)> = Vec::new();
+    let mut failed_plan = false;
+    for s in steps {
+        let play = (s.at.0, s.at.1);
+        let (mut action, mut details, mut content, mut ops, mut error) =
+            match (&s.preset, &s.resource) {
+                (Some((a, why)), _) => (*a, vec![why.clone()], None, Vec::new(), None),
+                (None, Some(r)) => match r.diff(&state.step(s.id), &state) {
+                    Ok(p) => (p.action, p.details, p.content, p.ops, None),
+                    Err(e) => (Action::Unknown, Vec::new(), None, Vec::new(), Some(e)),
+                },
+                (None, None) => (Action::Unknown, Vec::new(), None, Vec::new(), None),
+            };
+        if s.handler {
+            let name = &s.name;
+            let is = notified.get(&play).is_some_and(|n| n.contains(name));
+            let maybe = maybe_notified.get(&play).is_some_and(|n| n.contains(name));
+            if !is && maybe && action != Action::Skip {
+                action = Action::Unknown;
+                details = vec![
+                    "runs if a task that notifies it changes something (known only at apply)"
+                        .into(),
+                ];
+                ops.clear();
+                content = None;
+            } else if !is && action != Action::Skip {
+                action = Action::Skip;
+                details = vec!["not notified".into()];
+                ops.clear();
+                content = None;
+            }
+        }
+        if let Some(e) = error.take() {
+            failed_plan = true;
+            report
+                .steps
+                .push(step_report(s, Action::Unknown, Vec::new(), None));
+            let last = report.steps.last_mut().expect("just pushed");
+            last.status = Some("failed");
+            last.error = Some(e);
+            continue;
+        }
+        if action.changes() {
+            for n in &s.notify {
+                notified.entry(play).or_default().insert(n.clone());
+            }
+        } else if action == Action::Unknown {
+            for n in &s.notify {
+                maybe_notified.entry(play).or_default().insert(n.clone());
+            }
+        }
+        for op in ops {
+            planned_ops.push((s.id, op));
+        }
+        report.steps.push(step_report(s, action, details, content));
+    }
+    if failed_plan {
+        let what: Vec<String> = report.steps[first..]
+            .iter()
+            .filter(|s| s.status == Some("failed"))
+            .map(|s| {
+                format!(
+                    "{} ({}): {}",
+                    s.task,
+                    s.place,
+                    s.error.as_deref().unwrap_or("")
+                )
+            })
+            .collect();
+        report.error = Some(format!(
+            "cannot reach the desired state: {}",
+            what.join("; ")
+        ));
+        if job.mode == Mode::Apply {
+            mark_not_run(&mut report.steps[first..]);
+            return SegmentOutcome::Stop;
+        }
+    }
+    if let Some(expected) = &job.expected {
+        if segment == 0 {
+            if let Some(host) = expected.hosts.get(&target.name) {
+                if host.fingerprint != fp {
+                    return SegmentOutcome::Moved;
+                }
+            }
+        }
+    }
+
+    // What `register:` will hold; `None` until known (a command's output, before it runs).
+    let mut results: HashMap<usize, Option<Value>> = HashMap::new();
+    for (rep, s) in report.steps[first..].iter().zip(steps) {
+        let runs_command =
+            s.resource.as_ref().is_some_and(|r| r.is_command()) && rep.action == Action::Run;
+        let known = rep.action != Action::Unknown && !runs_command;
+        results.insert(s.id, known.then(|| registered_value(rep.action, None)));
+    }
+    if job.mode == Mode::Plan || planned_ops.is_empty() {
+        return SegmentOutcome::Continue(results);
+    }
+
+    // 3. Apply.
+    let planned: Vec<script::Planned> = planned_ops
+        .iter()
+        .map(|(id, op)| script::Planned { ids: vec![*id], op })
+        .collect();
+    let apply = script::apply_script(
+        &body,
+        &fp,
+        &job.lock_info,
+        job.lock_wait.as_secs(),
+        &planned,
+    );
+    let cmd = RemoteCommand::argv(["sh", "-s"])
+        .with_stdin(apply)
+        .with_become(become_root);
+    report.round_trips += 1;
+    let out = match transport.exec(&cmd).await {
+        Ok(o) => o,
+        Err(e) => {
+            report.error = Some(format!("{e} (what was done before the connection failed is not known; run apply again: it converges)"));
+            mark_unknown(&mut report.steps[first..]);
+            return SegmentOutcome::Stop;
+        }
+    };
+    let r = script::parse_apply(&out.stdout_lossy());
+    if let Some(info) = &r.stale {
+        report.warnings.push(format!(
+            "took over a stale run lock (its process is gone): {}",
+            script::describe_lock(info)
+        ));
+    }
+    if out.exit_code == 75 {
+        report.error = Some(lock_message(
+            r.locked.as_deref().unwrap_or(""),
+            job.lock_wait,
+        ));
+        mark_not_run(&mut report.steps[first..]);
+        return SegmentOutcome::Stop;
+    }
+    if r.moved || out.exit_code == 76 {
+        mark_not_run(&mut report.steps[first..]);
+        return SegmentOutcome::Moved;
+    }
+    let ok: BTreeSet<usize> = r.ok.iter().copied().collect();
+    let failed: BTreeSet<usize> = r
+        .failed
+        .as_ref()
+        .map(|(ids, _)| ids.iter().copied().collect())
+        .unwrap_or_default();
+    let with_ops: BTreeSet<usize> = planned_ops.iter().map(|(id, _)| *id).collect();
+    for (rep, s) in report.steps[first..].iter_mut().zip(steps) {
+        if failed.contains(&s.id) {
+            let (o, e) = r.output.get(&s.id).cloned().unwrap_or_default();
+            let rc = r.failed.as_ref().map(|f| f.1).unwrap_or(1);
+            rep.status = Some("failed");
+            rep.error = Some(if s.no_log {
+                format!("exit {rc} (output hidden: no_log)")
+            } else {
+                let text = if e.trim().is_empty() { o } else { e };
+                format!("exit {rc}: {}", tail(&text, 20))
+            });
+        } else if with_ops.contains(&s.id) {
+            rep.status = Some(if ok.contains(&s.id) {
+                "done"
+            } else {
+                "not run"
+            });
+        } else {
+            rep.status = Some("done");
+        }
+        if s.resource.as_ref().is_some_and(|r| r.is_command()) && ok.contains(&s.id) {
+            let (o, e) = r.output.get(&s.id).cloned().unwrap_or_default();
+            results.insert(s.id, Some(registered_value(Action::Run, Some((0, o, e)))));
+        }
+    }
+    if !failed.is_empty() || !r.done {
+        if report.error.is_none() {
+            report.error = Some(
+                match report.steps[first..]
+                    .iter()
+                    .find(|s| s.status == Some("failed"))
+                {
+                    Some(s) => format!(
+                        "task \"{}\" ({}) failed: {}",
+                        s.task,
+                        s.place,
+                        s.error.as_deref().unwrap_or("")
+                    ),
+                    None => format!(
+                        "the apply script ended early (exit {}): {}",
+                        out.exit_code,
+                        out.stderr_lossy().trim()
+                    ),
+                },
+            );
+        }
+        return SegmentOutcome::Stop;
+    }
+    SegmentOutcome::Continue(results)
+}
+
+fn lock_message(info: &str, waited: Duration) -> String {
+    format!(
+        "another apply holds the run lock on this host: {}. {}",
+        script::describe_lock(info),
+        if waited.is_zero() {
+            "Let it finish, or run again with `--lock-wait 300` to wait for it".to_string()
+        } else {
+            format!("Waited {} s for it", waited.as_secs())
+        }
+    )
+}
+
+fn step_report(
+    s: &Step,
+    action: Action,
+    details: Vec<String>,
+    content: Option<ContentChange>,
+) -> StepReport {
+    StepReport {
+        task: s.name.clone(),
+        place: s.place.clone(),
+        module: s.module,
+        item: s.item.clone(),
+        handler: s.handler,
+        resource: s.resource.as_ref().map(|r| r.label()).unwrap_or_default(),
+        action,
+        details,
+        content,
+        no_log: s.no_log,
+        status: None,
+        error: None,
+    }
+}
+
+fn mark_not_run(steps: &mut [StepReport]) {
+    for s in steps {
+        if s.status.is_none() {
+            s.status = Some("not run");
+        }
+    }
+}
+
+fn mark_unknown(steps: &mut [StepReport]) {
+    for s in steps {
+        if s.action.changes() {
+            s.status = Some("unknown");
+        }
+    }
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.trim_end().lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// What `register:` holds for a step.
+fn registered_value(action: Action, output: Option<(i32, String, String)>) -> Value {
+    match output {
+        Some((rc, stdout, stderr)) => json!({
+            "changed": true, "skipped": false, "rc": rc,
+            "stdout": stdout.trim_end_matches('\n'), "stderr": stderr.trim_end_matches('\n'),
+            "stdout_lines": stdout.lines().collect::<Vec<_>>(),
+        }),
+        None => json!({
+            "changed": action.changes(),
+            "skipped": action == Action::Skip,
+            "rc": 0, "stdout": "", "stderr": "", "stdout_lines": [],
+        }),
+    }
+}
+
+/// Turns the segment's results into registered variables (a loop registers `results`).
+fn record_registers(
+    ex: &mut HostExpander<'_>,
+    steps: &[Step],
+    results: &HashMap<usize, Option<Value>>,
+) {
+    let mut by_task: BTreeMap<(usize, usize, usize, bool), Vec<&Step>> = BTreeMap::new();
+    for s in steps.iter().filter(|s| s.register.is_some()) {
+        by_task
+            .entry((s.at.0, s.at.1, s.at.2, s.handler))
+            .or_default()
+            .push(s);
+    }
+    for group in by_task.values() {
+        let name = group[0].register.clone().expect("filtered on register");
+        let values: Option<Vec<Value>> = group
+            .iter()
+            .map(|s| results.get(&s.id).cloned().flatten())
+            .collect();
+        let reg = match values {
+            None => Registered::Unknown {
+                by: group[0].name.clone(),
+            },
+            Some(mut v) if group.len() == 1 && group[0].item.is_none() => {
+                Registered::Known(v.remove(0))
+            }
+            Some(v) => Registered::Known(json!({
+                "changed": v.iter().any(|x| x["changed"] == json!(true)),
+                "results": v,
+            })),
+        };
+        ex.registers.insert(name, reg);
+    }
+}
+
+/// Reads every playbook file, reporting problems with their places.
+pub fn load_playbooks(
+    files: &[std::path::PathBuf],
+    templates: &Templates,
+    sources: &mut Sources,
+) -> Result<Vec<Playbook>, Vec<Diagnostic>> {
+    for f in files {
+        if !f.exists() {
+            return Err(vec![Diagnostic::new(Place::file(f), "this playbook does not exist").help(
+                "give the path of a playbook file (picaops runs playbooks/site.yml when none is given)",
+            )]);
+        }
+    }
+    crate::playbook::load::load(files, templates, sources)
+}
+
+/// `who on which machine with which pid since when`, for the lock.
+pub fn lock_info() -> String {
+    let user = std::env::var("SUDO_USER")
+        .or_else(|_| std::env::var("USER"))
+        .unwrap_or_else(|_| "unknown".into());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into());
+    let since = std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    format!(
+        "user={user}\nfrom={host}\npid={}\nsince={since}",
+        std::process::id()
+    )
+}
+
+/// Names of the targets at least one play applies to.
+pub fn hosts_with_plays(job: &Job, targets: &[Target]) -> BTreeSet<String> {
+    let cx = context(job);
+    targets
+        .iter()
+        .filter(|t| {
+            job.inventory
+                .machine(&t.name)
+                .is_some_and(|m| !cx.plays_for(m).is_empty())
+        })
+        .map(|t| t.name.clone())
+        .collect()
+}
+
+/// Values that must never be printed: variables named like secrets, from the inventory, the
+/// plays and `-e`.
+pub fn secret_values(job: &Job) -> Vec<String> {
+    let mut out = BTreeSet::new();
+    let mut add = |name: &str, v: &Value| {
+        if report::is_secret_name(name) {
+            collect_scalars(v, &mut out);
+        }
+    };
+    for m in job.inventory.machines() {
+        for (name, var) in crate::inventory::vars::resolve(&job.inventory, m) {
+            add(&name, &var.value);
+        }
+    }
+    for book in &job.playbooks {
+        for play in &book.plays {
+            for (name, var) in &play.vars {
+                add(name, &var.value);
+            }
+            for t in play.tasks.iter().chain(&play.handlers) {
+                for (name, var) in &t.vars {
+                    add(name, &var.value);
+                }
+            }
+        }
+    }
+    for (name, v) in &job.extra_vars {
+        add(name, v);
+    }
+    // Longest first, so a secret containing another is replaced whole.
+    let mut v: Vec<String> = out.into_iter().collect();
+    v.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    v
+}
+
+fn collect_scalars(v: &Value, out: &mut BTreeSet<String>) {
+    match v {
+        Value::String(s) if !s.contains("{{") => {
+            out.insert(s.clone());
+        }
+        Value::Number(n) => {
+            out.insert(n.to_string());
+        }
+        Value::Array(items) => items.iter().for_each(|i| collect_scalars(i, out)),
+        Value::Object(map) => map.values().for_each(|i| collect_scalars(i, out)),
+        _ => {}
+    }
+}
+
+pub fn is_saved_plan(path: &Path) -> bool {
+    saved::looks_like_plan(path)
+}

@@ -1,0 +1,8 @@
+//! Playbooks: Ansible-like plays of tasks, read strictly, and the minijinja layer that renders
+//! them with a host's variables.
+
+pub mod load;
+pub mod model;
+pub mod template;
+
+pub use model::{Arg, Args, Play, Playbook, Task};
