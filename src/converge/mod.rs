@@ -88,6 +88,9 @@ pub struct HostReport {
     pub steps: Vec<StepReport>,
     /// Fingerprints of the state read, per segment (for saved plans).
     pub fingerprints: Vec<String>,
+    /// Digests of the changes planned, per segment (for saved plans).
+    #[serde(skip)]
+    pub digests: Vec<String>,
     pub warnings: Vec<String>,
     /// Why the host failed (connection, lock, a step), if it did.
     pub error: Option<String>,
@@ -101,6 +104,7 @@ impl HostReport {
             name: name.to_string(),
             steps: Vec::new(),
             fingerprints: Vec::new(),
+            digests: Vec::new(),
             warnings: Vec::new(),
             error: None,
             round_trips: 0,
@@ -115,12 +119,14 @@ impl HostReport {
     pub fn changes(&self) -> usize {
         self.steps.iter().filter(|s| s.action.changes()).count()
     }
+}
 
-    /// A digest of the planned changes: what a saved plan promises to do on this host.
-    pub fn changes_digest(&self) -> String {
+/// A digest of planned steps: what a saved plan promises to do on a host.
+fn digest(steps: &[StepReport]) -> String {
+    {
         use sha2::{Digest, Sha256};
         let mut h = Sha256::new();
-        for s in &self.steps {
+        for s in steps {
             h.update(
                 format!(
                     "{}|{}|{:?}|{}|{:?}\n",
@@ -477,11 +483,20 @@ async fn run_segment(
             return SegmentOutcome::Stop;
         }
     }
+    report.digests.push(digest(&report.steps[first..]));
     if let Some(expected) = &job.expected {
         if segment == 0 {
             if let Some(host) = expected.hosts.get(&target.name) {
                 if host.fingerprint != fp {
+                    mark_not_run(&mut report.steps[first..]);
                     return SegmentOutcome::Moved;
+                }
+                if report.digests.first() != Some(&host.changes) {
+                    mark_not_run(&mut report.steps[first..]);
+                    report.error = Some(
+                        "the playbooks, templates or inventory changed since the plan was made: the changes would not be the ones reviewed; nothing was changed. Run `picaops plan` again".into(),
+                    );
+                    return SegmentOutcome::Stop;
                 }
             }
         }

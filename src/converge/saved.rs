@@ -51,7 +51,7 @@ impl SavedPlan {
                     h.name.clone(),
                     SavedHost {
                         fingerprint: h.fingerprints.first().cloned().unwrap_or_default(),
-                        changes: h.changes_digest(),
+                        changes: h.digests.first().cloned().unwrap_or_default(),
                         pending: h.changes(),
                     },
                 )

@@ -798,13 +798,15 @@ mod filters {
                     for item in items {
                         match item {
                             serde_json::Value::Object(map) => dicts.push(map),
-                            _ => return Err(fail(
-                                FILTER,
-                                format!(
+                            _ => {
+                                return Err(fail(
+                                    FILTER,
+                                    format!(
                                     "argument {} is a list with something else than dictionaries",
                                     n + 1
                                 ),
-                            )),
+                                ))
+                            }
                         }
                     }
                 }
