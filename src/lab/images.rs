@@ -4,7 +4,9 @@
 //!
 //! Layers: `base` (debootstrap of Debian trixie, minbase) ← `common` (systemd, sshd, sudo,
 //! python3…) ← `hypervisor` (Docker, libvirt/QEMU, restic) and `ldap` (slapd). The WAN router
-//! runs from `common`. A saved copy (`docker save | gzip -1`) is kept in the cache directory so
+//! runs from `common`. Lab containers cannot reach the Debian archive: `common` carries an offline
+//! apt repository (/srv/picaops-lab-apt, see images/lab-apt.sh) with the packages the base
+//! playbooks install, and every image ends with that repository as apt's only source. A saved copy (`docker save | gzip -1`) is kept in the cache directory so
 //! `docker system prune` does not cost a full rebuild.
 
 use std::fs::File;
@@ -29,6 +31,7 @@ const COMMON_DOCKERFILE: &str = include_str!("images/common.Dockerfile");
 const HYPERVISOR_DOCKERFILE: &str = include_str!("images/hypervisor.Dockerfile");
 const LDAP_DOCKERFILE: &str = include_str!("images/ldap.Dockerfile");
 const INIT_SH: &str = include_str!("images/init.sh");
+const LAB_APT_SH: &str = include_str!("images/lab-apt.sh");
 const SSHD_CONF: &str = include_str!("images/sshd.conf");
 const DAEMON_JSON: &str = include_str!("images/daemon.json");
 
@@ -68,7 +71,11 @@ impl Image {
             Image::Base => (BASE_SH, vec![]),
             Image::Common => (
                 COMMON_DOCKERFILE,
-                vec![("init.sh", INIT_SH), ("sshd.conf", SSHD_CONF)],
+                vec![
+                    ("init.sh", INIT_SH),
+                    ("sshd.conf", SSHD_CONF),
+                    ("lab-apt.sh", LAB_APT_SH),
+                ],
             ),
             Image::Hypervisor => (HYPERVISOR_DOCKERFILE, vec![("daemon.json", DAEMON_JSON)]),
             Image::Ldap => (LDAP_DOCKERFILE, vec![]),
@@ -456,6 +463,27 @@ mod tests {
         assert_eq!(Image::Hypervisor.parent(), Some(Image::Common));
         assert_eq!(Image::Common.parent(), Some(Image::Base));
         assert_eq!(Image::Base.parent(), None);
+    }
+
+    #[test]
+    fn every_image_build_leaves_apt_on_the_offline_repository() {
+        for img in [Image::Common, Image::Hypervisor, Image::Ldap] {
+            let (script, _) = img.sources();
+            let name = img.name();
+            // A bare `apt-get update` would need the archive's sources in place; the helper
+            // switches to them and back, so a container's `apt-get update` never hits the network.
+            assert!(!script.contains("apt-get update"), "{name}");
+            let on = script.matches("picaops-lab-apt archive").count();
+            let off = script.matches("picaops-lab-apt local").count();
+            assert!(on >= 1 && on == off, "{name}: {on} archive, {off} local");
+            assert!(
+                script.rfind("picaops-lab-apt local") > script.rfind("picaops-lab-apt archive"),
+                "{name}"
+            );
+        }
+        let (common, files) = Image::Common.sources();
+        assert!(common.contains("picaops-lab-apt repo "));
+        assert!(files.iter().any(|(n, _)| *n == "lab-apt.sh"));
     }
 
     #[test]

@@ -4,11 +4,18 @@
 ARG BASE
 FROM ${BASE}
 ENV DEBIAN_FRONTEND=noninteractive container=docker
-RUN apt-get update \
+# picaops-lab-apt (lab-apt.sh) switches apt between the archive (builds) and the offline
+# repository /srv/picaops-lab-apt (run time). That repository holds the packages Picasoft's base
+# playbooks (playbooks/base/) install, plus `hello` and `figlet` for tests, each with the
+# dependencies this image lacks, so the `package` module works in the lab without a network.
+COPY lab-apt.sh /usr/local/sbin/picaops-lab-apt
+RUN chmod 755 /usr/local/sbin/picaops-lab-apt \
+ && picaops-lab-apt archive \
  && apt-get install -y --no-install-recommends \
-      systemd systemd-sysv dbus openssh-server openssh-client sudo python3 \
+      systemd systemd-sysv dbus openssh-server openssh-client sudo python3 apt-utils \
       iproute2 iptables iputils-ping tcpdump procps less curl ca-certificates rsync coreutils util-linux \
- && apt-get clean && rm -rf /var/lib/apt/lists/*
+ && picaops-lab-apt repo htop tmux vim ncdu unattended-upgrades chrony hello figlet \
+ && picaops-lab-apt local
 # Host keys come from the workstation at start (see init.sh): none baked into the image, so two
 # lab hosts never share a key. Each container gets its own machine-id at boot.
 RUN rm -f /etc/ssh/ssh_host_* \

@@ -11,7 +11,7 @@ RUN printf '%s\n' \
       'slapd slapd/password2 password picaops-lab' \
       'slapd slapd/purge_database boolean true' \
     | debconf-set-selections \
- && apt-get update \
+ && picaops-lab-apt archive \
  && apt-get install -y --no-install-recommends slapd ldap-utils \
- && apt-get clean && rm -rf /var/lib/apt/lists/*
+ && picaops-lab-apt local
 RUN systemctl enable slapd.service
