@@ -298,45 +298,6 @@ impl<'a> HostExpander<'a> {
         refs
     }
 
-    /// Checks, before any host is contacted, that every variable each task reads exists for this
-    /// host (inventory, facts, play vars, -e, or registered by an earlier task).
-    pub fn check_undefined(&self) -> Vec<Diagnostic> {
-        let mut diags = Vec::new();
-        let mut registered: BTreeSet<String> = BTreeSet::new();
-        for i in 0..self.plays.len() {
-            let (_, play, _, _) = self.play(i);
-            let mut known: BTreeSet<String> = self.base.keys().cloned().collect();
-            known.extend(self.cx.extra_vars.keys().cloned());
-            known.extend(play.vars.keys().cloned());
-            for task in play.tasks.iter().chain(&play.handlers) {
-                if let Some(r) = &task.register {
-                    registered.insert(r.clone());
-                }
-            }
-            for task in play.tasks.iter().chain(&play.handlers) {
-                for name in self.task_refs(task) {
-                    if !known.contains(&name) && !registered.contains(&name) && !is_builtin(&name) {
-                        diags.push(
-                            Diagnostic::new(
-                                task.place.clone(),
-                                format!(
-                                    "task `{}` reads the variable `{name}`, which is not defined for {}",
-                                    task.name,
-                                    self.machine.name()
-                                ),
-                            )
-                            .help(format!(
-                                "define `{name}` in the inventory (`picaops inventory show {}` lists what this host has), in the play's `vars:`, or with `-e {name}=…`",
-                                self.machine.name()
-                            )),
-                        );
-                    }
-                }
-            }
-        }
-        diags
-    }
-
     /// The next segment of steps. Empty when everything is expanded.
     pub fn next_segment(
         &mut self,
@@ -682,24 +643,6 @@ fn collect_strings(v: &Value, out: &mut Vec<String>) {
         }),
         _ => {}
     }
-}
-
-/// Names minijinja itself provides (functions such as `range`), which are never "undefined".
-fn is_builtin(name: &str) -> bool {
-    matches!(
-        name,
-        "range"
-            | "dict"
-            | "namespace"
-            | "debug"
-            | "loop"
-            | "true"
-            | "false"
-            | "none"
-            | "True"
-            | "False"
-            | "None"
-    )
 }
 
 fn item_label(v: &Value) -> String {

@@ -162,8 +162,9 @@ impl Report {
     }
 }
 
-/// Expands the first segment of every host and checks every variable, before connecting:
-/// template and option errors stop the run here, with no host touched.
+/// Expands every host's tasks, before connecting (tasks that read a command's registered output
+/// excepted: they are rendered once it ran): template, variable and option errors stop the run
+/// here, with no host touched.
 pub fn precheck(job: &Job, targets: &[Target]) -> Result<(), Vec<Diagnostic>> {
     let cx = context(job);
     let mut diags = Vec::new();
@@ -172,10 +173,6 @@ pub fn precheck(job: &Job, targets: &[Target]) -> Result<(), Vec<Diagnostic>> {
             continue;
         };
         let mut ex = HostExpander::new(&cx, machine, t.become_root);
-        diags.extend(ex.check_undefined());
-        if !diags.is_empty() {
-            continue;
-        }
         // Expand everything that does not wait on a registered result.
         loop {
             match ex.next_segment(&HashMap::new()) {
@@ -282,44 +279,64 @@ pub async fn converge_host(job: &Job, target: &Target, transport: &dyn Transport
         if steps.is_empty() {
             break;
         }
-        let outcome = run_segment(
-            job,
-            target,
-            transport,
-            &steps,
-            &mut notified,
-            &mut maybe_notified,
-            &mut report,
-            segment,
-        )
-        .await;
-        match outcome {
-            SegmentOutcome::Continue(results) => {
-                record_registers(&mut ex, &steps, &results);
+        // A segment runs in parts when a package installed in it may change what later steps
+        // find (a service it starts, a file it ships): each part is read after the previous one.
+        let mut start = 0;
+        let mut restart = false;
+        let mut stop = false;
+        while start < steps.len() {
+            let (outcome, consumed) = run_segment(
+                job,
+                target,
+                transport,
+                &steps[start..],
+                &mut notified,
+                &mut maybe_notified,
+                &mut report,
+                segment,
+            )
+            .await;
+            segment += 1;
+            match outcome {
+                SegmentOutcome::Continue(results) => {
+                    record_registers(&mut ex, &steps[start..start + consumed], &results);
+                    start += consumed;
+                }
+                SegmentOutcome::Moved if !retried && job.expected.is_none() && segment == 1 => {
+                    // Someone changed the host between our read and our write: read again once.
+                    retried = true;
+                    report.warnings.push("the host's state changed between reading and applying (another run?); read it again".into());
+                    restart = true;
+                    break;
+                }
+                SegmentOutcome::Moved => {
+                    report.error = Some(if job.expected.is_some() {
+                        "the host's state changed since the plan was made; nothing was changed. Run `picaops plan` again and review the new plan".into()
+                    } else {
+                        "the host's state keeps changing while picaops applies (another run?); nothing more was changed".into()
+                    });
+                    stop = true;
+                    break;
+                }
+                SegmentOutcome::Stop => {
+                    stop = true;
+                    break;
+                }
             }
-            SegmentOutcome::Moved if !retried && job.expected.is_none() && segment == 0 => {
-                // Someone changed the host between our read and our write: read again once.
-                retried = true;
-                report.warnings.push("the host's state changed between reading and applying (another run?); read it again".into());
-                notified.clear();
-                maybe_notified.clear();
-                report.steps.clear();
-                report.fingerprints.clear();
-                ex = HostExpander::new(&cx, machine, target.become_root);
-                segment = 0;
-                continue;
-            }
-            SegmentOutcome::Moved => {
-                report.error = Some(if job.expected.is_some() {
-                    "the host's state changed since the plan was made; nothing was changed. Run `picaops plan` again and review the new plan".into()
-                } else {
-                    "the host's state keeps changing while picaops applies (another run?); nothing more was changed".into()
-                });
-                break;
-            }
-            SegmentOutcome::Stop => break,
         }
-        segment += 1;
+        if restart {
+            notified.clear();
+            maybe_notified.clear();
+            report.steps.clear();
+            report.fingerprints.clear();
+            report.digests.clear();
+            ex = HostExpander::new(&cx, machine, target.become_root);
+            segment = 0;
+            continue;
+        }
+        if stop {
+            break;
+        }
     }
     report.duration_ms = started.elapsed().as_millis() as u64;
     report
@@ -342,7 +359,7 @@ async fn run_segment(
     maybe_notified: &mut HashMap<(usize, usize), BTreeSet<String>>,
     report: &mut HostReport,
     segment: usize,
-) -> SegmentOutcome {
+) -> (SegmentOutcome, usize) {
     let become_root = steps.iter().any(|s| s.become_root);
     // 1. Read.
     let mut lines = String::new();
@@ -359,15 +376,17 @@ async fn run_segment(
     candidates.dedup();
     let body = script::probe_body(&lines, &packages, &candidates);
     let lock_wait = (job.mode == Mode::Apply).then_some(job.lock_wait.as_secs());
+    let probe_text = script::probe_script(&body, lock_wait);
+    keep_script(&target.name, segment, "probe", &probe_text);
     let probe = RemoteCommand::argv(["sh", "-s"])
-        .with_stdin(script::probe_script(&body, lock_wait))
+        .with_stdin(probe_text)
         .with_become(become_root);
     report.round_trips += 1;
     let out = match transport.exec(&probe).await {
         Ok(o) => o,
         Err(e) => {
             report.error = Some(e.to_string());
-            return SegmentOutcome::Stop;
+            return (SegmentOutcome::Stop, steps.len());
         }
     };
     let stdout = out.stdout_lossy();
@@ -377,7 +396,7 @@ async fn run_segment(
             notes.locked.as_deref().unwrap_or(""),
             job.lock_wait,
         ));
-        return SegmentOutcome::Stop;
+        return (SegmentOutcome::Stop, steps.len());
     }
     if let Some(info) = &notes.locked {
         report.warnings.push(format!(
@@ -391,23 +410,60 @@ async fn run_segment(
             out.exit_code,
             out.stderr_lossy().trim()
         ));
-        return SegmentOutcome::Stop;
+        return (SegmentOutcome::Stop, steps.len());
     }
     let state: HostState = match crate::modules::parse_probe(&stdout) {
         Ok(s) => s,
         Err(e) => {
             report.error = Some(e);
-            return SegmentOutcome::Stop;
+            return (SegmentOutcome::Stop, steps.len());
         }
     };
     let fp = script::fingerprint(&stdout);
     report.fingerprints.push(fp.clone());
 
-    // 2. Diff.
+    // 2. Diff. Where a package gets installed, what follows may change under it: apply stops
+    // after it and reads the rest again; plan says which later steps cannot be known yet.
+    let installs = |s: &Step| {
+        matches!(&s.resource, Some(crate::modules::Resource::Package(_)))
+            && s.preset.is_none()
+            && s.resource
+                .as_ref()
+                .and_then(|r| r.diff(&state.step(s.id), &state).ok())
+                .is_some_and(|p| p.action.changes())
+    };
+    let cut = match steps.iter().position(installs) {
+        Some(k) if k + 1 < steps.len() => k + 1,
+        _ => steps.len(),
+    };
+    // How many steps this call handles: plan diffs them all; apply stops after the install.
+    let processed = if job.mode == Mode::Plan {
+        steps.len()
+    } else {
+        cut
+    };
+    let installing: Vec<String> = steps
+        .iter()
+        .filter_map(|s| match &s.resource {
+            Some(crate::modules::Resource::Package(p)) if s.preset.is_none() => {
+                Some(p.diff(&state.packages).details)
+            }
+            _ => None,
+        })
+        .flatten()
+        .filter_map(|d| d.strip_prefix("install ").map(String::from))
+        .collect();
+    let installed_by = steps
+        .get(cut.wrapping_sub(1))
+        .map(|s| s.name.clone())
+        .unwrap_or_default();
     let first = report.steps.len();
     let mut planned_ops: Vec<(usize, Op)> = Vec::new();
     let mut failed_plan = false;
-    for s in steps {
+    for (idx, s) in steps.iter().enumerate() {
+        if idx >= cut && job.mode == Mode::Apply {
+            break;
+        }
         let play = (s.at.0, s.at.1);
         let (mut action, mut details, mut content, mut ops, mut error) =
             match (&s.preset, &s.resource) {
@@ -418,6 +474,30 @@ async fn run_segment(
                 },
                 (None, None) => (Action::Unknown, Vec::new(), None, Vec::new(), None),
             };
+        // A unit that does not exist yet, or is named after a package being installed, may be
+        // created or started by that install.
+        let unit_name = match &s.resource {
+            Some(crate::modules::Resource::Service(r)) => Some(&r.name),
+            Some(crate::modules::Resource::Unit(r)) => Some(&r.name),
+            _ => None,
+        };
+        let affected = unit_name.is_some_and(|u| {
+            let st = state.step(s.id);
+            let missing = st
+                .unit
+                .as_ref()
+                .is_none_or(|(enabled, _)| enabled.is_empty() || enabled == "not-found");
+            missing || installing.iter().any(|p| u.starts_with(p.as_str()))
+        });
+        if idx >= cut && s.preset.is_none() && (affected || error.is_some()) {
+            action = Action::Unknown;
+            details = vec![format!(
+                "reads state that installing packages (task \"{installed_by}\") may change: known at apply"
+            )];
+            error = None;
+            ops.clear();
+            content = None;
+        }
         if s.handler {
             let name = &s.name;
             let is = notified.get(&play).is_some_and(|n| n.contains(name));
@@ -480,23 +560,25 @@ async fn run_segment(
         ));
         if job.mode == Mode::Apply {
             mark_not_run(&mut report.steps[first..]);
-            return SegmentOutcome::Stop;
+            return (SegmentOutcome::Stop, steps.len());
         }
     }
-    report.digests.push(digest(&report.steps[first..]));
+    report.digests.push(digest(
+        &report.steps[first..(first + cut).min(report.steps.len())],
+    ));
     if let Some(expected) = &job.expected {
         if segment == 0 {
             if let Some(host) = expected.hosts.get(&target.name) {
                 if host.fingerprint != fp {
                     mark_not_run(&mut report.steps[first..]);
-                    return SegmentOutcome::Moved;
+                    return (SegmentOutcome::Moved, steps.len());
                 }
                 if report.digests.first() != Some(&host.changes) {
                     mark_not_run(&mut report.steps[first..]);
                     report.error = Some(
                         "the playbooks, templates or inventory changed since the plan was made: the changes would not be the ones reviewed; nothing was changed. Run `picaops plan` again".into(),
                     );
-                    return SegmentOutcome::Stop;
+                    return (SegmentOutcome::Stop, steps.len());
                 }
             }
         }
@@ -504,14 +586,14 @@ async fn run_segment(
 
     // What `register:` will hold; `None` until known (a command's output, before it runs).
     let mut results: HashMap<usize, Option<Value>> = HashMap::new();
-    for (rep, s) in report.steps[first..].iter().zip(steps) {
+    for (rep, s) in report.steps[first..].iter().zip(&steps[..processed]) {
         let runs_command =
             s.resource.as_ref().is_some_and(|r| r.is_command()) && rep.action == Action::Run;
         let known = rep.action != Action::Unknown && !runs_command;
         results.insert(s.id, known.then(|| registered_value(rep.action, None)));
     }
     if job.mode == Mode::Plan || planned_ops.is_empty() {
-        return SegmentOutcome::Continue(results);
+        return (SegmentOutcome::Continue(results), processed);
     }
 
     // 3. Apply.
@@ -535,7 +617,7 @@ async fn run_segment(
         Err(e) => {
             report.error = Some(format!("{e} (what was done before the connection failed is not known; run apply again: it converges)"));
             mark_unknown(&mut report.steps[first..]);
-            return SegmentOutcome::Stop;
+            return (SegmentOutcome::Stop, steps.len());
         }
     };
     let r = script::parse_apply(&out.stdout_lossy());
@@ -551,11 +633,11 @@ async fn run_segment(
             job.lock_wait,
         ));
         mark_not_run(&mut report.steps[first..]);
-        return SegmentOutcome::Stop;
+        return (SegmentOutcome::Stop, steps.len());
     }
     if r.moved || out.exit_code == 76 {
         mark_not_run(&mut report.steps[first..]);
-        return SegmentOutcome::Moved;
+        return (SegmentOutcome::Moved, steps.len());
     }
     let ok: BTreeSet<usize> = r.ok.iter().copied().collect();
     let failed: BTreeSet<usize> = r
@@ -610,9 +692,29 @@ async fn run_segment(
                 },
             );
         }
-        return SegmentOutcome::Stop;
+        return (SegmentOutcome::Stop, steps.len());
     }
-    SegmentOutcome::Continue(results)
+    (SegmentOutcome::Continue(results), processed)
+}
+
+/// For debugging picaops itself: `PICAOPS_KEEP_SCRIPTS=DIR` saves every script sent (mode 0600:
+/// apply scripts hold file contents, secrets included).
+fn keep_script(host: &str, segment: usize, kind: &str, text: &str) {
+    let Some(dir) = std::env::var_os("PICAOPS_KEEP_SCRIPTS") else {
+        return;
+    };
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = std::path::Path::new(&dir).join(format!("{host}-{segment}-{kind}.sh"));
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+    {
+        let _ = f.write_all(text.as_bytes());
+    }
 }
 
 fn lock_message(info: &str, waited: Duration) -> String {

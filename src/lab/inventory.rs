@@ -30,7 +30,7 @@ pub fn hosts_yml(host_key: &dyn Fn(&str) -> String) -> String {
     s.push_str("hosts:\n");
     for h in HOSTS {
         let (hypervisor, group) = match h.role {
-            Role::Hypervisor => ("libvirt", "hypervisors"),
+            Role::Hypervisor => ("libvirt", "hypervisors, docker_hosts"),
             Role::Directory => ("none", "directory"),
         };
         s.push_str(&format!(
@@ -51,7 +51,13 @@ pub fn groups_yml() -> String {
     let mut s = String::from(HEADER);
     s.push_str(
         "groups:\n  hypervisors:\n    description: lab hypervisors (containers with Docker, libvirt/QEMU and restic)\n  \
-         directory:\n    description: the lab's LDAP server (slapd)\nvars:\n  domain: lab.picasoft.test\n",
+         docker_hosts:\n    description: machines that run Docker services (the base playbooks' /DATA and Docker plays)\n  \
+         directory:\n    description: the lab's LDAP server (slapd)\n\
+         vars:\n  domain: lab.picasoft.test\n  \
+         # Containers share this machine's clock: chrony is configured and enabled, never started.\n  \
+         ntp_start: false\n  \
+         # The lab's inner Docker engines run without iptables (no NAT here) on overlay2.\n  \
+         docker_daemon_extra: {iptables: false, storage-driver: overlay2}\n",
     );
     s
 }
@@ -110,7 +116,7 @@ mod tests {
         assert!(text.contains(
             "  bob:\n    site: toulouse\n    description: lab hypervisor (container)\n    address: 172.30.1.11\n    \
              port: 22\n    user: root\n    identity_file: ../id_ed25519\n    host_key: ssh-ed25519 AAAAkeyofbob\n    \
-             hypervisor: libvirt\n    groups: [hypervisors]\n"
+             hypervisor: libvirt\n    groups: [hypervisors, docker_hosts]\n"
         ));
         assert!(text.contains("  ldap:\n    site: compiegne\n"));
         assert!(text.contains("    hypervisor: none\n    groups: [directory]\n"));
@@ -124,7 +130,9 @@ mod tests {
         let text = groups_yml();
         assert!(text.contains("groups:\n  hypervisors:\n    description: "));
         assert!(text.contains("\n  directory:\n    description: "));
-        assert!(text.ends_with("vars:\n  domain: lab.picasoft.test\n"));
+        assert!(text.contains("\n  docker_hosts:\n    description: "));
+        assert!(text.contains("vars:\n  domain: lab.picasoft.test\n"));
+        assert!(text.contains("\n  ntp_start: false\n"));
     }
 
     #[test]

@@ -7,11 +7,11 @@
 //! print: the engine (`crate::converge`) batches their probes and operations into one script per
 //! round trip.
 
-mod accounts;
-mod command;
-mod files;
+pub mod accounts;
+pub mod command;
+pub mod files;
 mod probe;
-mod systemd;
+pub mod systemd;
 
 use std::collections::BTreeMap;
 

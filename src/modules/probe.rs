@@ -118,7 +118,9 @@ pub fn parse_probe(out: &str) -> Result<HostState, String> {
             }
             (Some("sha"), 3) => st.sha256 = Some(f[2].to_string()),
             (Some("content"), 3) => st.content = Some(b64(f[2])?),
-            (Some("link"), 3) => st.link_target = Some(b64_text(f[2])?),
+            (Some("link"), 3) => {
+                st.link_target = Some(b64_text(f[2])?.trim_end_matches('\n').to_string())
+            }
             (Some("stale"), 3) => st.stale.push(b64_text(f[2])?),
             (Some("unit"), 4) => st.unit = Some((f[2].to_string(), f[3].to_string())),
             (Some("passwd"), 2) => st.passwd = Some(None),

@@ -50,7 +50,7 @@ impl PackageRes {
         }
     }
 
-    pub(super) fn diff(&self, have: &PackageState) -> Planned {
+    pub fn diff(&self, have: &PackageState) -> Planned {
         let mut install = Vec::new();
         let mut remove = Vec::new();
         let mut details = Vec::new();
