@@ -258,10 +258,10 @@ impl<'a> HostExpander<'a> {
         let sources = self.cx.sources.lock().unwrap_or_else(|p| p.into_inner());
         let text = sources.text(&place.file).unwrap_or_default();
         let at = template_place(text, place, "", e.line, e.column);
-        let mut d = Diagnostic::new(at, format!("{what} for {}: {e}", self.machine.name()));
+        let mut d = Diagnostic::new(at, format!("{what} for {}: {}", self.machine.name(), e.message));
         if e.kind == crate::playbook::template::TemplateErrorKind::Undefined {
             d.help = Some(format!(
-                "define it in the inventory (see `picaops inventory show {}`), in the play's `vars:`, or with `-e name=value`; or give a default: `{{{{ name | default(...) }}}}`",
+                "`picaops inventory show {}` lists the variables this host has",
                 self.machine.name()
             ));
         }

@@ -460,6 +460,7 @@ async fn run_segment(
     let first = report.steps.len();
     let mut planned_ops: Vec<(usize, Op)> = Vec::new();
     let mut failed_plan = false;
+    let mut overlay = Overlay::default();
     for (idx, s) in steps.iter().enumerate() {
         if idx >= cut && job.mode == Mode::Apply {
             break;
@@ -468,12 +469,17 @@ async fn run_segment(
         let (mut action, mut details, mut content, mut ops, mut error) =
             match (&s.preset, &s.resource) {
                 (Some((a, why)), _) => (*a, vec![why.clone()], None, Vec::new(), None),
-                (None, Some(r)) => match r.diff(&state.step(s.id), &state) {
+                (None, Some(r)) => match r.diff(&overlay.state(r, state.step(s.id)), &state) {
                     Ok(p) => (p.action, p.details, p.content, p.ops, None),
                     Err(e) => (Action::Unknown, Vec::new(), None, Vec::new(), Some(e)),
                 },
                 (None, None) => (Action::Unknown, Vec::new(), None, Vec::new(), None),
             };
+        if let Some(r) = &s.resource {
+            if s.preset.is_none() {
+                overlay.record(r, &ops, &state.step(s.id));
+            }
+        }
         // A unit that does not exist yet, or is named after a package being installed, may be
         // created or started by that install.
         let unit_name = match &s.resource {
@@ -695,6 +701,99 @@ async fn run_segment(
         return (SegmentOutcome::Stop, steps.len());
     }
     (SegmentOutcome::Continue(results), processed)
+}
+
+/// Files written by earlier steps of the segment, as later steps must see them (two `line`
+/// tasks on one file: the second edits what the first wrote).
+#[derive(Default)]
+struct Overlay {
+    files: HashMap<String, (Vec<u8>, crate::modules::probe::Stat)>,
+    /// (is-enabled, is-active) of units an earlier step enabled, started or stopped.
+    units: HashMap<String, (String, String)>,
+}
+
+impl Overlay {
+    fn state(&self, r: &crate::modules::Resource, probed: crate::modules::StepState) -> crate::modules::StepState {
+        use crate::modules::Resource;
+        let (unit, path) = match r {
+            Resource::Content(c) => (None, Some(&c.path)),
+            Resource::Line(l) => (None, Some(&l.path)),
+            Resource::File(f) => (None, Some(&f.path)),
+            Resource::Unit(u) => (Some(&u.name), u.file.as_ref().map(|f| &f.path)),
+            Resource::Service(s) => (Some(&s.name), None),
+            _ => return probed,
+        };
+        let mut probed = probed;
+        if let Some(state) = unit.and_then(|u| self.units.get(u)) {
+            probed.unit = Some(state.clone());
+        }
+        let Some(path) = path else { return probed };
+        match self.files.get(path) {
+            Some((content, stat)) => crate::modules::StepState {
+                stat: Some(stat.clone()),
+                sha256: Some(crate::modules::files::sha256_hex(content)),
+                content: Some(content.clone()),
+                unit: probed.unit.clone(),
+                ..Default::default()
+            },
+            None => probed,
+        }
+    }
+
+    fn record(&mut self, r: &crate::modules::Resource, ops: &[Op], probed: &crate::modules::StepState) {
+        use crate::modules::Resource;
+        let wish = match r {
+            Resource::Unit(u) => Some((&u.name, &u.wish)),
+            Resource::Service(s) => Some((&s.name, &s.wish)),
+            _ => None,
+        };
+        if let Some((name, wish)) = wish {
+            let (mut enabled, mut active) = self
+                .units
+                .get(name)
+                .cloned()
+                .or(probed.unit.clone())
+                .unwrap_or_default();
+            match wish.enabled {
+                Some(true) => enabled = "enabled".into(),
+                Some(false) => enabled = "disabled".into(),
+                None => {}
+            }
+            match wish.state.as_deref() {
+                Some("started" | "restarted" | "reloaded") => active = "active".into(),
+                Some("stopped") => active = "inactive".into(),
+                _ => {}
+            }
+            self.units.insert(name.clone(), (enabled, active));
+        }
+        for op in ops {
+            if let Op::Put { path, content, mode, owner, group } = op {
+                let old = probed.stat.clone();
+                // What the file's owner will be: asked for (name or number), else what it was.
+                let id = |want: &Option<String>, name: Option<&String>, num: Option<u32>| {
+                    match want {
+                        Some(w) if w.parse::<u32>().ok() == num && num.is_some() => {
+                            (name.cloned().unwrap_or_else(|| w.clone()), num.unwrap_or(0))
+                        }
+                        Some(w) => (w.clone(), w.parse().unwrap_or(u32::MAX)),
+                        None => (name.cloned().unwrap_or_else(|| "root".into()), num.unwrap_or(0)),
+                    }
+                };
+                let (user, uid) = id(owner, old.as_ref().map(|s| &s.user), old.as_ref().map(|s| s.uid));
+                let (grp, gid) = id(group, old.as_ref().map(|s| &s.group), old.as_ref().map(|s| s.gid));
+                let stat = crate::modules::probe::Stat {
+                    kind: "file".into(),
+                    mode: *mode,
+                    uid,
+                    user,
+                    gid,
+                    group: grp,
+                    size: content.len() as u64,
+                };
+                self.files.insert(path.clone(), (content.clone(), stat));
+            }
+        }
+    }
 }
 
 /// For debugging picaops itself: `PICAOPS_KEEP_SCRIPTS=DIR` saves every script sent (mode 0600:

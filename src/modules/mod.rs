@@ -10,7 +10,7 @@
 pub mod accounts;
 pub mod command;
 pub mod files;
-mod probe;
+pub mod probe;
 pub mod systemd;
 
 use std::collections::BTreeMap;

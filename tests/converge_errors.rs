@@ -1,0 +1,102 @@
+//! Malformed playbooks: each mistake is reported with file:line:column and advice, exit code 2,
+//! and no host is contacted (the example inventory's hosts are not even reachable from here).
+
+mod common;
+
+use std::path::Path;
+
+use common::{picaops_on, text};
+
+/// (what is wrong, playbook text, template file text, expected place and message).
+const CASES: &[(&str, &str, &str, &str)] = &[
+    (
+        "unknown module",
+        "- name: p\n  hosts: bob\n  tasks:\n    - name: t\n      lineinfle: {path: /x, line: y}\n",
+        "",
+        "bad.yml:5:7: error: unknown module or task keyword `lineinfle`",
+    ),
+    (
+        "Ansible's name for a module",
+        "- name: p\n  hosts: bob\n  tasks:\n    - name: t\n      lineinfile: {path: /x, line: y}\n",
+        "",
+        "picaops calls this module `line`",
+    ),
+    (
+        "unknown option",
+        "- name: p\n  hosts: bob\n  tasks:\n    - name: t\n      copy:\n        dest: /x\n        contnet: y\n",
+        "",
+        "bad.yml:7:9: error: unknown option `contnet` for module `copy`",
+    ),
+    (
+        "non-boolean when",
+        "- name: p\n  hosts: bob\n  vars: {flag: \"yes\"}\n  tasks:\n    - name: t\n      when: flag\n      file: {path: /x, state: directory}\n",
+        "",
+        "bad.yml:6:13: error: `when: flag` gave string",
+    ),
+    (
+        "undefined variable",
+        "- name: p\n  hosts: bob\n  tasks:\n    - name: t\n      copy: {dest: /x, content: \"{{ nope }}\"}\n",
+        "",
+        "undefined variable `nope`",
+    ),
+    (
+        "template syntax error in the playbook",
+        "- name: p\n  hosts: bob\n  tasks:\n    - name: t\n      copy: {dest: /x, content: \"{{ a + }}\"}\n",
+        "",
+        "bad.yml:5:",
+    ),
+    (
+        "template syntax error in a template file",
+        "- name: p\n  hosts: bob\n  tasks:\n    - name: t\n      template: {src: t.j2, dest: /x}\n",
+        "line one\n{% if x %}\nno end\n",
+        "templates/t.j2:2:1: error:",
+    ),
+    (
+        "mode as a number",
+        "- name: p\n  hosts: bob\n  tasks:\n    - name: t\n      file: {path: /x, state: directory, mode: 0755}\n",
+        "",
+        "write the mode as a quoted string",
+    ),
+    (
+        "notify without such handler",
+        "- name: p\n  hosts: bob\n  tasks:\n    - name: t\n      file: {path: /x, state: directory}\n      notify: restart sshd\n  handlers:\n    - name: restart ssh\n      service: {name: ssh, state: restarted}\n",
+        "",
+        "did you mean `restart ssh`?",
+    ),
+];
+
+#[test]
+fn each_mistake_has_a_place_and_nothing_is_contacted() {
+    let inventory = Path::new(env!("CARGO_MANIFEST_DIR")).join("inventory");
+    for (what, playbook, template, expected) in CASES {
+        let dir = tempfile::tempdir().unwrap();
+        let pb = dir.path().join("bad.yml");
+        std::fs::write(&pb, playbook).unwrap();
+        if !template.is_empty() {
+            std::fs::create_dir(dir.path().join("templates")).unwrap();
+            std::fs::write(dir.path().join("templates/t.j2"), template).unwrap();
+        }
+        let out = picaops_on(&inventory, &["plan", pb.to_str().unwrap()]);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{what}: {stderr}");
+        assert!(stderr.contains(expected), "{what}: expected {expected:?} in:\n{stderr}");
+        assert!(stderr.contains("nothing was contacted"), "{what}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{what}: {stderr}");
+        // apply refuses the same way.
+        let out = picaops_on(&inventory, &["apply", pb.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2), "{what} (apply): {}", text(&out.stderr));
+    }
+}
+
+#[test]
+fn json_output_carries_the_same_errors() {
+    let inventory = Path::new(env!("CARGO_MANIFEST_DIR")).join("inventory");
+    let dir = tempfile::tempdir().unwrap();
+    let pb = dir.path().join("bad.yml");
+    std::fs::write(&pb, CASES[0].1).unwrap();
+    let out = picaops_on(&inventory, &["plan", "-o", "json", pb.to_str().unwrap()]);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["ok"], false);
+    assert_eq!(doc["errors"][0]["line"], 5);
+    assert_eq!(doc["errors"][0]["column"], 7);
+}
