@@ -79,12 +79,20 @@ fn each_mistake_has_a_place_and_nothing_is_contacted() {
         let out = picaops_on(&inventory, &["plan", pb.to_str().unwrap()]);
         let stderr = text(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{what}: {stderr}");
-        assert!(stderr.contains(expected), "{what}: expected {expected:?} in:\n{stderr}");
+        assert!(
+            stderr.contains(expected),
+            "{what}: expected {expected:?} in:\n{stderr}"
+        );
         assert!(stderr.contains("nothing was contacted"), "{what}: {stderr}");
         assert!(!stderr.contains("panicked"), "{what}: {stderr}");
         // apply refuses the same way.
         let out = picaops_on(&inventory, &["apply", pb.to_str().unwrap()]);
-        assert_eq!(out.status.code(), Some(2), "{what} (apply): {}", text(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{what} (apply): {}",
+            text(&out.stderr)
+        );
     }
 }
 

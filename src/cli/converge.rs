@@ -101,11 +101,16 @@ pub fn plan(args: PlanArgs, global: &Global, out: &Output) -> i32 {
         args.out.as_ref(),
         args.detailed_exitcode,
     );
-    if args.detailed_exitcode && code == EXIT_USAGE {
-        return 1;
+    match code {
+        CHANGES_PENDING => 2,
+        // With --detailed-exitcode, 2 means "changes pending": every error is 1.
+        EXIT_USAGE if args.detailed_exitcode => 1,
+        code => code,
     }
-    code
 }
+
+/// `run`'s answer for "the plan has changes" under --detailed-exitcode (mapped to 2 by `plan`).
+const CHANGES_PENDING: i32 = 1002;
 
 pub fn apply(args: ApplyArgs, global: &Global, out: &Output) -> i32 {
     let saved = match args.sel.playbooks.as_slice() {
@@ -344,7 +349,7 @@ fn run(
         return EXIT_HOST_FAILED;
     }
     if detailed && report.changes() > 0 {
-        return 2;
+        return CHANGES_PENDING;
     }
     EXIT_OK
 }

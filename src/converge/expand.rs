@@ -258,7 +258,10 @@ impl<'a> HostExpander<'a> {
         let sources = self.cx.sources.lock().unwrap_or_else(|p| p.into_inner());
         let text = sources.text(&place.file).unwrap_or_default();
         let at = template_place(text, place, "", e.line, e.column);
-        let mut d = Diagnostic::new(at, format!("{what} for {}: {}", self.machine.name(), e.message));
+        let mut d = Diagnostic::new(
+            at,
+            format!("{what} for {}: {}", self.machine.name(), e.message),
+        );
         if e.kind == crate::playbook::template::TemplateErrorKind::Undefined {
             d.help = Some(format!(
                 "`picaops inventory show {}` lists the variables this host has",

@@ -433,8 +433,15 @@ async fn run_segment(
                 .is_some_and(|p| p.action.changes())
     };
     let cut = match steps.iter().position(installs) {
-        Some(k) if k + 1 < steps.len() => k + 1,
-        _ => steps.len(),
+        Some(k) => {
+            // Package steps right after it go in the same apt call: cut after the last of them.
+            let run = steps[k..]
+                .iter()
+                .take_while(|s| matches!(&s.resource, Some(crate::modules::Resource::Package(_))))
+                .count();
+            k + run.max(1)
+        }
+        None => steps.len(),
     };
     // How many steps this call handles: plan diffs them all; apply stops after the install.
     let processed = if job.mode == Mode::Plan {
@@ -713,7 +720,11 @@ struct Overlay {
 }
 
 impl Overlay {
-    fn state(&self, r: &crate::modules::Resource, probed: crate::modules::StepState) -> crate::modules::StepState {
+    fn state(
+        &self,
+        r: &crate::modules::Resource,
+        probed: crate::modules::StepState,
+    ) -> crate::modules::StepState {
         use crate::modules::Resource;
         let (unit, path) = match r {
             Resource::Content(c) => (None, Some(&c.path)),
@@ -740,7 +751,12 @@ impl Overlay {
         }
     }
 
-    fn record(&mut self, r: &crate::modules::Resource, ops: &[Op], probed: &crate::modules::StepState) {
+    fn record(
+        &mut self,
+        r: &crate::modules::Resource,
+        ops: &[Op],
+        probed: &crate::modules::StepState,
+    ) {
         use crate::modules::Resource;
         let wish = match r {
             Resource::Unit(u) => Some((&u.name, &u.wish)),
@@ -767,20 +783,37 @@ impl Overlay {
             self.units.insert(name.clone(), (enabled, active));
         }
         for op in ops {
-            if let Op::Put { path, content, mode, owner, group } = op {
+            if let Op::Put {
+                path,
+                content,
+                mode,
+                owner,
+                group,
+            } = op
+            {
                 let old = probed.stat.clone();
                 // What the file's owner will be: asked for (name or number), else what it was.
-                let id = |want: &Option<String>, name: Option<&String>, num: Option<u32>| {
-                    match want {
-                        Some(w) if w.parse::<u32>().ok() == num && num.is_some() => {
-                            (name.cloned().unwrap_or_else(|| w.clone()), num.unwrap_or(0))
-                        }
-                        Some(w) => (w.clone(), w.parse().unwrap_or(u32::MAX)),
-                        None => (name.cloned().unwrap_or_else(|| "root".into()), num.unwrap_or(0)),
+                let id = |want: &Option<String>, name: Option<&String>, num: Option<u32>| match want
+                {
+                    Some(w) if w.parse::<u32>().ok() == num && num.is_some() => {
+                        (name.cloned().unwrap_or_else(|| w.clone()), num.unwrap_or(0))
                     }
+                    Some(w) => (w.clone(), w.parse().unwrap_or(u32::MAX)),
+                    None => (
+                        name.cloned().unwrap_or_else(|| "root".into()),
+                        num.unwrap_or(0),
+                    ),
                 };
-                let (user, uid) = id(owner, old.as_ref().map(|s| &s.user), old.as_ref().map(|s| s.uid));
-                let (grp, gid) = id(group, old.as_ref().map(|s| &s.group), old.as_ref().map(|s| s.gid));
+                let (user, uid) = id(
+                    owner,
+                    old.as_ref().map(|s| &s.user),
+                    old.as_ref().map(|s| s.uid),
+                );
+                let (grp, gid) = id(
+                    group,
+                    old.as_ref().map(|s| &s.group),
+                    old.as_ref().map(|s| s.gid),
+                );
                 let stat = crate::modules::probe::Stat {
                     kind: "file".into(),
                     mode: *mode,
