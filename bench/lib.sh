@@ -77,8 +77,14 @@ EOF
     pids+=($!)
     echo "[127.0.1.$i]:$port $(cut -d' ' -f1,2 "$dir/host_key.pub")" >> "$work/known_hosts"
   done
+  local first=$((${#pids[@]} - n))
   for i in $(seq 1 "$n"); do
-    until grep -q "Server listening" "$work/sshd/h$i/sshd.log" 2>/dev/null; do sleep 0.02; done
+    until grep -q "Server listening" "$work/sshd/h$i/sshd.log" 2>/dev/null; do
+      if ! kill -0 "${pids[first + i - 1]}" 2>/dev/null; then   # e.g. the address is taken
+        echo "sshd for 127.0.1.$i:$port died:" >&2; cat "$work/sshd/h$i/sshd.log" >&2; exit 1
+      fi
+      sleep 0.02
+    done
   done
 }
 
