@@ -15,101 +15,21 @@
 
 set -euo pipefail
 
-here=$(cd "$(dirname "$0")" && pwd)
-repo=$(dirname "$here")
 sizes=("$@"); [ ${#sizes[@]} -gt 0 ] || sizes=(10 50)
-user=${BENCH_USER:-picaops-bench}
 repeat=${REPEAT:-3}
-port=${PORT:-2222}
-work="$here/out/fanout-$(date +%Y%m%d-%H%M%S)"
-mkdir -p "$work"
-pids=()
-
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  pids=()
-}
-trap cleanup EXIT INT TERM
-
-[ "$(id -u)" = 0 ] || { echo "run me as root (I start sshd processes and may create $user)" >&2; exit 2; }
-
-echo "building picaops (release)..." >&2
-(cd "$repo" && cargo build --release --quiet)
-picaops="$repo/target/release/picaops"
-
-if ! id "$user" >/dev/null 2>&1; then
-  useradd -m -s /bin/sh "$user"
-fi
-usermod -p '*' "$user" 2>/dev/null || true   # a locked ('!') account may not log in at all
-
-ssh-keygen -q -t ed25519 -N '' -C picaops-bench -f "$work/id_ed25519"
-mkdir -p /run/sshd
-
-start_sshds() { # N
-  local n=$1 i dir
-  : > "$work/known_hosts"
-  for i in $(seq 1 "$n"); do
-    dir="$work/sshd/h$i"; mkdir -p "$dir"; chmod 755 "$work" "$work/sshd" "$dir"
-    [ -f "$dir/host_key" ] || ssh-keygen -q -t ed25519 -N '' -f "$dir/host_key"
-    cp "$work/id_ed25519.pub" "$dir/authorized_keys"; chmod 644 "$dir/authorized_keys"
-    cat > "$dir/sshd_config" <<EOF
-ListenAddress 127.0.1.$i:$port
-HostKey $dir/host_key
-PidFile none
-AuthorizedKeysFile $dir/authorized_keys
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-UsePAM no
-StrictModes no
-PermitRootLogin prohibit-password
-MaxStartups 200
-LogLevel VERBOSE
-EOF
-    : > "$dir/sshd.log"
-    /usr/sbin/sshd -D -f "$dir/sshd_config" -E "$dir/sshd.log" &
-    pids+=($!)
-    echo "[127.0.1.$i]:$port $(cut -d' ' -f1,2 "$dir/host_key.pub")" >> "$work/known_hosts"
-  done
-  for i in $(seq 1 "$n"); do
-    until grep -q "Server listening" "$work/sshd/h$i/sshd.log" 2>/dev/null; do sleep 0.02; done
-  done
-}
+. "$(dirname "$0")/lib.sh"
+bench_init fanout
+bench_build_picaops
+bench_user_and_key
 
 write_inventory() { # N
-  local n=$1 i inv="$work/inventory"
-  mkdir -p "$inv"
-  cat > "$inv/sites.yml" <<EOF
-sites:
-  bench: { description: loopback sshd processes, backs_up_to: other }
-  other: { description: unused, backs_up_to: bench }
-EOF
-  {
-    echo "hosts:"
-    for i in $(seq 1 "$n"); do
-      printf '  h%02d:\n' "$i"
-      echo "    site: bench"
-      echo "    address: 127.0.1.$i"
-      echo "    port: $port"
-      echo "    user: $user"
-      echo "    identity_file: ../id_ed25519"
-      echo "    host_key: $(cut -d' ' -f1,2 "$work/sshd/h$i/host_key.pub")"
-    done
-  } > "$inv/hosts.yml"
+  local n=$1 i
+  write_picaops_inventory "$n" "$work/inventory" bench
   {
     echo "[bench]"
-    for i in $(seq 1 "$n"); do printf 'h%02d ansible_host=127.0.1.%d\n' "$i" "$i"; done
+    for i in $(seq 1 "$n"); do printf '%s ansible_host=127.0.1.%d\n' "$(host_name "$i")" "$i"; done
   } > "$work/ansible-hosts.ini"
 }
-
-count() { # N pattern -> space-separated per-host counts
-  local n=$1 pat=$2 i out=""
-  for i in $(seq 1 "$n"); do out+="$(grep -c "$pat" "$work/sshd/h$i/sshd.log" || true) "; done
-  echo "$out"
-}
-
-now() { date +%s.%N; }
-median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 declare -A result
 ssh_common=(-o BatchMode=yes -o StrictHostKeyChecking=yes -o "UserKnownHostsFile=$work/known_hosts"
@@ -132,8 +52,8 @@ bench_tool() { # N name command... ; prints "wall logins/host conns/host", fails
   done
   l1=$(count "$n" "Accepted publickey"); c1=$(count "$n" "Connection from")
   local logins conns
-  logins=$(python3 -c "import sys; b=list(map(int,sys.argv[1].split())); a=list(map(int,sys.argv[2].split())); d=[(y-x)/$runs for x,y in zip(b,a)]; print(f'{min(d):g}' if min(d)==max(d) else f'{min(d):g}-{max(d):g}')" "$l0" "$l1")
-  conns=$(python3 -c "import sys; b=list(map(int,sys.argv[1].split())); a=list(map(int,sys.argv[2].split())); d=[(y-x)/$runs for x,y in zip(b,a)]; print(f'{min(d):g}' if min(d)==max(d) else f'{min(d):g}-{max(d):g}')" "$c0" "$c1")
+  logins=$(per_host_delta "$l0" "$l1" "$runs")
+  conns=$(per_host_delta "$c0" "$c1" "$runs")
   result[$n,$name]="$(median "${times[@]}") $logins $conns ${times[*]}"
 }
 
@@ -162,7 +82,7 @@ for n in "${sizes[@]}"; do
         "--ssh-common-args=-o UserKnownHostsFile=$work/known_hosts -o GlobalKnownHostsFile=/dev/null -o StrictHostKeyChecking=yes" \
         -m command -a true
   fi
-  cleanup
+  bench_cleanup
 done
 
 echo
