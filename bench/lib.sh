@@ -117,6 +117,8 @@ EOF
       echo "    user: $user"
       echo "    identity_file: $work/id_ed25519"
       echo "    host_key: $(host_key_of "$i")"
+      # Every loopback "host" is this one machine: give each its own picaops run lock.
+      echo "    vars: { picaops_lock_dir: /tmp/picaops-bench-locks/$(host_name "$i") }"
     done
   } > "$inv/hosts.yml"
 }

@@ -376,7 +376,8 @@ async fn run_segment(
     candidates.dedup();
     let body = script::probe_body(&lines, &packages, &candidates);
     let lock_wait = (job.mode == Mode::Apply).then_some(job.lock_wait.as_secs());
-    let probe_text = script::probe_script(&body, lock_wait);
+    let lock_dir = lock_dir(job, &target.name);
+    let probe_text = script::probe_script(&body, lock_wait, &lock_dir);
     keep_script(&target.name, segment, "probe", &probe_text);
     let probe = RemoteCommand::argv(["sh", "-s"])
         .with_stdin(probe_text)
@@ -617,8 +618,7 @@ async fn run_segment(
     let apply = script::apply_script(
         &body,
         &fp,
-        &job.lock_info,
-        job.lock_wait.as_secs(),
+        (&lock_dir, &job.lock_info, job.lock_wait.as_secs()),
         &planned,
     );
     let cmd = RemoteCommand::argv(["sh", "-s"])
@@ -639,6 +639,14 @@ async fn run_segment(
             "took over a stale run lock (its process is gone): {}",
             script::describe_lock(info)
         ));
+    }
+    if r.lock_dir_failed {
+        report.error = Some(format!(
+            "cannot create the run lock's directory on the host: {} (set `picaops_lock_dir` for this host to a writable directory)",
+            out.stderr_lossy().trim()
+        ));
+        mark_not_run(&mut report.steps[first..]);
+        return (SegmentOutcome::Stop, steps.len());
     }
     if out.exit_code == 75 {
         report.error = Some(lock_message(
@@ -847,6 +855,20 @@ fn keep_script(host: &str, segment: usize, kind: &str, text: &str) {
     {
         let _ = f.write_all(text.as_bytes());
     }
+}
+
+/// Where the run lock lives on a host: the host's `picaops_lock_dir` variable, else (decided on the
+/// host) /run/picaops for root or the login user's runtime directory.
+fn lock_dir(job: &Job, host: &str) -> String {
+    job.inventory
+        .machine(host)
+        .and_then(|m| {
+            crate::inventory::vars::resolve(&job.inventory, m)
+                .get("picaops_lock_dir")
+                .cloned()
+        })
+        .and_then(|v| v.value.as_str().map(String::from))
+        .unwrap_or_default()
 }
 
 fn lock_message(info: &str, waited: Duration) -> String {

@@ -37,12 +37,15 @@ pub fn probe_body(lines: &str, packages: &[String], candidates: &[String]) -> St
 
 /// The read script. In apply mode it first waits (up to `lock_wait` seconds) for another run's
 /// lock to go away, so that what it reads is not in the middle of someone else's change.
-pub fn probe_script(body: &str, lock_wait: Option<u64>) -> String {
+pub fn probe_script(body: &str, lock_wait: Option<u64>, lock_dir: &str) -> String {
     let wait = match lock_wait {
         Some(s) => format!("p_lock_wait {s} || exit 75\n"),
         None => "if p_lock_live; then echo \"@@held $(p_lock_info)\"; fi\n".to_string(),
     };
-    format!("{PRELUDE}\n{body}\nmain() {{\n{wait}probe_body\n}}\nmain\n")
+    format!(
+        "{PRELUDE}\n{body}\nmain() {{\np_lock_init {}\n{wait}probe_body\n}}\nmain\n",
+        q(lock_dir)
+    )
 }
 
 /// The fingerprint of a host's state: SHA-256 of the probe's records (lock notes excluded).
@@ -62,13 +65,14 @@ pub struct Planned<'a> {
 }
 
 /// The apply script: lock, state check, operations in order, daemon-reload and apt batched.
+/// `lock` is (directory on the host, or "" for the default; who is applying; seconds to wait).
 pub fn apply_script(
     body: &str,
     fingerprint: &str,
-    lock_info: &str,
-    lock_wait: u64,
+    lock: (&str, &str, u64),
     ops: &[Planned<'_>],
 ) -> String {
+    let (lock_dir, lock_info, lock_wait) = lock;
     let mut s = String::with_capacity(PRELUDE.len() + 4096);
     s.push_str(PRELUDE);
     s.push('\n');
@@ -76,7 +80,8 @@ pub fn apply_script(
     s.push_str("main() {\ntrap '' HUP PIPE\ntrap p_cleanup EXIT\ntrap 'exit 130' INT TERM\n");
     s.push_str("P_WORK=$(mktemp -d /tmp/picaops-apply.XXXXXX) || exit 1\n");
     s.push_str(&format!(
-        "p_lock_take {} {lock_wait} || exit 75\n",
+        "p_lock_init {}\np_lock_take {} {lock_wait} || exit 75\n",
+        q(lock_dir),
         q(lock_info)
     ));
     s.push_str(&format!(
@@ -199,6 +204,8 @@ pub struct ApplyOutput {
     pub stale: Option<String>,
     /// The state moved between probe and apply.
     pub moved: bool,
+    /// The lock directory could not be created.
+    pub lock_dir_failed: bool,
     pub done: bool,
 }
 
@@ -254,6 +261,7 @@ pub fn parse_apply(out: &str) -> ApplyOutput {
             "@@locked" | "@@held" => r.locked = Some(decode(a)),
             "@@stale" => r.stale = Some(decode(a)),
             "@@moved" => r.moved = true,
+            "@@lockdir" => r.lock_dir_failed = true,
             "@@done" => r.done = true,
             _ => {}
         }
@@ -296,9 +304,9 @@ mod tests {
             .map(|(i, op)| Planned { ids: vec![i], op })
             .collect();
         for script in [
-            probe_script(&body, Some(5)),
-            probe_script(&body, None),
-            apply_script(&body, "f", "user=x", 0, &planned),
+            probe_script(&body, Some(5), ""),
+            probe_script(&body, None, "/tmp/x"),
+            apply_script(&body, "f", ("", "user=x", 0), &planned),
         ] {
             let mut child = std::process::Command::new("sh")
                 .arg("-n")

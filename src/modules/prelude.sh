@@ -6,6 +6,7 @@ P_TAB='	'
 
 # pst STEP PATH MODE [SHA]: stat of PATH. MODE: - (stat only), h (sha256), c (sha256, and the
 # content when it differs from SHA and is at most 256 KiB), a (sha256 and content, at most 4 MiB).
+# Written to fork as little as possible: it runs for every file of every host.
 pst() {
   if [ -L "$2" ]; then k=link
   elif [ -d "$2" ]; then k=directory
@@ -13,15 +14,17 @@ pst() {
   elif [ -e "$2" ]; then k=other
   else printf '%s\tabsent\n' "$1"; p_stale "$1" "$2"; return 0
   fi
-  printf '%s\tstat\t%s\t%s\n' "$1" "$k" "$(stat -c '%a	%u	%U	%g	%G	%s' -- "$2")"
+  p_st=$(stat -c '%a	%u	%U	%g	%G	%s' -- "$2")
+  printf '%s\tstat\t%s\t%s\n' "$1" "$k" "$p_st"
   case $k in
     link) printf '%s\tlink\t%s\n' "$1" "$(readlink -- "$2" | base64 -w0)" ;;
     file)
       case $3 in
         h|c|a)
-          p_h=$(sha256sum < "$2" | cut -c1-64)
+          p_h=$(sha256sum < "$2")
+          p_h=${p_h%% *}
           printf '%s\tsha\t%s\n' "$1" "$p_h"
-          p_s=$(stat -c %s -- "$2")
+          p_s=${p_st##*	}
           if { [ "$3" = a ] && [ "$p_s" -le 4194304 ]; } ||
              { [ "$3" = c ] && [ "$p_h" != "$4" ] && [ "$p_s" -le 262144 ]; }; then
             printf '%s\tcontent\t' "$1"; base64 -w0 < "$2"; echo
@@ -31,9 +34,9 @@ pst() {
   p_stale "$1" "$2"
 }
 
-# Temporary files an interrupted apply may have left beside PATH.
+# Temporary files an interrupted apply may have left beside PATH (no fork: a glob).
 p_stale() {
-  for p_f in "$(dirname -- "$2")/.$(basename -- "$2").picaops-"??????; do
+  for p_f in "${2%/*}/.${2##*/}.picaops-"??????; do
     [ -e "$p_f" ] && printf '%s\tstale\t%s\n' "$1" "$(printf %s "$p_f" | base64 -w0)"
   done
   return 0
@@ -85,7 +88,14 @@ pguard() {
 
 # The run lock: a directory in /run (gone at reboot) holding who took it. A holder whose process
 # (or boot) is gone is stale and taken over.
-P_LOCK=/run/picaops/apply.lock
+# p_lock_init [DIR]: where the lock lives. Root: /run/picaops; another user: its runtime directory.
+p_lock_init() {
+  if [ -n "$1" ]; then P_LOCKDIR=$1
+  elif [ "$(id -u)" = 0 ]; then P_LOCKDIR=/run/picaops
+  else P_LOCKDIR=${XDG_RUNTIME_DIR:-/tmp}/picaops-$(id -u)
+  fi
+  P_LOCK=$P_LOCKDIR/apply.lock
+}
 p_lock_info() { cat -- "$P_LOCK/info" 2>/dev/null | base64 -w0; }
 p_lock_live() {
   [ -d "$P_LOCK" ] || return 1
@@ -109,7 +119,9 @@ p_lock_wait() {
 }
 # p_lock_take INFO SECONDS: take the lock (waiting up to SECONDS for a live holder).
 p_lock_take() {
-  mkdir -p /run/picaops && chmod 700 /run/picaops || return 1
+  if ! { mkdir -p -- "$P_LOCKDIR" && chmod 700 -- "$P_LOCKDIR"; }; then
+    echo "picaops: cannot create the lock directory $P_LOCKDIR" >&2; echo "@@lockdir"; return 1
+  fi
   p_end=$(( $(date +%s) + $2 ))
   while ! mkdir -- "$P_LOCK" 2>/dev/null; do
     if ! p_lock_live; then
