@@ -257,7 +257,7 @@ impl<'a> HostExpander<'a> {
     fn template_diag(&self, place: &Place, e: &TemplateError, what: &str) -> Diagnostic {
         let sources = self.cx.sources.lock().unwrap_or_else(|p| p.into_inner());
         let text = sources.text(&place.file).unwrap_or_default();
-        let at = template_place(text, place, "", e.line, e.column);
+        let at = template_place(text, place, e.line, e.column);
         let mut d = Diagnostic::new(
             at,
             format!("{what} for {}: {}", self.machine.name(), e.message),
@@ -302,11 +302,7 @@ impl<'a> HostExpander<'a> {
     }
 
     /// The next segment of steps. Empty when everything is expanded.
-    pub fn next_segment(
-        &mut self,
-        notified: &HashMap<(usize, usize), BTreeSet<String>>,
-    ) -> Result<Vec<Step>, Diagnostic> {
-        let _ = notified;
+    pub fn next_segment(&mut self) -> Result<Vec<Step>, Diagnostic> {
         let mut steps: Vec<Step> = Vec::new();
         let mut become_of_segment: Option<bool> = None;
         while !self.done() {

@@ -175,7 +175,7 @@ pub fn precheck(job: &Job, targets: &[Target]) -> Result<(), Vec<Diagnostic>> {
         let mut ex = HostExpander::new(&cx, machine, t.become_root);
         // Expand everything that does not wait on a registered result.
         loop {
-            match ex.next_segment(&HashMap::new()) {
+            match ex.next_segment() {
                 Ok(steps) if steps.is_empty() => break,
                 Ok(steps) => {
                     for s in steps {
@@ -269,7 +269,7 @@ pub async fn converge_host(job: &Job, target: &Target, transport: &dyn Transport
     let mut segment = 0usize;
     let mut retried = false;
     loop {
-        let steps = match ex.next_segment(&notified) {
+        let steps = match ex.next_segment() {
             Ok(s) => s,
             Err(d) => {
                 report.error = Some(format!("{}: {}", d.place, d.message));

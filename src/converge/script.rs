@@ -108,10 +108,8 @@ pub fn apply_script(
     }
     let mut packages_done = false;
     let mut reload_pending: Option<usize> = None;
-    let mut last_id = 0;
     for p in ops {
         let id = ids(&p.ids);
-        last_id = p.ids.first().copied().unwrap_or(last_id);
         match p.op {
             Op::Call(call) => s.push_str(&format!("step {id} - {call} </dev/null || exit 10\n")),
             Op::Command(call) => s.push_str(&format!("step {id} r {call} </dev/null || exit 10\n")),
@@ -177,7 +175,6 @@ pub fn apply_script(
             "step {rid} - systemctl daemon-reload </dev/null || exit 10\n"
         ));
     }
-    let _ = last_id;
     s.push_str("echo @@done\n}\nmain\n");
     s
 }

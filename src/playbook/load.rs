@@ -212,7 +212,7 @@ impl Reader<'_> {
                 "when" => match &value.value {
                     Value::String(s) => {
                         if let Err(e) = self.templates.check_expr_syntax(strip_braces(s)) {
-                            self.template_err(&vplace, s, &e, "in this `when` expression");
+                            self.template_err(&vplace, &e, "in this `when` expression");
                         }
                         when = Some(Located {
                             value: s.clone(),
@@ -421,7 +421,7 @@ impl Reader<'_> {
                         );
                         continue;
                     }
-                    let value_place = self.value_place_after_key(&place, &key);
+                    let value_place = self.value_place_after_key(&place);
                     self.check_templates(&v, &value_place);
                     out.insert(
                         key,
@@ -502,7 +502,7 @@ impl Reader<'_> {
         from.clone()
     }
 
-    fn value_place_after_key(&self, key_place: &Place, key: &str) -> Place {
+    fn value_place_after_key(&self, key_place: &Place) -> Place {
         let Some(line) = self
             .text
             .lines()
@@ -521,7 +521,6 @@ impl Reader<'_> {
                     .count();
                 return Place::new(self.file, key_place.line, col as u64 + 1);
             }
-            let _ = key;
             return Place::new(self.file, key_place.line + 1, key_place.column + 2);
         }
         key_place.clone()
@@ -541,18 +540,12 @@ impl Reader<'_> {
             return;
         }
         if let Err(e) = self.templates.check_syntax(s) {
-            self.template_err(place, s, &e, "in this template");
+            self.template_err(place, &e, "in this template");
         }
     }
 
-    fn template_err(
-        &mut self,
-        place: &Place,
-        source: &str,
-        e: &super::template::TemplateError,
-        what: &str,
-    ) {
-        let at = template_place(self.text, place, source, e.line, e.column);
+    fn template_err(&mut self, place: &Place, e: &super::template::TemplateError, what: &str) {
+        let at = template_place(self.text, place, e.line, e.column);
         self.diags.push(
             Diagnostic::new(at, format!("template syntax error {what}: {}", e.message))
                 .help("check the {{ }} and {% %} pairs and the expression inside"),
@@ -571,7 +564,6 @@ impl Reader<'_> {
 pub fn template_place(
     text: &str,
     place: &Place,
-    _source: &str,
     line: Option<usize>,
     column: Option<usize>,
 ) -> Place {
