@@ -479,3 +479,46 @@ fn base_playbooks_converge_on_the_lab_and_stay_converged() {
         "{sshd}"
     );
 }
+
+#[test]
+fn secrets_stay_out_of_plans_and_reports() {
+    let Some(lab) = lab("secrets_stay_out_of_plans_and_reports") else {
+        return;
+    };
+    on(&lab, "bob", "rm -rf /srv/picaops-secrettest");
+    let dir = tempfile::tempdir().unwrap();
+    let pb = dir.path().join("secret.yml");
+    std::fs::write(
+        &pb,
+        "- name: Secrets\n  hosts: bob\n  vars: {db_password: hunter2-not-for-logs}\n  tasks:\n    \
+         - name: Root\n      file: {path: /srv/picaops-secrettest, state: directory}\n    \
+         - name: Config with a password\n      copy: {dest: /srv/picaops-secrettest/app.env, content: \"DB_PASSWORD={{ db_password }}\\n\"}\n    \
+         - name: Hidden entirely\n      no_log: true\n      copy: {dest: /srv/picaops-secrettest/other, content: \"{{ api }}\\n\"}\n",
+    )
+    .unwrap();
+    let pb = pb.to_str().unwrap();
+    for args in [
+        vec!["plan", "-e", "api=abc-very-private", pb],
+        vec!["plan", "-o", "json", "-e", "api=abc-very-private", pb],
+        vec!["apply", "-v", "-e", "api=abc-very-private", pb],
+    ] {
+        let out = lab.picaops(&args);
+        let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        assert!(
+            !all.contains("hunter2-not-for-logs"),
+            "{args:?} printed the password:\n{all}"
+        );
+        assert!(
+            !all.contains("abc-very-private"),
+            "{args:?} printed the no_log content:\n{all}"
+        );
+        if args[0] == "plan" {
+            assert!(all.contains("DB_PASSWORD=(secret)"), "{args:?}:\n{all}");
+            assert!(all.contains("hidden: no_log"), "{args:?}:\n{all}");
+        }
+    }
+    assert_eq!(
+        on(&lab, "bob", "cat /srv/picaops-secrettest/app.env"),
+        "DB_PASSWORD=hunter2-not-for-logs\n"
+    );
+}
