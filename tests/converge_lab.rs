@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{lab, picaops, text, Lab};
+use common::{host, json, lab, picaops, text, Lab};
 use serde_json::Value;
 
 fn playbook(name: &str) -> String {
@@ -17,25 +17,6 @@ fn playbook(name: &str) -> String {
         .join(name)
         .display()
         .to_string()
-}
-
-fn json(out: &Output) -> Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "not JSON ({e}): {}\nstderr: {}",
-            text(&out.stdout),
-            text(&out.stderr)
-        )
-    })
-}
-
-fn host<'a>(doc: &'a Value, name: &str) -> &'a Value {
-    doc["hosts"]
-        .as_array()
-        .expect("a hosts array")
-        .iter()
-        .find(|h| h["name"] == name)
-        .unwrap_or_else(|| panic!("{name} missing from {doc}"))
 }
 
 /// (task, item, resource, action) of every step that changes something.

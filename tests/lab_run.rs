@@ -5,22 +5,9 @@ mod common;
 
 use std::path::Path;
 
-use common::{lab, picaops, picaops_on, text};
+use common::{host, json, lab, picaops, picaops_on, text};
 
 const HOSTS: [&str; 4] = ["bob", "alice", "caribou", "ldap"];
-
-fn json(stdout: &[u8]) -> serde_json::Value {
-    serde_json::from_slice(stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(stdout)))
-}
-
-fn host<'a>(doc: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
-    doc["hosts"]
-        .as_array()
-        .expect("a hosts array")
-        .iter()
-        .find(|h| h["name"] == name)
-        .unwrap_or_else(|| panic!("{name} missing from {doc}"))
-}
 
 #[test]
 fn every_lab_host_answers_with_its_own_name() {
@@ -39,7 +26,7 @@ fn every_lab_host_answers_with_its_own_name() {
     }
 
     let out = lab.picaops(&["--output", "json", "run", "--", "uname", "-n"]);
-    let doc = json(&out.stdout);
+    let doc = json(&out);
     for name in HOSTS {
         let h = host(&doc, name);
         assert_eq!(h["ok"], true, "{h}");
@@ -100,7 +87,7 @@ fn a_stopped_host_fails_alone_and_is_named_in_the_summary() {
         "{stderr}"
     );
 
-    let doc = json(&json_out.stdout);
+    let doc = json(&json_out);
     assert_eq!(host(&doc, "caribou")["ok"], false);
     assert_eq!(host(&doc, "bob")["ok"], true);
 }
@@ -173,7 +160,7 @@ fn the_lab_inventory_checks_and_limits_by_site() {
         "uname",
         "-n",
     ]);
-    let doc = json(&out.stdout);
+    let doc = json(&out);
     let names: Vec<&str> = doc["hosts"]
         .as_array()
         .unwrap()
@@ -239,7 +226,7 @@ fn the_wan_cut_in_the_router_separates_the_sites_and_restore_joins_them() {
         .args(["--output", "json", "lab", "status"])
         .output()
         .unwrap();
-    let doc = json(&status.stdout);
+    let doc = json(&status);
     for h in doc["hosts"].as_array().unwrap() {
         assert_eq!(h["ssh"], true, "{h}");
     }

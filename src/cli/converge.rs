@@ -264,31 +264,12 @@ fn run(
     }
     let secrets = converge::secret_values(&job);
     let job = Arc::new(job);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => return usage(format!("cannot start the async runtime: {e}")),
+    let result = match super::run_with_progress(out, targets.len(), |events| {
+        converge::run(job.clone(), &targets, events)
+    }) {
+        Ok(r) => r,
+        Err(e) => return usage(e),
     };
-    let result = runtime.block_on(async {
-        let (events, display) = if out.progress {
-            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-            (Some(tx), Some(picaops::progress::spawn(targets.len(), rx)))
-        } else {
-            (None, None)
-        };
-        let work = converge::run(job.clone(), &targets, events);
-        let result = tokio::select! {
-            r = work => Some(r),
-            _ = tokio::signal::ctrl_c() => None,
-        };
-        if let Some(d) = display {
-            let _ = d.await;
-        }
-        result
-    });
-    drop(runtime);
     let report = match result {
         None => {
             eprintln!("{who}: interrupted. Hosts finish the step they were on (every write is atomic); run apply again to converge.");

@@ -62,37 +62,15 @@ pub fn run(args: RunArgs, global: &Global, out: &Output) -> i32 {
         post_quantum_kex: args.post_quantum_kex,
     };
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
+    let result = match super::run_with_progress(out, targets.len(), |events| {
+        run_command(&targets, &known_hosts, &request, events)
+    }) {
+        Ok(r) => r,
         Err(e) => {
-            eprintln!("picaops run: cannot start the async runtime: {e}");
+            eprintln!("picaops run: {e}");
             return EXIT_HOST_FAILED;
         }
     };
-    let result = runtime.block_on(async {
-        let (events, display) = if out.progress {
-            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-            (Some(tx), Some(picaops::progress::spawn(targets.len(), rx)))
-        } else {
-            (None, None)
-        };
-        let work = run_command(&targets, &known_hosts, &request, events);
-        let result = tokio::select! {
-            result = work => Some(result),
-            _ = tokio::signal::ctrl_c() => None,
-        };
-        // The sender was moved into the pool and is dropped by now: the bar clears itself.
-        if let Some(display) = display {
-            let _ = display.await;
-        }
-        result
-    });
-    // Dropping the runtime drops the unfinished host tasks; each closes its SSH master.
-    drop(runtime);
-
     let report = match result {
         None => {
             eprintln!("picaops run: interrupted; connections closed. Commands already started on hosts may still be running.");

@@ -378,12 +378,8 @@ async fn run_segment(
     let lock_wait = (job.mode == Mode::Apply).then_some(job.lock_wait.as_secs());
     let lock_dir = lock_dir(job, &target.name);
     let probe_text = script::probe_script(&body, lock_wait, &lock_dir);
-    keep_script(&target.name, segment, "probe", &probe_text);
-    let probe = RemoteCommand::argv(["sh", "-s"])
-        .with_stdin(probe_text)
-        .with_become(become_root);
-    report.round_trips += 1;
-    let out = match transport.exec(&probe).await {
+    let out = match send_script(transport, report, segment, "probe", probe_text, become_root).await
+    {
         Ok(o) => o,
         Err(e) => {
             report.error = Some(e.to_string());
@@ -425,22 +421,20 @@ async fn run_segment(
 
     // 2. Diff. Where a package gets installed, what follows may change under it: apply stops
     // after it and reads the rest again; plan says which later steps cannot be known yet.
-    let installs = |s: &Step| {
-        matches!(&s.resource, Some(crate::modules::Resource::Package(_)))
-            && s.preset.is_none()
-            && s.resource
-                .as_ref()
-                .and_then(|r| r.diff(&state.step(s.id), &state).ok())
-                .is_some_and(|p| p.action.changes())
-    };
-    let cut = match steps.iter().position(installs) {
-        Some(k) => {
+    let package_plans: Vec<(usize, crate::modules::Planned)> = steps
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.preset.is_none())
+        .filter_map(|(i, s)| match &s.resource {
+            Some(crate::modules::Resource::Package(p)) => Some((i, p.diff(&state.packages))),
+            _ => None,
+        })
+        .collect();
+    let is_package = |s: &Step| matches!(&s.resource, Some(crate::modules::Resource::Package(_)));
+    let cut = match package_plans.iter().find(|(_, p)| p.action.changes()) {
+        Some(&(k, _)) => {
             // Package steps right after it go in the same apt call: cut after the last of them.
-            let run = steps[k..]
-                .iter()
-                .take_while(|s| matches!(&s.resource, Some(crate::modules::Resource::Package(_))))
-                .count();
-            k + run.max(1)
+            k + steps[k..].iter().take_while(|s| is_package(s)).count()
         }
         None => steps.len(),
     };
@@ -450,15 +444,9 @@ async fn run_segment(
     } else {
         cut
     };
-    let installing: Vec<String> = steps
+    let installing: Vec<String> = package_plans
         .iter()
-        .filter_map(|s| match &s.resource {
-            Some(crate::modules::Resource::Package(p)) if s.preset.is_none() => {
-                Some(p.diff(&state.packages).details)
-            }
-            _ => None,
-        })
-        .flatten()
+        .flat_map(|(_, p)| &p.details)
         .filter_map(|d| d.strip_prefix("install ").map(String::from))
         .collect();
     let installed_by = steps
@@ -621,11 +609,7 @@ async fn run_segment(
         (&lock_dir, &job.lock_info, job.lock_wait.as_secs()),
         &planned,
     );
-    let cmd = RemoteCommand::argv(["sh", "-s"])
-        .with_stdin(apply)
-        .with_become(become_root);
-    report.round_trips += 1;
-    let out = match transport.exec(&cmd).await {
+    let out = match send_script(transport, report, segment, "apply", apply, become_root).await {
         Ok(o) => o,
         Err(e) => {
             report.error = Some(format!("{e} (what was done before the connection failed is not known; run apply again: it converges)"));
@@ -835,6 +819,24 @@ impl Overlay {
             }
         }
     }
+}
+
+/// Sends one script to the host's `sh -s`, on stdin (it may hold file contents: never argv),
+/// and counts the round trip.
+async fn send_script(
+    transport: &dyn Transport,
+    report: &mut HostReport,
+    segment: usize,
+    kind: &str,
+    text: String,
+    become_root: bool,
+) -> Result<crate::transport::CommandOutput, TransportError> {
+    keep_script(&report.name, segment, kind, &text);
+    report.round_trips += 1;
+    let cmd = RemoteCommand::argv(["sh", "-s"])
+        .with_stdin(text)
+        .with_become(become_root);
+    transport.exec(&cmd).await
 }
 
 /// For debugging picaops itself: `PICAOPS_KEEP_SCRIPTS=DIR` saves every script sent (mode 0600:

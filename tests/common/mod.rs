@@ -83,3 +83,24 @@ impl Lab {
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
+
+/// A command's stdout as JSON (panics with both outputs when it is not).
+pub fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}\nstderr: {}",
+            text(&out.stdout),
+            text(&out.stderr)
+        )
+    })
+}
+
+/// The entry of `name` in a report's `hosts` array.
+pub fn host<'a>(doc: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    doc["hosts"]
+        .as_array()
+        .expect("a hosts array")
+        .iter()
+        .find(|h| h["name"] == name)
+        .unwrap_or_else(|| panic!("{name} missing from {doc}"))
+}
