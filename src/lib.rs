@@ -3,6 +3,7 @@
 //! The library holds everything the `picaops` binary does; the binary (src/main.rs and src/cli/)
 //! only parses arguments, calls into these modules and renders their results.
 
+pub mod access;
 pub mod converge;
 pub mod diagnostic;
 pub mod inventory;
@@ -12,5 +13,6 @@ pub mod output;
 pub mod playbook;
 pub mod progress;
 pub mod run;
+pub mod secrets;
 pub mod transport;
 pub mod yaml;

@@ -30,7 +30,8 @@ struct FileDoc {
     groups: Option<Named<GroupDoc>>,
     vars: Option<VarsDoc>,
     services: Option<Named<ServiceDoc>>,
-    access: Option<Spanned<serde_json::Value>>,
+    access: Option<Spanned<crate::access::AccessDoc>>,
+    secrets: Option<Spanned<crate::secrets::SecretsDoc>>,
     backups: Option<Named<serde_json::Value>>,
 }
 
@@ -197,7 +198,7 @@ fn read_file(file: &Path, sources: &mut Sources) -> Result<FileDoc, Diagnostic> 
             Place::new(file, 1, 1),
             "this inventory file is empty",
         )
-        .help("add a section (sites:, hosts:, vms:, groups:, vars:, services:, access:, backups:) or delete the file")),
+        .help("add a section (sites:, hosts:, vms:, groups:, vars:, services:, access:, secrets:, backups:) or delete the file")),
     }
 }
 
@@ -306,10 +307,12 @@ fn merge(dir: &Path, docs: Vec<(PathBuf, FileDoc)>, diags: &mut Vec<Diagnostic>)
         vars: IndexMap::new(),
         services: IndexMap::new(),
         access: None,
+        secrets: Default::default(),
         backups: IndexMap::new(),
         known_hosts: Vec::new(),
     };
     let mut access_place: Option<Place> = None;
+    let mut secrets_place: Option<Place> = None;
     let mut backup_places: IndexMap<String, Place> = IndexMap::new();
     for (file, doc) in docs {
         let f = file.as_path();
@@ -447,15 +450,23 @@ fn merge(dir: &Path, docs: Vec<(PathBuf, FileDoc)>, diags: &mut Vec<Diagnostic>)
         }
         if let Some(access) = doc.access {
             let place = place_of(f, &access);
-            match &access_place {
-                Some(first) => diags.push(
-                    Diagnostic::new(place, "the `access:` section is declared twice")
-                        .note(first.clone(), "first declared here")
-                        .help("keep one `access:` section in one file"),
-                ),
-                None => {
-                    access_place = Some(place);
-                    inv.access = Some(access.value);
+            if let Some(first) = &access_place {
+                diags.push(once_only(place, first, "access"));
+            } else {
+                access_place = Some(place.clone());
+                inv.access = access.value.resolve(f, place, diags);
+            }
+        }
+        if let Some(secrets) = doc.secrets {
+            let place = place_of(f, &secrets);
+            if let Some(first) = &secrets_place {
+                diags.push(once_only(place, first, "secrets"));
+            } else {
+                secrets_place = Some(place.clone());
+                let dir = f.parent().unwrap_or(Path::new("."));
+                match secrets.value.resolve(dir) {
+                    Ok(store) => inv.secrets = store,
+                    Err(e) => diags.push(Diagnostic::new(place, e)),
                 }
             }
         }
@@ -520,4 +531,10 @@ mod tests {
         assert!(parse_size("8 gigs").is_err());
         assert!(parse_size("GiB").is_err());
     }
+}
+
+fn once_only(place: Place, first: &Place, section: &str) -> Diagnostic {
+    Diagnostic::new(place, format!("the `{section}:` section is declared twice"))
+        .note(first.clone(), "first declared here")
+        .help(format!("keep one `{section}:` section in one file"))
 }

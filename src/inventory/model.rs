@@ -186,8 +186,10 @@ pub struct Inventory {
     /// Variables for every machine (the lowest precedence).
     pub vars: IndexMap<String, Var>,
     pub services: IndexMap<String, Service>,
-    /// The `access:` section (LDAP directory, levels, renewal policy); checked by the access module.
-    pub access: Option<serde_json::Value>,
+    /// The `access:` section (LDAP directory, levels, renewal policy), checked.
+    pub access: Option<crate::access::Access>,
+    /// Where named secrets are resolved (`pass` unless the `secrets:` section says otherwise).
+    pub secrets: crate::secrets::SecretStore,
     /// The `backups:` section; checked by the backup module.
     pub backups: IndexMap<String, serde_json::Value>,
     /// Host keys picaops pinned with `inventory pin` (the `known_hosts` file beside the YAML).

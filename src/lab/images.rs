@@ -30,6 +30,10 @@ const BASE_SH: &str = include_str!("images/base.sh");
 const COMMON_DOCKERFILE: &str = include_str!("images/common.Dockerfile");
 const HYPERVISOR_DOCKERFILE: &str = include_str!("images/hypervisor.Dockerfile");
 const LDAP_DOCKERFILE: &str = include_str!("images/ldap.Dockerfile");
+const LDAP_SCHEMA_LDIF: &str = include_str!("images/ldap-schema.ldif");
+const LDAP_CONFIG_LDIF: &str = include_str!("images/ldap-config.ldif");
+const LDAP_BASE_LDIF: &str = include_str!("images/ldap-base.ldif");
+const LDAP_TLS_SH: &str = include_str!("images/ldap-tls.sh");
 const INIT_SH: &str = include_str!("images/init.sh");
 const LAB_APT_SH: &str = include_str!("images/lab-apt.sh");
 const SSHD_CONF: &str = include_str!("images/sshd.conf");
@@ -78,7 +82,15 @@ impl Image {
                 ],
             ),
             Image::Hypervisor => (HYPERVISOR_DOCKERFILE, vec![("daemon.json", DAEMON_JSON)]),
-            Image::Ldap => (LDAP_DOCKERFILE, vec![]),
+            Image::Ldap => (
+                LDAP_DOCKERFILE,
+                vec![
+                    ("ldap-schema.ldif", LDAP_SCHEMA_LDIF),
+                    ("ldap-config.ldif", LDAP_CONFIG_LDIF),
+                    ("ldap-base.ldif", LDAP_BASE_LDIF),
+                    ("ldap-tls.sh", LDAP_TLS_SH),
+                ],
+            ),
         }
     }
 

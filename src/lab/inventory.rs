@@ -62,6 +62,45 @@ pub fn groups_yml() -> String {
     s
 }
 
+/// access.yml: the lab's slapd (Picasoft's scheme and levels), its CA, the secrets directory and
+/// the break-glass key, all relative to the inventory directory.
+pub fn access_yml() -> String {
+    let ldap = HOSTS
+        .iter()
+        .find(|h| h.role == Role::Directory)
+        .map_or("ldap", |h| h.address);
+    let mut s = String::from(HEADER);
+    s.push_str(&format!(
+        "# Lab only: the secrets are public (see ../secrets).\n\
+         access:\n  directory:\n    url: ldaps://{ldap}:636\n    base: dc=picasoft,dc=net\n    \
+         ca_file: ../ca.crt\n    admin_dn: cn=admin,dc=picasoft,dc=net\n    admin_password: ldap-admin\n    \
+         reader_dn: cn=reader,dc=picasoft,dc=net\n    reader_password: ldap-reader\n  \
+         renewal:\n    semester_starts: [\"02-15\", \"09-01\"]\n    grace_days: 30\n  \
+         cache_lifetime: 6h\n  \
+         break_glass:\n    user: root\n    identity_file: ../break-glass\n\
+         secrets:\n  store: files\n  dir: ../secrets\n"
+    ));
+    s
+}
+
+/// The lab's secrets directory (0700, files 0600): the public lab passwords of its slapd.
+pub fn write_secrets(dir: &Path) -> Result<(), LabError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir).map_err(|e| LabError::io(dir, e))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| LabError::io(dir, e))?;
+    for (name, value) in [
+        ("ldap-admin", "picaops-lab"),
+        ("ldap-reader", "picaops-lab-reader"),
+    ] {
+        let path = dir.join(name);
+        write_atomically(&path, &format!("{value}\n"))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| LabError::io(&path, e))?;
+    }
+    Ok(())
+}
+
 /// An OpenSSH known_hosts file: one line per host, its address and pinned key.
 pub fn known_hosts(host_key: &dyn Fn(&str) -> String) -> String {
     HOSTS

@@ -17,6 +17,7 @@ pub mod images;
 pub mod inventory;
 pub mod keys;
 pub mod mirror;
+pub mod tls;
 pub mod topology;
 
 use std::io::{Read, Write};
@@ -380,13 +381,26 @@ impl Lab {
 
     /// Admin key and host keys, generated once and kept in the state directory; each host's
     /// directory (bind-mounted read-only into its container) gets its key and authorized_keys.
+    /// The break-glass key (root's last way in, checked before sshd or access changes) is a
+    /// second key in root's authorized_keys, as it would be on Picasoft's machines. The directory
+    /// host gets a certificate from the lab's CA for ldaps://.
     fn ensure_keys(&self) -> Result<(), LabError> {
         keys::ensure(&self.identity_file(), "picaops-lab admin")?;
+        keys::ensure(&self.dir.join("break-glass"), "picaops-lab break-glass")?;
         let admin = keys::public(&self.identity_file())?;
+        let glass = keys::public(&self.dir.join("break-glass"))?;
         for h in HOSTS {
             keys::ensure(&self.host_key_file(h.name), &format!("root@{}", h.name))?;
             let ak = self.host_dir(h.name).join("authorized_keys");
-            inventory::write_atomically(&ak, &format!("{admin}\n"))?;
+            inventory::write_atomically(&ak, &format!("{admin}\n{glass}\n"))?;
+            if h.role == Role::Directory {
+                tls::ensure(
+                    &self.dir,
+                    &self.host_dir(h.name),
+                    h.address,
+                    &["ldap", "ldap.lab.picasoft.test"],
+                )?;
+            }
         }
         Ok(())
     }
@@ -403,6 +417,8 @@ impl Lab {
         inventory::write_atomically(&inv.join("sites.yml"), &inventory::sites_yml())?;
         inventory::write_atomically(&inv.join("hosts.yml"), &inventory::hosts_yml(&key))?;
         inventory::write_atomically(&inv.join("groups.yml"), &inventory::groups_yml())?;
+        inventory::write_atomically(&inv.join("access.yml"), &inventory::access_yml())?;
+        inventory::write_secrets(&self.dir.join("secrets"))?;
         inventory::write_atomically(&self.known_hosts_file(), &inventory::known_hosts(&key))
     }
 

@@ -1,5 +1,6 @@
-# picaops lab: the directory host (ldap): slapd with base dc=picasoft,dc=net.
-# Lab only: the admin password is public (picaops-lab). Real LDAP configuration is picaops' job.
+# picaops lab: the directory host (ldap): slapd with base dc=picasoft,dc=net, the nis,
+# openssh-lpk and ldapns schemas, ou=People and a read-only account, over ldap:// and ldaps://.
+# Lab only: the admin password is public (picaops-lab). People are picaops' job (`access grant`).
 ARG BASE
 FROM ${BASE}
 ENV DEBIAN_FRONTEND=noninteractive
@@ -12,6 +13,27 @@ RUN printf '%s\n' \
       'slapd slapd/purge_database boolean true' \
     | debconf-set-selections \
  && picaops-lab-apt archive \
- && apt-get install -y --no-install-recommends slapd ldap-utils \
+ && apt-get install -y --no-install-recommends slapd ldap-utils openssl \
  && picaops-lab-apt local
+COPY ldap-schema.ldif ldap-config.ldif ldap-base.ldif /tmp/
+COPY ldap-tls.sh /usr/local/sbin/picaops-lab-ldap-tls
+# A placeholder certificate lets slapd accept the TLS settings now; the lab's own replaces it
+# at every start. slapd runs briefly here to load the schemas, settings and base entries.
+RUN chmod 755 /usr/local/sbin/picaops-lab-ldap-tls \
+ && mkdir -p /etc/ldap/tls \
+ && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 \
+      -subj /CN=placeholder -keyout /etc/ldap/tls/ldap.key -out /etc/ldap/tls/ldap.crt 2>/dev/null \
+ && chgrp openldap /etc/ldap/tls/ldap.key && chmod 640 /etc/ldap/tls/ldap.key \
+ && mkdir -p /run/slapd && chown openldap:openldap /run/slapd \
+ && slapd -h ldapi:/// -u openldap -g openldap -F /etc/ldap/slapd.d \
+ && for i in 1 2 3 4 5 6 7 8 9 10; do ldapsearch -Q -Y EXTERNAL -H ldapi:/// -b cn=config -s base >/dev/null 2>&1 && break; sleep 0.5; done \
+ && ldapadd -Q -Y EXTERNAL -H ldapi:/// -f /tmp/ldap-schema.ldif \
+ && ldapmodify -Q -Y EXTERNAL -H ldapi:/// -f /tmp/ldap-config.ldif \
+ && ldapadd -x -H ldapi:/// -D cn=admin,dc=picasoft,dc=net -w picaops-lab -f /tmp/ldap-base.ldif \
+ && kill "$(cat /run/slapd/slapd.pid)" && sleep 1 \
+ && rm /tmp/ldap-*.ldif \
+ && sed -i 's|^SLAPD_SERVICES=.*|SLAPD_SERVICES="ldap:/// ldaps:/// ldapi:///"|' /etc/default/slapd \
+ && mkdir -p /etc/systemd/system/slapd.service.d \
+ && printf '[Service]\nExecStartPre=/usr/local/sbin/picaops-lab-ldap-tls\n' \
+      > /etc/systemd/system/slapd.service.d/picaops-lab.conf
 RUN systemctl enable slapd.service

@@ -1,0 +1,12 @@
+//! SSH access through the LDAP directory: people, their levels, keys, machines and expiry dates
+//! (Picasoft's scheme), changed from the workstation (`picaops access …`) and enforced on every
+//! host by the `picaops-access` helper that sshd asks for keys.
+
+pub mod config;
+pub mod date;
+pub mod directory;
+pub mod host;
+pub mod keys;
+
+pub use config::{Access, AccessDoc, Level};
+pub use directory::{Directory, DirectoryError, Endpoint, Person};
