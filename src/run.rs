@@ -30,6 +30,8 @@ pub struct RunRequest {
     /// Keep OpenSSH's default post-quantum key exchange first (see
     /// `SshOptions::prefer_fast_kex`).
     pub post_quantum_kex: bool,
+    /// Run as root: `None` follows each host's `become`, `Some(true)` always escalates.
+    pub become_root: Option<bool>,
 }
 
 /// The words after `--`: one word is a shell command line (`'df -h | grep /srv'`), several words
@@ -105,7 +107,7 @@ pub async fn run_command(
     let command = Arc::new(RemoteCommand {
         line: req.command.clone(),
         stdin: None,
-        become_root: None,
+        become_root: req.become_root,
         timeout: req.timeout,
     });
     let outcomes = run_on_hosts(

@@ -7,6 +7,8 @@ pub mod date;
 pub mod directory;
 pub mod host;
 pub mod keys;
+pub mod manage;
+pub mod vars;
 
 pub use config::{Access, AccessDoc, Level};
 pub use directory::{Directory, DirectoryError, Endpoint, Person};

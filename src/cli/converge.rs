@@ -225,6 +225,17 @@ fn run(
             return EXIT_USAGE;
         }
     };
+    // The access playbook's variables (a secret among them) only when a playbook uses them.
+    let mut inventory = inventory;
+    if books.iter().any(|b| {
+        sources
+            .text(&b.path)
+            .is_some_and(|t| t.contains("picaops_access"))
+    }) {
+        if let Err(e) = picaops::access::vars::add_engine_vars(&mut inventory) {
+            return usage(format!("{e}; nothing was contacted"));
+        }
+    }
     let job = Job {
         inventory,
         playbooks: books,

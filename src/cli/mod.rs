@@ -1,5 +1,6 @@
 //! Argument parsing (clap) and dispatch to one file per subcommand.
 
+pub mod access;
 pub mod converge;
 pub mod inventory;
 pub mod lab;
@@ -79,6 +80,9 @@ pub enum Command {
     Apply(converge::ApplyArgs),
     /// Run one command on many hosts at once; output is prefixed by host name.
     Run(run::RunArgs),
+    /// Who may log in where: people, levels, keys and end dates in the LDAP directory.
+    #[command(subcommand)]
+    Access(access::AccessCommand),
     /// A replica of the two sites on this machine (containers), for trying things and for tests.
     #[command(subcommand)]
     Lab(lab::LabCommand),
@@ -92,6 +96,7 @@ pub fn dispatch(cli: Cli) -> i32 {
         Command::Run(args) => run::run(args, &cli.global, &out),
         Command::Plan(args) => converge::plan(args, &cli.global, &out),
         Command::Apply(args) => converge::apply(args, &cli.global, &out),
+        Command::Access(cmd) => access::run(cmd, &cli.global, &out),
         Command::Lab(cmd) => lab::run(cmd, &cli.global, &out),
     }
 }

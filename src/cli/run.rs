@@ -60,6 +60,7 @@ pub fn run(args: RunArgs, global: &Global, out: &Output) -> i32 {
         connect_timeout: Duration::from_secs_f64(args.connect_timeout),
         timeout: args.timeout.map(Duration::from_secs_f64),
         post_quantum_kex: args.post_quantum_kex,
+        become_root: None,
     };
 
     let result = match super::run_with_progress(out, targets.len(), |events| {

@@ -146,6 +146,7 @@ pub struct Step {
     pub register: Option<String>,
     pub notify: Vec<String>,
     pub no_log: bool,
+    pub login_guard: bool,
     pub become_root: bool,
 }
 
@@ -396,6 +397,7 @@ impl<'a> HostExpander<'a> {
                 register: task.register.clone(),
                 notify: task.notify.iter().map(|n| n.value.clone()).collect(),
                 no_log: task.no_log,
+                login_guard: task.login_guard,
                 become_root,
             });
         };

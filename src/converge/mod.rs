@@ -7,6 +7,7 @@
 //! transport pool; one host's failure never stops the others. Nothing here prints.
 
 pub mod expand;
+mod guard;
 pub mod report;
 pub mod saved;
 pub mod script;
@@ -75,6 +76,7 @@ pub struct StepReport {
     #[serde(skip)]
     pub content: Option<ContentChange>,
     pub no_log: bool,
+    pub login_guard: bool,
     /// Apply: `done`, `failed`, `not run` (an earlier step failed). Plan: absent.
     pub status: Option<&'static str>,
     /// Apply: a failure's message, with the command's stderr.
@@ -96,6 +98,9 @@ pub struct HostReport {
     pub error: Option<String>,
     pub round_trips: u32,
     pub duration_ms: u64,
+    /// The break-glass login was proven during this apply.
+    #[serde(skip)]
+    pub break_glass_checked: bool,
 }
 
 impl HostReport {
@@ -109,6 +114,7 @@ impl HostReport {
             error: None,
             round_trips: 0,
             duration_ms: 0,
+            break_glass_checked: false,
         }
     }
 
@@ -336,6 +342,14 @@ pub async fn converge_host(job: &Job, target: &Target, transport: &dyn Transport
         }
         if stop {
             break;
+        }
+    }
+    if job.mode == Mode::Apply {
+        if let Err(e) = guard::verify_or_roll_back(job, target, transport, &report.steps).await {
+            report.error = Some(match report.error.take() {
+                Some(first) => format!("{first}; {e}"),
+                None => e,
+            });
         }
     }
     report.duration_ms = started.elapsed().as_millis() as u64;
@@ -598,7 +612,23 @@ async fn run_segment(
         return (SegmentOutcome::Continue(results), processed);
     }
 
-    // 3. Apply.
+    // 3. Apply; login settings only once the way back in is proven.
+    let guarded = report.steps[first..]
+        .iter()
+        .any(|r| r.login_guard && r.action.changes());
+    if guarded && !report.break_glass_checked {
+        match guard::check_break_glass(job, target).await {
+            Ok(warning) => {
+                report.break_glass_checked = true;
+                report.warnings.extend(warning);
+            }
+            Err(e) => {
+                report.error = Some(e);
+                mark_not_run(&mut report.steps[first..]);
+                return (SegmentOutcome::Stop, steps.len());
+            }
+        }
+    }
     let planned: Vec<script::Planned> = planned_ops
         .iter()
         .map(|(id, op)| script::Planned { ids: vec![*id], op })
@@ -902,6 +932,7 @@ fn step_report(
         details,
         content,
         no_log: s.no_log,
+        login_guard: s.login_guard,
         status: None,
         error: None,
     }

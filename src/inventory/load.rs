@@ -519,6 +519,12 @@ pub fn parse_size(text: &str) -> Result<u64, &'static str> {
     number.checked_mul(1u64 << shift).ok_or("too large")
 }
 
+fn once_only(place: Place, first: &Place, section: &str) -> Diagnostic {
+    Diagnostic::new(place, format!("the `{section}:` section is declared twice"))
+        .note(first.clone(), "first declared here")
+        .help(format!("keep one `{section}:` section in one file"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::parse_size;
@@ -531,10 +537,4 @@ mod tests {
         assert!(parse_size("8 gigs").is_err());
         assert!(parse_size("GiB").is_err());
     }
-}
-
-fn once_only(place: Place, first: &Place, section: &str) -> Diagnostic {
-    Diagnostic::new(place, format!("the `{section}:` section is declared twice"))
-        .note(first.clone(), "first declared here")
-        .help(format!("keep one `{section}:` section in one file"))
 }

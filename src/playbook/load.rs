@@ -39,7 +39,16 @@ struct PlayDoc {
 
 /// Task keywords (everything else in a task is its module).
 pub const TASK_KEYWORDS: &[&str] = &[
-    "name", "when", "loop", "register", "notify", "tags", "become", "vars", "no_log",
+    "name",
+    "when",
+    "loop",
+    "register",
+    "notify",
+    "tags",
+    "become",
+    "vars",
+    "no_log",
+    "login_guard",
 ];
 
 /// Ansible module names people will type, and what picaops calls them.
@@ -197,6 +206,7 @@ impl Reader<'_> {
         let mut become_root = None;
         let mut vars = IndexMap::new();
         let mut no_log = false;
+        let mut login_guard = false;
         let mut module: Option<(&'static ModuleSpec, Place, Spanned<Value>)> = None;
         for (key, value) in doc.value {
             let key_place = place_of(self.file, &key.0);
@@ -283,6 +293,10 @@ impl Reader<'_> {
                 "no_log" => match value.value {
                     Value::Bool(b) => no_log = b,
                     _ => self.err(vplace, "`no_log` is true or false", None),
+                },
+                "login_guard" => match value.value {
+                    Value::Bool(b) => login_guard = b,
+                    _ => self.err(vplace, "`login_guard` is true or false", None),
                 },
                 "vars" => match value.value {
                     Value::Object(map) => {
@@ -379,6 +393,7 @@ impl Reader<'_> {
             become_root,
             vars,
             no_log,
+            login_guard,
         })
     }
 

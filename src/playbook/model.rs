@@ -53,6 +53,9 @@ pub struct Task {
     pub vars: IndexMap<String, Var>,
     /// Hide contents, diffs and command output of this task.
     pub no_log: bool,
+    /// The task changes how people log in (sshd, access): apply checks the break-glass login
+    /// before changing it, proves a fresh login works after, and puts it back if not.
+    pub login_guard: bool,
 }
 
 /// A module's options as written.
