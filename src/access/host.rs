@@ -4,7 +4,7 @@
 //!
 //! Rules: only people with a known level, not expired, and allowed on this host get keys; each
 //! key line carries `expiry-time` so sshd refuses it after the end date whatever happens; the
-//! directory gets at most `timeout_ms` (1.5 s) per call, then the cache answers (fresh entries of
+//! directory gets at most `timeout_ms` (1 s) per call, then the cache answers (fresh entries of
 //! allowed people only) — an expired or revoked person is never served from it.
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -390,7 +390,7 @@ pub fn host_config(access: &Access, host: &str) -> HostConfig {
         cache_dir: "/var/cache/picaops-access".into(),
         state_dir: "/var/lib/picaops/access".into(),
         cache_lifetime_secs: access.cache_lifetime_secs,
-        timeout_ms: 1500,
+        timeout_ms: 1000,
     }
 }
 

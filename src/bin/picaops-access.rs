@@ -12,7 +12,7 @@ const USAGE: &str = "usage: picaops-access [--config FILE] keys USER [UID] | syn
 
   keys USER [UID]  print USER's authorized_keys lines if the directory (or, when it is
                    unreachable, a fresh cache entry) allows them on this host; for sshd's
-                   AuthorizedKeysCommand. Answers within the job file's timeout (1.5 s).
+                   AuthorizedKeysCommand. Answers within the job file's timeout (1 s).
   sync             create/update local accounts of people allowed here, lock the ones who lost
                    access, refresh the cache; prints what it did as JSON
   status           who can log in here now and until when, as JSON (for `picaops access audit`)
