@@ -3,6 +3,7 @@
 //! The library holds everything the `picaops` binary does; the binary (src/main.rs and src/cli/)
 //! only parses arguments, calls into these modules and renders their results.
 
+pub mod backup;
 pub mod converge;
 pub mod diagnostic;
 pub mod inventory;

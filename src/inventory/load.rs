@@ -31,7 +31,7 @@ struct FileDoc {
     vars: Option<VarsDoc>,
     services: Option<Named<ServiceDoc>>,
     access: Option<Spanned<serde_json::Value>>,
-    backups: Option<Named<serde_json::Value>>,
+    backups: Option<Named<crate::backup::config::JobDoc>>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -472,6 +472,7 @@ fn merge(dir: &Path, docs: Vec<(PathBuf, FileDoc)>, diags: &mut Vec<Diagnostic>)
                 continue;
             }
             backup_places.insert(name.0.value.clone(), place);
+            let job = crate::backup::BackupJob::from_doc(f, &name.0, job, diags);
             inv.backups.insert(name.0.value, job);
         }
     }

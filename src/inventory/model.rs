@@ -188,8 +188,8 @@ pub struct Inventory {
     pub services: IndexMap<String, Service>,
     /// The `access:` section (LDAP directory, levels, renewal policy); checked by the access module.
     pub access: Option<serde_json::Value>,
-    /// The `backups:` section; checked by the backup module.
-    pub backups: IndexMap<String, serde_json::Value>,
+    /// The `backups:` section: restic jobs, checked by `crate::backup::config`.
+    pub backups: IndexMap<String, crate::backup::BackupJob>,
     /// Host keys picaops pinned with `inventory pin` (the `known_hosts` file beside the YAML).
     pub known_hosts: Vec<String>,
 }
