@@ -9,6 +9,11 @@
 //! an SSH connection: the workstation side (phase 2) calls the host side through the transport.
 
 pub mod config;
+pub mod dump;
+pub mod jobfile;
+pub mod restic;
 pub mod schedule;
+pub mod time;
 
 pub use config::{BackupJob, Dump, DumpKind, Repository, RepositoryKind, Retention};
+pub use jobfile::{JobFile, RepositoryAccess};
