@@ -10,10 +10,18 @@
 
 pub mod config;
 pub mod dump;
+pub mod host;
 pub mod jobfile;
+pub mod lock;
+pub mod manifest;
+pub mod render;
 pub mod restic;
 pub mod schedule;
+pub mod status;
 pub mod time;
+pub mod units;
 
 pub use config::{BackupJob, Dump, DumpKind, Repository, RepositoryKind, Retention};
+pub use host::HostJob;
 pub use jobfile::{JobFile, RepositoryAccess};
+pub use status::JobStatus;
