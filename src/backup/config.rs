@@ -158,11 +158,14 @@ impl DumpKind {
 pub struct Dump {
     pub kind: DumpKind,
     /// The container to `docker exec` into; `None` only for SQLite on the host.
+    #[serde(default)]
     pub container: Option<String>,
     /// Database name (the file path for SQLite).
     pub database: String,
+    #[serde(default)]
     pub user: Option<String>,
     /// Environment variable inside the container that holds the database password.
+    #[serde(default)]
     pub password_env: Option<String>,
 }
 

@@ -16,7 +16,7 @@ use super::config::{Dump, Retention};
 pub const JOB_FILE_VERSION: u32 = 1;
 /// Where apply installs job files on a host.
 pub const JOBS_DIR: &str = "/etc/picaops/backup/jobs";
-/// Status files, one per job (`status/JOB.json`), and manifests (`manifest/JOB.jsonl`).
+/// Status files, one per job (`status/JOB.json`), and manifests (`manifest/JOB/`).
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/picaops/backup";
 /// Per-repository flock files.
 pub const DEFAULT_LOCK_DIR: &str = "/run/picaops/backup";
@@ -226,12 +226,10 @@ impl JobFile {
             .join(format!("{}.json", self.job))
     }
 
-    /// The manifest written before each file backup; it is one of the snapshot's paths, so a
-    /// restore holds it at `<target>/<state_dir>/manifest/JOB.jsonl`.
+    /// The manifest directory written before each file backup; it is one of the snapshot's
+    /// paths, so a restore holds it at `<target>/<state_dir>/manifest/JOB/`.
     pub fn manifest_path(&self) -> PathBuf {
-        self.state_dir
-            .join("manifest")
-            .join(format!("{}.jsonl", self.job))
+        self.state_dir.join("manifest").join(&self.job)
     }
 
     /// The flock that serialises every picaops operation on this repository on this machine.
@@ -245,5 +243,73 @@ impl JobFile {
         use sha2::Digest;
         let hash = hex::encode(&sha2::Sha256::digest(url.as_bytes())[..6]);
         self.lock_dir.join(format!("{readable}-{hash}.lock"))
+    }
+}
+
+/// Where apply puts things a job needs on its host (phase 2 installs them; tests replace them).
+pub mod host_paths {
+    /// The data host's own SSH key for SFTP repositories (root-only).
+    pub const IDENTITY_FILE: &str = "/etc/picaops/backup/id_ed25519";
+    /// known_hosts pinning the repository hosts' keys.
+    pub const KNOWN_HOSTS: &str = "/etc/picaops/backup/known_hosts";
+    /// Directory of password files, one per secret name (`/` in the name becomes `_`).
+    pub const SECRETS_DIR: &str = "/etc/picaops/backup/secrets";
+}
+
+impl JobFile {
+    /// The job file apply installs for `job` (checked inventory): standard host paths, the
+    /// repository host's address and SSH port from the inventory. `None` when the job's data
+    /// host or repository host is unknown (the inventory check reports that).
+    pub fn from_inventory(
+        inv: &crate::inventory::Inventory,
+        job: &super::config::BackupJob,
+    ) -> Option<JobFile> {
+        use super::config::RepositoryKind;
+        let data = super::config::data_host(inv, job)?;
+        let repo_host = inv.machine(&job.repository.host)?;
+        let address = repo_host
+            .ssh()
+            .address
+            .clone()
+            .unwrap_or_else(|| repo_host.name().to_string());
+        let r = &job.repository;
+        let repository = match r.kind {
+            RepositoryKind::Sftp => RepositoryAccess::Sftp {
+                host: address,
+                port: repo_host.ssh().port,
+                user: r.user.clone(),
+                path: r.path.clone(),
+                identity_file: host_paths::IDENTITY_FILE.into(),
+                known_hosts: host_paths::KNOWN_HOSTS.into(),
+            },
+            RepositoryKind::Rest => RepositoryAccess::Rest {
+                host: address,
+                port: r.port,
+                path: r.path.clone(),
+                tls: r.tls,
+                append_only: r.append_only,
+            },
+        };
+        Some(JobFile {
+            version: JOB_FILE_VERSION,
+            job: job.name.clone(),
+            host: data.name().to_string(),
+            repository,
+            password_file: Path::new(host_paths::SECRETS_DIR)
+                .join(job.password.value.replace('/', "_")),
+            paths: job.paths.iter().map(|p| p.value.clone()).collect(),
+            exclude: job.exclude.clone(),
+            dumps: job.dumps.clone(),
+            retention: job.retention.clone(),
+            max_age_seconds: job.max_age,
+            limit_upload_kib: job.bandwidth,
+            state_dir: default_state_dir(),
+            lock_dir: default_lock_dir(),
+            metrics_dir: default_metrics_dir(),
+            restic: default_restic(),
+            retry_lock_seconds: default_retry_lock(),
+            lock_wait_seconds: default_lock_wait(),
+            cache_dir: None,
+        })
     }
 }

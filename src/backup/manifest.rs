@@ -7,6 +7,11 @@
 //! previous hash without being read, so only new and changed files are hashed (the first run
 //! reads everything once more than restic does).
 //!
+//! Layout: the manifest is a directory of 64 shard files (`00.jsonl` … `3f.jsonl`, a file goes
+//! to the shard named by the first byte of sha256(path) modulo 64), rewritten only when their
+//! content changes. restic stores each shard as its own blob, so a run that changes 1% of the
+//! files adds only the few shards listing them, not the whole manifest again.
+//!
 //! Exclusions follow restic's `--exclude` patterns for the common forms (`*.log`, `/DATA/x/cache`,
 //! `**/tmp`, `?`, `[a-z]`); `!` re-inclusions are ignored, which only leaves such files out of
 //! the manifest (unverified, never a false alarm). Symbolic links, sockets and devices are not
@@ -99,28 +104,47 @@ pub fn sha256_file(path: &Path) -> std::io::Result<String> {
     Ok(hex::encode(hasher.finalize()))
 }
 
-/// Reads a manifest (missing file: empty). Lines that do not parse are skipped.
-pub fn read(path: &Path) -> std::io::Result<Vec<Entry>> {
-    let file = match std::fs::File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+/// Number of shard files (see the module's documentation).
+pub const SHARDS: usize = 64;
+
+fn shard_of(path: &str) -> usize {
+    usize::from(Sha256::digest(path.as_bytes())[0]) % SHARDS
+}
+
+fn shard_name(i: usize) -> String {
+    format!("{i:02x}.jsonl")
+}
+
+/// Reads a manifest directory (missing: empty). Lines that do not parse are skipped.
+pub fn read(dir: &Path) -> std::io::Result<Vec<Entry>> {
+    let mut entries = Vec::new();
+    let listing = match std::fs::read_dir(dir) {
+        Ok(l) => l,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(entries),
         Err(e) => return Err(e),
     };
-    let mut entries = Vec::new();
-    for line in BufReader::new(file).lines() {
-        let line = line?;
-        if line.starts_with('#') || line.trim().is_empty() {
-            continue;
-        }
-        if let Ok(e) = serde_json::from_str::<Entry>(&line) {
-            entries.push(e);
+    let mut files: Vec<PathBuf> = listing
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .collect();
+    files.sort();
+    for file in files {
+        for line in BufReader::new(std::fs::File::open(&file)?).lines() {
+            let line = line?;
+            if line.starts_with('#') || line.trim().is_empty() {
+                continue;
+            }
+            if let Ok(e) = serde_json::from_str::<Entry>(&line) {
+                entries.push(e);
+            }
         }
     }
     Ok(entries)
 }
 
-/// Walks `paths`, hashes new and changed files (reusing `previous` hashes of unchanged ones)
-/// and writes the manifest to `out` (temp file, fsync, rename). `skip`: paths never listed (the
+/// Walks `paths`, hashes new and changed files (reusing the previous manifest's hashes of
+/// unchanged ones) and writes the manifest directory `out` (each changed shard through a
+/// temporary file, fsync, rename). `skip`: paths never listed (the
 /// manifest itself, picaops's state).
 pub fn build(
     paths: &[String],
@@ -152,24 +176,33 @@ pub fn build(
     }
     entries.sort_by(|a, b| a.path.cmp(&b.path));
     entries.dedup_by(|a, b| a.path == b.path);
-    if let Some(dir) = out.parent() {
-        std::fs::create_dir_all(dir)?;
+    std::fs::create_dir_all(out)?;
+    let mut shards: Vec<Vec<u8>> = vec![Vec::new(); SHARDS];
+    for e in &entries {
+        let shard = &mut shards[shard_of(&e.path)];
+        serde_json::to_writer(&mut *shard, e)?;
+        shard.push(b'\n');
     }
-    let tmp = out.with_extension("jsonl.tmp");
-    {
-        let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
-        writeln!(
-            f,
-            "# picaops backup manifest: one JSON object per file (path, size, mtime_ns, sha256)"
-        )?;
-        for e in &entries {
-            serde_json::to_writer(&mut f, e)?;
-            f.write_all(b"\n")?;
+    for (i, content) in shards.iter().enumerate() {
+        let file = out.join(shard_name(i));
+        if content.is_empty() {
+            match std::fs::remove_file(&file) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => continue,
+            }
         }
-        f.flush()?;
-        f.get_ref().sync_all()?;
+        // Unchanged shards keep their mtime, so restic does not even read them again.
+        if std::fs::read(&file).is_ok_and(|old| &old == content) {
+            continue;
+        }
+        let tmp = out.join(format!(".{}.tmp", shard_name(i)));
+        {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(content)?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, &file)?;
     }
-    std::fs::rename(&tmp, out)?;
     Ok(stats)
 }
 

@@ -293,17 +293,14 @@ impl Restic {
 /// restic's own explanation of a failure: the `exit_error` message, else the `error` lines,
 /// else the last lines of stderr.
 pub fn error_message(stderr: &str, stdout: &[String]) -> String {
+    let mut fatal = None;
     let mut errors = Vec::new();
     for line in stderr.lines().chain(stdout.iter().map(String::as_str)) {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
             continue;
         };
         match v["message_type"].as_str() {
-            Some("exit_error") => {
-                if let Some(m) = v["message"].as_str() {
-                    return clean(m);
-                }
-            }
+            Some("exit_error") => fatal = v["message"].as_str().map(clean),
             Some("error") => {
                 let m = v["error"]["message"]
                     .as_str()
@@ -313,15 +310,33 @@ pub fn error_message(stderr: &str, stdout: &[String]) -> String {
                     .as_str()
                     .map(|i| format!("{i}: "))
                     .unwrap_or_default();
-                if !m.trim().is_empty() {
-                    errors.push(format!("{item}{}", clean(m)));
+                let m = clean(m);
+                let full = format!("{item}{m}");
+                if !m.is_empty() && !errors.iter().any(|(f, _)| *f == full) {
+                    errors.push((full, m));
                 }
             }
             _ => {}
         }
     }
-    if !errors.is_empty() {
-        return errors.join("; ");
+    // The fatal message, then the first errors that explain it (unless it already says them).
+    let shown: Vec<&str> = errors
+        .iter()
+        .filter(|(_, m)| fatal.as_deref().is_none_or(|f| !f.contains(m.as_str())))
+        .map(|(full, _)| full.as_str())
+        .collect();
+    let more = shown.len().saturating_sub(3);
+    let details = shown[..shown.len().min(3)].join("; ")
+        + &if more > 0 {
+            format!("; and {more} more")
+        } else {
+            String::new()
+        };
+    match (fatal, details.is_empty()) {
+        (Some(f), true) => return f,
+        (Some(f), false) => return format!("{f}: {details}"),
+        (None, false) => return details,
+        (None, true) => {}
     }
     let tail: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
     let tail = &tail[tail.len().saturating_sub(3)..];
@@ -482,7 +497,7 @@ pub fn parse_snapshots(stdout: &[String]) -> Result<Vec<Snapshot>, String> {
 }
 
 /// One group of `restic forget --json`: what was kept and removed.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
 pub struct ForgetGroup {
     #[serde(default)]
     pub tags: Option<Vec<String>>,
@@ -521,10 +536,7 @@ pub struct CheckSummary {
 }
 
 pub fn parse_check(lines: &[String]) -> Option<CheckSummary> {
-    lines.iter().rev().find_map(|l| {
-        let v: serde_json::Value = serde_json::from_str(l).ok()?;
-        (v["message_type"] == "summary").then(|| serde_json::from_value(v).ok())?
-    })
+    summary_line(lines)
 }
 
 /// The summary of `restic restore --json`.
@@ -541,10 +553,11 @@ pub struct RestoreSummary {
 }
 
 pub fn parse_restore(lines: &[String]) -> Option<RestoreSummary> {
-    parse_check_like(lines)
+    summary_line(lines)
 }
 
-fn parse_check_like<T: serde::de::DeserializeOwned>(lines: &[String]) -> Option<T> {
+/// The last `"message_type":"summary"` line, as `T`.
+fn summary_line<T: serde::de::DeserializeOwned>(lines: &[String]) -> Option<T> {
     lines.iter().rev().find_map(|l| {
         let v: serde_json::Value = serde_json::from_str(l).ok()?;
         (v["message_type"] == "summary").then(|| serde_json::from_value(v).ok())?

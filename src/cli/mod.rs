@@ -1,5 +1,6 @@
 //! Argument parsing (clap) and dispatch to one file per subcommand.
 
+pub mod backup;
 pub mod converge;
 pub mod inventory;
 pub mod lab;
@@ -82,6 +83,9 @@ pub enum Command {
     /// A replica of the two sites on this machine (containers), for trying things and for tests.
     #[command(subcommand)]
     Lab(lab::LabCommand),
+    /// Cross-site restic backups: status, snapshots, restore, drills, and the host-side runner.
+    #[command(subcommand)]
+    Backup(backup::BackupCommand),
 }
 
 pub fn dispatch(cli: Cli) -> i32 {
@@ -93,6 +97,7 @@ pub fn dispatch(cli: Cli) -> i32 {
         Command::Plan(args) => converge::plan(args, &cli.global, &out),
         Command::Apply(args) => converge::apply(args, &cli.global, &out),
         Command::Lab(cmd) => lab::run(cmd, &cli.global, &out),
+        Command::Backup(cmd) => backup::run(cmd, &cli.global, &out),
     }
 }
 
