@@ -359,26 +359,19 @@ fn show_units(select: &JobSelect, global: &Global, out: &Output) -> i32 {
     for job in &jobs {
         let job_file = picaops::backup::host::job_file_path(&job.name);
         files.extend(units::job_units(job, &job_file, &opts));
+        // Append-only repositories get their retention on the repository's side (phase 2).
         if !job.repository.append_only {
             repositories
-                .entry(job.repository.key())
+                .entry(units::repository_unit_name(&job.repository))
                 .or_default()
                 .push(job_file);
         }
     }
-    for (key, job_files) in &repositories {
-        let name: String = key
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-            .collect::<String>()
-            .split('-')
-            .filter(|s| !s.is_empty())
-            .collect::<Vec<_>>()
-            .join("-");
+    for (name, job_files) in &repositories {
         files.extend(units::maintenance_units(
-            &name,
+            name,
             job_files,
-            "Sun *-*-* 05:00",
+            units::MAINTENANCE_SCHEDULE,
             3600,
             &opts,
         ));
