@@ -789,3 +789,100 @@ fn a_missing_repository_says_to_init() {
     );
     assert_eq!(s.status("norepo")["consecutive_failures"], 1);
 }
+
+#[test]
+fn workstation_status_shows_failing_late_and_fresh_jobs_from_host_status_files() {
+    if !have_restic("workstation_status_shows_failing_late_and_fresh_jobs_from_host_status_files") {
+        return;
+    }
+    let s = Setup::new();
+    fill(&s.data(), 3, 1000);
+    let fresh = s.job("fresh", json!({}));
+    ok(&host(&["host-init"], &fresh));
+    ok(&host(&["host-run"], &fresh));
+    let broken = s.job(
+        "broken",
+        json!({ "repository": { "kind": "local", "path": s.path("nowhere") } }),
+    );
+    failed(&host(&["host-run"], &broken));
+    // The host-side listing the workstation will fetch over SSH (phase 2).
+    let listed = picaops()
+        .args(["backup", "host-status", "--job-file"])
+        .arg(&fresh)
+        .arg("--job-file")
+        .arg(&broken)
+        .output()
+        .unwrap();
+    let listed: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 2);
+
+    let inv = s.path("inventory");
+    std::fs::create_dir_all(&inv).unwrap();
+    let job = |name: &str| {
+        format!(
+            "  {name}:\n    host: pica01\n    paths: [/DATA]\n    schedule: daily\n    retention: {{ keep_last: 3 }}\n    \
+             repository: {{ kind: sftp, host: caribou, path: /srv/restic/{name} }}\n    password: restic/{name}\n    max_age: 26h\n"
+        )
+    };
+    std::fs::write(
+        inv.join("inventory.yml"),
+        format!(
+            "sites:\n  toulouse: {{ backs_up_to: compiegne }}\n  compiegne: {{ backs_up_to: toulouse }}\n\
+             hosts:\n  bob: {{ site: toulouse, address: 10.0.0.1 }}\n  caribou: {{ site: compiegne, address: 10.0.0.2 }}\n\
+             vms:\n  pica01: {{ host: bob, address: 10.0.1.1 }}\nbackups:\n{}{}{}",
+            job("fresh"),
+            job("broken"),
+            job("never")
+        ),
+    )
+    .unwrap();
+    let out = picaops()
+        .arg("-i")
+        .arg(&inv)
+        .args(["--output", "json", "backup", "status", "--status-dir"])
+        .arg(s.path("state/status"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a late or failing job makes status exit 1"
+    );
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let states: Vec<&str> = doc["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["ok", "failing", "late"]);
+    assert!(
+        doc["jobs"][1]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no restic repository"),
+        "{doc:#}"
+    );
+    assert_eq!(
+        doc["jobs"][0]["repository"],
+        "sftp:picaops-restic@10.0.0.2:/srv/restic/fresh"
+    );
+    let human = picaops()
+        .arg("-i")
+        .arg(&inv)
+        .args(["backup", "status", "--status-dir"])
+        .arg(s.path("state/status"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&human.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("broken") && l.contains("FAILING")),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("never") && l.contains("LATE")),
+        "{text}"
+    );
+}
