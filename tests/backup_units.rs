@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use picaops::backup::schedule::check_schedule;
+use picaops::backup::schedule::{check_schedule, EXAMPLES};
 use picaops::backup::units::{self, UnitOptions};
 
 fn have_systemd_analyze(test: &str) -> bool {
@@ -141,25 +141,8 @@ fn accepted_schedules_are_valid_systemd_calendars() {
         .values()
         .map(|j| j.schedule.trim().to_string())
         .collect();
-    accepted.extend(
-        [
-            "daily",
-            "weekly",
-            "hourly",
-            "*-*-* 03:15",
-            "03:15",
-            "Mon..Fri 02:00",
-            "Sat,Sun *-*-* 04:30:00",
-            "*-*-01 05:00",
-            "*:0/15",
-            "Monday",
-            "*-02-29 01:00",
-            "2026-*-* 00/6:00",
-            "mon,wed,fri 1,13:30",
-            units::MAINTENANCE_SCHEDULE,
-        ]
-        .map(String::from),
-    );
+    accepted.extend(EXAMPLES.iter().map(|s| s.to_string()));
+    accepted.extend(["weekly", "hourly", units::MAINTENANCE_SCHEDULE].map(String::from));
     for s in &accepted {
         assert_eq!(check_schedule(s), Ok(()), "picaops refuses {s:?}");
         let out = Command::new("systemd-analyze")

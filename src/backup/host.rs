@@ -423,20 +423,22 @@ impl HostJob {
     ) -> Result<RestoreSummary, String> {
         let snapshots = self.snapshots()?;
         let snap = self.files_snapshot(&snapshots, snapshot)?;
-        let f = self
-            .restic
-            .run_ok(
-                &[
-                    OsString::from("--no-lock"),
-                    "restore".into(),
-                    snap.id.clone().into(),
-                    "--target".into(),
-                    to.as_os_str().into(),
-                ],
-                |_| {},
-            )
-            .map_err(|e| e.to_string())?;
-        parse_restore(&f.stdout).ok_or_else(|| "restic restore ended without a summary".into())
+        self.restore_snapshot(&snap.id, to)
+            .map_err(|e| e.to_string())
+    }
+
+    /// `restic restore ID --target DIR` (no lock: a restore never blocks a backup).
+    fn restore_snapshot(&self, id: &str, target: &Path) -> Result<RestoreSummary, ResticError> {
+        let args = [
+            OsString::from("--no-lock"),
+            "restore".into(),
+            id.into(),
+            "--target".into(),
+            target.as_os_str().into(),
+        ];
+        let f = self.restic.run_ok(&args, |_| {})?;
+        parse_restore(&f.stdout)
+            .ok_or_else(|| ResticError::Unexpected("restore ended without a summary".into()))
     }
 
     /// Streams a dump (`restic dump`) into `command`'s stdin (e.g. `docker exec -i db psql …`,
@@ -513,17 +515,7 @@ impl HostJob {
             oldest = snap.unix_time();
             let target = scratch.path().join("files");
             let clock = Instant::now();
-            self.restic
-                .run_ok(
-                    &[
-                        OsString::from("--no-lock"),
-                        "restore".into(),
-                        snap.id.clone().into(),
-                        "--target".into(),
-                        target.clone().into_os_string(),
-                    ],
-                    |_| {},
-                )
+            self.restore_snapshot(&snap.id, &target)
                 .map_err(|e| format!("restore failed: {e}"))?;
             drill.restore_seconds = clock.elapsed().as_secs_f64();
             let listed = target.join(

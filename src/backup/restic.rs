@@ -62,6 +62,8 @@ pub enum ResticError {
     Failed { code: i32, message: String },
     #[error("{0}")]
     Config(String),
+    #[error("unexpected restic output: {0}")]
+    Unexpected(String),
 }
 
 impl ResticError {

@@ -29,6 +29,22 @@ pub const SHORTHANDS: &[&str] = &[
     "semiannually",
 ];
 
+/// Forms the documentation shows; each is accepted here and by `systemd-analyze calendar`
+/// (both tested).
+pub const EXAMPLES: &[&str] = &[
+    "daily",
+    "*-*-* 03:15",
+    "03:15",
+    "Mon..Fri 02:00",
+    "Sat,Sun *-*-* 04:30:00",
+    "*-*-01 05:00",
+    "*:0/15",
+    "Monday",
+    "*-02-29 01:00",
+    "2026-*-* 00/6:00",
+    "mon,wed,fri 1,13:30",
+];
+
 const WEEKDAYS: &[(&str, &str)] = &[
     ("mon", "monday"),
     ("tue", "tuesday"),
@@ -289,18 +305,7 @@ mod tests {
 
     #[test]
     fn schedules_people_write() {
-        for ok in [
-            "daily",
-            "*-*-* 03:15",
-            "03:15",
-            "Mon..Fri 02:00",
-            "Sat,Sun *-*-* 04:30:00",
-            "*-*-01 05:00",
-            "*:0/15",
-            "Monday",
-            "*-02-29 01:00",
-            "2026-*-* 00/6:00",
-        ] {
+        for ok in EXAMPLES {
             assert_eq!(check_schedule(ok), Ok(()), "{ok}");
         }
     }
