@@ -886,3 +886,95 @@ fn workstation_status_shows_failing_late_and_fresh_jobs_from_host_status_files()
         "{text}"
     );
 }
+
+/// The children of a process (all its threads'), from /proc.
+fn children(pid: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for task in tasks.flatten() {
+            let text = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            found.extend(
+                text.split_whitespace()
+                    .filter_map(|p| p.parse::<u32>().ok()),
+            );
+        }
+    }
+    found
+}
+
+#[test]
+fn after_a_kill_9_mid_backup_the_next_run_clears_the_lock_and_succeeds() {
+    if !have_restic("after_a_kill_9_mid_backup_the_next_run_clears_the_lock_and_succeeds") {
+        return;
+    }
+    let s = Setup::new();
+    fill(&s.data(), 40, 8 << 20); // 320 MiB: a few seconds of restic
+    let job = s.job("killed", json!({}));
+    ok(&host(&["host-init"], &job));
+    let mut run = picaops()
+        .args(["backup", "host-run", "--job-file"])
+        .arg(&job)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until restic runs and holds its lock, then kill the whole job as systemd would.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let restic = loop {
+        let locked = !s
+            .restic()
+            .args(["--no-lock", "list", "locks"])
+            .output()
+            .unwrap()
+            .stdout
+            .is_empty();
+        let kids = children(run.id());
+        if locked && !kids.is_empty() {
+            break kids;
+        }
+        if Instant::now() > deadline || run.try_wait().unwrap().is_some() {
+            let _ = run.kill();
+            let _ = run.wait();
+            panic!("the backup ended before it could be killed: give it more data");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    kill(run.id());
+    for pid in restic {
+        kill(pid);
+    }
+    let _ = run.wait();
+    assert!(
+        !s.restic()
+            .args(["--no-lock", "list", "locks"])
+            .output()
+            .unwrap()
+            .stdout
+            .is_empty(),
+        "a stale lock is left"
+    );
+    assert!(
+        s.status("killed")["running_since"].is_number(),
+        "the killed run is visible"
+    );
+
+    let out = picaops()
+        .args(["backup", "host-run", "--job-file"])
+        .arg(&job)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("removed a stale restic lock"), "{stderr}");
+    assert!(s
+        .restic()
+        .args(["--no-lock", "list", "locks"])
+        .output()
+        .unwrap()
+        .stdout
+        .is_empty());
+    assert!(s.status("killed").get("running_since").is_none());
+    ok(&host(&["host-check"], &job));
+    // Forgetting (an exclusive lock) is not blocked by anything left behind.
+    ok(&host(&["host-forget"], &job));
+}

@@ -126,7 +126,6 @@ impl HostJob {
     pub fn backup(&self, say: Say<'_>) -> Result<BackupResult, String> {
         let started = now();
         let clock = Instant::now();
-        let mut status = JobStatus::load(&self.job)?;
         let result = self.backup_locked(started, say);
         let attempt = Attempt {
             at: started,
@@ -134,17 +133,26 @@ impl HostJob {
             error: result.as_ref().err().cloned(),
             duration_seconds: clock.elapsed().as_secs_f64(),
         };
-        status.record_backup(attempt, result.as_ref().ok().cloned());
-        status.save(&self.job)?;
+        JobStatus::update(&self.job, |s| {
+            s.record_backup(attempt, result.as_ref().ok().cloned())
+        })?;
         result
     }
 
     fn backup_locked(&self, started: f64, say: Say<'_>) -> Result<BackupResult, String> {
         let _lock = self.lock("backup")?;
-        // A run killed earlier (kill -9, cut link) leaves its restic lock behind: clear it now
-        // rather than let forget/prune trip over it later. A missing repository shows here.
-        if let Err(e) = self.clear_stale_locks(say) {
-            return Err(e.to_string());
+        // A run that failed or was killed may have left its restic lock behind (kill -9, a cut
+        // link): clear it now, while this host can still prove its process gone, rather than
+        // let retention on the repository's side trip over it. After a clean run there is
+        // nothing to clear, and listing locks costs a restic start (~0.3 s of key derivation).
+        let before = JobStatus::load(&self.job)?;
+        JobStatus::update(&self.job, |s| s.running_since = Some(started))?;
+        let suspicious =
+            before.last_run.as_ref().is_none_or(|r| !r.ok) || before.running_since.is_some();
+        if suspicious {
+            if let Err(e) = self.clear_stale_locks(say) {
+                return Err(e.to_string());
+            }
         }
         let clock = Instant::now();
         let mut result = BackupResult {
@@ -314,12 +322,12 @@ impl HostJob {
                 .map_err(|e| e.to_string())?;
             parse_forget(&f.stdout)
         })();
-        let mut status = JobStatus::load(&self.job)?;
-        status.last_forget = Some(attempt(started, clock, &result));
-        if prune {
-            status.last_prune = status.last_forget.clone();
-        }
-        status.save(&self.job)?;
+        JobStatus::update(&self.job, |s| {
+            s.last_forget = Some(attempt(started, clock, &result));
+            if prune {
+                s.last_prune = s.last_forget.clone();
+            }
+        })?;
         result
     }
 
@@ -333,9 +341,9 @@ impl HostJob {
                 .map(|_| ())
                 .map_err(|e| e.to_string())
         })();
-        let mut status = JobStatus::load(&self.job)?;
-        status.last_prune = Some(attempt(started, clock, &result));
-        status.save(&self.job)?;
+        JobStatus::update(&self.job, |s| {
+            s.last_prune = Some(attempt(started, clock, &result))
+        })?;
         result
     }
 
@@ -374,9 +382,9 @@ impl HostJob {
         if let Err(e) = &result {
             say(e);
         }
-        let mut status = JobStatus::load(&self.job)?;
-        status.record_check(attempt(started, clock, &result));
-        status.save(&self.job)?;
+        JobStatus::update(&self.job, |s| {
+            s.record_check(attempt(started, clock, &result))
+        })?;
         result
     }
 
@@ -476,9 +484,7 @@ impl HostJob {
         let outcome = self.drill_inner(scratch, &mut drill, say);
         drill.ok = outcome.is_ok();
         drill.error = outcome.err();
-        let mut status = JobStatus::load(&self.job)?;
-        status.record_drill(drill.clone());
-        status.save(&self.job)?;
+        JobStatus::update(&self.job, |s| s.record_drill(drill.clone()))?;
         match &drill.error {
             None => Ok(drill),
             Some(e) => Err(e.clone()),

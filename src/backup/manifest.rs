@@ -176,6 +176,7 @@ pub fn build(
     }
     entries.sort_by(|a, b| a.path.cmp(&b.path));
     entries.dedup_by(|a, b| a.path == b.path);
+    hash_missing(&mut entries, &mut stats);
     std::fs::create_dir_all(out)?;
     let mut shards: Vec<Vec<u8>> = vec![Vec::new(); SHARDS];
     for e in &entries {
@@ -243,25 +244,14 @@ fn walk(
     let reuse = previous
         .get(name)
         .filter(|p| p.size == size && p.mtime_ns == mtime && p.ctime_ns == ctime && p.ino == ino);
+    // An empty hash means "to hash": done after the walk, on every core.
     let sha256 = match reuse {
         Some(p) => {
             stats.reused += 1;
             p.sha256.clone()
         }
-        None => match sha256_file(path) {
-            Ok(h) => {
-                stats.hashed += 1;
-                stats.bytes_hashed += size;
-                h
-            }
-            Err(_) => {
-                stats.unreadable += 1;
-                return;
-            }
-        },
+        None => String::new(),
     };
-    stats.files += 1;
-    stats.bytes += size;
     entries.push(Entry {
         path: name.to_string(),
         size,
@@ -270,6 +260,59 @@ fn walk(
         ctime_ns: ctime,
         ino,
     });
+}
+
+/// Hashes every entry without a hash, on up to 4 threads (restic waits for the manifest, and a
+/// first run hashes everything); drops the files that cannot be read.
+fn hash_missing(entries: &mut Vec<Entry>, stats: &mut BuildStats) {
+    let todo: Vec<usize> = (0..entries.len())
+        .filter(|&i| entries[i].sha256.is_empty())
+        .collect();
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 4);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let hashes: Vec<(usize, Option<String>)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(&i) = todo.get(k) else { break };
+                        done.push((i, sha256_file(Path::new(&entries[i].path)).ok()));
+                    }
+                    done
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap_or_default())
+            .collect()
+    });
+    let mut unreadable = vec![false; entries.len()];
+    for (i, hash) in hashes {
+        match hash {
+            Some(h) => {
+                stats.hashed += 1;
+                stats.bytes_hashed += entries[i].size;
+                entries[i].sha256 = h;
+            }
+            None => {
+                stats.unreadable += 1;
+                unreadable[i] = true;
+            }
+        }
+    }
+    let mut i = 0;
+    entries.retain(|_| {
+        i += 1;
+        !unreadable[i - 1]
+    });
+    stats.files = entries.len() as u64;
+    stats.bytes = entries.iter().map(|e| e.size).sum();
 }
 
 /// Checks the files restored under `root` against `entries` (their paths are absolute on the

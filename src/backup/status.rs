@@ -152,6 +152,10 @@ pub struct JobStatus {
     pub last_forget: Option<Attempt>,
     #[serde(default)]
     pub last_prune: Option<Attempt>,
+    /// Set while a backup runs: still set at the next start means that run was killed (its
+    /// restic lock may be left behind).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running_since: Option<f64>,
 }
 
 impl JobStatus {
@@ -175,6 +179,22 @@ impl JobStatus {
         Ok(status)
     }
 
+    /// Loads the status, lets `change` modify it and saves it, under a flock on the status file
+    /// (operations of one job may end at the same time: neither must undo the other's record).
+    pub fn update(job: &JobFile, change: impl FnOnce(&mut JobStatus)) -> Result<JobStatus, String> {
+        let path = job.status_path();
+        let lock_path = path.with_extension("json.lock");
+        let _lock = super::lock::RepoLock::acquire(
+            &lock_path,
+            &format!("pid {}", std::process::id()),
+            std::time::Duration::from_secs(60),
+        )?;
+        let mut status = JobStatus::load(job)?;
+        change(&mut status);
+        status.save(job)?;
+        Ok(status)
+    }
+
     /// Records a backup run.
     pub fn record_backup(&mut self, attempt: Attempt, result: Option<BackupResult>) {
         if attempt.ok {
@@ -188,6 +208,7 @@ impl JobStatus {
             self.last_failure = Some(attempt.clone());
         }
         self.last_run = Some(attempt);
+        self.running_since = None;
     }
 
     pub fn record_check(&mut self, attempt: Attempt) {
