@@ -395,6 +395,10 @@ fn sqlite_dump_streams_into_restic_then_loads_back_in_a_drill_and_a_restore() {
         .unwrap();
     ok(&restore);
     assert_eq!(sqlite(&copy, "SELECT count(*) FROM pads"), "5000");
+    assert_eq!(s.status("etherpad")["last_restore"]["ok"], true);
+    let listed = ok(&host(&["host-snapshots"], &job));
+    assert_eq!(listed["result"].as_array().unwrap().len(), 1, "{listed:#}");
+    assert_eq!(listed["result"][0]["tags"], snaps[0]["tags"]);
     assert_eq!(
         sqlite(&copy, "SELECT group_concat(text) FROM pads"),
         sqlite(&db, "SELECT group_concat(text) FROM pads")

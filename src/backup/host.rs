@@ -391,7 +391,25 @@ impl HostJob {
     // -----------------------------------------------------------------------------------------
     // Reading back.
 
-    /// This job's snapshots, oldest first (no lock: reading never blocks a backup).
+    /// This job's snapshots, as `backup snapshots` shows them; records the newest one's time
+    /// in the status (on the repository's side, that is how the data's age is known there).
+    pub fn list_snapshots(&self) -> Result<Vec<Snapshot>, String> {
+        let snapshots = self.snapshots()?;
+        let newest = snapshots
+            .iter()
+            .filter_map(Snapshot::unix_time)
+            .fold(None, |a: Option<f64>, t| Some(a.map_or(t, |a| a.max(t))));
+        if let Some(newest) = newest {
+            JobStatus::update(&self.job, |s| {
+                if s.newest_data_time.is_none_or(|t| t < newest) {
+                    s.newest_data_time = Some(newest);
+                }
+            })?;
+        }
+        Ok(snapshots)
+    }
+
+    /// This job's snapshots (no lock: reading never blocks a backup).
     pub fn snapshots(&self) -> Result<Vec<Snapshot>, String> {
         let f = self
             .restic
@@ -429,6 +447,14 @@ impl HostJob {
         snapshot: Option<&str>,
         to: &Path,
     ) -> Result<RestoreSummary, String> {
+        self.recording_restore(|| self.restore_files_inner(snapshot, to))
+    }
+
+    fn restore_files_inner(
+        &self,
+        snapshot: Option<&str>,
+        to: &Path,
+    ) -> Result<RestoreSummary, String> {
         let snapshots = self.snapshots()?;
         let snap = self.files_snapshot(&snapshots, snapshot)?;
         self.restore_snapshot(&snap.id, to)
@@ -452,6 +478,29 @@ impl HostJob {
     /// Streams a dump (`restic dump`) into `command`'s stdin (e.g. `docker exec -i db psql …`,
     /// or `sqlite3 new.db`).
     pub fn restore_dump(
+        &self,
+        dump_name: &str,
+        snapshot: Option<&str>,
+        command: &[String],
+    ) -> Result<(), String> {
+        self.recording_restore(|| self.restore_dump_inner(dump_name, snapshot, command))
+    }
+
+    /// Runs a restore and records it in the status (`last_restore`).
+    fn recording_restore<T>(
+        &self,
+        restore: impl FnOnce() -> Result<T, String>,
+    ) -> Result<T, String> {
+        let started = now();
+        let clock = Instant::now();
+        let result = restore();
+        JobStatus::update(&self.job, |s| {
+            s.last_restore = Some(attempt(started, clock, &result))
+        })?;
+        result
+    }
+
+    fn restore_dump_inner(
         &self,
         dump_name: &str,
         snapshot: Option<&str>,

@@ -152,6 +152,8 @@ pub struct JobStatus {
     pub last_forget: Option<Attempt>,
     #[serde(default)]
     pub last_prune: Option<Attempt>,
+    #[serde(default)]
+    pub last_restore: Option<Attempt>,
     /// Set while a backup runs: still set at the next start means that run was killed (its
     /// restic lock may be left behind).
     #[serde(default, skip_serializing_if = "Option::is_none")]

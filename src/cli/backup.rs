@@ -553,7 +553,7 @@ fn host_side(cmd: BackupCommand, out: &Output) -> i32 {
             let Ok(job) = read_job(&a.job_file, false, out) else {
                 return EXIT_USAGE;
             };
-            match (job.snapshots(), out.format) {
+            match (job.list_snapshots(), out.format) {
                 (Ok(snaps), Format::Human) => {
                     print!("{}", render::render_snapshots(&snaps));
                     EXIT_OK
