@@ -108,6 +108,12 @@ fn process_start(pid: i64) -> Option<f64> {
     (hz > 0).then(|| btime + ticks / hz as f64)
 }
 
+/// A process's state letter from /proc (`R`, `S`, `Z` for a zombie…).
+fn process_state(pid: i64) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 1..].trim_start().chars().next()
+}
+
 /// Is the process that took `lock` provably gone? Only for locks taken on this machine.
 pub fn provably_dead(lock: &LockInfo, this_host: &str) -> bool {
     if lock.hostname != this_host || lock.pid <= 0 || lock.pid > i64::from(i32::MAX) {
@@ -117,6 +123,10 @@ pub fn provably_dead(lock: &LockInfo, this_host: &str) -> bool {
     let rc = unsafe { libc::kill(lock.pid as libc::pid_t, 0) };
     if rc != 0 {
         return std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+    }
+    // A zombie has exited (only its parent has not collected it yet).
+    if process_state(lock.pid) == Some('Z') {
+        return true;
     }
     // The pid runs, but maybe a newer process got it: started after the lock was taken?
     match (
@@ -237,6 +247,22 @@ mod tests {
             &lock(&me, i64::from(std::process::id()), "2000-01-01T00:00:00Z"),
             &me
         ));
+    }
+
+    #[test]
+    fn a_zombie_is_dead() {
+        let me = hostname();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = i64::from(child.id());
+        // Not reaped yet: the process has exited but still has its pid.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while process_state(pid) != Some('Z') && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(process_state(pid), Some('Z'));
+        let when = super::super::time::rfc3339(super::super::time::now() + 60.0);
+        assert!(provably_dead(&lock(&me, pid, &when), &me));
+        child.wait().unwrap();
     }
 
     #[test]
