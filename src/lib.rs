@@ -4,6 +4,7 @@
 //! only parses arguments, calls into these modules and renders their results.
 
 pub mod access;
+pub mod backup;
 pub mod converge;
 pub mod diagnostic;
 pub mod inventory;

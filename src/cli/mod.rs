@@ -1,6 +1,7 @@
 //! Argument parsing (clap) and dispatch to one file per subcommand.
 
 pub mod access;
+pub mod backup;
 pub mod converge;
 pub mod inventory;
 pub mod lab;
@@ -86,6 +87,9 @@ pub enum Command {
     /// A replica of the two sites on this machine (containers), for trying things and for tests.
     #[command(subcommand)]
     Lab(lab::LabCommand),
+    /// Cross-site restic backups: status, snapshots, restore, drills, and the host-side runner.
+    #[command(subcommand)]
+    Backup(backup::BackupCommand),
 }
 
 pub fn dispatch(cli: Cli) -> i32 {
@@ -98,6 +102,7 @@ pub fn dispatch(cli: Cli) -> i32 {
         Command::Apply(args) => converge::apply(args, &cli.global, &out),
         Command::Access(cmd) => access::run(cmd, &cli.global, &out),
         Command::Lab(cmd) => lab::run(cmd, &cli.global, &out),
+        Command::Backup(cmd) => backup::run(cmd, &cli.global, &out),
     }
 }
 

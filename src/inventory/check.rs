@@ -16,6 +16,7 @@ pub(super) fn check(inv: &Inventory, diags: &mut Vec<Diagnostic>) {
     check_sites(inv, diags);
     check_machines(inv, diags);
     check_services(inv, diags);
+    crate::backup::config::check(inv, diags);
 }
 
 fn valid_name(name: &str) -> bool {

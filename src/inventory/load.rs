@@ -32,7 +32,7 @@ struct FileDoc {
     services: Option<Named<ServiceDoc>>,
     access: Option<Spanned<crate::access::AccessDoc>>,
     secrets: Option<Spanned<crate::secrets::SecretsDoc>>,
-    backups: Option<Named<serde_json::Value>>,
+    backups: Option<Named<crate::backup::config::JobDoc>>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -483,6 +483,7 @@ fn merge(dir: &Path, docs: Vec<(PathBuf, FileDoc)>, diags: &mut Vec<Diagnostic>)
                 continue;
             }
             backup_places.insert(name.0.value.clone(), place);
+            let job = crate::backup::BackupJob::from_doc(f, &name.0, job, diags);
             inv.backups.insert(name.0.value, job);
         }
     }

@@ -190,8 +190,8 @@ pub struct Inventory {
     pub access: Option<crate::access::Access>,
     /// Where named secrets are resolved (`pass` unless the `secrets:` section says otherwise).
     pub secrets: crate::secrets::SecretStore,
-    /// The `backups:` section; checked by the backup module.
-    pub backups: IndexMap<String, serde_json::Value>,
+    /// The `backups:` section: restic jobs, checked by `crate::backup::config`.
+    pub backups: IndexMap<String, crate::backup::BackupJob>,
     /// Host keys picaops pinned with `inventory pin` (the `known_hosts` file beside the YAML).
     pub known_hosts: Vec<String>,
 }

@@ -1,0 +1,899 @@
+//! What picaops does ON a host, from a job file: back up (files with their manifest, then each
+//! dump), forget, prune, check, list snapshots, restore, drill. Each operation takes the
+//! repository's flock first and writes the job's status (and metrics) when it ends.
+//!
+//! Snapshots are tagged so one repository can hold many jobs: `picaops`, `job=NAME`, and
+//! `part=files` or `part=dump` with `dump=FILE` (and `image=IMAGE` when the dump came from a
+//! container, so a drill at the other site can start the same database server). restic's
+//! `--host` is the data host's inventory name. Retention groups by host and paths, within the
+//! job's tag, so an image upgrade never splits a dump's history.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::config::{Dump, DumpKind};
+use super::dump::{drill_steps, dump_command};
+use super::jobfile::JobFile;
+use super::lock::{self, RepoLock};
+use super::manifest;
+use super::restic::{
+    self, backup_summary, exit, parse_check, parse_forget, parse_restore, parse_snapshots,
+    BackupMessage, Restic, ResticError, RestoreSummary, Snapshot,
+};
+use super::status::{Attempt, BackupResult, DrillResult, DumpDrill, JobStatus};
+use super::time::now;
+
+/// Progress and notes for the person (or the workstation) watching: one line each.
+pub type Say<'a> = &'a mut dyn FnMut(&str);
+
+/// What one host-side operation needs: the job, its restic, and the status to update.
+pub struct HostJob {
+    pub job: JobFile,
+    pub restic: Restic,
+    /// Print restic's backup progress to stderr (every 10 s).
+    pub progress: bool,
+}
+
+impl HostJob {
+    pub fn new(job: JobFile) -> HostJob {
+        let restic = Restic::from_job(&job);
+        HostJob {
+            job,
+            restic,
+            progress: false,
+        }
+    }
+
+    fn lock(&self, operation: &str) -> Result<RepoLock, String> {
+        let holder = format!(
+            "job {} ({operation}), pid {}, since {}",
+            self.job.job,
+            std::process::id(),
+            super::time::rfc3339(now())
+        );
+        RepoLock::acquire(
+            &self.job.lock_path(),
+            &holder,
+            Duration::from_secs(self.job.lock_wait_seconds),
+        )
+    }
+
+    fn tags(&self, part: &str) -> String {
+        format!("picaops,job={},part={part}", self.job.job)
+    }
+
+    /// `restic init`: creates the repository (the first time only).
+    pub fn init(&self) -> Result<(), String> {
+        let _lock = self.lock("init")?;
+        self.restic
+            .run_ok(&os(&["init"]), |_| {})
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Removes stale locks this host can prove dead; notes the others.
+    fn clear_stale_locks(&self, say: Say<'_>) -> Result<lock::Cleared, ResticError> {
+        let cleared = lock::clear_stale(&self.restic)?;
+        for l in &cleared.removed {
+            say(&format!(
+                "removed a stale restic lock: {}, process gone",
+                lock::describe(l)
+            ));
+        }
+        for l in &cleared.held {
+            say(&format!("the repository also holds {}", lock::describe(l)));
+        }
+        Ok(cleared)
+    }
+
+    /// Runs a restic operation that may meet a stale lock: on exit 11, removes the locks
+    /// provably dead and tries once more; otherwise says who holds the lock.
+    fn with_lock_retry(
+        &self,
+        args: &[OsString],
+        say: Say<'_>,
+        on_line: &mut dyn FnMut(&str),
+    ) -> Result<restic::Finished, ResticError> {
+        let first = self.restic.run(args, &mut *on_line)?;
+        if first.code != Some(exit::LOCK_FAILED) {
+            self.restic.check(&first)?;
+            return Ok(first);
+        }
+        let cleared = self.clear_stale_locks(say)?;
+        if cleared.removed.is_empty() {
+            let who: Vec<String> = cleared.held.iter().map(lock::describe).collect();
+            return Err(ResticError::Locked {
+                url: self.restic.url(),
+                message: format!(
+                    "held by {}; picaops removes a lock only when it was taken on this host by a process that is gone. \
+                     If its holder is surely dead, run `restic unlock` on that host",
+                    if who.is_empty() { "an unknown process".into() } else { who.join("; ") }
+                ),
+            });
+        }
+        self.restic.run_ok(args, on_line)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Backup.
+
+    /// The whole job: the files (with their manifest), then each dump. Every part is tried
+    /// even when an earlier one failed; the run succeeds only if all do. Writes status.
+    pub fn backup(&self, say: Say<'_>) -> Result<BackupResult, String> {
+        let started = now();
+        let clock = Instant::now();
+        let result = self.backup_locked(started, say);
+        let attempt = Attempt {
+            at: started,
+            ok: result.is_ok(),
+            error: result.as_ref().err().cloned(),
+            duration_seconds: clock.elapsed().as_secs_f64(),
+        };
+        JobStatus::update(&self.job, |s| {
+            s.record_backup(attempt, result.as_ref().ok().cloned())
+        })?;
+        result
+    }
+
+    fn backup_locked(&self, started: f64, say: Say<'_>) -> Result<BackupResult, String> {
+        let _lock = self.lock("backup")?;
+        // A run that failed or was killed may have left its restic lock behind (kill -9, a cut
+        // link): clear it now, while this host can still prove its process gone, rather than
+        // let retention on the repository's side trip over it. After a clean run there is
+        // nothing to clear, and listing locks costs a restic start (~0.3 s of key derivation).
+        let before = JobStatus::load(&self.job)?;
+        JobStatus::update(&self.job, |s| s.running_since = Some(started))?;
+        let suspicious =
+            before.last_run.as_ref().is_none_or(|r| !r.ok) || before.running_since.is_some();
+        if suspicious {
+            if let Err(e) = self.clear_stale_locks(say) {
+                return Err(e.to_string());
+            }
+        }
+        let clock = Instant::now();
+        let mut result = BackupResult {
+            at: started,
+            ..Default::default()
+        };
+        let mut errors = Vec::new();
+        if !self.job.paths.is_empty() {
+            match self.backup_files(say) {
+                Ok((summary, stats)) => {
+                    result.files_new = summary.files_new;
+                    result.files_changed = summary.files_changed;
+                    result.files_unmodified = summary.files_unmodified;
+                    result.bytes_added += summary.data_added;
+                    result.bytes_added_packed = summary.data_added_packed;
+                    result.bytes_processed += summary.total_bytes_processed;
+                    result.snapshots.extend(summary.snapshot_id);
+                    result.manifest_files = stats.files;
+                    result.manifest_hashed = stats.hashed;
+                }
+                Err(e) => errors.push(format!("files: {e}")),
+            }
+        }
+        for dump in &self.job.dumps {
+            match self.backup_dump(dump, say) {
+                Ok(summary) => {
+                    result.bytes_added += summary.data_added;
+                    if let (Some(total), Some(more)) =
+                        (result.bytes_added_packed, summary.data_added_packed)
+                    {
+                        result.bytes_added_packed = Some(total + more);
+                    }
+                    result.bytes_processed += summary.total_bytes_processed;
+                    result.snapshots.extend(summary.snapshot_id);
+                }
+                Err(e) => errors.push(format!("dump {}: {e}", dump.file_name())),
+            }
+        }
+        result.duration_seconds = clock.elapsed().as_secs_f64();
+        if errors.is_empty() {
+            Ok(result)
+        } else {
+            Err(errors.join("; "))
+        }
+    }
+
+    fn backup_files(
+        &self,
+        say: Say<'_>,
+    ) -> Result<(restic::BackupSummary, manifest::BuildStats), String> {
+        let manifest_path = self.job.manifest_path();
+        let clock = Instant::now();
+        let stats = manifest::build(
+            &self.job.paths,
+            &self.job.exclude,
+            &[manifest_path.clone(), self.job.state_dir.clone()],
+            &manifest_path,
+        )
+        .map_err(|e| format!("cannot write the manifest {}: {e}", manifest_path.display()))?;
+        say(&format!(
+            "manifest: {} files, {} hashed ({} reused) in {:.1} s",
+            stats.files,
+            stats.hashed,
+            stats.reused,
+            clock.elapsed().as_secs_f64()
+        ));
+        let mut args = os(&[
+            "backup",
+            "--host",
+            &self.job.host,
+            "--tag",
+            &self.tags("files"),
+        ]);
+        for pattern in &self.job.exclude {
+            args.push("--exclude".into());
+            args.push(pattern.into());
+        }
+        args.push("--".into());
+        args.extend(self.job.paths.iter().map(OsString::from));
+        args.push(manifest_path.into_os_string());
+        let finished = self
+            .with_lock_retry(&args, say, &mut progress_printer(self.progress))
+            .map_err(|e| match e.code() {
+                Some(exit::INCOMPLETE) => {
+                    format!("some files could not be read, the snapshot is incomplete: {e}")
+                }
+                _ => e.to_string(),
+            })?;
+        let summary = backup_summary(&finished.stdout)
+            .ok_or("restic ended without a summary (was the backup interrupted?)")?;
+        say(&format!(
+            "files: {} new, {} changed, {} added in {:.1} s",
+            summary.files_new,
+            summary.files_changed,
+            human_bytes(summary.data_added),
+            summary.total_duration
+        ));
+        Ok((summary, stats))
+    }
+
+    fn backup_dump(&self, dump: &Dump, say: Say<'_>) -> Result<restic::BackupSummary, String> {
+        let command = dump_command(dump)?;
+        let mut tags = format!("{},dump={}", self.tags("dump"), dump.file_name());
+        if let Some(container) = &dump.container {
+            match container_image(container) {
+                Ok(image) => tags.push_str(&format!(",image={image}")),
+                Err(e) => return Err(e),
+            }
+        }
+        let mut args = os(&[
+            "backup",
+            "--host",
+            &self.job.host,
+            "--tag",
+            &tags,
+            "--stdin-from-command",
+            "--stdin-filename",
+            &dump.file_name(),
+            "--",
+        ]);
+        args.extend(command.iter().map(OsString::from));
+        let finished = self
+            .with_lock_retry(&args, say, &mut |_| {})
+            .map_err(|e| e.to_string())?;
+        let summary = backup_summary(&finished.stdout).ok_or("restic ended without a summary")?;
+        say(&format!(
+            "dump {}: {} read, {} added",
+            dump.file_name(),
+            human_bytes(summary.total_bytes_processed),
+            human_bytes(summary.data_added)
+        ));
+        Ok(summary)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Retention and checks.
+
+    /// `restic forget` with the job's retention, for this job's snapshots only. Returns the
+    /// groups restic reports (what it kept and removed).
+    pub fn forget(&self, prune: bool, say: Say<'_>) -> Result<Vec<restic::ForgetGroup>, String> {
+        let started = now();
+        let clock = Instant::now();
+        let result = (|| {
+            let _lock = self.lock("forget")?;
+            let mut args = os(&[
+                "forget",
+                "--host",
+                &self.job.host,
+                "--tag",
+                &format!("job={}", self.job.job),
+                "--group-by",
+                "host,paths",
+            ]);
+            let flags = self.job.retention.flags();
+            if flags.is_empty() {
+                return Err(
+                    "the job's retention keeps nothing: refusing to forget every snapshot"
+                        .to_string(),
+                );
+            }
+            args.extend(flags.iter().map(OsString::from));
+            if prune {
+                args.push("--prune".into());
+            }
+            let f = self
+                .with_lock_retry(&args, say, &mut |_| {})
+                .map_err(|e| e.to_string())?;
+            parse_forget(&f.stdout)
+        })();
+        JobStatus::update(&self.job, |s| {
+            s.last_forget = Some(attempt(started, clock, &result));
+            if prune {
+                s.last_prune = s.last_forget.clone();
+            }
+        })?;
+        result
+    }
+
+    /// `restic prune`: frees the space of forgotten snapshots and aborted runs.
+    pub fn prune(&self, say: Say<'_>) -> Result<(), String> {
+        let started = now();
+        let clock = Instant::now();
+        let result = (|| {
+            let _lock = self.lock("prune")?;
+            self.with_lock_retry(&os(&["prune"]), say, &mut |_| {})
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })();
+        JobStatus::update(&self.job, |s| {
+            s.last_prune = Some(attempt(started, clock, &result))
+        })?;
+        result
+    }
+
+    /// `restic check`, reading `subset` of the data too (`10%`, `1/5`) when given.
+    pub fn check(
+        &self,
+        subset: Option<&str>,
+        say: Say<'_>,
+    ) -> Result<restic::CheckSummary, String> {
+        let started = now();
+        let clock = Instant::now();
+        let result = (|| {
+            let _lock = self.lock("check")?;
+            let mut args = os(&["check"]);
+            if let Some(s) = subset {
+                args.push(format!("--read-data-subset={s}").into());
+            }
+            let f = self.restic.run(&args, |_| {}).map_err(|e| e.to_string())?;
+            let summary = parse_check(&f.stdout);
+            match (&summary, self.restic.check(&f)) {
+                (Some(s), _) if s.num_errors > 0 => Err(format!(
+                    "restic check found {} error(s){}: {}",
+                    s.num_errors,
+                    s.broken_packs
+                        .as_ref()
+                        .filter(|p| !p.is_empty())
+                        .map(|p| format!(" in {} damaged pack file(s)", p.len()))
+                        .unwrap_or_default(),
+                    restic::error_message(&f.stderr, &f.stdout)
+                )),
+                (_, Err(e)) => Err(e.to_string()),
+                (Some(s), Ok(())) => Ok(s.clone()),
+                (None, Ok(())) => Ok(Default::default()),
+            }
+        })();
+        if let Err(e) = &result {
+            say(e);
+        }
+        JobStatus::update(&self.job, |s| {
+            s.record_check(attempt(started, clock, &result))
+        })?;
+        result
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Reading back.
+
+    /// This job's snapshots, as `backup snapshots` shows them; records the newest one's time
+    /// in the status (on the repository's side, that is how the data's age is known there).
+    pub fn list_snapshots(&self) -> Result<Vec<Snapshot>, String> {
+        let snapshots = self.snapshots()?;
+        let newest = snapshots
+            .iter()
+            .filter_map(Snapshot::unix_time)
+            .fold(None, |a: Option<f64>, t| Some(a.map_or(t, |a| a.max(t))));
+        if let Some(newest) = newest {
+            JobStatus::update(&self.job, |s| {
+                if s.newest_data_time.is_none_or(|t| t < newest) {
+                    s.newest_data_time = Some(newest);
+                }
+            })?;
+        }
+        Ok(snapshots)
+    }
+
+    /// This job's snapshots (no lock: reading never blocks a backup).
+    pub fn snapshots(&self) -> Result<Vec<Snapshot>, String> {
+        let f = self
+            .restic
+            .run_ok(
+                &os(&[
+                    "--no-lock",
+                    "snapshots",
+                    "--host",
+                    &self.job.host,
+                    "--tag",
+                    &format!("job={}", self.job.job),
+                ]),
+                |_| {},
+            )
+            .map_err(|e| e.to_string())?;
+        parse_snapshots(&f.stdout)
+    }
+
+    fn files_snapshot(&self, snapshots: &[Snapshot], id: Option<&str>) -> Result<Snapshot, String> {
+        pick(snapshots, id, |s| s.tag("part") == Some("files")).ok_or_else(|| match id {
+            Some(id) => format!(
+                "no file snapshot `{id}` for job {}: `picaops backup snapshots` lists them",
+                self.job.job
+            ),
+            None => format!(
+                "job {} has no file snapshot yet: run a backup first",
+                self.job.job
+            ),
+        })
+    }
+
+    /// Restores the job's files (latest snapshot, or `snapshot`) under `to`.
+    pub fn restore_files(
+        &self,
+        snapshot: Option<&str>,
+        to: &Path,
+    ) -> Result<RestoreSummary, String> {
+        self.recording_restore(|| self.restore_files_inner(snapshot, to))
+    }
+
+    fn restore_files_inner(
+        &self,
+        snapshot: Option<&str>,
+        to: &Path,
+    ) -> Result<RestoreSummary, String> {
+        let snapshots = self.snapshots()?;
+        let snap = self.files_snapshot(&snapshots, snapshot)?;
+        self.restore_snapshot(&snap.id, to)
+            .map_err(|e| e.to_string())
+    }
+
+    /// `restic restore ID --target DIR` (no lock: a restore never blocks a backup).
+    fn restore_snapshot(&self, id: &str, target: &Path) -> Result<RestoreSummary, ResticError> {
+        let args = [
+            OsString::from("--no-lock"),
+            "restore".into(),
+            id.into(),
+            "--target".into(),
+            target.as_os_str().into(),
+        ];
+        let f = self.restic.run_ok(&args, |_| {})?;
+        parse_restore(&f.stdout)
+            .ok_or_else(|| ResticError::Unexpected("restore ended without a summary".into()))
+    }
+
+    /// Streams a dump (`restic dump`) into `command`'s stdin (e.g. `docker exec -i db psql …`,
+    /// or `sqlite3 new.db`).
+    pub fn restore_dump(
+        &self,
+        dump_name: &str,
+        snapshot: Option<&str>,
+        command: &[String],
+    ) -> Result<(), String> {
+        self.recording_restore(|| self.restore_dump_inner(dump_name, snapshot, command))
+    }
+
+    /// Runs a restore and records it in the status (`last_restore`).
+    fn recording_restore<T>(
+        &self,
+        restore: impl FnOnce() -> Result<T, String>,
+    ) -> Result<T, String> {
+        let started = now();
+        let clock = Instant::now();
+        let result = restore();
+        JobStatus::update(&self.job, |s| {
+            s.last_restore = Some(attempt(started, clock, &result))
+        })?;
+        result
+    }
+
+    fn restore_dump_inner(
+        &self,
+        dump_name: &str,
+        snapshot: Option<&str>,
+        command: &[String],
+    ) -> Result<(), String> {
+        let snapshots = self.snapshots()?;
+        let snap =
+            pick(&snapshots, snapshot, |s| s.tag("dump") == Some(dump_name)).ok_or_else(|| {
+                let names: Vec<String> = self.job.dumps.iter().map(Dump::file_name).collect();
+                format!(
+                    "no snapshot of dump `{dump_name}` for job {} (its dumps: {})",
+                    self.job.job,
+                    names.join(", ")
+                )
+            })?;
+        pipe_dump(&self.restic, &snap.id, dump_name, command)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Drill.
+
+    /// Restores the latest snapshots into a scratch directory and proves them: files against the
+    /// manifest, each dump by loading it into a throwaway database. Writes status.
+    pub fn drill(&self, scratch: Option<&Path>, say: Say<'_>) -> Result<DrillResult, String> {
+        let started = now();
+        let mut drill = DrillResult {
+            at: started,
+            ..Default::default()
+        };
+        let outcome = self.drill_inner(scratch, &mut drill, say);
+        drill.ok = outcome.is_ok();
+        drill.error = outcome.err();
+        JobStatus::update(&self.job, |s| s.record_drill(drill.clone()))?;
+        match &drill.error {
+            None => Ok(drill),
+            Some(e) => Err(e.clone()),
+        }
+    }
+
+    fn drill_inner(
+        &self,
+        scratch: Option<&Path>,
+        drill: &mut DrillResult,
+        say: Say<'_>,
+    ) -> Result<(), String> {
+        let snapshots = self.snapshots()?;
+        let base = match scratch {
+            Some(p) => p.to_path_buf(),
+            None => self.job.state_dir.join("drill"),
+        };
+        std::fs::create_dir_all(&base)
+            .map_err(|e| format!("cannot create the drill directory {}: {e}", base.display()))?;
+        let scratch = tempfile::Builder::new()
+            .prefix(&format!("{}-", self.job.job))
+            .tempdir_in(&base)
+            .map_err(|e| {
+                format!(
+                    "cannot create a scratch directory in {}: {e}",
+                    base.display()
+                )
+            })?;
+        let mut oldest: Option<f64> = None;
+        let mut errors = Vec::new();
+        if !self.job.paths.is_empty() {
+            let snap = self.files_snapshot(&snapshots, None)?;
+            drill.snapshot = Some(snap.id.clone());
+            oldest = snap.unix_time();
+            let target = scratch.path().join("files");
+            let clock = Instant::now();
+            self.restore_snapshot(&snap.id, &target)
+                .map_err(|e| format!("restore failed: {e}"))?;
+            drill.restore_seconds = clock.elapsed().as_secs_f64();
+            let listed = target.join(
+                self.job
+                    .manifest_path()
+                    .to_string_lossy()
+                    .trim_start_matches('/'),
+            );
+            let entries = manifest::read(&listed).map_err(|e| {
+                format!(
+                    "cannot read the restored manifest {}: {e}",
+                    listed.display()
+                )
+            })?;
+            if entries.is_empty() && !listed.exists() {
+                errors.push(format!(
+                    "the snapshot holds no manifest at {} (made by another tool or an older picaops?)",
+                    self.job.manifest_path().display()
+                ));
+            }
+            let report = manifest::verify(&entries, &target);
+            say(&format!(
+                "files: restored in {:.1} s; {} of {} verified by sha256, {} changed during the backup, {} missing, {} corrupted",
+                drill.restore_seconds,
+                report.verified,
+                report.listed,
+                report.changed_during_backup,
+                report.missing_count,
+                report.corrupted_count
+            ));
+            if !report.ok() {
+                errors.push(format!(
+                    "{} file(s) missing{}, {} file(s) with other content than backed up{}",
+                    report.missing_count,
+                    list_some(&report.missing),
+                    report.corrupted_count,
+                    list_some(&report.corrupted)
+                ));
+            }
+            drill.files = Some(report);
+        }
+        for dump in &self.job.dumps {
+            let name = dump.file_name();
+            let clock = Instant::now();
+            let result = match pick(&snapshots, None, |s| s.tag("dump") == Some(name.as_str())) {
+                None => Err("no snapshot of this dump yet".to_string()),
+                Some(snap) => {
+                    let t = snap.unix_time();
+                    oldest = match (oldest, t) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                    self.drill_dump(dump, &snap, scratch.path())
+                }
+            };
+            say(&format!(
+                "dump {name}: {}",
+                match &result {
+                    Ok(out) => format!(
+                        "loaded and checked in {:.1} s ({out})",
+                        clock.elapsed().as_secs_f64()
+                    ),
+                    Err(e) => format!("FAILED: {e}"),
+                }
+            ));
+            if let Err(e) = &result {
+                errors.push(format!("dump {name}: {e}"));
+            }
+            drill.dumps.push(DumpDrill {
+                name,
+                ok: result.is_ok(),
+                error: result.err(),
+                seconds: clock.elapsed().as_secs_f64(),
+            });
+        }
+        drill.data_age_seconds = oldest.map(|t| (now() - t).max(0.0)).unwrap_or(0.0);
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors.join("; "))
+        }
+    }
+
+    /// Loads one dump into a throwaway database and runs its check. Returns the check's output.
+    fn drill_dump(&self, dump: &Dump, snap: &Snapshot, scratch: &Path) -> Result<String, String> {
+        let name = format!("picaops-drill-{}-{}", self.job.job, std::process::id());
+        let scratch_db = scratch.join("drill.db");
+        let image = snap.tag("image");
+        let steps = drill_steps(dump, image, &name, &scratch_db.to_string_lossy())?;
+        let cleanup = steps.start.is_some();
+        let result = (|| {
+            if let Some(start) = &steps.start {
+                run_quiet(start).map_err(|e| {
+                    format!("cannot start a {} container: {e}", image.unwrap_or("?"))
+                })?;
+            }
+            if let Some(ready) = &steps.ready {
+                let deadline = Instant::now() + Duration::from_secs(180);
+                while run_quiet(ready).is_err() {
+                    if Instant::now() > deadline {
+                        return Err(
+                            "the throwaway database did not accept connections within 180 s".into(),
+                        );
+                    }
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
+            if let Some(prepare) = &steps.prepare {
+                run_quiet(prepare)?;
+            }
+            pipe_dump(&self.restic, &snap.id, &dump.file_name(), &steps.load)?;
+            let out = run_quiet(&steps.verify)?;
+            if dump.kind == DumpKind::Sqlite
+                && steps.start.is_none()
+                && dump.container.is_none()
+                && out.trim() != "ok"
+            {
+                return Err(format!("PRAGMA integrity_check says: {}", out.trim()));
+            }
+            Ok(out.trim().to_string())
+        })();
+        if cleanup {
+            let _ = Command::new("docker")
+                .args(["rm", "--force", &name])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+        result
+    }
+}
+
+/// The newest snapshot matching `filter`, or the one with `id` (full or short).
+fn pick(
+    snapshots: &[Snapshot],
+    id: Option<&str>,
+    filter: impl Fn(&Snapshot) -> bool,
+) -> Option<Snapshot> {
+    let mut matching = snapshots.iter().filter(|s| filter(s));
+    match id {
+        Some(id) if id != "latest" => matching
+            .find(|s| s.id.starts_with(id) || s.short_id == id)
+            .cloned(),
+        _ => matching
+            .max_by(|a, b| {
+                a.unix_time()
+                    .unwrap_or(0.0)
+                    .total_cmp(&b.unix_time().unwrap_or(0.0))
+            })
+            .cloned(),
+    }
+}
+
+/// `restic dump SNAPSHOT /NAME | command`: both must succeed.
+fn pipe_dump(
+    restic: &Restic,
+    snapshot: &str,
+    name: &str,
+    command: &[String],
+) -> Result<(), String> {
+    let Some((program, args)) = command.split_first() else {
+        return Err("no command to load the dump into".into());
+    };
+    let mut producer = restic
+        .command(&os(&["--no-lock", "dump", snapshot, &format!("/{name}")]))
+        .map_err(|e| e.to_string())?
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| restic.spawn_error(e).to_string())?;
+    let stdout = producer.stdout.take().expect("stdout is piped");
+    let consumer = Command::new(program)
+        .args(args)
+        .stdin(stdout)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let consumer = match consumer {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = producer.kill();
+            let _ = producer.wait();
+            return Err(format!("cannot run `{program}`: {e}"));
+        }
+    };
+    let loaded = consumer.wait_with_output().map_err(|e| e.to_string())?;
+    let dumped = producer.wait_with_output().map_err(|e| e.to_string())?;
+    let finished = restic::Finished {
+        code: dumped.status.code(),
+        signal: None,
+        stdout: Vec::new(),
+        stderr: String::from_utf8_lossy(&dumped.stderr).into_owned(),
+        elapsed: Duration::ZERO,
+    };
+    restic
+        .check(&finished)
+        .map_err(|e| format!("restic dump: {e}"))?;
+    if !loaded.status.success() {
+        return Err(format!(
+            "`{program}` failed loading the dump ({}): {}",
+            loaded.status,
+            tail(&String::from_utf8_lossy(&loaded.stderr))
+        ));
+    }
+    Ok(())
+}
+
+/// The image a container runs (recorded with its dumps, for drills elsewhere).
+fn container_image(container: &str) -> Result<String, String> {
+    let out = Command::new("docker")
+        .args(["inspect", "--format", "{{.Config.Image}}", container])
+        .output()
+        .map_err(|e| format!("cannot run docker: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "container `{container}` is not there ({}): is the service running? `docker ps` lists containers",
+            tail(&String::from_utf8_lossy(&out.stderr))
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn run_quiet(argv: &[String]) -> Result<String, String> {
+    let (program, args) = argv.split_first().ok_or("empty command")?;
+    let out = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run `{program}`: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "`{}` failed ({}): {}",
+            argv.iter().take(4).cloned().collect::<Vec<_>>().join(" "),
+            out.status,
+            tail(&String::from_utf8_lossy(&out.stderr))
+        ))
+    }
+}
+
+fn tail(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(3)..].join("; ")
+}
+
+fn list_some(names: &[String]) -> String {
+    if names.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " ({})",
+            names.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
+        )
+    }
+}
+
+fn attempt<T>(started: f64, clock: Instant, result: &Result<T, String>) -> Attempt {
+    Attempt {
+        at: started,
+        ok: result.is_ok(),
+        error: result.as_ref().err().cloned(),
+        duration_seconds: clock.elapsed().as_secs_f64(),
+    }
+}
+
+fn os(a: &[&str]) -> Vec<OsString> {
+    a.iter().map(OsString::from).collect()
+}
+
+/// Bytes for people: `1.5 MiB`.
+pub fn human_bytes(n: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i + 1 < units.len() {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", units[i])
+    }
+}
+
+/// A restic progress line handler printing at most one line every 10 s on stderr.
+fn progress_printer(on: bool) -> impl FnMut(&str) {
+    let mut last = Instant::now();
+    move |line: &str| {
+        if !on {
+            return;
+        }
+        if let Some(BackupMessage::Status(s)) = restic::parse_backup_line(line) {
+            if last.elapsed() >= Duration::from_secs(10) {
+                last = Instant::now();
+                eprintln!(
+                    "progress: {:.0}% ({} of {}, {} of {} files)",
+                    s.percent_done * 100.0,
+                    human_bytes(s.bytes_done),
+                    human_bytes(s.total_bytes),
+                    s.files_done,
+                    s.total_files
+                );
+            }
+        }
+    }
+}
+
+/// A status summary a host-side command prints with `--output json`.
+#[derive(Debug, Serialize)]
+pub struct HostReport<T: Serialize> {
+    pub job: String,
+    pub host: String,
+    pub ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<T>,
+}
+
+/// The job file path a unit or a command names for job `name` on a host.
+pub fn job_file_path(name: &str) -> PathBuf {
+    Path::new(super::jobfile::JOBS_DIR).join(format!("{name}.json"))
+}

@@ -1,0 +1,315 @@
+//! The host-side job file: everything `picaops backup host-*` needs on the data host (or the
+//! repository side), as one root-only JSON document. `picaops apply` writes it (phase 2) to
+//! `/etc/picaops/backup/jobs/JOB.json`; the systemd unit passes it with `--job-file`.
+//!
+//! It holds no secret: the repository password is the path of a root-only file. Reading it
+//! refuses a file that others could change (it decides which commands run as root).
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::config::{Dump, Retention};
+
+/// The format version this picaops writes and reads.
+pub const JOB_FILE_VERSION: u32 = 1;
+/// Where apply installs job files on a host.
+pub const JOBS_DIR: &str = "/etc/picaops/backup/jobs";
+/// Status files, one per job (`status/JOB.json`), and manifests (`manifest/JOB/`).
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/picaops/backup";
+/// Per-repository flock files.
+pub const DEFAULT_LOCK_DIR: &str = "/run/picaops/backup";
+/// node_exporter's textfile collector directory on Debian (`prometheus-node-exporter`).
+pub const DEFAULT_METRICS_DIR: &str = "/var/lib/prometheus/node-exporter";
+
+/// One job as the host runs it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct JobFile {
+    pub version: u32,
+    /// The job's name (inventory key under `backups:`).
+    pub job: String,
+    /// The data host's inventory name: restic's `--host`, and the metrics' `host` label.
+    pub host: String,
+    pub repository: RepositoryAccess,
+    /// Root-only (0600) file holding the repository password; restic reads it itself.
+    pub password_file: PathBuf,
+    #[serde(default)]
+    pub paths: Vec<String>,
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    #[serde(default)]
+    pub dumps: Vec<Dump>,
+    pub retention: Retention,
+    /// Status marks the job late past this age of its newest data.
+    pub max_age_seconds: u64,
+    /// restic `--limit-upload`, KiB/s.
+    #[serde(default)]
+    pub limit_upload_kib: Option<u64>,
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    #[serde(default = "default_lock_dir")]
+    pub lock_dir: PathBuf,
+    /// Where node_exporter textfile metrics go; `null` writes none.
+    #[serde(default = "default_metrics_dir")]
+    pub metrics_dir: Option<PathBuf>,
+    /// The restic binary (a name looked up on PATH, or a path).
+    #[serde(default = "default_restic")]
+    pub restic: PathBuf,
+    /// restic `--retry-lock`: how long restic waits for another host's lock (seconds).
+    #[serde(default = "default_retry_lock")]
+    pub retry_lock_seconds: u64,
+    /// How long a job waits for another picaops job on the same repository (seconds).
+    #[serde(default = "default_lock_wait")]
+    pub lock_wait_seconds: u64,
+    /// restic's cache directory (default: restic's own, ~/.cache/restic).
+    #[serde(default)]
+    pub cache_dir: Option<PathBuf>,
+}
+
+fn default_state_dir() -> PathBuf {
+    DEFAULT_STATE_DIR.into()
+}
+fn default_lock_dir() -> PathBuf {
+    DEFAULT_LOCK_DIR.into()
+}
+fn default_metrics_dir() -> Option<PathBuf> {
+    Some(DEFAULT_METRICS_DIR.into())
+}
+fn default_restic() -> PathBuf {
+    "restic".into()
+}
+fn default_retry_lock() -> u64 {
+    120
+}
+fn default_lock_wait() -> u64 {
+    6 * 3600
+}
+
+/// How to reach the repository from where the job runs.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum RepositoryAccess {
+    /// A directory on this machine: the repository side's own view (retention on an
+    /// append-only server), and the tests.
+    Local { path: PathBuf },
+    /// A directory on `host` reached with `ssh -s sftp` as `user`, with keepalives.
+    Sftp {
+        host: String,
+        #[serde(default)]
+        port: Option<u16>,
+        user: String,
+        path: String,
+        /// The private key of this job's host (root-only).
+        identity_file: PathBuf,
+        /// known_hosts pinning the repository host's key (no trust on first use).
+        known_hosts: PathBuf,
+    },
+    /// restic's rest-server.
+    Rest {
+        host: String,
+        port: u16,
+        #[serde(default)]
+        path: String,
+        #[serde(default)]
+        tls: bool,
+        #[serde(default)]
+        append_only: bool,
+    },
+}
+
+impl RepositoryAccess {
+    /// restic's `-r` value. Holds no credential.
+    pub fn url(&self) -> String {
+        match self {
+            RepositoryAccess::Local { path } => path.display().to_string(),
+            RepositoryAccess::Sftp {
+                host, user, path, ..
+            } => format!("sftp:{user}@{host}:{path}"),
+            RepositoryAccess::Rest {
+                host,
+                port,
+                path,
+                tls,
+                ..
+            } => format!(
+                "rest:{}://{host}:{port}/{}",
+                if *tls { "https" } else { "http" },
+                path.trim_start_matches('/')
+            ),
+        }
+    }
+
+    /// True when this side may not delete (forget/prune must run on the repository's side).
+    pub fn append_only(&self) -> bool {
+        matches!(
+            self,
+            RepositoryAccess::Rest {
+                append_only: true,
+                ..
+            }
+        )
+    }
+}
+
+impl JobFile {
+    /// Reads and checks a job file: owned by the running user, not writable or readable by
+    /// anyone else, known version, sensible names. Errors say what to do.
+    pub fn read(path: &Path) -> Result<JobFile, String> {
+        let meta = std::fs::metadata(path).map_err(|e| {
+            format!(
+                "cannot read job file {}: {e}; `picaops apply` installs job files under {JOBS_DIR}",
+                path.display()
+            )
+        })?;
+        // SAFETY: geteuid has no preconditions.
+        let uid = unsafe { libc::geteuid() };
+        if meta.uid() != uid {
+            return Err(format!(
+                "job file {} belongs to uid {}, not to the user running picaops (uid {uid}): refusing, \
+                 since it decides which commands run; `chown {uid} {}`",
+                path.display(),
+                meta.uid(),
+                path.display()
+            ));
+        }
+        if meta.mode() & 0o077 != 0 {
+            return Err(format!(
+                "job file {} has mode {:o}: it must be readable and writable by its owner only; run `chmod 600 {}`",
+                path.display(),
+                meta.mode() & 0o7777,
+                path.display()
+            ));
+        }
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read job file {}: {e}", path.display()))?;
+        let job: JobFile = serde_json::from_str(&text)
+            .map_err(|e| format!("job file {} is not valid: {e}", path.display()))?;
+        if job.version != JOB_FILE_VERSION {
+            return Err(format!(
+                "job file {} has version {}, this picaops reads version {JOB_FILE_VERSION}: \
+                 run `picaops apply` with the same picaops version as the one installed on the host",
+                path.display(),
+                job.version
+            ));
+        }
+        if job.job.is_empty()
+            || !job
+                .job
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(format!(
+                "job file {}: bad job name `{}`",
+                path.display(),
+                job.job
+            ));
+        }
+        if job.paths.is_empty() && job.dumps.is_empty() {
+            return Err(format!(
+                "job file {}: the job backs up nothing (no paths, no dumps)",
+                path.display()
+            ));
+        }
+        Ok(job)
+    }
+
+    /// The repository as shown in status and metrics (`sftp:picaops-restic@caribou:/srv/…`).
+    pub fn repository_label(&self) -> String {
+        self.repository.url()
+    }
+
+    pub fn status_path(&self) -> PathBuf {
+        self.state_dir
+            .join("status")
+            .join(format!("{}.json", self.job))
+    }
+
+    /// The manifest directory written before each file backup; it is one of the snapshot's
+    /// paths, so a restore holds it at `<target>/<state_dir>/manifest/JOB/`.
+    pub fn manifest_path(&self) -> PathBuf {
+        self.state_dir.join("manifest").join(&self.job)
+    }
+
+    /// The flock that serialises every picaops operation on this repository on this machine.
+    pub fn lock_path(&self) -> PathBuf {
+        let url = self.repository.url();
+        let readable: String = url
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .take(60)
+            .collect();
+        use sha2::Digest;
+        let hash = hex::encode(&sha2::Sha256::digest(url.as_bytes())[..6]);
+        self.lock_dir.join(format!("{readable}-{hash}.lock"))
+    }
+}
+
+/// Where apply puts things a job needs on its host (phase 2 installs them; tests replace them).
+pub mod host_paths {
+    /// The data host's own SSH key for SFTP repositories (root-only).
+    pub const IDENTITY_FILE: &str = "/etc/picaops/backup/id_ed25519";
+    /// known_hosts pinning the repository hosts' keys.
+    pub const KNOWN_HOSTS: &str = "/etc/picaops/backup/known_hosts";
+    /// Directory of password files, one per secret name (`/` in the name becomes `_`).
+    pub const SECRETS_DIR: &str = "/etc/picaops/backup/secrets";
+}
+
+impl JobFile {
+    /// The job file apply installs for `job` (checked inventory): standard host paths, the
+    /// repository host's address and SSH port from the inventory. `None` when the job's data
+    /// host or repository host is unknown (the inventory check reports that).
+    pub fn from_inventory(
+        inv: &crate::inventory::Inventory,
+        job: &super::config::BackupJob,
+    ) -> Option<JobFile> {
+        use super::config::RepositoryKind;
+        let data = super::config::data_host(inv, job)?;
+        let repo_host = inv.machine(&job.repository.host)?;
+        let address = repo_host
+            .ssh()
+            .address
+            .clone()
+            .unwrap_or_else(|| repo_host.name().to_string());
+        let r = &job.repository;
+        let repository = match r.kind {
+            RepositoryKind::Sftp => RepositoryAccess::Sftp {
+                host: address,
+                port: repo_host.ssh().port,
+                user: r.user.clone(),
+                path: r.path.clone(),
+                identity_file: host_paths::IDENTITY_FILE.into(),
+                known_hosts: host_paths::KNOWN_HOSTS.into(),
+            },
+            RepositoryKind::Rest => RepositoryAccess::Rest {
+                host: address,
+                port: r.port,
+                path: r.path.clone(),
+                tls: r.tls,
+                append_only: r.append_only,
+            },
+        };
+        Some(JobFile {
+            version: JOB_FILE_VERSION,
+            job: job.name.clone(),
+            host: data.name().to_string(),
+            repository,
+            password_file: Path::new(host_paths::SECRETS_DIR)
+                .join(job.password.value.replace('/', "_")),
+            paths: job.paths.iter().map(|p| p.value.clone()).collect(),
+            exclude: job.exclude.clone(),
+            dumps: job.dumps.clone(),
+            retention: job.retention.clone(),
+            max_age_seconds: job.max_age,
+            limit_upload_kib: job.bandwidth,
+            state_dir: default_state_dir(),
+            lock_dir: default_lock_dir(),
+            metrics_dir: default_metrics_dir(),
+            restic: default_restic(),
+            retry_lock_seconds: default_retry_lock(),
+            lock_wait_seconds: default_lock_wait(),
+            cache_dir: None,
+        })
+    }
+}

@@ -1,0 +1,27 @@
+//! Backups: restic jobs from each site to the other, run on the hosts by systemd timers.
+//!
+//! `config` reads and checks the inventory's `backups:` section; `schedule` checks OnCalendar
+//! expressions and reads durations; `jobfile` is what a host is given; `restic` drives restic
+//! (argv, JSON, exit codes); `dump` knows each database engine; `manifest` proves restores;
+//! `lock` keeps jobs on one repository apart and clears provably stale restic locks; `host`
+//! runs the operations on a host; `status` records them (JSON and node_exporter metrics);
+//! `units` writes the systemd units; `render` shows status and snapshots. Nothing here opens
+//! an SSH connection: the workstation side (phase 2) calls the host side through the transport.
+
+pub mod config;
+pub mod dump;
+pub mod host;
+pub mod jobfile;
+pub mod lock;
+pub mod manifest;
+pub mod render;
+pub mod restic;
+pub mod schedule;
+pub mod status;
+pub mod time;
+pub mod units;
+
+pub use config::{BackupJob, Dump, DumpKind, Repository, RepositoryKind, Retention};
+pub use host::HostJob;
+pub use jobfile::{JobFile, RepositoryAccess};
+pub use status::JobStatus;

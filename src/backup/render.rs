@@ -1,0 +1,235 @@
+//! What `picaops backup status` and `backup snapshots` show: tables for people and JSON for
+//! scripts, from status files and restic's snapshot lists. No I/O: phase 2 fetches the inputs
+//! over SSH, the tests feed them from files.
+
+use serde::Serialize;
+
+use super::host::human_bytes;
+use super::restic::Snapshot;
+use super::schedule::human_duration;
+use super::status::JobStatus;
+use super::time::rfc3339;
+
+/// How a job stands, worst first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// The last run failed.
+    Failing,
+    /// No run ever succeeded, or the newest data is older than the job's `max_age`.
+    Late,
+    Ok,
+}
+
+/// One job's line of `backup status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusRow {
+    pub job: String,
+    pub host: String,
+    pub repository: String,
+    pub state: State,
+    /// Why the state is not ok, in words.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub last_success: Option<String>,
+    /// Seconds since the newest snapshot was taken.
+    pub data_age_seconds: Option<u64>,
+    pub max_age_seconds: u64,
+    pub bytes_added: Option<u64>,
+    pub consecutive_failures: u64,
+    pub last_check: Option<String>,
+    pub last_check_ok: Option<bool>,
+    pub last_drill: Option<String>,
+    pub last_drill_ok: Option<bool>,
+}
+
+/// Rows for `statuses` as of `now` (Unix seconds).
+pub fn status_rows(statuses: &[JobStatus], now: f64) -> Vec<StatusRow> {
+    statuses
+        .iter()
+        .map(|s| {
+            let age = s.newest_data_time.map(|t| (now - t).max(0.0) as u64);
+            let (state, reason) = match (&s.last_run, age) {
+                (Some(run), _) if !run.ok => (
+                    State::Failing,
+                    Some(format!(
+                        "{} failure(s) in a row; last: {}",
+                        s.consecutive_failures,
+                        run.error.as_deref().unwrap_or("no message")
+                    )),
+                ),
+                (_, None) => (State::Late, Some("no successful backup yet".to_string())),
+                (_, Some(a)) if a > s.max_age_seconds => (
+                    State::Late,
+                    Some(format!(
+                        "newest data is {} old, more than max_age {}",
+                        human_duration(a),
+                        human_duration(s.max_age_seconds)
+                    )),
+                ),
+                _ => (State::Ok, None),
+            };
+            StatusRow {
+                job: s.job.clone(),
+                host: s.host.clone(),
+                repository: s.repository.clone(),
+                state,
+                reason,
+                last_success: s.last_success.as_ref().map(|r| rfc3339(r.at)),
+                data_age_seconds: age,
+                max_age_seconds: s.max_age_seconds,
+                bytes_added: s.last_success.as_ref().map(|r| r.bytes_added),
+                consecutive_failures: s.consecutive_failures,
+                last_check: s.last_check.as_ref().map(|c| rfc3339(c.at)),
+                last_check_ok: s.last_check.as_ref().map(|c| c.ok),
+                last_drill: s.last_drill.as_ref().map(|d| rfc3339(d.at)),
+                last_drill_ok: s.last_drill.as_ref().map(|d| d.ok),
+            }
+        })
+        .collect()
+}
+
+/// The status table for people. `paint(state, text)` colours a cell (identity without colour).
+pub fn render_status(rows: &[StatusRow], paint: &dyn Fn(State, &str) -> String) -> String {
+    let mut out = String::new();
+    out.push_str(&format!(
+        "{:<18} {:<12} {:<8} {:>10} {:>10} {:>6} {:<12} {:<12}\n",
+        "JOB", "HOST", "STATE", "DATA AGE", "ADDED", "FAILS", "CHECK", "DRILL"
+    ));
+    let when = |at: &Option<String>, ok: Option<bool>| match (at, ok) {
+        (None, _) => "never".to_string(),
+        (Some(t), Some(false)) => format!("{} FAILED", &t[..10]),
+        (Some(t), _) => t[..10].to_string(),
+    };
+    for r in rows {
+        let state = match r.state {
+            State::Ok => "ok",
+            State::Late => "LATE",
+            State::Failing => "FAILING",
+        };
+        out.push_str(&format!(
+            "{:<18} {:<12} {} {:>10} {:>10} {:>6} {:<12} {:<12}\n",
+            r.job,
+            r.host,
+            paint(r.state, &format!("{state:<8}")),
+            r.data_age_seconds
+                .map(human_duration)
+                .unwrap_or_else(|| "-".into()),
+            r.bytes_added.map(human_bytes).unwrap_or_else(|| "-".into()),
+            r.consecutive_failures,
+            when(&r.last_check, r.last_check_ok),
+            when(&r.last_drill, r.last_drill_ok),
+        ));
+    }
+    for r in rows.iter().filter(|r| r.reason.is_some()) {
+        out.push_str(&format!(
+            "\n{} {}: {}",
+            paint(r.state, &format!("{}:", r.job)),
+            r.repository,
+            r.reason.as_deref().unwrap_or_default()
+        ));
+    }
+    if rows.iter().any(|r| r.reason.is_some()) {
+        out.push('\n');
+    }
+    out
+}
+
+/// `backup snapshots` for people: newest last, with what each snapshot holds.
+pub fn render_snapshots(snapshots: &[Snapshot]) -> String {
+    let mut sorted: Vec<&Snapshot> = snapshots.iter().collect();
+    sorted.sort_by(|a, b| {
+        a.unix_time()
+            .unwrap_or(0.0)
+            .total_cmp(&b.unix_time().unwrap_or(0.0))
+    });
+    let mut out = format!(
+        "{:<10} {:<20} {:<12} {:<40} {:>10}\n",
+        "ID", "TIME", "HOST", "WHAT", "ADDED"
+    );
+    for s in sorted {
+        let what = match (s.tag("part"), s.tag("dump")) {
+            (Some("dump"), Some(name)) => format!("dump {name}"),
+            (Some("files"), _) => format!(
+                "files {}",
+                s.paths
+                    .iter()
+                    .take(2)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ),
+            _ => s.paths.join(" "),
+        };
+        let what: String = what.chars().take(40).collect();
+        out.push_str(&format!(
+            "{:<10} {:<20} {:<12} {:<40} {:>10}\n",
+            s.short_id,
+            s.unix_time().map(rfc3339).unwrap_or_else(|| s.time.clone()),
+            s.hostname,
+            what,
+            s.summary
+                .as_ref()
+                .map(|x| human_bytes(x.data_added))
+                .unwrap_or_else(|| "-".into()),
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backup::status::{Attempt, BackupResult};
+
+    fn status(job: &str, newest: Option<f64>, last_ok: Option<bool>) -> JobStatus {
+        JobStatus {
+            job: job.into(),
+            host: "pica01".into(),
+            repository: "sftp:picaops-restic@caribou:/srv/restic/pica01".into(),
+            max_age_seconds: 26 * 3600,
+            newest_data_time: newest,
+            last_success: newest.map(|at| BackupResult {
+                at,
+                bytes_added: 1 << 20,
+                ..Default::default()
+            }),
+            last_run: last_ok.map(|ok| Attempt {
+                at: 0.0,
+                ok,
+                error: (!ok).then(|| "link down".to_string()),
+                duration_seconds: 1.0,
+            }),
+            consecutive_failures: u64::from(last_ok == Some(false)),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn late_and_failing_jobs_stand_out() {
+        let now = 100.0 * 3600.0;
+        let rows = status_rows(
+            &[
+                status("fresh", Some(now - 3600.0), Some(true)),
+                status("old", Some(now - 30.0 * 3600.0), Some(true)),
+                status("broken", Some(now - 3600.0), Some(false)),
+                status("never", None, None),
+            ],
+            now,
+        );
+        let states: Vec<State> = rows.iter().map(|r| r.state).collect();
+        assert_eq!(
+            states,
+            [State::Ok, State::Late, State::Failing, State::Late]
+        );
+        assert!(rows[1].reason.as_deref().unwrap().contains("1d 6h old"));
+        assert!(rows[2].reason.as_deref().unwrap().contains("link down"));
+        let text = render_status(&rows, &|_, s| s.to_string());
+        assert!(text.contains("old"), "{text}");
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("never") && l.contains("LATE")),
+            "{text}"
+        );
+    }
+}
