@@ -159,7 +159,6 @@ struct Session {
     inv: Inventory,
     access: Access,
     out: Output,
-    global: Global,
 }
 
 fn fail(out: &Output, msg: impl std::fmt::Display) -> i32 {
@@ -186,7 +185,6 @@ pub fn run(cmd: AccessCommand, global: &Global, out: &Output) -> i32 {
         inv,
         access,
         out: *out,
-        global: global.clone(),
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -833,7 +831,6 @@ async fn audit(s: &Session, a: AuditArgs) -> i32 {
             println!("{} problem(s) found", problems);
         }
     }
-    let _ = &s.global;
     if problems == 0 {
         EXIT_OK
     } else {
