@@ -53,10 +53,9 @@ fn addr(host: &str) -> &'static str {
         .expect("lab host")
 }
 
-/// A real login as `login` with `key`: true when `true` ran on the host.
-fn login_as(key: &Path, login: &str, host: &str) -> (bool, Duration) {
-    let started = Instant::now();
-    let out = Command::new("ssh")
+/// `ssh -i KEY LOGIN@HOST CMD`: a real, non-interactive login with the lab's host keys unpinned.
+fn ssh(key: &Path, login: &str, host: &str, cmd: &str) -> Output {
+    Command::new("ssh")
         .arg("-i")
         .arg(key)
         .args([
@@ -76,9 +75,15 @@ fn login_as(key: &Path, login: &str, host: &str) -> (bool, Duration) {
             "KexAlgorithms=curve25519-sha256",
         ])
         .arg(format!("{login}@{}", addr(host)))
-        .arg("true")
+        .arg(cmd)
         .output()
-        .expect("ssh runs");
+        .expect("ssh runs")
+}
+
+/// A real login as `login` with `key`: true when `true` ran on the host.
+fn login_as(key: &Path, login: &str, host: &str) -> (bool, Duration) {
+    let started = Instant::now();
+    let out = ssh(key, login, host, "true");
     (out.status.success(), started.elapsed())
 }
 
@@ -88,23 +93,7 @@ fn can(p: &Person, host: &str) -> bool {
 
 /// A command as root on a lab host (through the lab's admin key).
 fn root(lab: &Lab, host: &str, cmd: &str) -> Output {
-    Command::new("ssh")
-        .arg("-i")
-        .arg(lab.dir.join("id_ed25519"))
-        .args([
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "LogLevel=ERROR",
-        ])
-        .arg(format!("root@{}", addr(host)))
-        .arg(cmd)
-        .output()
-        .expect("ssh runs")
+    ssh(&lab.dir.join("id_ed25519"), "root", host, cmd)
 }
 
 fn ok(out: &Output, what: &str) {

@@ -307,27 +307,6 @@ fn err(file: &Path, s: &Spanned<impl Sized>, message: String, help: &str) -> Dia
     Diagnostic::new(place_of(file, s), message).help(help)
 }
 
-/// A name that can become part of a unit and a file name.
-fn valid_job_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 63
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
-        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
-}
-
-/// The name of a secret: something `pass` or a file name could hold, never a value with spaces.
-fn valid_secret_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 128
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '/' | '.'))
-        && !name.starts_with('/')
-        && !name.contains("..")
-}
-
 impl BackupJob {
     /// Reads one job, reporting every value that is wrong on its own (whole-inventory checks are
     /// in [`check`]). Always returns a job, so later checks still run; `diags` decides validity.
@@ -339,7 +318,7 @@ impl BackupJob {
     ) -> BackupJob {
         let place = place_of(file, name);
         let job_name = name.value.clone();
-        if !valid_job_name(&job_name) {
+        if !crate::inventory::valid_name(&job_name) {
             diags.push(
                 Diagnostic::new(place.clone(), format!("backup job name `{job_name}` is not a valid name"))
                     .help("it names a systemd unit and files: use lowercase letters, digits, `-` and `_` (at most 63)"),
@@ -431,7 +410,7 @@ impl BackupJob {
         }
         let repository = repository_from_doc(file, doc.repository, diags);
         let password = located(file, doc.password);
-        if !valid_secret_name(&password) {
+        if !crate::secrets::valid_name(&password) {
             diags.push(
                 Diagnostic::new(password.place.clone(), "`password` must be the NAME of a secret, not a password")
                     .help("write the name the secret is stored under (letters, digits, `-`, `_`, `.`, `/`), e.g. `restic/pica01`; \

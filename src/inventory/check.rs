@@ -19,7 +19,9 @@ pub(super) fn check(inv: &Inventory, diags: &mut Vec<Diagnostic>) {
     crate::backup::config::check(inv, diags);
 }
 
-fn valid_name(name: &str) -> bool {
+/// Site, group, host, VM, service and backup job names: lowercase words that fit in a DNS label,
+/// a unit name and a file name.
+pub(crate) fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 63
         && name

@@ -13,6 +13,7 @@ pub mod select;
 pub mod vars;
 
 pub use check::check_host_key;
+pub(crate) use check::valid_name;
 pub use load::{load, parse_size, Loaded};
 pub use model::*;
 pub use reach::{
