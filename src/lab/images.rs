@@ -38,6 +38,8 @@ const INIT_SH: &str = include_str!("images/init.sh");
 const LAB_APT_SH: &str = include_str!("images/lab-apt.sh");
 const SSHD_CONF: &str = include_str!("images/sshd.conf");
 const DAEMON_JSON: &str = include_str!("images/daemon.json");
+const POSTGRES_DOCKERFILE: &str = include_str!("images/postgres.Dockerfile");
+const POSTGRES_ENTRYPOINT: &str = include_str!("images/postgres-entrypoint.sh");
 
 /// One of the lab's images.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,11 +48,19 @@ pub enum Image {
     Common,
     Hypervisor,
     Ldap,
+    /// PostgreSQL for the hosts' inner Docker engines (see `super::apps`).
+    Postgres,
 }
 
 impl Image {
     /// Build order: every image comes after its parent.
-    pub const ALL: [Image; 4] = [Image::Base, Image::Common, Image::Hypervisor, Image::Ldap];
+    pub const ALL: [Image; 5] = [
+        Image::Base,
+        Image::Common,
+        Image::Hypervisor,
+        Image::Ldap,
+        Image::Postgres,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -58,13 +68,14 @@ impl Image {
             Image::Common => "picaops-lab-common",
             Image::Hypervisor => "picaops-lab-hypervisor",
             Image::Ldap => "picaops-lab-ldap",
+            Image::Postgres => "picaops-lab-postgres",
         }
     }
 
     pub fn parent(self) -> Option<Image> {
         match self {
             Image::Base => None,
-            Image::Common => Some(Image::Base),
+            Image::Common | Image::Postgres => Some(Image::Base),
             Image::Hypervisor | Image::Ldap => Some(Image::Common),
         }
     }
@@ -90,6 +101,10 @@ impl Image {
                     ("ldap-base.ldif", LDAP_BASE_LDIF),
                     ("ldap-tls.sh", LDAP_TLS_SH),
                 ],
+            ),
+            Image::Postgres => (
+                POSTGRES_DOCKERFILE,
+                vec![("postgres-entrypoint.sh", POSTGRES_ENTRYPOINT)],
             ),
         }
     }
@@ -124,7 +139,12 @@ pub fn content_hash(suite: &str, parent: &str, script: &str, files: &[(&str, &st
 }
 
 /// The images lab containers run from; saved together in one cache file.
-const RUN_IMAGES: [Image; 3] = [Image::Common, Image::Hypervisor, Image::Ldap];
+const RUN_IMAGES: [Image; 4] = [
+    Image::Common,
+    Image::Hypervisor,
+    Image::Ldap,
+    Image::Postgres,
+];
 
 /// Cache file for the current set of images (its name changes when any tag does).
 pub fn cache_file(cache_dir: &Path) -> PathBuf {
@@ -172,9 +192,14 @@ pub fn build(
     let started = Instant::now();
     for img in Image::ALL {
         let tag = img.tag();
-        // The base is only needed to build `common`; skip it when `common` is there.
+        // The base is only needed to build its children; skip it when they are all there.
         let needed = match img {
-            Image::Base => rebuild || RUN_IMAGES.iter().any(missing) && missing(&Image::Common),
+            Image::Base => {
+                rebuild
+                    || Image::ALL
+                        .iter()
+                        .any(|i| i.parent() == Some(Image::Base) && missing(i))
+            }
             _ => missing(&img),
         };
         if !needed || (!rebuild && docker.image_exists(&tag)) {

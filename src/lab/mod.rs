@@ -11,6 +11,7 @@
 //! [`inventory`] (files written for picaops), [`keys`], [`faults`] (WAN cut, host stop), and
 //! [`docker`] (the command wrapper).
 
+pub mod apps;
 pub mod docker;
 pub mod faults;
 pub mod images;
@@ -235,6 +236,7 @@ impl Lab {
             "lab: every host answers SSH, {} after `lab up` started",
             images::human_duration(started.elapsed())
         ));
+        apps::load_all(&self.docker, progress)?;
         self.status()
     }
 
