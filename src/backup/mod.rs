@@ -9,6 +9,7 @@
 //! an SSH connection: the workstation side (phase 2) calls the host side through the transport.
 
 pub mod config;
+pub mod deploy;
 pub mod dump;
 pub mod host;
 pub mod jobfile;

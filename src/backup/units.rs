@@ -38,7 +38,7 @@ impl Default for UnitOptions {
 }
 
 /// One unit file: its name (`picaops-backup-mattermost.service`) and content.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct UnitFile {
     pub name: String,
     pub content: String,

@@ -227,13 +227,24 @@ fn run(
     };
     // The access playbook's variables (a secret among them) only when a playbook uses them.
     let mut inventory = inventory;
-    if books.iter().any(|b| {
-        sources
-            .text(&b.path)
-            .is_some_and(|t| t.contains("picaops_access"))
-    }) {
-        if let Err(e) = picaops::access::vars::add_engine_vars(&mut inventory) {
-            return usage(format!("{e}; nothing was contacted"));
+    // Engine variables are computed (and their secrets read) only for playbooks that use them.
+    let uses = |name: &str| {
+        books
+            .iter()
+            .any(|b| sources.text(&b.path).is_some_and(|t| t.contains(name)))
+    };
+    let engines: [(
+        &str,
+        fn(&mut picaops::inventory::Inventory) -> Result<(), String>,
+    ); 2] = [
+        ("picaops_access", picaops::access::vars::add_engine_vars),
+        ("picaops_backup", picaops::backup::deploy::add_engine_vars),
+    ];
+    for (name, add) in engines {
+        if uses(name) {
+            if let Err(e) = add(&mut inventory) {
+                return usage(format!("{e}; nothing was contacted"));
+            }
         }
     }
     let job = Job {

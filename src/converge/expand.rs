@@ -649,6 +649,19 @@ fn collect_strings(v: &Value, out: &mut Vec<String>) {
 fn item_label(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
+        // A record names itself by its `name` or `path` (a unit, a file), not by its content.
+        Value::Object(m)
+            if ["name", "path"]
+                .iter()
+                .any(|k| m.get(*k).is_some_and(Value::is_string)) =>
+        {
+            let key = if m.get("name").is_some_and(Value::is_string) {
+                "name"
+            } else {
+                "path"
+            };
+            m[key].as_str().unwrap_or_default().to_string()
+        }
         other => {
             let s = other.to_string();
             if s.len() > 60 {

@@ -83,7 +83,36 @@ pub fn access_yml() -> String {
     s
 }
 
-/// The lab's secrets directory (0700, files 0600): the public lab passwords of its slapd.
+/// backups.yml: one job per site, each to the other site: Toulouse's over SFTP to an account on
+/// alice, Compiègne's to bob's append-only rest-server. Each backs up a directory and a
+/// PostgreSQL database from the container `lab-db` (the tests start it).
+pub fn backups_yml() -> String {
+    let mut s = String::from(HEADER);
+    s.push_str(
+        "# Lab only: the repository passwords are public (see ../secrets).\n\
+         backups:\n  \
+         bob-app:\n    host: bob\n    \
+         description: Toulouse's lab data (files and a PostgreSQL database) to Compiègne over SFTP\n    \
+         paths: [/srv/lab-app/files]\n    exclude: [\"*.tmp\"]\n    \
+         dumps:\n      - { kind: postgres, container: lab-db, database: app }\n    \
+         schedule: \"*-*-* 02:30\"\n    \
+         retention: { keep_daily: 7, keep_weekly: 4, keep_monthly: 6 }\n    \
+         repository: { kind: sftp, host: alice, path: /srv/restic/bob }\n    \
+         password: restic-bob\n    max_age: 26h\n  \
+         alice-app:\n    host: alice\n    \
+         description: Compiègne's lab data to Toulouse's append-only REST server\n    \
+         paths: [/srv/lab-app/files]\n    \
+         dumps:\n      - { kind: postgres, container: lab-db, database: app }\n    \
+         schedule: \"*-*-* 03:00\"\n    \
+         retention: { keep_daily: 7, keep_weekly: 4, keep_monthly: 6 }\n    \
+         repository: { kind: rest, host: bob, path: alice, append_only: true }\n    \
+         password: restic-alice\n    max_age: 26h\n",
+    );
+    s
+}
+
+/// The lab's secrets directory (0700, files 0600): the public lab passwords of its slapd and
+/// of its backup repositories.
 pub fn write_secrets(dir: &Path) -> Result<(), LabError> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::create_dir_all(dir).map_err(|e| LabError::io(dir, e))?;
@@ -92,6 +121,8 @@ pub fn write_secrets(dir: &Path) -> Result<(), LabError> {
     for (name, value) in [
         ("ldap-admin", "picaops-lab"),
         ("ldap-reader", "picaops-lab-reader"),
+        ("restic-bob", "picaops-lab-restic-bob"),
+        ("restic-alice", "picaops-lab-restic-alice"),
     ] {
         let path = dir.join(name);
         write_atomically(&path, &format!("{value}\n"))?;
