@@ -289,13 +289,14 @@ pub fn add_engine_vars(inv: &mut Inventory) -> Result<(), String> {
     let binary = host_binary()?;
     let mut values: BTreeMap<String, String> = BTreeMap::new();
     for job in inv.backups.values() {
-        let name = password_file_name(&job.password.value);
-        if !values.contains_key(&name) {
+        if let std::collections::btree_map::Entry::Vacant(slot) =
+            values.entry(password_file_name(&job.password.value))
+        {
             let secret = inv
                 .secrets
                 .get(&job.password.value)
                 .map_err(|e| format!("backup job `{}`: repository password: {e}", job.name))?;
-            values.insert(name, secret.expose().to_string());
+            slot.insert(secret.expose().to_string());
         }
     }
     let place = inv
