@@ -233,10 +233,8 @@ fn run(
             .iter()
             .any(|b| sources.text(&b.path).is_some_and(|t| t.contains(name)))
     };
-    let engines: [(
-        &str,
-        fn(&mut picaops::inventory::Inventory) -> Result<(), String>,
-    ); 2] = [
+    type AddVars = fn(&mut picaops::inventory::Inventory) -> Result<(), String>;
+    let engines: [(&str, AddVars); 2] = [
         ("picaops_access", picaops::access::vars::add_engine_vars),
         ("picaops_backup", picaops::backup::deploy::add_engine_vars),
     ];
