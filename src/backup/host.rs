@@ -66,12 +66,22 @@ impl HostJob {
         format!("picaops,job={},part={part}", self.job.job)
     }
 
-    /// `restic init`: creates the repository (the first time only).
-    pub fn init(&self) -> Result<(), String> {
+    /// `restic init` unless the repository exists: `Ok(true)` created, `Ok(false)` it was
+    /// there already (init is safe to run again).
+    pub fn init(&self) -> Result<bool, String> {
         let _lock = self.lock("init")?;
+        let probe = self
+            .restic
+            .run(&os(&["--no-lock", "cat", "config"]), |_| {})
+            .map_err(|e| e.to_string())?;
+        match probe.code {
+            Some(exit::OK) => return Ok(false),
+            Some(exit::NO_REPOSITORY) => {}
+            _ => self.restic.check(&probe).map_err(|e| e.to_string())?,
+        }
         self.restic
             .run_ok(&os(&["init"]), |_| {})
-            .map(|_| ())
+            .map(|_| true)
             .map_err(|e| e.to_string())
     }
 

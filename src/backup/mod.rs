@@ -15,6 +15,7 @@ pub mod host;
 pub mod jobfile;
 pub mod lock;
 pub mod manifest;
+pub mod remote;
 pub mod render;
 pub mod restic;
 pub mod schedule;

@@ -160,7 +160,35 @@ pub struct JobStatus {
     pub running_since: Option<f64>,
 }
 
+/// The later of two optional records, by a time each gives.
+fn later<T: Clone>(a: &Option<T>, b: &Option<T>, at: impl Fn(&T) -> f64) -> Option<T> {
+    match (a, b) {
+        (Some(x), Some(y)) if at(y) > at(x) => Some(y.clone()),
+        (Some(x), _) => Some(x.clone()),
+        (None, y) => y.clone(),
+    }
+}
+
 impl JobStatus {
+    /// Takes from `other` (the same job's status on its repository host: checks, drills,
+    /// retention and restores run there) every record newer than this one's. Backup runs stay
+    /// the data host's.
+    pub fn absorb(&mut self, other: &JobStatus) {
+        let t = |a: &Attempt| a.at;
+        self.last_check = later(&self.last_check, &other.last_check, t);
+        self.last_forget = later(&self.last_forget, &other.last_forget, t);
+        self.last_prune = later(&self.last_prune, &other.last_prune, t);
+        self.last_restore = later(&self.last_restore, &other.last_restore, t);
+        self.last_drill = later(&self.last_drill, &other.last_drill, |d| d.at);
+        let max = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(x), Some(y)) => Some(x.max(y)),
+            (x, y) => x.or(y),
+        };
+        self.last_check_success = max(self.last_check_success, other.last_check_success);
+        self.last_drill_success = max(self.last_drill_success, other.last_drill_success);
+        self.newest_data_time = max(self.newest_data_time, other.newest_data_time);
+    }
+
     /// The status file of `job`, or a fresh status when there is none yet.
     pub fn load(job: &JobFile) -> Result<JobStatus, String> {
         let path = job.status_path();

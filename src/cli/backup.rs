@@ -6,9 +6,9 @@
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
-use picaops::backup::render::{self, State};
+use picaops::backup::render;
 use picaops::backup::units::{self, UnitOptions};
-use picaops::backup::{time, HostJob, JobFile, JobStatus};
+use picaops::backup::{HostJob, JobFile, JobStatus};
 use picaops::output::{Format, Output, Style, EXIT_HOST_FAILED, EXIT_OK, EXIT_USAGE};
 
 use super::Global;
@@ -33,9 +33,15 @@ pub enum BackupCommand {
     Init(JobSelect),
     /// Run jobs now: progress, then files new/changed, bytes added and duration per job.
     Run(JobSelect),
-    /// Apply each job's retention (keep_daily, …). On an append-only repository this runs on
-    /// the repository's side, so a compromised data host cannot delete its own history.
-    Forget(JobSelect),
+    /// Apply each job's retention (keep_daily, …). It runs on the repository's side, as the
+    /// account owning the repository: a compromised data host cannot delete its own history.
+    Forget {
+        #[command(flatten)]
+        select: JobSelect,
+        /// Also free the space of the forgotten snapshots (prune) afterwards.
+        #[arg(long)]
+        prune: bool,
+    },
     /// Free the space of forgotten snapshots and of aborted runs.
     Prune(JobSelect),
     /// Verify the repositories' structure; `--read-data-subset 10%` also reads that share of
@@ -57,7 +63,8 @@ pub enum BackupCommand {
         from_json: Option<PathBuf>,
     },
     /// Restore a job's files (latest snapshot unless --snapshot) into PATH on a host (the data
-    /// host unless --host). Restoring never overwrites the live data unless you point PATH at it.
+    /// host unless --host), or one database dump into a file (--dump NAME --to FILE).
+    /// Restoring never overwrites the live data unless you point PATH at it.
     Restore {
         /// The job (a name under `backups:`).
         job: String,
@@ -67,9 +74,14 @@ pub enum BackupCommand {
         /// Directory to restore into (created if missing).
         #[arg(long, value_name = "PATH")]
         to: PathBuf,
-        /// Restore on this host instead of the data host (e.g. a machine at the other site).
+        /// Restore on this host instead of the data host: the repository's host, at the other
+        /// site (what is left when the data's site is lost).
         #[arg(long)]
         host: Option<String>,
+        /// Restore this database dump (its file name, as `picaops backup snapshots` shows it)
+        /// into the file given by --to, instead of the files.
+        #[arg(long, value_name = "NAME")]
+        dump: Option<String>,
     },
     /// Restore the latest snapshot at the other site into a scratch place and verify it; records
     /// the restore time and the age of the data.
@@ -175,37 +187,49 @@ pub struct HostArgs {
 }
 
 pub fn run(cmd: BackupCommand, global: &Global, out: &Output) -> i32 {
+    use super::backup_remote as remote;
     match cmd {
         BackupCommand::Status { select, status_dir } => {
             status(&select, status_dir.as_deref(), global, out)
         }
-        BackupCommand::Snapshots { select, from_json } => {
-            snapshots(&select, from_json.as_deref(), global, out)
-        }
+        BackupCommand::Snapshots {
+            from_json: Some(from),
+            ..
+        } => snapshots_from_json(&from, out),
+        BackupCommand::Snapshots { select, .. } => remote::snapshots(&select, global, out),
         BackupCommand::Units(select) => show_units(&select, global, out),
-        BackupCommand::Init(_)
-        | BackupCommand::Run(_)
-        | BackupCommand::Forget(_)
-        | BackupCommand::Prune(_)
-        | BackupCommand::Check { .. }
-        | BackupCommand::Restore { .. }
-        | BackupCommand::Drill(_) => not_yet_wired(out),
+        BackupCommand::Init(select) => remote::init(&select, global, out),
+        BackupCommand::Run(select) => remote::run(&select, global, out),
+        BackupCommand::Forget { select, prune } => remote::forget(&select, prune, global, out),
+        BackupCommand::Prune(select) => remote::prune(&select, global, out),
+        BackupCommand::Check {
+            select,
+            read_data_subset,
+        } => remote::check(&select, read_data_subset.as_deref(), global, out),
+        BackupCommand::Restore {
+            job,
+            snapshot,
+            to,
+            host,
+            dump,
+        } => remote::restore(
+            &remote::RestoreArgs {
+                job: &job,
+                snapshot: snapshot.as_deref(),
+                to: &to,
+                host: host.as_deref(),
+                dump: dump.as_deref(),
+            },
+            global,
+            out,
+        ),
+        BackupCommand::Drill(select) => remote::drill(&select, global, out),
         host => host_side(host, out),
     }
 }
 
-fn not_yet_wired(out: &Output) -> i32 {
-    eprintln!(
-        "{}: not yet wired: phase 2 (running this from the workstation over SSH). Today, on the host \
-         itself: `picaops backup host-run|host-check|host-forget|host-restore|host-drill --job-file \
-         /etc/picaops/backup/jobs/JOB.json` (see README, \"Backups\").",
-        out.paint(Style::Yellow, "picaops")
-    );
-    EXIT_USAGE
-}
-
 /// The inventory's jobs matching `select` (names checked: an unknown one is an error).
-fn select_jobs<'a>(
+pub(super) fn select_jobs<'a>(
     inv: &'a picaops::inventory::Inventory,
     select: &JobSelect,
     out: &Output,
@@ -241,20 +265,18 @@ fn select_jobs<'a>(
 }
 
 fn status(select: &JobSelect, dir: Option<&Path>, global: &Global, out: &Output) -> i32 {
+    let Some(dir) = dir else {
+        return match super::backup_remote::status(select, global, out) {
+            Ok(statuses) => super::backup_remote::show_status(&statuses, out),
+            Err(code) => code,
+        };
+    };
     let Some(inv) = super::inventory::load(global, out) else {
         return EXIT_USAGE;
     };
     let jobs = match select_jobs(&inv, select, out) {
         Ok(jobs) => jobs,
         Err(code) => return code,
-    };
-    let Some(dir) = dir else {
-        eprintln!(
-            "{}: fetching status over SSH is not yet wired (phase 2). Pass --status-dir DIR with the \
-             JOB.json files copied from the hosts' /var/lib/picaops/backup/status/.",
-            out.paint(Style::Yellow, "picaops")
-        );
-        return EXIT_USAGE;
     };
     let mut statuses = Vec::new();
     for job in jobs {
@@ -282,35 +304,10 @@ fn status(select: &JobSelect, dir: Option<&Path>, global: &Global, out: &Output)
         s.max_age_seconds = job.max_age;
         statuses.push(s);
     }
-    let rows = render::status_rows(&statuses, time::now());
-    let bad = rows.iter().any(|r| r.state != State::Ok);
-    match out.format {
-        Format::Json => {
-            let doc = serde_json::json!({ "ok": !bad, "jobs": rows });
-            println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
-        }
-        Format::Human => {
-            let paint = |state: State, text: &str| match state {
-                State::Ok => out.paint(Style::Green, text),
-                State::Late => out.paint(Style::Yellow, text),
-                State::Failing => out.paint(Style::Red, text),
-            };
-            print!("{}", render::render_status(&rows, &paint));
-        }
-    }
-    if bad {
-        EXIT_HOST_FAILED
-    } else {
-        EXIT_OK
-    }
+    super::backup_remote::show_status(&statuses, out)
 }
 
-fn snapshots(select: &JobSelect, from: Option<&Path>, global: &Global, out: &Output) -> i32 {
-    let Some(from) = from else {
-        let _ = select;
-        let _ = global;
-        return not_yet_wired(out);
-    };
+fn snapshots_from_json(from: &Path, out: &Output) -> i32 {
     let text = match std::fs::read_to_string(from) {
         Ok(t) => t,
         Err(e) => {
@@ -490,7 +487,23 @@ fn host_side(cmd: BackupCommand, out: &Output) -> i32 {
                 return EXIT_USAGE;
             };
             let result = job.init();
-            report(&job, "init", result, |_| job.restic.url(), out)
+            report(
+                &job,
+                "init",
+                result,
+                |created| {
+                    format!(
+                        "{} {}",
+                        job.restic.url(),
+                        if *created {
+                            "created"
+                        } else {
+                            "already exists"
+                        }
+                    )
+                },
+                out,
+            )
         }
         BackupCommand::HostForget { job_files, prune } => {
             let mut code = EXIT_OK;

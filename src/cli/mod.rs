@@ -2,6 +2,7 @@
 
 pub mod access;
 pub mod backup;
+pub mod backup_remote;
 pub mod converge;
 pub mod inventory;
 pub mod lab;
