@@ -5,10 +5,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{json, text, Lab};
+use common::{json, ok, root, ssh, text};
 
 struct Person {
     login: String,
@@ -40,47 +40,6 @@ fn person(dir: &Path, login: &str) -> Person {
     }
 }
 
-const ADDR: &[(&str, &str)] = &[
-    ("bob", "172.30.1.11"),
-    ("alice", "172.30.2.11"),
-    ("caribou", "172.30.2.12"),
-];
-
-fn addr(host: &str) -> &'static str {
-    ADDR.iter()
-        .find(|(h, _)| *h == host)
-        .map(|(_, a)| *a)
-        .expect("lab host")
-}
-
-/// `ssh -i KEY LOGIN@HOST CMD`: a real, non-interactive login with the lab's host keys unpinned.
-fn ssh(key: &Path, login: &str, host: &str, cmd: &str) -> Output {
-    Command::new("ssh")
-        .arg("-i")
-        .arg(key)
-        .args([
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "IdentitiesOnly=yes",
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "LogLevel=ERROR",
-            "-o",
-            "ConnectTimeout=10",
-            "-o",
-            "KexAlgorithms=curve25519-sha256",
-        ])
-        .arg(format!("{login}@{}", addr(host)))
-        .arg(cmd)
-        .output()
-        .expect("ssh runs")
-}
-
-/// A real login as `login` with `key`: true when `true` ran on the host.
 fn login_as(key: &Path, login: &str, host: &str) -> (bool, Duration) {
     let started = Instant::now();
     let out = ssh(key, login, host, "true");
@@ -89,20 +48,6 @@ fn login_as(key: &Path, login: &str, host: &str) -> (bool, Duration) {
 
 fn can(p: &Person, host: &str) -> bool {
     login_as(&p.key, &p.login, host).0
-}
-
-/// A command as root on a lab host (through the lab's admin key).
-fn root(lab: &Lab, host: &str, cmd: &str) -> Output {
-    ssh(&lab.dir.join("id_ed25519"), "root", host, cmd)
-}
-
-fn ok(out: &Output, what: &str) {
-    assert!(
-        out.status.success(),
-        "{what}:\n{}\n{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
 }
 
 fn slapd(action: &str) {

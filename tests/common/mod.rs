@@ -104,3 +104,54 @@ pub fn host<'a>(doc: &'a serde_json::Value, name: &str) -> &'a serde_json::Value
         .find(|h| h["name"] == name)
         .unwrap_or_else(|| panic!("{name} missing from {doc}"))
 }
+
+/// A lab host's address.
+pub fn address(host: &str) -> &'static str {
+    picaops::lab::topology::HOSTS
+        .iter()
+        .find(|h| h.name == host)
+        .map(|h| h.address)
+        .unwrap_or_else(|| panic!("{host} is not a lab host"))
+}
+
+/// `ssh -i KEY LOGIN@HOST CMD`: a real, non-interactive login with the lab's host keys unpinned.
+pub fn ssh(key: &Path, login: &str, host: &str, cmd: &str) -> Output {
+    Command::new("ssh")
+        .arg("-i")
+        .arg(key)
+        .args([
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "LogLevel=ERROR",
+            "-o",
+            "ConnectTimeout=10",
+            "-o",
+            "KexAlgorithms=curve25519-sha256",
+        ])
+        .arg(format!("{login}@{}", address(host)))
+        .arg(cmd)
+        .output()
+        .expect("ssh runs")
+}
+
+/// A command as root on a lab host (through the lab's admin key).
+pub fn root(lab: &Lab, host: &str, cmd: &str) -> Output {
+    ssh(&lab.dir.join("id_ed25519"), "root", host, cmd)
+}
+
+/// Asserts a command succeeded, showing its output when it did not.
+pub fn ok(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what}:\n{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}

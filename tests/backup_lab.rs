@@ -1,0 +1,397 @@
+//! Backups on the lab: real restic 0.18 (trixie) on the hosts, Toulouse (bob) to an SFTP account on
+//! alice, Compiègne (alice) to bob's append-only rest-server, a real PostgreSQL container on each
+//! data host, the WAN router cut or slowed mid-backup, `kill -9`, a corrupted pack file and a
+//! systemd timer that fires. Every step goes through `picaops apply` and `picaops backup …`.
+
+mod common;
+
+use std::process::{Child, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{json, ok, root, text, Lab};
+use serde_json::Value;
+
+const DATA: &str = "/srv/lab-app/files";
+const FILES: usize = 1000;
+const FILE_KIB: usize = 100;
+
+/// `picaops backup ARGS… --output json` on the lab, asserting success.
+fn backup(lab: &Lab, args: &[&str]) -> Value {
+    let out = backup_raw(lab, args);
+    ok(&out, &format!("picaops backup {}", args.join(" ")));
+    json(&out)
+}
+
+fn backup_raw(lab: &Lab, args: &[&str]) -> Output {
+    let mut all = vec!["--output", "json", "backup"];
+    all.extend_from_slice(args);
+    lab.picaops(&all)
+}
+
+fn sh(lab: &Lab, host: &str, cmd: &str) -> String {
+    let out = root(lab, host, cmd);
+    ok(&out, &format!("on {host}: {cmd}"));
+    text(&out.stdout)
+}
+
+/// The lab's data on both data hosts: FILES random files and a running PostgreSQL with a table
+/// (made once; later tests reuse them). Then apply installs the jobs and init the repositories.
+fn prepare(lab: &Lab) {
+    for host in ["bob", "alice"] {
+        sh(
+            lab,
+            host,
+            &format!(
+                "set -e; mkdir -p {DATA}; cd {DATA}; \
+                 if [ ! -f f{FILES} ]; then for i in $(seq 1 {FILES}); do head -c {} /dev/urandom > f$i; done; fi; \
+                 if [ \"$(docker inspect -f '{{{{.State.Running}}}}' lab-db 2>/dev/null)\" != true ]; then \
+                   docker rm -f lab-db >/dev/null 2>&1 || true; \
+                   docker run -d --name lab-db -e POSTGRES_DB=app picaops-lab/postgres:17 >/dev/null; fi; \
+                 for i in $(seq 1 60); do docker exec lab-db pg_isready -q -U postgres -h 127.0.0.1 && break; sleep 0.5; done; \
+                 docker exec lab-db psql -q -U postgres -d app -c 'CREATE TABLE IF NOT EXISTS notes (id serial, body text)'",
+                FILE_KIB * 1024
+            ),
+        );
+    }
+    let out = lab.picaops(&["apply", "--tags", "backup", "playbooks/site.yml"]);
+    ok(&out, "apply --tags backup");
+    backup(lab, &["init"]);
+}
+
+fn job<'a>(doc: &'a Value, name: &str) -> &'a Value {
+    doc["jobs"]
+        .as_array()
+        .expect("jobs")
+        .iter()
+        .find(|j| j["job"] == name)
+        .unwrap_or_else(|| panic!("{name} missing from {doc}"))
+}
+
+fn snapshot_count(lab: &Lab, name: &str) -> usize {
+    let doc = backup(lab, &["snapshots", "--job", name]);
+    job(&doc, name)["snapshots"]
+        .as_array()
+        .expect("snapshots")
+        .len()
+}
+
+#[test]
+fn cross_site_backups_are_incremental_restorable_drilled_and_append_only() {
+    let Some(lab) = common::lab("backup_lab") else {
+        return;
+    };
+    prepare(&lab);
+    backup(&lab, &["run"]);
+
+    // 1% of the files change, and the database gets a row only the next snapshot has.
+    for host in ["bob", "alice"] {
+        sh(
+            &lab,
+            host,
+            &format!(
+                "cd {DATA} && for i in $(seq 1 {}); do head -c {} /dev/urandom > f$i; done && \
+                 docker exec lab-db psql -q -U postgres -d app -c \"INSERT INTO notes (body) VALUES ('marker-{host}-$$')\"",
+                FILES / 100,
+                FILE_KIB * 1024
+            ),
+        );
+    }
+    let doc = backup(&lab, &["run"]);
+    let total = (FILES * FILE_KIB * 1024) as f64;
+    for name in ["bob-app", "alice-app"] {
+        let r = &job(&doc, name)["result"];
+        // The 10 files, plus the manifest shards holding their new hashes.
+        assert_eq!(r["manifest_hashed"], 10, "{name}: {r}");
+        let changed = r["files_changed"].as_u64().unwrap_or(0);
+        assert!((10..=30).contains(&changed), "{name}: {r}");
+        let added = r["bytes_added"].as_f64().expect("bytes_added");
+        assert!(
+            added > 0.005 * total && added < 0.03 * total,
+            "{name}: changing 1% of the files added {added} bytes of {total}: {r}"
+        );
+    }
+
+    // At the other site, with the data's site gone: the dump restored there has the new row.
+    let out = backup_raw(
+        &lab,
+        &[
+            "restore",
+            "bob-app",
+            "--host",
+            "alice",
+            "--dump",
+            "postgres-lab-db-app.sql",
+            "--to",
+            "/tmp/bob-app.sql",
+        ],
+    );
+    ok(&out, "restore the dump at the other site");
+    let marker = sh(
+        &lab,
+        "bob",
+        "docker exec lab-db psql -tA -U postgres -d app -c 'SELECT max(body) FROM notes'",
+    );
+    let restored = sh(&lab, "alice", "cat /tmp/bob-app.sql");
+    assert!(
+        restored.contains(marker.trim()),
+        "the restored dump lacks {marker}"
+    );
+
+    // Drills at the other site: every file against the manifest, the dump loaded into a
+    // throwaway PostgreSQL.
+    let doc = backup(&lab, &["drill"]);
+    for name in ["bob-app", "alice-app"] {
+        let d = &job(&doc, name)["result"][0];
+        assert_eq!(d["ok"], true, "{d}");
+        assert_eq!(d["files"]["verified"].as_u64(), Some(FILES as u64), "{d}");
+        assert_eq!(d["dumps"][0]["ok"], true, "{d}");
+    }
+
+    // A corrupted pack file: check (reading the data) and the drill both fail loudly; with the
+    // pack put back, check is clean again.
+    let pack = sh(&lab, "alice", "ls -S /srv/restic/bob/data/*/* | head -1");
+    let pack = pack.trim();
+    sh(
+        &lab,
+        "alice",
+        // Mid-pack: the first blobs may be old versions of the files just changed, which the
+        // latest snapshot no longer needs.
+        &format!("cp -p {pack} /root/pack.bak && printf 'picaops-corruption' | \
+                  dd of={pack} bs=1 seek=$(( $(stat -c %s {pack}) / 2 )) conv=notrunc status=none"),
+    );
+    let check = backup_raw(
+        &lab,
+        &["check", "--job", "bob-app", "--read-data-subset", "100%"],
+    );
+    let drill = backup_raw(&lab, &["drill", "--job", "bob-app"]);
+    sh(
+        &lab,
+        "alice",
+        &format!("cp -p /root/pack.bak {pack} && rm /root/pack.bak"),
+    );
+    assert_eq!(
+        check.status.code(),
+        Some(1),
+        "check: {}",
+        text(&check.stdout)
+    );
+    let c = json(&check);
+    assert_eq!(job(&c, "bob-app")["ok"], false);
+    assert!(!job(&c, "bob-app")["message"]
+        .as_str()
+        .unwrap_or("")
+        .is_empty());
+    assert_eq!(
+        drill.status.code(),
+        Some(1),
+        "drill: {}",
+        text(&drill.stdout)
+    );
+    assert_eq!(job(&json(&drill), "bob-app")["ok"], false);
+    backup(
+        &lab,
+        &["check", "--job", "bob-app", "--read-data-subset", "100%"],
+    );
+
+    // Append-only: from its data host, alice-app's snapshots cannot be forgotten or deleted…
+    let before = snapshot_count(&lab, "alice-app");
+    assert!(before >= 4, "two runs, files and dump each: {before}");
+    let refused = root(
+        &lab,
+        "alice",
+        "restic -r rest:http://172.30.1.11:8000/alice --password-file /etc/picaops/backup/secrets/restic-alice \
+         forget --keep-last 1 2>&1",
+    );
+    // restic reports the refusals (it still exits 0): the proof is that nothing went.
+    let said = text(&refused.stdout);
+    assert!(said.contains("403 Forbidden"), "{said}");
+    let id = sh(&lab, "bob", "ls /srv/restic-rest/alice/snapshots | head -1");
+    let delete = sh(
+        &lab,
+        "alice",
+        &format!(
+            "curl -s -o /dev/null -w '%{{http_code}}' -X DELETE http://172.30.1.11:8000/alice/snapshots/{}",
+            id.trim()
+        ),
+    );
+    assert_eq!(delete, "403", "deleting a snapshot file over REST");
+    assert_eq!(snapshot_count(&lab, "alice-app"), before);
+    // …while retention from the repository's side works (keep_daily keeps one per day).
+    let doc = backup(&lab, &["forget", "--job", "alice-app", "--prune"]);
+    let forgot: usize = job(&doc, "alice-app")["result"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .filter_map(Value::as_array)
+        .flatten()
+        .map(|g| g["remove"].as_array().map_or(0, Vec::len))
+        .sum();
+    assert!(forgot >= 2, "{doc}");
+    assert_eq!(snapshot_count(&lab, "alice-app"), before - forgot);
+    backup(&lab, &["check", "--job", "alice-app"]);
+
+    // Status merges both sides: the run, the check and the drill are all there.
+    let doc = backup(&lab, &["status"]);
+    for name in ["bob-app", "alice-app"] {
+        let j = job(&doc, name);
+        assert_eq!(j["state"], "ok", "{j}");
+    }
+}
+
+/// Starts `picaops backup run --job bob-app` in the background.
+fn start_run(lab: &Lab) -> Child {
+    common::picaops()
+        .arg("-i")
+        .arg(&lab.inventory)
+        .args(["--output", "json", "backup", "run", "--job", "bob-app"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("picaops starts")
+}
+
+fn wan(lab: &Lab, args: &[&str]) {
+    let mut all = vec!["lab", "wan"];
+    all.extend_from_slice(args);
+    ok(&lab.picaops(&all), "lab wan");
+}
+
+/// Waits until restic is uploading for bob-app on bob.
+fn wait_for_restic(lab: &Lab) {
+    let start = Instant::now();
+    while !root(lab, "bob", "pgrep -f 'restic.*backup' >/dev/null")
+        .status
+        .success()
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "restic never started"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+}
+
+fn assert_recovers(lab: &Lab) {
+    let doc = backup(lab, &["run", "--job", "bob-app"]);
+    assert_eq!(job(&doc, "bob-app")["ok"], true, "{doc}");
+    backup(lab, &["check", "--job", "bob-app"]);
+    let locks = sh(lab, "alice", "ls /srv/restic/bob/locks | wc -l");
+    assert_eq!(locks.trim(), "0", "a restic lock is left in the repository");
+}
+
+#[test]
+fn a_cut_link_or_a_kill_9_fails_the_run_in_bounded_time_and_the_next_run_recovers() {
+    let Some(lab) = common::lab("backup_lab faults") else {
+        return;
+    };
+    prepare(&lab);
+    // New data the link is too slow to send quickly: the run is mid-upload when the fault hits.
+    let fresh = |lab: &Lab, tag: &str| {
+        sh(
+            lab,
+            "bob",
+            &format!("mkdir -p {DATA}/{tag} && head -c 64M /dev/urandom > {DATA}/{tag}/big"),
+        )
+    };
+
+    fresh(&lab, "cut");
+    wan(&lab, &["limit", "16mbit"]);
+    let child = start_run(&lab);
+    wait_for_restic(&lab);
+    wan(&lab, &["cut"]);
+    let cut_at = Instant::now();
+    let out = child.wait_with_output().expect("picaops ends");
+    let took = cut_at.elapsed();
+    wan(&lab, &["restore"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(
+        took < Duration::from_secs(60),
+        "the cut run took {took:?} to fail"
+    );
+    let doc = json(&out);
+    let message = job(&doc, "bob-app")["message"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(!message.is_empty(), "{doc}");
+    eprintln!("WAN cut: the run failed {took:?} after the cut: {message}");
+    assert_recovers(&lab);
+
+    fresh(&lab, "kill");
+    wan(&lab, &["limit", "16mbit"]);
+    let child = start_run(&lab);
+    wait_for_restic(&lab);
+    sh(
+        &lab,
+        "bob",
+        "systemctl kill --signal=KILL picaops-backup-bob-app.service",
+    );
+    let out = child.wait_with_output().expect("picaops ends");
+    wan(&lab, &["restore"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert_recovers(&lab);
+    sh(&lab, "bob", &format!("rm -rf {DATA}/cut {DATA}/kill"));
+}
+
+#[test]
+fn a_generated_timer_fires_a_backup_on_its_host() {
+    let Some(lab) = common::lab("backup_lab timer") else {
+        return;
+    };
+    prepare(&lab);
+    // A copy of the lab inventory beside it (its relative paths still resolve) whose bob-app
+    // job runs every 15 seconds.
+    let copy = lab.dir.join("inventory-timer");
+    let _ = std::fs::remove_dir_all(&copy);
+    std::fs::create_dir_all(&copy).unwrap();
+    for entry in std::fs::read_dir(&lab.inventory).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), copy.join(entry.file_name())).unwrap();
+    }
+    let backups = std::fs::read_to_string(copy.join("backups.yml")).unwrap();
+    let fast = backups.replacen(
+        "schedule: \"*-*-* 02:30\"",
+        "schedule: \"*-*-* *:*:00/15\"\n    randomized_delay: 0s",
+        1,
+    );
+    assert_ne!(backups, fast);
+    std::fs::write(copy.join("backups.yml"), fast).unwrap();
+
+    let t0: f64 = sh(&lab, "bob", "date +%s").trim().parse().unwrap();
+    let applied = common::picaops_on(&copy, &["apply", "--tags", "backup", "playbooks/site.yml"]);
+    ok(&applied, "apply with the 15-second schedule");
+    // systemd's default timer accuracy is one minute: allow two.
+    let start = Instant::now();
+    let status = loop {
+        let text = sh(
+            &lab,
+            "bob",
+            "cat /var/lib/picaops/backup/status/bob-app.json 2>/dev/null || echo null",
+        );
+        let status: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        let at = status["last_run"]["at"].as_f64().unwrap_or(0.0);
+        if at > t0 && status.get("running_since").is_none_or(Value::is_null) {
+            break Some(status);
+        }
+        if start.elapsed() > Duration::from_secs(150) {
+            break None;
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    };
+    // Back to the real schedule whatever happened.
+    ok(
+        &lab.picaops(&["apply", "--tags", "backup", "playbooks/site.yml"]),
+        "apply",
+    );
+    let journal = sh(
+        &lab,
+        "bob",
+        "journalctl -u picaops-backup-bob-app.service --no-pager -o cat | tail -20",
+    );
+    let status =
+        status.unwrap_or_else(|| panic!("the timer ran no backup within 150 s:\n{journal}"));
+    assert_eq!(status["last_run"]["ok"], true, "{status}\n{journal}");
+    let timer = sh(&lab, "bob", "systemctl cat picaops-backup-bob-app.timer");
+    assert!(timer.contains("OnCalendar=*-*-* 02:30"), "{timer}");
+}
