@@ -156,8 +156,10 @@ fn cross_site_backups_are_incremental_restorable_drilled_and_append_only() {
         "alice",
         // Mid-pack: the first blobs may be old versions of the files just changed, which the
         // latest snapshot no longer needs.
-        &format!("cp -p {pack} /root/pack.bak && printf 'picaops-corruption' | \
-                  dd of={pack} bs=1 seek=$(( $(stat -c %s {pack}) / 2 )) conv=notrunc status=none"),
+        &format!(
+            "cp -p {pack} /root/pack.bak && printf 'picaops-corruption' | \
+                  dd of={pack} bs=1 seek=$(( $(stat -c %s {pack}) / 2 )) conv=notrunc status=none"
+        ),
     );
     let check = backup_raw(
         &lab,
@@ -238,12 +240,33 @@ fn cross_site_backups_are_incremental_restorable_drilled_and_append_only() {
     }
 }
 
-/// Starts `picaops backup run --job bob-app` in the background.
-fn start_run(lab: &Lab) -> Child {
+/// One job's places: its data host, and its repository's locks directory on the other site.
+struct Side {
+    job: &'static str,
+    data: &'static str,
+    repo: &'static str,
+    locks: &'static str,
+}
+
+const SFTP: Side = Side {
+    job: "bob-app",
+    data: "bob",
+    repo: "alice",
+    locks: "/srv/restic/bob/locks",
+};
+const REST: Side = Side {
+    job: "alice-app",
+    data: "alice",
+    repo: "bob",
+    locks: "/srv/restic-rest/alice/locks",
+};
+
+/// Starts `picaops backup run --job JOB` in the background.
+fn start_run(lab: &Lab, side: &Side) -> Child {
     common::picaops()
         .arg("-i")
         .arg(&lab.inventory)
-        .args(["--output", "json", "backup", "run", "--job", "bob-app"])
+        .args(["--output", "json", "backup", "run", "--job", side.job])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -256,10 +279,17 @@ fn wan(lab: &Lab, args: &[&str]) {
     ok(&lab.picaops(&all), "lab wan");
 }
 
-/// Waits until restic is uploading for bob-app on bob.
-fn wait_for_restic(lab: &Lab) {
+/// New data the slowed link cannot send quickly, then a run started and mid-upload.
+fn start_slow_run(lab: &Lab, side: &Side, tag: &str) -> Child {
+    sh(
+        lab,
+        side.data,
+        &format!("mkdir -p {DATA}/{tag} && head -c 64M /dev/urandom > {DATA}/{tag}/big"),
+    );
+    wan(lab, &["limit", "16mbit"]);
+    let child = start_run(lab, side);
     let start = Instant::now();
-    while !root(lab, "bob", "pgrep -f 'restic.*backup' >/dev/null")
+    while !root(lab, side.data, "pgrep -f 'restic.*backup' >/dev/null")
         .status
         .success()
     {
@@ -270,14 +300,17 @@ fn wait_for_restic(lab: &Lab) {
         std::thread::sleep(Duration::from_millis(300));
     }
     std::thread::sleep(Duration::from_secs(3));
+    child
 }
 
-fn assert_recovers(lab: &Lab) {
-    let doc = backup(lab, &["run", "--job", "bob-app"]);
-    assert_eq!(job(&doc, "bob-app")["ok"], true, "{doc}");
-    backup(lab, &["check", "--job", "bob-app"]);
-    let locks = sh(lab, "alice", "ls /srv/restic/bob/locks | wc -l");
-    assert_eq!(locks.trim(), "0", "a restic lock is left in the repository");
+/// After a failed run: the next one succeeds, check is clean, no restic lock is left.
+fn assert_recovers(lab: &Lab, side: &Side, tag: &str) {
+    let doc = backup(lab, &["run", "--job", side.job]);
+    assert_eq!(job(&doc, side.job)["ok"], true, "{doc}");
+    backup(lab, &["check", "--job", side.job]);
+    let locks = sh(lab, side.repo, &format!("ls {} | wc -l", side.locks));
+    assert_eq!(locks.trim(), "0", "{}: a restic lock is left", side.job);
+    sh(lab, side.data, &format!("rm -rf {DATA}/{tag}"));
 }
 
 #[test]
@@ -286,42 +319,35 @@ fn a_cut_link_or_a_kill_9_fails_the_run_in_bounded_time_and_the_next_run_recover
         return;
     };
     prepare(&lab);
-    // New data the link is too slow to send quickly: the run is mid-upload when the fault hits.
-    let fresh = |lab: &Lab, tag: &str| {
-        sh(
-            lab,
-            "bob",
-            &format!("mkdir -p {DATA}/{tag} && head -c 64M /dev/urandom > {DATA}/{tag}/big"),
-        )
-    };
+    // The WAN cut, over SFTP (SSH keepalives) and over REST (picaops' link watchdog).
+    for side in [&SFTP, &REST] {
+        let child = start_slow_run(&lab, side, "cut");
+        wan(&lab, &["cut"]);
+        let cut_at = Instant::now();
+        let out = child.wait_with_output().expect("picaops ends");
+        let took = cut_at.elapsed();
+        wan(&lab, &["restore"]);
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+        assert!(
+            took < Duration::from_secs(60),
+            "{}: the cut run took {took:?} to fail",
+            side.job
+        );
+        let doc = json(&out);
+        let message = job(&doc, side.job)["message"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        assert!(!message.is_empty(), "{doc}");
+        eprintln!(
+            "WAN cut, {}: the run failed {took:?} after the cut: {message}",
+            side.job
+        );
+        assert_recovers(&lab, side, "cut");
+    }
 
-    fresh(&lab, "cut");
-    wan(&lab, &["limit", "16mbit"]);
-    let child = start_run(&lab);
-    wait_for_restic(&lab);
-    wan(&lab, &["cut"]);
-    let cut_at = Instant::now();
-    let out = child.wait_with_output().expect("picaops ends");
-    let took = cut_at.elapsed();
-    wan(&lab, &["restore"]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
-    assert!(
-        took < Duration::from_secs(60),
-        "the cut run took {took:?} to fail"
-    );
-    let doc = json(&out);
-    let message = job(&doc, "bob-app")["message"]
-        .as_str()
-        .unwrap_or("")
-        .to_string();
-    assert!(!message.is_empty(), "{doc}");
-    eprintln!("WAN cut: the run failed {took:?} after the cut: {message}");
-    assert_recovers(&lab);
-
-    fresh(&lab, "kill");
-    wan(&lab, &["limit", "16mbit"]);
-    let child = start_run(&lab);
-    wait_for_restic(&lab);
+    // kill -9 of the whole job (picaops and restic) mid-upload.
+    let child = start_slow_run(&lab, &SFTP, "kill");
     sh(
         &lab,
         "bob",
@@ -330,8 +356,7 @@ fn a_cut_link_or_a_kill_9_fails_the_run_in_bounded_time_and_the_next_run_recover
     let out = child.wait_with_output().expect("picaops ends");
     wan(&lab, &["restore"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
-    assert_recovers(&lab);
-    sh(&lab, "bob", &format!("rm -rf {DATA}/cut {DATA}/kill"));
+    assert_recovers(&lab, &SFTP, "kill");
 }
 
 #[test]

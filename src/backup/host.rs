@@ -186,7 +186,15 @@ impl HostJob {
                 Err(e) => errors.push(format!("files: {e}")),
             }
         }
+        let unreachable = errors.iter().any(|e| e.contains(restic::LINK_DOWN));
         for dump in &self.job.dumps {
+            if unreachable {
+                errors.push(format!(
+                    "dump {}: not tried, the repository is unreachable",
+                    dump.file_name()
+                ));
+                continue;
+            }
             match self.backup_dump(dump, say) {
                 Ok(summary) => {
                     result.bytes_added += summary.data_added;

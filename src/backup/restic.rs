@@ -78,6 +78,30 @@ impl ResticError {
     }
 }
 
+/// How often the link watchdog probes a REST server, its connect timeout, and how many probes
+/// in a row must fail before restic is stopped (about 30 s of a dead link).
+const PROBE_EVERY: Duration = Duration::from_secs(5);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+const PROBE_FAILURES: u32 = 3;
+
+/// Ends the watchdog's message: a part failing with it means the repository is unreachable,
+/// so the job does not try its other parts.
+pub const LINK_DOWN: &str = "is the link between the sites down?";
+
+/// The running link watchdog of one restic process.
+struct Watchdog {
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Option<String>>,
+}
+
+impl Watchdog {
+    /// Stops watching; `Some(why)` when the watchdog stopped restic.
+    fn stop(self) -> Option<String> {
+        self.done.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().ok().flatten()
+    }
+}
+
 /// What a finished restic process left: exit code, stdout lines, stderr, wall time.
 #[derive(Debug, Clone)]
 pub struct Finished {
@@ -224,6 +248,7 @@ impl Restic {
             let _ = stderr.read_to_end(&mut buf);
             String::from_utf8_lossy(&buf).into_owned()
         });
+        let watchdog = self.link_watchdog(child.id());
         let mut lines = Vec::new();
         if let Some(out) = child.stdout.take() {
             for line in BufReader::new(out).lines() {
@@ -232,10 +257,23 @@ impl Restic {
                 lines.push(line);
             }
         }
+        // Before reaping: the watchdog may signal restic's pid only while it is ours.
+        let stopped = watchdog.and_then(Watchdog::stop);
         let status = child
             .wait()
             .map_err(|e| ResticError::Spawn(e.to_string()))?;
-        let stderr = err_thread.join().unwrap_or_default();
+        let mut stderr = err_thread.join().unwrap_or_default();
+        if let Some(why) = stopped {
+            let line = serde_json::json!({"message_type": "exit_error", "code": 1, "message": why});
+            stderr.push_str(&format!("\n{line}\n"));
+            return Ok(Finished {
+                code: Some(exit::FATAL),
+                signal: None,
+                stdout: lines,
+                stderr,
+                elapsed: start.elapsed(),
+            });
+        }
         use std::os::unix::process::ExitStatusExt;
         Ok(Finished {
             code: status.code(),
@@ -255,6 +293,57 @@ impl Restic {
         let f = self.run(args, on_line)?;
         self.check(&f)?;
         Ok(f)
+    }
+
+    /// For a REST repository, a thread that checks every [`PROBE_EVERY`] that the server still
+    /// accepts TCP connections and stops restic (SIGTERM, then SIGKILL) after
+    /// [`PROBE_FAILURES`] failures in a row. HTTP has nothing like SSH's keepalives: without
+    /// this, an upload over a cut link hangs for as long as the kernel retransmits (15 min and
+    /// more). A slow link is not a dead one: probes then succeed and restic goes on.
+    fn link_watchdog(&self, pid: u32) -> Option<Watchdog> {
+        let RepositoryAccess::Rest { host, port, .. } = &self.access else {
+            return None;
+        };
+        let target = format!("{host}:{port}");
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = done.clone();
+        let thread = std::thread::spawn(move || {
+            use std::sync::atomic::Ordering;
+            let mut failures = 0;
+            let mut next = Instant::now();
+            while !flag.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(200));
+                if Instant::now() < next {
+                    continue;
+                }
+                next = Instant::now() + PROBE_EVERY;
+                let reached = std::net::ToSocketAddrs::to_socket_addrs(target.as_str())
+                    .ok()
+                    .and_then(|mut a| a.next())
+                    .is_some_and(|a| {
+                        std::net::TcpStream::connect_timeout(&a, PROBE_TIMEOUT).is_ok()
+                    });
+                failures = if reached { 0 } else { failures + 1 };
+                if failures >= PROBE_FAILURES && !flag.load(Ordering::Relaxed) {
+                    let pid = pid as libc::pid_t;
+                    // SAFETY: kill() on restic's pid, which is still our unreaped child (the
+                    // reader waits for it only after this thread is told to stop).
+                    unsafe { libc::kill(pid, libc::SIGTERM) };
+                    std::thread::sleep(Duration::from_secs(5));
+                    if !flag.load(Ordering::Relaxed) {
+                        // SAFETY: as above.
+                        unsafe { libc::kill(pid, libc::SIGKILL) };
+                    }
+                    return Some(format!(
+                        "stopped restic: the repository server {target} did not accept a connection \
+                         {PROBE_FAILURES} times in a row ({} s); {LINK_DOWN}",
+                        (PROBE_EVERY + PROBE_TIMEOUT).as_secs() * u64::from(PROBE_FAILURES)
+                    ));
+                }
+            }
+            None
+        });
+        Some(Watchdog { done, thread })
     }
 
     pub fn spawn_error(&self, e: std::io::Error) -> ResticError {

@@ -149,6 +149,24 @@ pub fn key_without_comment(public_key_line: &str) -> String {
         .join(" ")
 }
 
+/// Removes the lab-written YAML files of `dir` not in `current` (left by another picaops
+/// version's `lab up`), so the lab inventory is exactly what this version writes. Files
+/// without the lab's header are someone's own and stay.
+pub fn remove_stale(dir: &Path, current: &[&str]) -> Result<(), LabError> {
+    let entries = std::fs::read_dir(dir).map_err(|e| LabError::io(dir, e))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.ends_with(".yml") || current.contains(&name.as_str()) {
+            continue;
+        }
+        let path = entry.path();
+        if std::fs::read_to_string(&path).is_ok_and(|t| t.starts_with(HEADER)) {
+            std::fs::remove_file(&path).map_err(|e| LabError::io(&path, e))?;
+        }
+    }
+    Ok(())
+}
+
 /// Writes `text` to `path` through a temporary file in the same directory and a rename.
 pub fn write_atomically(path: &Path, text: &str) -> Result<(), LabError> {
     let dir = path.parent().unwrap_or(Path::new("."));

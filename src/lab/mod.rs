@@ -421,6 +421,16 @@ impl Lab {
         inventory::write_atomically(&inv.join("groups.yml"), &inventory::groups_yml())?;
         inventory::write_atomically(&inv.join("access.yml"), &inventory::access_yml())?;
         inventory::write_atomically(&inv.join("backups.yml"), &inventory::backups_yml())?;
+        inventory::remove_stale(
+            &inv,
+            &[
+                "sites.yml",
+                "hosts.yml",
+                "groups.yml",
+                "access.yml",
+                "backups.yml",
+            ],
+        )?;
         inventory::write_secrets(&self.dir.join("secrets"))?;
         inventory::write_atomically(&self.known_hosts_file(), &inventory::known_hosts(&key))
     }
