@@ -88,6 +88,9 @@ fn each_side_gets_its_job_files_units_and_keys() {
     let (root_copy, owner) = job_file(bob, "/etc/picaops/backup/jobs/cpn.repo.json");
     assert_eq!(owner, "root");
     assert_eq!(root_copy.repository, account.repository);
+    assert!(root_copy.read_only && !account.read_only);
+    assert_eq!(root_copy.lock_dir, account.lock_dir, "one flock for both");
+    assert!(root_copy.metrics_dir.is_some() && account.metrics_dir.is_none());
     let rest = bob.rest_server.as_ref().expect("bob serves REST");
     assert!(rest.content.contains("--append-only"), "{}", rest.content);
     assert!(rest.content.contains("User=picaops-restic"));
@@ -99,8 +102,8 @@ fn each_side_gets_its_job_files_units_and_keys() {
     let maintain = bob
         .services
         .iter()
-        .find(|u| u.name.starts_with("picaops-backup-maintain-"))
-        .expect("bob maintains alice's repository");
+        .find(|u| u.name.starts_with("picaops-backup-retention-"))
+        .expect("bob keeps the retention of alice's repository");
     assert!(maintain.content.contains("User=picaops-restic"));
     assert!(maintain
         .content
@@ -109,11 +112,27 @@ fn each_side_gets_its_job_files_units_and_keys() {
     let on_alice: Vec<&str> = alice
         .services
         .iter()
-        .filter(|u| u.name.starts_with("picaops-backup-maintain-"))
+        .filter(|u| u.name.starts_with("picaops-backup-retention-"))
         .map(|u| u.content.as_str())
         .collect();
     assert_eq!(on_alice.len(), 1);
     assert!(on_alice[0].contains("--job-file /var/lib/picaops-restic/jobs/tls.json"));
+    // Checks and drills there too, as root, from the read-only copy.
+    for task in ["check", "drill"] {
+        let unit = alice
+            .services
+            .iter()
+            .find(|u| u.name.starts_with(&format!("picaops-backup-{task}-")))
+            .unwrap_or_else(|| panic!("no {task} unit on alice"));
+        assert!(!unit.content.contains("User="), "{}", unit.content);
+        assert!(unit
+            .content
+            .contains("/etc/picaops/backup/jobs/tls.repo.json"));
+    }
+    assert!(alice
+        .timers
+        .iter()
+        .any(|t| t.name.starts_with("picaops-backup-drill-")));
 
     // alice: no REST server, the SFTP repository directory, both password copies where needed.
     assert!(alice.rest_server.is_none());

@@ -87,14 +87,16 @@ fn every_generated_unit_passes_systemd_analyze_verify() {
         PathBuf::from("/etc/picaops/backup/jobs/a.json"),
         PathBuf::from("/etc/picaops/backup/jobs/b.json"),
     ];
-    for u in units::maintenance_units(
-        "caribou-srv-restic-pica02",
-        &job_files,
-        units::MAINTENANCE_SCHEDULE,
-        3600,
-        &opts,
-    ) {
-        write(&u);
+    for task in units::RepositoryTask::ALL {
+        for u in units::repository_units(
+            task,
+            "caribou-srv-restic-pica02",
+            &job_files,
+            Some("picaops-restic"),
+            &opts,
+        ) {
+            write(&u);
+        }
     }
     verify(dir.path(), &files);
 }
@@ -142,7 +144,8 @@ fn accepted_schedules_are_valid_systemd_calendars() {
         .map(|j| j.schedule.trim().to_string())
         .collect();
     accepted.extend(EXAMPLES.iter().map(|s| s.to_string()));
-    accepted.extend(["weekly", "hourly", units::MAINTENANCE_SCHEDULE].map(String::from));
+    accepted.extend(["weekly", "hourly"].map(String::from));
+    accepted.extend(units::RepositoryTask::ALL.map(|t| t.schedule().to_string()));
     for s in &accepted {
         assert_eq!(check_schedule(s), Ok(()), "picaops refuses {s:?}");
         let out = Command::new("systemd-analyze")

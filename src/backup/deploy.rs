@@ -21,7 +21,7 @@ use serde_json::json;
 
 use super::config::{data_host, BackupJob, RepositoryKind};
 use super::jobfile::{host_paths, JobFile, RepositoryAccess, JOBS_DIR};
-use super::units::{self, UnitFile, UnitOptions};
+use super::units::{self, RepositoryTask, UnitFile, UnitOptions};
 use crate::inventory::{Inventory, Var};
 
 /// The account owning the repositories on a repository host (Debian's `backup` user exists).
@@ -114,14 +114,20 @@ fn repository_side(file: &JobFile, job: &BackupJob, as_account: bool) -> JobFile
     f.repository = RepositoryAccess::Local {
         path: repository_dir(job),
     };
-    f.metrics_dir = None;
     f.limit_upload_kib = None;
+    // One flock for both copies: retention never runs during a check or a drill.
+    f.lock_dir = Path::new(REPO_HOME).join("locks");
     let secret = password_file_name(&job.password.value);
     if as_account {
         f.password_file = Path::new(REPO_HOME).join("secrets").join(secret);
         f.state_dir = Path::new(REPO_HOME).join("state");
-        f.lock_dir = Path::new(REPO_HOME).join("locks");
         f.cache_dir = Some(Path::new(REPO_HOME).join("cache"));
+        // node_exporter's directory is root's; retention has no metric of its own.
+        f.metrics_dir = None;
+    } else {
+        // Checks and drills export their metrics from here (the alert rules take the newest
+        // value across machines).
+        f.read_only = true;
     }
     f
 }
@@ -166,8 +172,9 @@ pub fn plan(
 ) -> Result<BTreeMap<String, MachineBackup>, String> {
     let mut out: BTreeMap<String, MachineBackup> = BTreeMap::new();
     let known_hosts = crate::inventory::known_hosts_text(inv);
-    // Repository side: job files per repository, for one maintenance unit per repository.
-    let mut maintenance: BTreeMap<(String, String), Vec<PathBuf>> = BTreeMap::new();
+    // Repository side: per repository (host, name), the account's and root's job files.
+    type Files = (Vec<PathBuf>, Vec<PathBuf>);
+    let mut repositories: BTreeMap<(String, String), Files> = BTreeMap::new();
     for job in inv.backups.values() {
         let (Some(file), Some(data)) = (JobFile::from_inventory(inv, job), data_host(inv, job))
         else {
@@ -234,23 +241,24 @@ pub fn plan(
             }
             repo_side.rest_server = Some(rest_server_unit(job.repository.port));
         }
-        maintenance
+        let files = repositories
             .entry((repo_host, units::repository_unit_name(&job.repository)))
-            .or_default()
-            .push(account_path);
+            .or_default();
+        files.0.push(account_path);
+        files.1.push(repo_root_job_file(&job.name));
     }
-    for ((host, name), files) in maintenance {
-        let [service, timer] =
-            units::maintenance_units(&name, &files, units::MAINTENANCE_SCHEDULE, 3600, opts);
+    for ((host, name), (account_files, root_files)) in repositories {
         let m = out.entry(host).or_default();
-        m.services.push(UnitFile {
-            content: service.content.replace(
-                "[Service]\n",
-                &format!("[Service]\nUser={REPO_USER}\nGroup={REPO_USER}\n"),
-            ),
-            ..service
-        });
-        m.timers.push(timer);
+        for task in RepositoryTask::ALL {
+            let [service, timer] = match task {
+                RepositoryTask::Retention => {
+                    units::repository_units(task, &name, &account_files, Some(REPO_USER), opts)
+                }
+                _ => units::repository_units(task, &name, &root_files, None, opts),
+            };
+            m.services.push(service);
+            m.timers.push(timer);
+        }
     }
     Ok(out)
 }

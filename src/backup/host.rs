@@ -376,6 +376,9 @@ impl HostJob {
         let result = (|| {
             let _lock = self.lock("check")?;
             let mut args = os(&["check"]);
+            if self.job.read_only {
+                args.insert(0, "--no-lock".into());
+            }
             if let Some(s) = subset {
                 args.push(format!("--read-data-subset={s}").into());
             }

@@ -66,6 +66,11 @@ pub struct JobFile {
     /// restic's cache directory (default: restic's own, ~/.cache/restic).
     #[serde(default)]
     pub cache_dir: Option<PathBuf>,
+    /// This copy only reads the repository (the repository side's root copy: drills, checks,
+    /// restores): restic runs `--no-lock`, leaving no root-owned file in a repository another
+    /// account writes.
+    #[serde(default)]
+    pub read_only: bool,
 }
 
 fn default_state_dir() -> PathBuf {
@@ -310,6 +315,7 @@ impl JobFile {
             retry_lock_seconds: default_retry_lock(),
             lock_wait_seconds: default_lock_wait(),
             cache_dir: None,
+            read_only: false,
         })
     }
 }

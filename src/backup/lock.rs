@@ -35,14 +35,20 @@ impl RepoLock {
                 .create(dir)
                 .map_err(|e| format!("cannot create lock directory {}: {e}", dir.display()))?;
         }
-        let mut file = std::fs::OpenOptions::new()
+        let opened = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .mode(0o600)
-            .open(path)
-            .map_err(|e| format!("cannot open lock file {}: {e}", path.display()))?;
+            .open(path);
+        // Root and the repository account share the repository side's lock files: a file the
+        // other one made may be readable only, and flock works on a read-only descriptor.
+        let mut file = match opened {
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => std::fs::File::open(path),
+            other => other,
+        }
+        .map_err(|e| format!("cannot open lock file {}: {e}", path.display()))?;
         let deadline = Instant::now() + wait;
         loop {
             // SAFETY: flock on a descriptor we own.

@@ -350,42 +350,57 @@ fn show_units(select: &JobSelect, global: &Global, out: &Output) -> i32 {
         Ok(jobs) => jobs,
         Err(code) => return code,
     };
-    let opts = UnitOptions::default();
-    let mut files = Vec::new();
-    let mut repositories: indexmap::IndexMap<String, Vec<PathBuf>> = indexmap::IndexMap::new();
-    for job in &jobs {
-        let job_file = picaops::backup::host::job_file_path(&job.name);
-        files.extend(units::job_units(job, &job_file, &opts));
-        // Append-only repositories get their retention on the repository's side (phase 2).
-        if !job.repository.append_only {
-            repositories
-                .entry(units::repository_unit_name(&job.repository))
-                .or_default()
-                .push(job_file);
+    // Exactly what apply installs, machine by machine; --job/--host keep the units naming a
+    // selected job.
+    let plan = match picaops::backup::deploy::plan(&inv, &UnitOptions::default()) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("{}: {e}", out.paint(Style::Red, "picaops"));
+            return EXIT_USAGE;
         }
-    }
-    for (name, job_files) in &repositories {
-        files.extend(units::maintenance_units(
-            name,
-            job_files,
-            units::MAINTENANCE_SCHEDULE,
-            3600,
-            &opts,
-        ));
+    };
+    let wanted = |content: &str| {
+        jobs.iter().any(|j| {
+            content.contains(&format!("/{}.json", j.name))
+                || content.contains(&format!("/{}.repo.json", j.name))
+        })
+    };
+    let mut files = Vec::new();
+    for (machine, m) in &plan {
+        let units = m
+            .services
+            .iter()
+            .chain(&m.timers)
+            .chain(m.rest_server.iter());
+        for u in units {
+            let timer_of = |u: &units::UnitFile| {
+                m.services
+                    .iter()
+                    .any(|s| s.name == u.name.replace(".timer", ".service") && wanted(&s.content))
+            };
+            let serves_rest = u.name == "picaops-rest-server.service"
+                && jobs.iter().any(|j| {
+                    j.repository.kind == picaops::backup::RepositoryKind::Rest
+                        && j.repository.host.value == *machine
+                });
+            if serves_rest || wanted(&u.content) || timer_of(u) {
+                files.push((machine.clone(), u.clone()));
+            }
+        }
     }
     match out.format {
         Format::Json => {
             let doc: Vec<_> = files
                 .iter()
-                .map(|f| serde_json::json!({ "name": f.name, "content": f.content }))
+                .map(|(m, f)| serde_json::json!({ "machine": m, "name": f.name, "content": f.content }))
                 .collect();
             println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
         }
         Format::Human => {
-            for f in &files {
+            for (m, f) in &files {
                 println!(
                     "{}\n{}",
-                    out.paint(Style::Bold, &format!("# {}", f.name)),
+                    out.paint(Style::Bold, &format!("# {m}: {}", f.name)),
                     f.content
                 );
             }

@@ -391,9 +391,10 @@ pub fn run(select: &JobSelect, global: &Global, out: &Output) -> i32 {
     finish("run", lines, out)
 }
 
-/// `forget` (with `prune`) and `prune`: once per repository, on its side, as its account.
+/// `forget` (with `prune`) and `prune`: once per repository, on its side, as its account;
+/// `check`: there too, as root, without a restic lock.
 pub fn forget(select: &JobSelect, prune_after: bool, global: &Global, out: &Output) -> i32 {
-    per_repository(select, global, out, "forget", |files| {
+    per_repository(select, global, out, "forget", Side::Account, |files| {
         let mut args = vec!["host-forget".to_string()];
         for f in files {
             args.push("--job-file".into());
@@ -407,13 +408,13 @@ pub fn forget(select: &JobSelect, prune_after: bool, global: &Global, out: &Outp
 }
 
 pub fn prune(select: &JobSelect, global: &Global, out: &Output) -> i32 {
-    per_repository(select, global, out, "prune", |files| {
+    per_repository(select, global, out, "prune", Side::Account, |files| {
         vec!["host-prune".into(), "--job-file".into(), files[0].clone()]
     })
 }
 
 pub fn check(select: &JobSelect, subset: Option<&str>, global: &Global, out: &Output) -> i32 {
-    per_repository(select, global, out, "check", |files| {
+    per_repository(select, global, out, "check", Side::RepoRoot, |files| {
         let mut args = vec!["host-check".into(), "--job-file".into(), files[0].clone()];
         if let Some(s) = subset {
             args.push("--read-data-subset".into());
@@ -428,6 +429,7 @@ fn per_repository(
     global: &Global,
     out: &Output,
     what: &str,
+    side: Side,
     args: impl Fn(&[String]) -> Vec<String>,
 ) -> i32 {
     let inv = match load(global, select, out) {
@@ -439,7 +441,7 @@ fn per_repository(
     for group in remote::by_repository(&selected) {
         let files: Vec<String> = group
             .iter()
-            .map(|j| remote::job_file(&j.name, Side::Account))
+            .map(|j| remote::job_file(&j.name, side))
             .collect();
         let args = args(&files);
         let words: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -450,8 +452,8 @@ fn per_repository(
                 .collect::<Vec<_>>()
                 .join(","),
             machine: group[0].repository.host.value.clone(),
-            side: Side::Account,
-            command: remote::picaops(Side::Account, &words),
+            side,
+            command: remote::picaops(side, &words),
         });
     }
     let answers = match execute(&inv, calls, None, out) {
