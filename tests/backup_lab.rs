@@ -15,6 +15,15 @@ const DATA: &str = "/srv/lab-app/files";
 const FILES: usize = 1000;
 const FILE_KIB: usize = 100;
 
+/// Prints "PACK-SHORT-ID OFFSET" of the pack holding f500's first blob in bob-app's latest file
+/// snapshot (run on alice, which holds the repository).
+const FIND_PACK: &str = r#"set -e
+R="restic -r /srv/restic/bob --password-file /etc/picaops/backup/secrets/restic-bob --no-lock"
+S=$($R snapshots --json --tag part=files --latest 1 | python3 -c 'import json,sys; print(json.load(sys.stdin)[-1]["id"])')
+B=$($R cat tree "$S:/srv/lab-app/files" | python3 -c 'import json,sys; print([n for n in json.load(sys.stdin)["nodes"] if n["name"] == "f500"][0]["content"][0])')
+$R find --show-pack-id --blob "$B" 2>&1 | sed -n 's/.*Pack \([0-9a-f]*\): <Blob (data) [0-9a-f]*, offset \([0-9]*\).*/\1 \2/p' | head -1
+"#;
+
 /// `picaops backup ARGS… --output json` on the lab, asserting success.
 fn backup(lab: &Lab, args: &[&str]) -> Value {
     let out = backup_raw(lab, args);
@@ -149,16 +158,25 @@ fn cross_site_backups_are_incremental_restorable_drilled_and_append_only() {
 
     // A corrupted pack file: check (reading the data) and the drill both fail loudly; with the
     // pack put back, check is clean again.
-    let pack = sh(&lab, "alice", "ls -S /srv/restic/bob/data/*/* | head -1");
+    // The pack holding f500's data in the latest snapshot, found with restic itself (the
+    // biggest pack may hold only data no snapshot needs any more).
+    let found = sh(&lab, "alice", FIND_PACK);
+    let (short, offset) = found
+        .trim()
+        .split_once(' ')
+        .unwrap_or_else(|| panic!("no pack found: {found}"));
+    let pack = sh(
+        &lab,
+        "alice",
+        &format!("ls /srv/restic/bob/data/{}/{short}*", &short[..2]),
+    );
     let pack = pack.trim();
     sh(
         &lab,
         "alice",
-        // Mid-pack: the first blobs may be old versions of the files just changed, which the
-        // latest snapshot no longer needs.
         &format!(
             "cp -p {pack} /root/pack.bak && printf 'picaops-corruption' | \
-                  dd of={pack} bs=1 seek=$(( $(stat -c %s {pack}) / 2 )) conv=notrunc status=none"
+             dd of={pack} bs=1 seek=$(( {offset} + 100 )) conv=notrunc status=none"
         ),
     );
     let check = backup_raw(
