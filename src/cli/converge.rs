@@ -39,6 +39,9 @@ pub struct Selection {
     /// Seconds allowed to connect to each host.
     #[arg(long, value_name = "S", default_value_t = 10)]
     pub connect_timeout: u64,
+    /// Take down Compose services no longer in the inventory (their data and volumes stay).
+    #[arg(long)]
+    pub prune_services: bool,
 }
 
 #[derive(Args, Debug)]
@@ -292,14 +295,23 @@ fn run(
         }
         Some(Ok(r)) => r,
     };
+    // Then the Compose services of the selected machines (not part of a saved plan).
+    let services = (job.expected.is_none()).then(|| {
+        super::service::after_converge(global, out, sel.limit.as_deref(), mode, sel.prune_services)
+    });
     match out.format {
-        Format::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&report::render_json(&report, &secrets))
-                .unwrap_or_default()
-        ),
+        Format::Json => {
+            let mut doc = report::render_json(&report, &secrets);
+            if let Some(s) = &services {
+                doc["services"] = s.json();
+            }
+            println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default())
+        }
         Format::Human => {
             let _ = report::render_human(&report, out, &secrets, &mut std::io::stdout().lock());
+            if let Some(s) = &services {
+                s.print_human(out);
+            }
         }
     }
     if let Some(path) = save_to {
@@ -337,10 +349,13 @@ fn run(
             );
         }
     }
+    if let Some(code) = services.as_ref().map(|s| s.code).filter(|c| *c != EXIT_OK) {
+        return code;
+    }
     if report.failed().count() > 0 {
         return EXIT_HOST_FAILED;
     }
-    if detailed && report.changes() > 0 {
+    if detailed && report.changes() + services.as_ref().map_or(0, |s| s.pending()) > 0 {
         return CHANGES_PENDING;
     }
     EXIT_OK
