@@ -421,6 +421,7 @@ impl Lab {
         inventory::write_atomically(&inv.join("groups.yml"), &inventory::groups_yml())?;
         inventory::write_atomically(&inv.join("access.yml"), &inventory::access_yml())?;
         inventory::write_secrets(&self.dir.join("secrets"))?;
+        inventory::write_services(&self.dir)?;
         inventory::write_atomically(&self.known_hosts_file(), &inventory::known_hosts(&key))
     }
 

@@ -279,7 +279,7 @@ impl ServiceDoc {
         }
         let deploy = match self.compose {
             Some(c) => {
-                let path = dir.join(&c.value);
+                let path = normalize(&dir.join(&c.value));
                 if !path.is_file() {
                     diags.push(err(
                         file,
@@ -319,6 +319,26 @@ impl ServiceDoc {
             deploy,
         }
     }
+}
+
+/// `a/b/../c` → `a/c`, lexically (for messages that name the file as people would).
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            std::path::Component::ParentDir
+                if matches!(
+                    out.components().next_back(),
+                    Some(std::path::Component::Normal(_))
+                ) =>
+            {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 fn valid_var(name: &str) -> bool {

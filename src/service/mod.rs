@@ -37,7 +37,16 @@ pub fn prepare(
     machines: Option<&BTreeSet<String>>,
     sources: &mut Sources,
 ) -> Result<Vec<Project>, Vec<Diagnostic>> {
-    render::render_all(inv, machines, &Templates::new(), sources)
+    render::render_all(inv, machines, &Templates::new(), sources).map_err(|mut diags| {
+        diags.sort_by(|a, b| {
+            (&a.place.file, a.place.line, a.place.column).cmp(&(
+                &b.place.file,
+                b.place.line,
+                b.place.column,
+            ))
+        });
+        diags
+    })
 }
 
 /// Every secret value of these projects, longest first (for `redact`).

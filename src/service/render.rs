@@ -455,6 +455,8 @@ fn unresolved(place: &Place, name: &str, why: &str, inv: &Inventory) -> Diagnost
         SecretStore::Pass { .. } => "the `pass` store",
         SecretStore::Files { .. } => "the secrets directory",
     };
+    let prefix = format!("secret `{name}`: ");
+    let why = why.strip_prefix(&prefix).unwrap_or(why);
     Diagnostic::new(
         place.clone(),
         format!("secret `{name}` cannot be resolved: {why}"),
