@@ -101,3 +101,53 @@ fn a_valid_inventory_passes_the_checks_and_only_then_contacts_its_machines() {
     assert!(!stderr.contains("nothing was contacted"), "{stderr}");
     assert!(!text(&out.stdout).contains("tok-123456"));
 }
+
+#[test]
+fn the_labs_services_pass_every_check_and_pin_versions_the_lab_loads() {
+    use picaops::lab::inventory as lab;
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path();
+    let key = |_: &str| {
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
+            .to_string()
+    };
+    std::fs::create_dir_all(dir.join("inventory")).unwrap();
+    std::fs::write(dir.join("inventory/sites.yml"), lab::sites_yml()).unwrap();
+    std::fs::write(dir.join("inventory/hosts.yml"), lab::hosts_yml(&key)).unwrap();
+    std::fs::write(dir.join("inventory/groups.yml"), lab::groups_yml()).unwrap();
+    std::fs::write(
+        dir.join("inventory/secrets.yml"),
+        "secrets: {store: files, dir: ../secrets}\n",
+    )
+    .unwrap();
+    lab::write_services(dir).unwrap();
+    let inv = match picaops::inventory::load(&dir.join("inventory")).result {
+        Ok(inv) => inv,
+        Err(d) => panic!("{d:#?}"),
+    };
+    let projects = picaops::service::prepare(&inv, None, &mut Default::default())
+        .unwrap_or_else(|d| panic!("{d:#?}"));
+    let sites: std::collections::BTreeSet<&str> = projects
+        .iter()
+        .map(|p| {
+            let m = inv.machine(&p.machine).unwrap();
+            inv.site_of(m).unwrap().name.as_str()
+        })
+        .collect();
+    assert_eq!(projects.len(), 3);
+    assert_eq!(sites.len(), 2, "three services across two sites");
+    let loaded: Vec<&str> = picaops::lab::apps::APPS.iter().map(|a| a.name).collect();
+    for p in &projects {
+        for image in p.images.values() {
+            assert!(
+                loaded.contains(&image.as_str()),
+                "{image} is not loaded into the lab hosts"
+            );
+        }
+    }
+    let broken = picaops::lab::apps::APPS
+        .iter()
+        .find(|a| a.env.contains(&("APP_HEALTHY", "no")))
+        .expect("a broken version for rollback tests");
+    assert_eq!(broken.name, "picaops-lab/web:2.0");
+}

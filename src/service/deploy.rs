@@ -380,7 +380,7 @@ pub struct ApplyOutput {
 
 pub fn parse_apply(text: &str, secrets: &[String]) -> ApplyOutput {
     let mut r = ApplyOutput::default();
-    for line in text.lines() {
+    for line in strip_ansi(text).lines() {
         let (kind, rest) = line.split_once(' ').unwrap_or((line, ""));
         let rest = crate::converge::report::redact(rest, secrets);
         match kind {
@@ -485,9 +485,18 @@ pub async fn logs(
         .await
         .map_err(|e| e.to_string())?;
     Ok(crate::converge::report::redact(
-        &out.stdout_lossy(),
+        &strip_ansi(&out.stdout_lossy()),
         secrets,
     ))
+}
+
+/// Removes terminal escape sequences (Compose writes `ESC[2K` before log lines even when its
+/// output is not a terminal).
+fn strip_ansi(text: &str) -> String {
+    static ANSI: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    ANSI.get_or_init(|| regex::Regex::new(r"\x1b\[[0-9;?]*[A-Za-z]").expect("valid regex"))
+        .replace_all(text, "")
+        .into_owned()
 }
 
 #[cfg(test)]
@@ -497,7 +506,7 @@ mod tests {
     #[test]
     fn apply_output_is_read_and_redacted() {
         let r = parse_apply(
-            "compose 2.26.1\nstep files in place\nout Container x Started\nwhy container web is unhealthy\nlog web  | token=hunter22\nresult rolled-back\n",
+            "compose 2.26.1\nstep files in place\nout Container x Started\nwhy container web is unhealthy\nlog \x1b[2Kweb  | token=hunter22\nresult rolled-back\n",
             &["hunter22".into()],
         );
         assert_eq!(r.version.as_deref(), Some("2.26.1"));
