@@ -261,19 +261,7 @@ async fn apply_project(
                 .map_err(|e| format!("uploading {} failed: {e}", f.path))?;
         }
     }
-    let mut argv: Vec<String> = vec![
-        "sh".into(),
-        "-c".into(),
-        APPLY.into(),
-        "picaops-service-apply".into(),
-        project.service.clone(),
-        project.dir.clone(),
-        if switch { "yes" } else { "no" }.into(),
-        project.health.timeout.to_string(),
-        project.health.http.clone().unwrap_or_else(|| "-".into()),
-        compose.arg().into(),
-    ];
-    argv.extend(project.data.iter().cloned());
+    let argv = apply_argv(project, if switch { "yes" } else { "no" }, compose);
     let limit = Duration::from_secs(project.health.timeout * 2 + 600);
     let out = transport
         .exec(
@@ -288,37 +276,28 @@ async fn apply_project(
     let r = parse_apply(&out.stdout_lossy(), &job.secrets);
     change.compose_version = r.version.clone();
     change.logs = r.logs;
-    match r.result.as_deref() {
-        Some("ok") => {
-            change.status = Some("done".into());
-            Ok(())
-        }
-        Some("rolled-back") => {
-            change.status = Some("rolled back".into());
-            change.error = Some(format!(
-                "the new version failed ({}); the previous files are back and the previous version is up and healthy again",
-                r.why.first().map(String::as_str).unwrap_or("no reason given")
-            ));
-            Ok(())
-        }
-        Some("removed") => {
-            change.status = Some("failed".into());
-            change.error = Some(format!(
-                "the first deployment failed ({}); it was taken down (data directories and volumes kept)",
-                r.why.first().map(String::as_str).unwrap_or("no reason given")
-            ));
-            Ok(())
-        }
-        Some("rollback-failed") => {
-            change.status = Some("failed".into());
-            change.error = Some(format!(
-                "the new version failed ({}) and so did the previous one after the rollback ({}): look at `picaops service logs {}`",
-                r.why.first().map(String::as_str).unwrap_or("?"),
-                r.why.get(1).map(String::as_str).unwrap_or("?"),
-                project.service
-            ));
-            Ok(())
-        }
+    let why = |i: usize| {
+        r.why
+            .get(i)
+            .map(String::as_str)
+            .unwrap_or("no reason given")
+    };
+    let (status, error) = match r.result.as_deref() {
+        Some("ok") => ("done", None),
+        Some("rolled-back") => ("rolled back", Some(format!(
+            "the new version failed ({}); the previous files are back and the previous version is up and healthy again",
+            why(0)
+        ))),
+        Some("removed") => ("failed", Some(format!(
+            "the first deployment failed ({}); it was taken down (data directories and volumes kept)",
+            why(0)
+        ))),
+        Some("rollback-failed") => ("failed", Some(format!(
+            "the new version failed ({}) and so did the previous one after the rollback ({}): look at `picaops service logs {}`",
+            why(0),
+            why(1),
+            project.service
+        ))),
         _ => Err(format!(
             "{} (exit {}){}",
             r.why
@@ -327,8 +306,31 @@ async fn apply_project(
                 .unwrap_or_else(|| "the apply script ended early".into()),
             out.exit_code,
             tail_of(&out.stderr_lossy(), &job.secrets)
-        )),
+        ))?,
+    };
+    change.status = Some(status.into());
+    change.error = error;
+    Ok(())
+}
+
+/// The command line of `scripts/apply.sh` (`switch`: yes, no or restart). No secret in it.
+fn apply_argv(project: &Project, switch: &str, compose: ComposeKind) -> Vec<String> {
+    let mut argv: Vec<String> = vec![
+        "sh".into(),
+        "-c".into(),
+        APPLY.into(),
+        "picaops-service-apply".into(),
+        project.service.clone(),
+        project.dir.clone(),
+        switch.into(),
+        project.health.timeout.to_string(),
+        project.health.http.clone().unwrap_or_else(|| "-".into()),
+        compose.arg().into(),
+    ];
+    if switch != "restart" {
+        argv.extend(project.data.iter().cloned());
     }
+    argv
 }
 
 /// `down` (never `-v`) and the project directory moved aside under `.removed/`.
@@ -423,18 +425,7 @@ pub async fn restart(
             transport.target().name
         ));
     }
-    let argv: Vec<String> = vec![
-        "sh".into(),
-        "-c".into(),
-        APPLY.into(),
-        "picaops-service-restart".into(),
-        project.service.clone(),
-        project.dir.clone(),
-        "restart".into(),
-        project.health.timeout.to_string(),
-        project.health.http.clone().unwrap_or_else(|| "-".into()),
-        state.compose.arg().into(),
-    ];
+    let argv = apply_argv(project, "restart", state.compose);
     let out = transport
         .exec(
             &RemoteCommand::argv(argv)

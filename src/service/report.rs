@@ -108,18 +108,7 @@ pub fn render_human(
                 out.paint(Style::Dim, &fp)
             ));
             for d in &c.diffs {
-                for line in file_diff(d).lines() {
-                    let style = if line.starts_with("+++") || line.starts_with("---") {
-                        Style::Bold
-                    } else if line.starts_with('+') {
-                        Style::Green
-                    } else if line.starts_with('-') {
-                        Style::Red
-                    } else {
-                        Style::Dim
-                    };
-                    text.push_str(&format!("    {}\n", out.paint(style, line)));
-                }
+                text.push_str(&crate::converge::report::paint_diff(out, &file_diff(d)));
             }
             if !c.secrets_changed.is_empty() {
                 text.push_str(&format!(
