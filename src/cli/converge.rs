@@ -40,6 +40,8 @@ pub struct Selection {
     #[arg(long, value_name = "S", default_value_t = 10)]
     pub connect_timeout: u64,
     /// Take down Compose services no longer in the inventory (their data and volumes stay).
+    /// Without PLAYBOOK arguments, plan and apply end with the selected machines' Compose
+    /// services (as `picaops service plan|apply`); naming playbooks runs only those.
     #[arg(long)]
     pub prune_services: bool,
 }
@@ -295,8 +297,9 @@ fn run(
         }
         Some(Ok(r)) => r,
     };
-    // Then the Compose services of the selected machines (not part of a saved plan).
-    let services = (job.expected.is_none()).then(|| {
+    // A whole-site run (no playbook named) ends with the Compose services of the selected
+    // machines; a saved plan covers the playbooks only.
+    let services = (job.expected.is_none() && sel.playbooks.is_empty()).then(|| {
         super::service::after_converge(global, out, sel.limit.as_deref(), mode, sel.prune_services)
     });
     match out.format {
