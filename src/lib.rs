@@ -15,5 +15,6 @@ pub mod playbook;
 pub mod progress;
 pub mod run;
 pub mod secrets;
+pub mod service;
 pub mod transport;
 pub mod yaml;

@@ -39,6 +39,11 @@ pub struct Selection {
     /// Seconds allowed to connect to each host.
     #[arg(long, value_name = "S", default_value_t = 10)]
     pub connect_timeout: u64,
+    /// Take down Compose services no longer in the inventory (their data and volumes stay).
+    /// Without PLAYBOOK arguments, plan and apply end with the selected machines' Compose
+    /// services (as `picaops service plan|apply`); naming playbooks runs only those.
+    #[arg(long)]
+    pub prune_services: bool,
 }
 
 #[derive(Args, Debug)]
@@ -301,14 +306,24 @@ fn run(
         }
         Some(Ok(r)) => r,
     };
+    // A whole-site run (no playbook named) ends with the Compose services of the selected
+    // machines; a saved plan covers the playbooks only.
+    let services = (job.expected.is_none() && sel.playbooks.is_empty()).then(|| {
+        super::service::after_converge(global, out, sel.limit.as_deref(), mode, sel.prune_services)
+    });
     match out.format {
-        Format::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&report::render_json(&report, &secrets))
-                .unwrap_or_default()
-        ),
+        Format::Json => {
+            let mut doc = report::render_json(&report, &secrets);
+            if let Some(s) = &services {
+                doc["services"] = s.json();
+            }
+            println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default())
+        }
         Format::Human => {
             let _ = report::render_human(&report, out, &secrets, &mut std::io::stdout().lock());
+            if let Some(s) = &services {
+                s.print_human(out);
+            }
         }
     }
     if let Some(path) = save_to {
@@ -346,10 +361,13 @@ fn run(
             );
         }
     }
+    if let Some(code) = services.as_ref().map(|s| s.code).filter(|c| *c != EXIT_OK) {
+        return code;
+    }
     if report.failed().count() > 0 {
         return EXIT_HOST_FAILED;
     }
-    if detailed && report.changes() > 0 {
+    if detailed && report.changes() + services.as_ref().map_or(0, |s| s.pending()) > 0 {
         return CHANGES_PENDING;
     }
     EXIT_OK

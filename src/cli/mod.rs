@@ -7,6 +7,7 @@ pub mod converge;
 pub mod inventory;
 pub mod lab;
 pub mod run;
+pub mod service;
 
 use std::path::PathBuf;
 
@@ -91,6 +92,9 @@ pub enum Command {
     /// Cross-site restic backups: status, snapshots, restore, drills, and the host-side runner.
     #[command(subcommand)]
     Backup(backup::BackupCommand),
+    /// Docker Compose services: list, plan, apply (health-gated, rolled back on failure), logs, restart.
+    #[command(subcommand)]
+    Service(service::ServiceCommand),
 }
 
 pub fn dispatch(cli: Cli) -> i32 {
@@ -104,6 +108,7 @@ pub fn dispatch(cli: Cli) -> i32 {
         Command::Access(cmd) => access::run(cmd, &cli.global, &out),
         Command::Lab(cmd) => lab::run(cmd, &cli.global, &out),
         Command::Backup(cmd) => backup::run(cmd, &cli.global, &out),
+        Command::Service(cmd) => service::run(cmd, &cli.global, &out),
     }
 }
 

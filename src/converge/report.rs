@@ -107,7 +107,8 @@ pub fn content_diff(step: &StepReport, secrets: &[String]) -> Option<String> {
     Some(redact(&text, secrets))
 }
 
-fn paint_diff(out: &Output, diff: &str) -> String {
+/// A unified diff, coloured and indented for the plan (shared with the services' report).
+pub fn paint_diff(out: &Output, diff: &str) -> String {
     diff.lines()
         .map(|l| {
             let style = if l.starts_with("+++") || l.starts_with("---") {

@@ -17,6 +17,7 @@ pub(super) fn check(inv: &Inventory, diags: &mut Vec<Diagnostic>) {
     check_machines(inv, diags);
     check_services(inv, diags);
     crate::backup::config::check(inv, diags);
+    crate::service::config::check(inv, diags);
 }
 
 /// Site, group, host, VM, service and backup job names: lowercase words that fit in a DNS label,

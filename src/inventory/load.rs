@@ -29,7 +29,7 @@ struct FileDoc {
     vms: Option<Named<VmDoc>>,
     groups: Option<Named<GroupDoc>>,
     vars: Option<VarsDoc>,
-    services: Option<Named<ServiceDoc>>,
+    services: Option<Named<crate::service::config::ServiceDoc>>,
     access: Option<Spanned<crate::access::AccessDoc>>,
     secrets: Option<Spanned<crate::secrets::SecretsDoc>>,
     backups: Option<Named<crate::backup::config::JobDoc>>,
@@ -101,20 +101,6 @@ struct GroupDoc {
     description: Option<String>,
     #[serde(default)]
     vars: VarsDoc,
-}
-
-#[derive(Deserialize, Debug)]
-#[serde(deny_unknown_fields)]
-struct ServiceDoc {
-    host: Spanned<String>,
-    description: Option<String>,
-    compose: Option<serde_json::Value>,
-    env: Option<serde_json::Value>,
-    secrets: Option<serde_json::Value>,
-    data: Option<serde_json::Value>,
-    health: Option<serde_json::Value>,
-    backup: Option<serde_json::Value>,
-    vars: Option<serde_json::Value>,
 }
 
 /// The result of reading an inventory: the model, or every problem found.
@@ -425,25 +411,12 @@ fn merge(dir: &Path, docs: Vec<(PathBuf, FileDoc)>, diags: &mut Vec<Diagnostic>)
         }
         for (name, s) in doc.services.unwrap_or_default() {
             let place = place_of(f, &name.0);
-            let mut settings = IndexMap::new();
-            for (key, value) in [
-                ("compose", s.compose),
-                ("env", s.env),
-                ("secrets", s.secrets),
-                ("data", s.data),
-                ("health", s.health),
-                ("backup", s.backup),
-                ("vars", s.vars),
-            ] {
-                if let Some(value) = value {
-                    settings.insert(key.to_string(), value);
-                }
-            }
+            let read = s.read(f, &name.0, diags);
             let service = Service {
                 name: name.0.value.clone(),
-                host: located(f, s.host),
-                description: s.description,
-                settings,
+                host: read.host,
+                description: read.description,
+                deploy: read.deploy,
                 place,
             };
             insert_unique(&mut inv.services, "service", name.0.value, service, diags);

@@ -162,8 +162,9 @@ pub struct Service {
     /// A VM or a host.
     pub host: Located<String>,
     pub description: Option<String>,
-    /// Everything else the service declares; checked in depth by the services module.
-    pub settings: IndexMap<String, serde_json::Value>,
+    /// What picaops deploys (Compose template, environment, secrets, data, health); `None`
+    /// for a service only declared (no `compose:`), which picaops never touches.
+    pub deploy: Option<crate::service::Deploy>,
     pub place: Place,
 }
 

@@ -40,6 +40,8 @@ const SSHD_CONF: &str = include_str!("images/sshd.conf");
 const DAEMON_JSON: &str = include_str!("images/daemon.json");
 const POSTGRES_DOCKERFILE: &str = include_str!("images/postgres.Dockerfile");
 const POSTGRES_ENTRYPOINT: &str = include_str!("images/postgres-entrypoint.sh");
+const APP_WEB_DOCKERFILE: &str = include_str!("images/app-web.Dockerfile");
+const APP_WEB_PY: &str = include_str!("images/app-web.py");
 
 /// One of the lab's images.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,16 +52,19 @@ pub enum Image {
     Ldap,
     /// PostgreSQL for the hosts' inner Docker engines (see `super::apps`).
     Postgres,
+    /// A tiny HTTP service (python3) for the services tests, in several versions (`super::apps`).
+    AppWeb,
 }
 
 impl Image {
     /// Build order: every image comes after its parent.
-    pub const ALL: [Image; 5] = [
+    pub const ALL: [Image; 6] = [
         Image::Base,
         Image::Common,
         Image::Hypervisor,
         Image::Ldap,
         Image::Postgres,
+        Image::AppWeb,
     ];
 
     pub fn name(self) -> &'static str {
@@ -69,13 +74,14 @@ impl Image {
             Image::Hypervisor => "picaops-lab-hypervisor",
             Image::Ldap => "picaops-lab-ldap",
             Image::Postgres => "picaops-lab-postgres",
+            Image::AppWeb => "picaops-lab-app-web",
         }
     }
 
     pub fn parent(self) -> Option<Image> {
         match self {
             Image::Base => None,
-            Image::Common | Image::Postgres => Some(Image::Base),
+            Image::Common | Image::Postgres | Image::AppWeb => Some(Image::Base),
             Image::Hypervisor | Image::Ldap => Some(Image::Common),
         }
     }
@@ -106,6 +112,7 @@ impl Image {
                 POSTGRES_DOCKERFILE,
                 vec![("postgres-entrypoint.sh", POSTGRES_ENTRYPOINT)],
             ),
+            Image::AppWeb => (APP_WEB_DOCKERFILE, vec![("app-web.py", APP_WEB_PY)]),
         }
     }
 
@@ -139,11 +146,12 @@ pub fn content_hash(suite: &str, parent: &str, script: &str, files: &[(&str, &st
 }
 
 /// The images lab containers run from; saved together in one cache file.
-const RUN_IMAGES: [Image; 4] = [
+const RUN_IMAGES: [Image; 5] = [
     Image::Common,
     Image::Hypervisor,
     Image::Ldap,
     Image::Postgres,
+    Image::AppWeb,
 ];
 
 /// Cache file for the current set of images (its name changes when any tag does).

@@ -132,6 +132,64 @@ pub fn write_secrets(dir: &Path) -> Result<(), LabError> {
     Ok(())
 }
 
+/// The lab's Compose templates, written under `services/` beside the inventory directory.
+pub const SERVICE_TEMPLATES: [(&str, &str); 3] = [
+    ("hello", include_str!("images/app-hello.compose.yml.j2")),
+    ("pad", include_str!("images/app-pad.compose.yml.j2")),
+    ("notes", include_str!("images/app-notes.compose.yml.j2")),
+];
+
+/// The lab's public service secrets (in the `files` store with the LDAP passwords).
+pub const SERVICE_SECRETS: [(&str, &str); 3] = [
+    ("hello-api-token", "lab-hello-token-5f2c9e"),
+    ("pad-admin-password", "lab-pad-admin-8d41b7"),
+    ("notes-token", "lab-notes-token-c3a670"),
+];
+
+/// services.yml: three services across two hosts at two sites (hello on bob in Toulouse; pad
+/// and notes on alice in Compiègne), each with its template, version, port, environment and
+/// secrets, on the lab's web app image (`picaops-lab/web`, see `super::apps`).
+pub fn services_yml() -> String {
+    let mut s = String::from(HEADER);
+    s.push_str(
+        "# Lab only: the secrets are public (see ../secrets). Templates in ../services/.\n\
+         services:\n  \
+         hello:\n    host: bob\n    description: lab web service in Toulouse\n    \
+         compose: ../services/hello/compose.yml.j2\n    vars: {version: \"1.0\", port: 18080}\n    \
+         env: {GREETING: bonjour}\n    secrets: {API_TOKEN: hello-api-token}\n    \
+         health: {timeout: 60s}\n  \
+         pad:\n    host: alice\n    description: lab web service in Compiègne (a secret file, an HTTP probe)\n    \
+         compose: ../services/pad/compose.yml.j2\n    vars: {version: \"1.0\", port: 18081}\n    \
+         env: {GREETING: salut}\n    secret_files: {admin_password: pad-admin-password}\n    \
+         health: {http: \"http://127.0.0.1:18081/health\", timeout: 60s}\n  \
+         notes:\n    host: alice\n    description: lab web service and its PostgreSQL\n    \
+         compose: ../services/notes/compose.yml.j2\n    vars: {version: \"1.0\", port: 18082}\n    \
+         env: {GREETING: coucou}\n    secrets: {NOTES_TOKEN: notes-token}\n    \
+         data: [/DATA/notes/db]\n    health: {timeout: 90s}\n",
+    );
+    s
+}
+
+/// The services part of the lab: services.yml, the templates under `services/`, their secrets.
+pub fn write_services(lab_dir: &Path) -> Result<(), LabError> {
+    use std::os::unix::fs::PermissionsExt;
+    write_atomically(&lab_dir.join("inventory/services.yml"), &services_yml())?;
+    for (name, text) in SERVICE_TEMPLATES {
+        write_atomically(
+            &lab_dir.join(format!("services/{name}/compose.yml.j2")),
+            text,
+        )?;
+    }
+    let dir = lab_dir.join("secrets");
+    for (name, value) in SERVICE_SECRETS {
+        let path = dir.join(name);
+        write_atomically(&path, &format!("{value}\n"))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| LabError::io(&path, e))?;
+    }
+    Ok(())
+}
+
 /// An OpenSSH known_hosts file: one line per host, its address and pinned key.
 pub fn known_hosts(host_key: &dyn Fn(&str) -> String) -> String {
     HOSTS

@@ -432,6 +432,7 @@ impl Lab {
             ],
         )?;
         inventory::write_secrets(&self.dir.join("secrets"))?;
+        inventory::write_services(&self.dir)?;
         inventory::write_atomically(&self.known_hosts_file(), &inventory::known_hosts(&key))
     }
 

@@ -1,0 +1,582 @@
+//! `picaops service list | plan | apply | logs | restart`, and the services step that ends
+//! `picaops plan` and `picaops apply`: parse arguments, render and check every project before
+//! connecting, then hand over to `picaops::service` and print its report.
+
+use std::collections::BTreeSet;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use picaops::converge::Mode;
+use picaops::diagnostic::{Diagnostic, Sources};
+use picaops::inventory::Inventory;
+use picaops::output::{Format, Output, Style, EXIT_HOST_FAILED, EXIT_OK, EXIT_USAGE};
+use picaops::service::{self, deploy, list, report, Project};
+use picaops::transport::{Connector, Target};
+use serde_json::json;
+
+use super::Global;
+
+const SERVICE_HELP: &str = "\
+Each service with a `compose:` template is a Compose project in /var/lib/picaops/services/NAME on \
+its machine: compose.yaml (the rendered template), service.env (`env:`), secrets.env and secrets/ \
+(root-only, from the secret store). Apply writes them and runs `docker compose up -d \
+--remove-orphans` only for projects whose files changed or whose containers are not running, \
+waits for health, and on failure puts the previous files back and brings the previous version \
+up again. Supported: Compose v2 (the `docker compose` plugin, or the standalone `docker-compose` \
+2.x of Debian trixie).";
+
+#[derive(Subcommand, Debug)]
+#[command(after_help = SERVICE_HELP)]
+pub enum ServiceCommand {
+    /// Every service: machine, containers, state, health, image versions and drift.
+    List(ListArgs),
+    /// What `service apply` would change: Compose and environment diffs (secrets never shown),
+    /// containers to create, recreate or remove. Reads only.
+    Plan(DeployArgs),
+    /// Deploy the services that changed (only those), health-gated, rolled back on failure.
+    Apply(DeployArgs),
+    /// The last log lines of a service's containers (secrets redacted).
+    Logs {
+        /// The service.
+        name: String,
+        /// How many lines per container.
+        #[arg(long, default_value_t = 100)]
+        tail: u32,
+    },
+    /// Restart a service's containers and wait until it is healthy again.
+    Restart {
+        /// The service.
+        name: String,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ListArgs {
+    /// Which machines: names, groups or sites, comma-separated; globs and `!name`.
+    #[arg(short, long)]
+    pub limit: Option<String>,
+    /// Seconds allowed to connect to each machine.
+    #[arg(long, value_name = "S", default_value_t = 10)]
+    pub connect_timeout: u64,
+}
+
+#[derive(Args, Debug, Clone)]
+#[command(after_help = "\
+Checked before any machine is contacted (exit 2, with file:line:column): every template renders; \
+every image has an exact version tag (not `latest`, not missing, not a moving tag like `stable`; \
+a digest is fine); no host port is published twice on one machine; every secret resolves; the \
+template uses service.env / secrets.env / secrets/FILE when the service gives them.
+
+A service removed from the inventory shows as a removal; it is taken down (`down`, never `-v`) \
+only with --prune-services. Its data directories and volumes are never deleted by picaops.
+
+Exit codes: 0 done (plan: with --detailed-exitcode, 0 nothing to change, 2 changes pending); 1 a \
+machine or a service failed (a rolled-back deployment counts); 2 invalid inventory or template \
+(nothing was contacted).")]
+pub struct DeployArgs {
+    /// Which machines: names, groups or sites, comma-separated; globs and `!name`.
+    #[arg(short, long)]
+    pub limit: Option<String>,
+    /// Take down services no longer in the inventory (their data and volumes stay).
+    #[arg(long)]
+    pub prune_services: bool,
+    /// How many machines to work on at the same time.
+    #[arg(short, long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub forks: u32,
+    /// Seconds allowed to connect to each machine.
+    #[arg(long, value_name = "S", default_value_t = 10)]
+    pub connect_timeout: u64,
+    /// Plan: exit 0 when nothing would change, 2 when changes are pending, 1 on error.
+    #[arg(long)]
+    pub detailed_exitcode: bool,
+}
+
+pub fn run(cmd: ServiceCommand, global: &Global, out: &Output) -> i32 {
+    match cmd {
+        ServiceCommand::List(args) => list_cmd(&args, global, out),
+        ServiceCommand::Plan(args) => {
+            let step = Step::run(global, out, &args, Mode::Plan);
+            step.print_alone(out);
+            match step.code {
+                EXIT_OK if args.detailed_exitcode && step.pending() > 0 => 2,
+                EXIT_USAGE if args.detailed_exitcode => 1,
+                code => code,
+            }
+        }
+        ServiceCommand::Apply(args) => {
+            let step = Step::run(global, out, &args, Mode::Apply);
+            step.print_alone(out);
+            step.code
+        }
+        ServiceCommand::Logs { name, tail } => one_service(global, out, &name, Op::Logs(tail)),
+        ServiceCommand::Restart { name } => one_service(global, out, &name, Op::Restart),
+    }
+}
+
+/// A services run: its report (when machines were contacted) and its exit code.
+pub struct Step {
+    pub report: Option<deploy::Report>,
+    pub secrets: Vec<String>,
+    pub code: i32,
+}
+
+impl Step {
+    /// Loads, renders and checks (printing diagnostics), then plans or applies.
+    pub fn run(global: &Global, out: &Output, args: &DeployArgs, mode: Mode) -> Step {
+        let fail = |code| Step {
+            report: None,
+            secrets: Vec::new(),
+            code,
+        };
+        let (inv, selected, known_hosts) = match super::inventory::load_inventory_and_targets(
+            global,
+            args.limit.as_deref(),
+            out,
+        ) {
+            Ok(t) => t,
+            Err(code) => return fail(code),
+        };
+        let targets = deploy::targets(&inv, selected, args.prune_services);
+        let machines: BTreeSet<String> = targets.iter().map(|t| t.name.clone()).collect();
+        let projects = match prepared(&inv, Some(&machines), out) {
+            Some(p) => p,
+            None => return fail(EXIT_USAGE),
+        };
+        let secrets = service::secret_values(&projects);
+        if targets.is_empty() {
+            return Step {
+                report: Some(deploy::Report {
+                    mode,
+                    machines: Vec::new(),
+                }),
+                secrets,
+                code: EXIT_OK,
+            };
+        }
+        let job = Arc::new(deploy::Job {
+            projects,
+            mode,
+            prune: args.prune_services,
+            known_hosts,
+            connect_timeout: Duration::from_secs(args.connect_timeout.max(1)),
+            forks: args.forks as usize,
+            secrets: secrets.clone(),
+        });
+        let result = super::run_with_progress(out, targets.len(), |events| {
+            deploy::run(job.clone(), &targets, events)
+        });
+        let report = match result {
+            Ok(Some(Ok(r))) => r,
+            Ok(None) => {
+                eprintln!("picaops: interrupted. A deployment in progress finishes on its machine (health wait, rollback); run `picaops service list` to see where each stands.");
+                return fail(130);
+            }
+            Ok(Some(Err(e))) => {
+                eprintln!("{}: {e}", out.paint(Style::Red, "picaops"));
+                return fail(EXIT_HOST_FAILED);
+            }
+            Err(e) => {
+                eprintln!("{}: {e}", out.paint(Style::Red, "picaops"));
+                return fail(EXIT_USAGE);
+            }
+        };
+        let code = if report.failures() > 0 {
+            EXIT_HOST_FAILED
+        } else {
+            EXIT_OK
+        };
+        Step {
+            report: Some(report),
+            secrets,
+            code,
+        }
+    }
+
+    pub fn pending(&self) -> usize {
+        self.report.as_ref().map_or(0, |r| r.pending())
+    }
+
+    /// The report as a JSON value (`null` when nothing was contacted).
+    pub fn json(&self) -> serde_json::Value {
+        self.report
+            .as_ref()
+            .map(|r| report::render_json(r, &self.secrets))
+            .unwrap_or(serde_json::Value::Null)
+    }
+
+    /// Human output on stdout (JSON is the caller's: see [`Step::json`]).
+    pub fn print_human(&self, out: &Output) {
+        if let Some(r) = &self.report {
+            let _ = report::render_human(r, out, &self.secrets, &mut std::io::stdout().lock());
+        }
+    }
+
+    fn print_alone(&self, out: &Output) {
+        match out.format {
+            Format::Json if self.report.is_some() => {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&self.json()).unwrap_or_default()
+                )
+            }
+            Format::Json => {}
+            Format::Human => self.print_human(out),
+        }
+    }
+}
+
+/// The services step of `picaops plan` / `picaops apply`, after the playbooks.
+pub fn after_converge(
+    global: &Global,
+    out: &Output,
+    limit: Option<&str>,
+    mode: Mode,
+    prune: bool,
+) -> Step {
+    let args = DeployArgs {
+        limit: limit.map(String::from),
+        prune_services: prune,
+        forks: 50,
+        connect_timeout: 10,
+        detailed_exitcode: false,
+    };
+    Step::run(global, out, &args, mode)
+}
+
+/// Renders the projects, printing every problem (with excerpts) when there is one.
+fn prepared(
+    inv: &Inventory,
+    machines: Option<&BTreeSet<String>>,
+    out: &Output,
+) -> Option<Vec<Project>> {
+    let mut sources = Sources::default();
+    match service::prepare(inv, machines, &mut sources) {
+        Ok(p) => Some(p),
+        Err(diags) => {
+            add_sources(&diags, &mut sources);
+            super::print_diagnostics(&diags, &sources, out, "in the services");
+            None
+        }
+    }
+}
+
+/// Adds the text of every file a diagnostic points into (inventory files), for excerpts.
+fn add_sources(diags: &[Diagnostic], sources: &mut Sources) {
+    for d in diags {
+        for place in std::iter::once(&d.place).chain(d.notes.iter().map(|(p, _)| p)) {
+            if sources.text(&place.file).is_none() {
+                if let Ok(text) = std::fs::read_to_string(&place.file) {
+                    sources.add(&place.file, &text);
+                }
+            }
+        }
+    }
+}
+
+fn list_cmd(args: &ListArgs, global: &Global, out: &Output) -> i32 {
+    let (inv, selected, known_hosts) =
+        match super::inventory::load_inventory_and_targets(global, args.limit.as_deref(), out) {
+            Ok(t) => t,
+            Err(code) => return code,
+        };
+    let targets = deploy::targets(&inv, selected, false);
+    let machines: BTreeSet<String> = targets.iter().map(|t| t.name.clone()).collect();
+    // Drift needs the rendered projects (secrets included); without them it is "unknown".
+    let mut sources = Sources::default();
+    let projects = match service::prepare(&inv, Some(&machines), &mut sources) {
+        Ok(p) => Some(p),
+        Err(diags) => {
+            eprintln!(
+                "{}: {} problem(s) in the services ({}…): drift shown as unknown; `picaops service plan` shows them",
+                out.paint(Style::Yellow, "warning"),
+                diags.len(),
+                diags[0].message
+            );
+            None
+        }
+    };
+    // Per machine: the inventory's services on it, and their rendered projects when known.
+    let per_machine: Arc<PerMachine> = Arc::new(
+        targets
+            .iter()
+            .map(|t| {
+                let names: Vec<String> = inv
+                    .services
+                    .values()
+                    .filter(|s| s.deploy.is_some() && s.host.as_str() == t.name)
+                    .map(|s| s.name.clone())
+                    .collect();
+                let ps = projects
+                    .as_ref()
+                    .map(|ps| ps.iter().filter(|p| p.machine == t.name).cloned().collect());
+                (t.name.clone(), (names, ps))
+            })
+            .collect(),
+    );
+    let work = move |target: Target, transport: Arc<dyn picaops::transport::Transport>| {
+        let per_machine = per_machine.clone();
+        async move {
+            let (names, projects) = per_machine.get(&target.name).cloned().unwrap_or_default();
+            let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+            let state = service::state::read(transport.as_ref(), &refs).await?;
+            let ps: Option<Vec<&Project>> = projects.as_ref().map(|v| v.iter().collect());
+            Ok(list::rows(&target.name, &names, ps.as_deref(), &state))
+        }
+    };
+    let connector = match Connector::new(
+        &known_hosts,
+        Duration::from_secs(args.connect_timeout.max(1)),
+        None,
+    ) {
+        Ok(c) => Arc::new(c),
+        Err(e) => {
+            eprintln!("{}: {e}", out.paint(Style::Red, "picaops"));
+            return EXIT_HOST_FAILED;
+        }
+    };
+    // Declared-only services are listed without contacting anyone.
+    let mut rows: Vec<list::Row> = inv
+        .services
+        .values()
+        .filter(|s| {
+            s.deploy.is_none()
+                && inv
+                    .machine(&s.host)
+                    .is_some_and(|m| machines.contains(m.name()) || args.limit.is_none())
+        })
+        .map(|s| list::Row {
+            service: s.name.clone(),
+            machine: s.host.value.clone(),
+            containers: vec![],
+            running: 0,
+            total: 0,
+            state: "not managed (no compose:)".into(),
+            health: "-".into(),
+            images: vec![],
+            drift: "-".into(),
+        })
+        .collect();
+    let mut errors = Vec::new();
+    if !targets.is_empty() {
+        let result = super::run_with_progress(out, targets.len(), |events| {
+            picaops::transport::run_on_hosts(
+                &targets,
+                connector,
+                &picaops::transport::PoolOptions { forks: 50 },
+                events,
+                work,
+            )
+        });
+        let outcomes = match result {
+            Ok(Some(o)) => o,
+            _ => return 130,
+        };
+        let mut managed = Vec::new();
+        for o in outcomes {
+            match o.result {
+                Ok(r) => managed.extend(r),
+                Err(e) => errors.push((o.target.name.clone(), e.to_string())),
+            }
+        }
+        managed.extend(rows);
+        rows = managed;
+    }
+    match out.format {
+        Format::Json => {
+            let doc = json!({
+                "services": rows,
+                "errors": errors.iter().map(|(m, e)| json!({"machine": m, "error": e})).collect::<Vec<_>>(),
+            });
+            println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+        }
+        Format::Human => {
+            let mut w = std::io::stdout().lock();
+            let header = [
+                "SERVICE",
+                "MACHINE",
+                "CONTAINERS",
+                "STATE",
+                "HEALTH",
+                "IMAGES",
+                "DRIFT",
+            ];
+            let table: Vec<[String; 7]> = rows
+                .iter()
+                .map(|r| {
+                    [
+                        r.service.clone(),
+                        r.machine.clone(),
+                        if r.containers.is_empty() {
+                            "-".into()
+                        } else {
+                            format!("{} ({}/{} up)", r.containers.join(","), r.running, r.total)
+                        },
+                        r.state.clone(),
+                        r.health.clone(),
+                        if r.images.is_empty() {
+                            "-".into()
+                        } else {
+                            r.images.join(",")
+                        },
+                        r.drift.clone(),
+                    ]
+                })
+                .collect();
+            let widths: Vec<usize> = (0..7)
+                .map(|i| {
+                    table
+                        .iter()
+                        .map(|r| r[i].chars().count())
+                        .chain([header[i].len()])
+                        .max()
+                        .unwrap_or(0)
+                })
+                .collect();
+            let line = |cells: &[String]| {
+                cells
+                    .iter()
+                    .zip(&widths)
+                    .map(|(c, w)| format!("{c:<w$}"))
+                    .collect::<Vec<_>>()
+                    .join("  ")
+                    .trim_end()
+                    .to_string()
+            };
+            let _ = writeln!(
+                w,
+                "{}",
+                out.paint(Style::Bold, &line(&header.map(String::from)))
+            );
+            for r in &table {
+                let _ = writeln!(w, "{}", line(r));
+            }
+            for (m, e) in &errors {
+                let _ = writeln!(w, "{} {m}: {e}", out.paint(Style::Red, "✗"));
+            }
+        }
+    }
+    if errors.is_empty() {
+        EXIT_OK
+    } else {
+        EXIT_HOST_FAILED
+    }
+}
+
+/// Per machine: the inventory's services on it, and their rendered projects when known.
+type PerMachine = std::collections::BTreeMap<String, (Vec<String>, Option<Vec<Project>>)>;
+
+enum Op {
+    Logs(u32),
+    Restart,
+}
+
+fn one_service(global: &Global, out: &Output, name: &str, op: Op) -> i32 {
+    let Some(inv) = super::inventory::load(global, out) else {
+        return EXIT_USAGE;
+    };
+    let usage = |m: String| {
+        eprintln!("{}: {m}", out.paint(Style::Red, "picaops service"));
+        EXIT_USAGE
+    };
+    let Some(svc) = inv.services.get(name) else {
+        let known: Vec<&str> = inv.services.keys().map(String::as_str).collect();
+        let hint = picaops::diagnostic::did_you_mean(name, known.iter().copied())
+            .map(|s| format!("did you mean `{s}`? "))
+            .unwrap_or_default();
+        return usage(format!(
+            "unknown service `{name}`; {hint}services: {}",
+            known.join(", ")
+        ));
+    };
+    if svc.deploy.is_none() {
+        return usage(format!(
+            "service `{name}` has no `compose:` template: picaops does not manage it"
+        ));
+    }
+    let machine = inv.machine(&svc.host).expect("checked by the inventory");
+    let target = match picaops::inventory::target(machine) {
+        Ok(t) => t,
+        Err(e) => return usage(e),
+    };
+    let known_hosts: PathBuf = match picaops::inventory::write_known_hosts(&inv) {
+        Ok(p) => p,
+        Err(e) => return usage(format!("cannot write the known_hosts file: {e}")),
+    };
+    let only: BTreeSet<String> = [target.name.clone()].into();
+    let projects = match prepared(&inv, Some(&only), out) {
+        Some(p) => p,
+        None => return EXIT_USAGE,
+    };
+    let secrets = service::secret_values(&projects);
+    let Some(project) = projects.into_iter().find(|p| p.service == name) else {
+        return usage(format!("service `{name}` was not rendered"));
+    };
+    let result = super::run_with_progress(out, 1, |_| async move {
+        let connector = Connector::new(&known_hosts, Duration::from_secs(10), None)
+            .map_err(|e| e.to_string())?;
+        let transport = connector
+            .connect(&target)
+            .await
+            .map_err(|e| e.to_string())?;
+        let r = match op {
+            Op::Logs(tail) => deploy::logs(transport.as_ref(), &project.service, tail, &secrets)
+                .await
+                .map(Ok),
+            Op::Restart => deploy::restart(transport.as_ref(), &project, &secrets)
+                .await
+                .map(Err),
+        };
+        let _ = transport.close().await;
+        r
+    });
+    match result {
+        Ok(Some(Ok(Ok(text)))) => {
+            print!("{text}");
+            EXIT_OK
+        }
+        Ok(Some(Ok(Err(r)))) => {
+            let ok = r.result.as_deref() == Some("ok");
+            match out.format {
+                Format::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&json!({
+                        "service": name, "machine": svc.host.value, "ok": ok,
+                        "why": r.why, "logs": r.logs, "compose_version": r.version,
+                    }))
+                    .unwrap_or_default()
+                ),
+                Format::Human => {
+                    if ok {
+                        println!("{name} on {}: restarted, healthy", svc.host.value);
+                    } else {
+                        println!(
+                            "{name} on {}: {}",
+                            svc.host.value,
+                            out.paint(
+                                Style::Red,
+                                &format!("not healthy after the restart: {}", r.why.join("; "))
+                            )
+                        );
+                        for l in &r.logs {
+                            println!("  {l}");
+                        }
+                    }
+                }
+            }
+            if ok {
+                EXIT_OK
+            } else {
+                EXIT_HOST_FAILED
+            }
+        }
+        Ok(Some(Err(e))) => {
+            eprintln!("{}: {e}", out.paint(Style::Red, "picaops service"));
+            EXIT_HOST_FAILED
+        }
+        Ok(None) => 130,
+        Err(e) => usage(e),
+    }
+}
