@@ -429,6 +429,7 @@ impl Lab {
                 "groups.yml",
                 "access.yml",
                 "backups.yml",
+                "services.yml",
             ],
         )?;
         inventory::write_secrets(&self.dir.join("secrets"))?;
