@@ -145,6 +145,34 @@ fn cross_site_backups_are_incremental_restorable_drilled_and_append_only() {
         restored.contains(marker.trim()),
         "the restored dump lacks {marker}"
     );
+    // …and into a fresh database container there, which then answers queries.
+    sh(
+        &lab,
+        "alice",
+        "docker rm -f restored-bob >/dev/null 2>&1 || true",
+    );
+    backup(
+        &lab,
+        &[
+            "restore",
+            "bob-app",
+            "--host",
+            "alice",
+            "--dump",
+            "postgres-lab-db-app.sql",
+            "--into-container",
+            "restored-bob",
+        ],
+    );
+    let rows = sh(
+        &lab,
+        "alice",
+        &format!(
+            "docker exec restored-bob psql -tA -U postgres -d app -c \"SELECT count(*) FROM notes WHERE body = '{}'\" && docker rm -f restored-bob >/dev/null",
+            marker.trim()
+        ),
+    );
+    assert_eq!(rows.trim(), "1", "the new container lacks the marker row");
 
     // Drills at the other site: every file against the manifest, the dump loaded into a
     // throwaway PostgreSQL.

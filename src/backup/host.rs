@@ -678,10 +678,63 @@ impl HostJob {
     /// Loads one dump into a throwaway database and runs its check. Returns the check's output.
     fn drill_dump(&self, dump: &Dump, snap: &Snapshot, scratch: &Path) -> Result<String, String> {
         let name = format!("picaops-drill-{}-{}", self.job.job, std::process::id());
-        let scratch_db = scratch.join("drill.db");
+        self.load_into_new_server(dump, snap, &name, &scratch.join("drill.db"), false)
+    }
+
+    /// Restores a dump into a new database container `container` (of the image recorded with
+    /// the dump), left running for the admin: a restore that never touches the live database.
+    pub fn restore_dump_into_container(
+        &self,
+        dump_name: &str,
+        snapshot: Option<&str>,
+        container: &str,
+    ) -> Result<String, String> {
+        self.recording_restore(|| {
+            let dump = self
+                .job
+                .dumps
+                .iter()
+                .find(|d| d.file_name() == dump_name)
+                .ok_or_else(|| {
+                    let names: Vec<String> = self.job.dumps.iter().map(Dump::file_name).collect();
+                    format!(
+                        "job {} has no dump `{dump_name}` (its dumps: {})",
+                        self.job.job,
+                        names.join(", ")
+                    )
+                })?;
+            if dump.kind == DumpKind::Sqlite && dump.container.is_none() {
+                return Err(format!(
+                    "`{dump_name}` is an SQLite file on the host, not a database server: restore it with --to FILE"
+                ));
+            }
+            let snapshots = self.snapshots()?;
+            let snap = pick(&snapshots, snapshot, |s| s.tag("dump") == Some(dump_name))
+                .ok_or_else(|| format!("no snapshot of dump `{dump_name}` for job {}", self.job.job))?;
+            let scratch = self.job.state_dir.join("restore.db");
+            self.load_into_new_server(dump, &snap, container, &scratch, true)
+        })
+    }
+
+    /// Starts a database server `name` from the dump's recorded image, waits for it, loads the
+    /// dump and runs the check query. `keep`: leave the server running (a restore) instead of
+    /// removing it (a drill); a failed load always removes it.
+    fn load_into_new_server(
+        &self,
+        dump: &Dump,
+        snap: &Snapshot,
+        name: &str,
+        scratch_db: &Path,
+        keep: bool,
+    ) -> Result<String, String> {
         let image = snap.tag("image");
-        let steps = drill_steps(dump, image, &name, &scratch_db.to_string_lossy())?;
-        let cleanup = steps.start.is_some();
+        let mut steps = drill_steps(dump, image, name, &scratch_db.to_string_lossy())?;
+        if keep {
+            if let Some(start) = &mut steps.start {
+                start.retain(|a| a != "--rm");
+            }
+        }
+        let started = steps.start.is_some();
         let result = (|| {
             if let Some(start) = &steps.start {
                 run_quiet(start).map_err(|e| {
@@ -693,7 +746,8 @@ impl HostJob {
                 while run_quiet(ready).is_err() {
                     if Instant::now() > deadline {
                         return Err(
-                            "the throwaway database did not accept connections within 180 s".into(),
+                            "the new database server did not accept connections within 180 s"
+                                .into(),
                         );
                     }
                     std::thread::sleep(Duration::from_secs(1));
@@ -713,9 +767,9 @@ impl HostJob {
             }
             Ok(out.trim().to_string())
         })();
-        if cleanup {
+        if started && (!keep || result.is_err()) {
             let _ = Command::new("docker")
-                .args(["rm", "--force", &name])
+                .args(["rm", "--force", name])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .status();

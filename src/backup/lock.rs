@@ -9,7 +9,7 @@
 
 use std::ffi::OsString;
 use std::io::{Read, Seek, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -40,7 +40,7 @@ impl RepoLock {
             .write(true)
             .create(true)
             .truncate(false)
-            .mode(0o600)
+            .mode(0o644)
             .open(path);
         // Root and the repository account share the repository side's lock files: a file the
         // other one made may be readable only, and flock works on a read-only descriptor.
@@ -49,6 +49,9 @@ impl RepoLock {
             other => other,
         }
         .map_err(|e| format!("cannot open lock file {}: {e}", path.display()))?;
+        // Readable by all (it names only a job, an operation and a pid), so the other user of a
+        // shared lock directory can open it; files made by older versions were 0600.
+        let _ = file.set_permissions(std::fs::Permissions::from_mode(0o644));
         let deadline = Instant::now() + wait;
         loop {
             // SAFETY: flock on a descriptor we own.

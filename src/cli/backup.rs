@@ -71,17 +71,26 @@ pub enum BackupCommand {
         /// A snapshot ID from `picaops backup snapshots` (default: the latest).
         #[arg(long)]
         snapshot: Option<String>,
-        /// Directory to restore into (created if missing).
-        #[arg(long, value_name = "PATH")]
-        to: PathBuf,
+        /// Directory to restore into (created if missing), or the file for a --dump.
+        #[arg(long, value_name = "PATH", required_unless_present = "into_container")]
+        to: Option<PathBuf>,
         /// Restore on this host instead of the data host: the repository's host, at the other
         /// site (what is left when the data's site is lost).
         #[arg(long)]
         host: Option<String>,
         /// Restore this database dump (its file name, as `picaops backup snapshots` shows it)
-        /// into the file given by --to, instead of the files.
+        /// instead of the files: into the file given by --to, or with --into-container.
         #[arg(long, value_name = "NAME")]
         dump: Option<String>,
+        /// With --dump: start a new database container of this name (the dump's recorded image)
+        /// and load the dump into it; the live database is never touched.
+        #[arg(
+            long,
+            value_name = "CONTAINER",
+            requires = "dump",
+            conflicts_with = "to"
+        )]
+        into_container: Option<String>,
     },
     /// Restore the latest snapshot at the other site into a scratch place and verify it; records
     /// the restore time and the age of the data.
@@ -144,6 +153,9 @@ pub enum BackupCommand {
         dump: Option<String>,
         #[arg(long, value_name = "PATH")]
         to: Option<PathBuf>,
+        /// For --dump: a new database container to load it into.
+        #[arg(long, value_name = "CONTAINER")]
+        into_container: Option<String>,
         /// For --dump: the command that reads the dump on stdin.
         #[arg(last = true)]
         command: Vec<String>,
@@ -212,13 +224,15 @@ pub fn run(cmd: BackupCommand, global: &Global, out: &Output) -> i32 {
             to,
             host,
             dump,
+            into_container,
         } => remote::restore(
             &remote::RestoreArgs {
                 job: &job,
                 snapshot: snapshot.as_deref(),
-                to: &to,
+                to: to.as_deref(),
                 host: host.as_deref(),
                 dump: dump.as_deref(),
+                into_container: into_container.as_deref(),
             },
             global,
             out,
@@ -594,11 +608,24 @@ fn host_side(cmd: BackupCommand, out: &Output) -> i32 {
             snapshot,
             dump,
             to,
+            into_container,
             command,
         } => {
             let Ok(job) = read_job(&host.job_file, false, out) else {
                 return EXIT_USAGE;
             };
+            if let (Some(name), Some(container)) = (&dump, &into_container) {
+                let result = job.restore_dump_into_container(name, snapshot.as_deref(), container);
+                return report(
+                    &job,
+                    "restore",
+                    result,
+                    |check| {
+                        format!("dump {name} loaded into the new container {container} ({check})")
+                    },
+                    out,
+                );
+            }
             match (dump, to) {
                 (None, Some(to)) => {
                     let result = job.restore_files(snapshot.as_deref(), &to);

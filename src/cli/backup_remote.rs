@@ -558,9 +558,10 @@ pub fn snapshots(select: &JobSelect, global: &Global, out: &Output) -> i32 {
 pub struct RestoreArgs<'a> {
     pub job: &'a str,
     pub snapshot: Option<&'a str>,
-    pub to: &'a Path,
+    pub to: Option<&'a Path>,
     pub host: Option<&'a str>,
     pub dump: Option<&'a str>,
+    pub into_container: Option<&'a str>,
 }
 
 pub fn restore(args: &RestoreArgs<'_>, global: &Global, out: &Output) -> i32 {
@@ -589,16 +590,22 @@ pub fn restore(args: &RestoreArgs<'_>, global: &Global, out: &Output) -> i32 {
             return EXIT_USAGE;
         }
     };
-    if !args.to.is_absolute() {
+    if let Some(to) = args.to.filter(|t| !t.is_absolute()) {
         eprintln!(
             "{}: --to must be an absolute path on the host, not `{}`",
             out.paint(Style::Red, "picaops"),
-            args.to.display()
+            to.display()
         );
         return EXIT_USAGE;
     }
-    let to = args.to.display().to_string();
-    let mut extra = vec!["--to", to.as_str()];
+    let to = args.to.map(|t| t.display().to_string()).unwrap_or_default();
+    let mut extra = Vec::new();
+    if !to.is_empty() {
+        extra.extend(["--to", to.as_str()]);
+    }
+    if let Some(c) = args.into_container {
+        extra.extend(["--into-container", c]);
+    }
     if let Some(s) = args.snapshot {
         extra.extend(["--snapshot", s]);
     }
@@ -625,6 +632,10 @@ pub fn restore(args: &RestoreArgs<'_>, global: &Global, out: &Output) -> i32 {
                     x[0],
                     picaops::backup::host::human_bytes(x[1].as_u64().unwrap_or(0))
                 ),
+                Value::String(check) => match args.into_container {
+                    Some(c) => format!("loaded into the new container {c} ({check})"),
+                    None => format!("restored into {to}"),
+                },
                 _ => format!("restored into {to}"),
             })
         })
