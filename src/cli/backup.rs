@@ -495,21 +495,7 @@ fn host_side(cmd: BackupCommand, out: &Output) -> i32 {
                 return EXIT_USAGE;
             };
             let result = job.backup(&mut say);
-            report(
-                &job,
-                "backup",
-                result,
-                |r| {
-                    format!(
-                        "{} new, {} changed files, {} added, {:.1} s",
-                        r.files_new,
-                        r.files_changed,
-                        picaops::backup::host::human_bytes(r.bytes_added),
-                        r.duration_seconds
-                    )
-                },
-                out,
-            )
+            report(&job, "backup", result, |r| r.summary(), out)
         }
         BackupCommand::HostInit(a) => {
             let Ok(job) = read_job(&a.job_file, false, out) else {

@@ -353,13 +353,7 @@ pub fn run(select: &JobSelect, global: &Global, out: &Output) -> i32 {
             (Some(s), 0) => match &s.last_success {
                 Some(r) => (
                     true,
-                    format!(
-                        "{} new, {} changed files, {} added, {:.1} s",
-                        r.files_new,
-                        r.files_changed,
-                        picaops::backup::host::human_bytes(r.bytes_added),
-                        r.duration_seconds
-                    ),
+                    r.summary(),
                     serde_json::to_value(r).unwrap_or_default(),
                 ),
                 None => (false, "no successful run recorded".into(), Value::Null),
