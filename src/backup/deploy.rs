@@ -194,11 +194,7 @@ pub fn plan(
             let name = crate::transport::known_hosts_name(host, *port);
             let lines: String = known_hosts
                 .lines()
-                .filter(|l| {
-                    l.split_whitespace()
-                        .next()
-                        .is_some_and(|n| n.split(',').any(|n| n == name))
-                })
+                .filter(|l| crate::inventory::line_names(l, &name))
                 .map(|l| format!("{l}\n"))
                 .collect();
             if lines.is_empty() {

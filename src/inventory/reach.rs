@@ -63,11 +63,14 @@ pub fn is_pinned(inv: &Inventory, machine: Machine<'_>) -> bool {
         return false;
     };
     let name = known_hosts_name(address, ssh.port);
-    inv.known_hosts.iter().any(|l| {
-        l.split_whitespace()
-            .next()
-            .is_some_and(|n| n.split(',').any(|n| n == name))
-    })
+    inv.known_hosts.iter().any(|l| line_names(l, &name))
+}
+
+/// Does this known_hosts line pin a key for `name` (`address` or `[address]:port`)?
+pub fn line_names(line: &str, name: &str) -> bool {
+    line.split_whitespace()
+        .next()
+        .is_some_and(|n| n.split(',').any(|n| n == name))
 }
 
 /// Writes the trusted keys to a private, content-addressed file and returns its path.
