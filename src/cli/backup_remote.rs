@@ -26,10 +26,18 @@ struct Line {
     data: Value,
 }
 
-/// Loads the inventory and the selected jobs (`Err`: exit code, message printed).
-fn load(global: &Global, select: &JobSelect, out: &Output) -> Result<Inventory, i32> {
+/// Loads the inventory and checks the selection once (`Err`: exit code, message printed); the
+/// names of the selected jobs come back with it.
+fn load(
+    global: &Global,
+    select: &JobSelect,
+    out: &Output,
+) -> Result<(Inventory, Vec<String>), i32> {
     let inv = super::inventory::load(global, out).ok_or(EXIT_USAGE)?;
-    super::backup::select_jobs(&inv, select, out)?;
+    let names = super::backup::select_jobs(&inv, select, out)?
+        .iter()
+        .map(|j| j.name.clone())
+        .collect();
     if inv.backups.is_empty() {
         eprintln!(
             "{}: the inventory has no `backups:` section; see inventory/backups.yml for Picasoft's jobs",
@@ -37,11 +45,11 @@ fn load(global: &Global, select: &JobSelect, out: &Output) -> Result<Inventory, 
         );
         return Err(EXIT_USAGE);
     }
-    Ok(inv)
+    Ok((inv, names))
 }
 
-fn jobs<'a>(inv: &'a Inventory, select: &JobSelect, out: &Output) -> Vec<&'a BackupJob> {
-    super::backup::select_jobs(inv, select, out).unwrap_or_default()
+fn jobs<'a>(inv: &'a Inventory, names: &[String]) -> Vec<&'a BackupJob> {
+    names.iter().filter_map(|n| inv.backups.get(n)).collect()
 }
 
 /// Runs `calls` with the progress display; `Err` when nothing could run (message printed).
@@ -178,8 +186,8 @@ fn doc_line(a: &Answer, describe: impl Fn(&Value) -> String) -> Line {
 // -------------------------------------------------------------------------------------------
 
 pub fn init(select: &JobSelect, global: &Global, out: &Output) -> i32 {
-    let inv = match load(global, select, out) {
-        Ok(i) => i,
+    let (inv, names) = match load(global, select, out) {
+        Ok(l) => l,
         Err(c) => return c,
     };
     let mut lines = Vec::new();
@@ -245,7 +253,7 @@ pub fn init(select: &JobSelect, global: &Global, out: &Output) -> i32 {
         });
     }
     // 3. One `restic init` per repository, from the data side.
-    let selected = jobs(&inv, select, out);
+    let selected = jobs(&inv, &names);
     let mut calls = Vec::new();
     for group in remote::by_repository(&selected) {
         match remote::job_call(&inv, group[0], Side::Data, "host-init", &[]) {
@@ -301,13 +309,13 @@ fn usage_line(job: &BackupJob, e: String) -> Line {
 /// `backup run`: starts each job's service (the same unit its timer starts, so priorities,
 /// locks and status are the timer's) and waits for it, then reads the job's status.
 pub fn run(select: &JobSelect, global: &Global, out: &Output) -> i32 {
-    let inv = match load(global, select, out) {
-        Ok(i) => i,
+    let (inv, names) = match load(global, select, out) {
+        Ok(l) => l,
         Err(c) => return c,
     };
     let mut calls = Vec::new();
     let mut lines = Vec::new();
-    for job in jobs(&inv, select, out) {
+    for job in jobs(&inv, &names) {
         let Some(machine) = remote::machine(&inv, job, Side::Data) else {
             lines.push(usage_line(
                 job,
@@ -426,11 +434,11 @@ fn per_repository(
     side: Side,
     args: impl Fn(&[String]) -> Vec<String>,
 ) -> i32 {
-    let inv = match load(global, select, out) {
-        Ok(i) => i,
+    let (inv, names) = match load(global, select, out) {
+        Ok(l) => l,
         Err(c) => return c,
     };
-    let selected = jobs(&inv, select, out);
+    let selected = jobs(&inv, &names);
     let mut calls = Vec::new();
     for group in remote::by_repository(&selected) {
         let files: Vec<String> = group
@@ -481,12 +489,12 @@ fn per_repository(
 
 /// `snapshots`: listed on the repository side (works when the data site is down).
 pub fn snapshots(select: &JobSelect, global: &Global, out: &Output) -> i32 {
-    let inv = match load(global, select, out) {
-        Ok(i) => i,
+    let (inv, names) = match load(global, select, out) {
+        Ok(l) => l,
         Err(c) => return c,
     };
     let mut calls = Vec::new();
-    for job in jobs(&inv, select, out) {
+    for job in jobs(&inv, &names) {
         match remote::job_call(&inv, job, Side::RepoRoot, "host-snapshots", &[]) {
             Ok(c) => calls.push(c),
             Err(e) => eprintln!("{}: {e}", out.paint(Style::Red, "picaops")),
@@ -563,8 +571,8 @@ pub fn restore(args: &RestoreArgs<'_>, global: &Global, out: &Output) -> i32 {
         jobs: vec![args.job.to_string()],
         host: None,
     };
-    let inv = match load(global, &select, out) {
-        Ok(i) => i,
+    let (inv, _) = match load(global, &select, out) {
+        Ok(l) => l,
         Err(c) => return c,
     };
     let job = &inv.backups[args.job];
@@ -639,13 +647,13 @@ pub fn restore(args: &RestoreArgs<'_>, global: &Global, out: &Output) -> i32 {
 
 /// `drill`: on the repository's host, the other site, as if the data's site were gone.
 pub fn drill(select: &JobSelect, global: &Global, out: &Output) -> i32 {
-    let inv = match load(global, select, out) {
-        Ok(i) => i,
+    let (inv, names) = match load(global, select, out) {
+        Ok(l) => l,
         Err(c) => return c,
     };
     let mut calls = Vec::new();
     let mut lines = Vec::new();
-    for job in jobs(&inv, select, out) {
+    for job in jobs(&inv, &names) {
         match remote::job_call(&inv, job, Side::RepoRoot, "host-drill", &[]) {
             Ok(c) => calls.push(c),
             Err(e) => lines.push(usage_line(job, e)),
@@ -680,8 +688,8 @@ pub fn drill(select: &JobSelect, global: &Global, out: &Output) -> i32 {
 /// `status` over SSH: the data side's record of runs, merged with the repository side's
 /// records of checks, drills and retention.
 pub fn status(select: &JobSelect, global: &Global, out: &Output) -> Result<Vec<JobStatus>, i32> {
-    let inv = load(global, select, out)?;
-    let selected = jobs(&inv, select, out);
+    let (inv, names) = load(global, select, out)?;
+    let selected = jobs(&inv, &names);
     let mut calls = Vec::new();
     for job in &selected {
         for side in [Side::Data, Side::Account, Side::RepoRoot] {
