@@ -195,23 +195,39 @@ pub struct Cleared {
 /// Removes this machine's locks whose process is provably gone. `restic unlock` only runs when
 /// every lock present is such a lock, because it would also remove other machines' locks older
 /// than 30 minutes, which picaops cannot prove dead.
+///
+/// `restic unlock` applies its own test (the pid answers signal 0), which a zombie not yet
+/// collected by its new parent still passes: picaops waits up to 10 s for such zombies to go,
+/// and then lists the locks again, so `removed` holds only locks that are really gone.
 pub fn clear_stale(restic: &Restic) -> Result<Cleared, ResticError> {
     let me = hostname();
     let mut cleared = Cleared::default();
     let mut stale = Vec::new();
-    for (_, lock) in list(restic)? {
+    for (id, lock) in list(restic)? {
         if provably_dead(&lock, &me) {
-            stale.push(lock);
+            stale.push((id, lock));
         } else {
             cleared.held.push(lock);
         }
     }
-    if !stale.is_empty() && cleared.held.is_empty() {
-        restic.run_ok(&args(&["unlock"]), |_| {})?;
-        cleared.removed = stale;
-    } else {
+    if stale.is_empty() || !cleared.held.is_empty() {
         // Ours but not removable now: report them with the others.
-        cleared.held.extend(stale);
+        cleared.held.extend(stale.into_iter().map(|(_, l)| l));
+        return Ok(cleared);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stale.iter().any(|(_, l)| process_state(l.pid) == Some('Z')) && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    restic.run_ok(&args(&["unlock"]), |_| {})?;
+    let left: Vec<String> = list(restic)?.into_iter().map(|(id, _)| id).collect();
+    for (id, lock) in stale {
+        if left.contains(&id) {
+            cleared.held.push(lock);
+        } else {
+            cleared.removed.push(lock);
+        }
     }
     Ok(cleared)
 }
