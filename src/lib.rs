@@ -16,4 +16,5 @@ pub mod progress;
 pub mod run;
 pub mod secrets;
 pub mod transport;
+pub mod vm;
 pub mod yaml;
