@@ -6,6 +6,7 @@ pub mod converge;
 pub mod inventory;
 pub mod lab;
 pub mod run;
+pub mod vm;
 
 use std::path::PathBuf;
 
@@ -13,7 +14,7 @@ use clap::{Args, Parser, Subcommand};
 use picaops::output::{Format, Output};
 
 const ABOUT: &str = "Run a small hoster's two sites from an admin workstation: \
-inventory, ad-hoc commands, converge, access, backups.";
+inventory, ad-hoc commands, converge, VMs, access, backups.";
 
 const AFTER_HELP: &str = "\
 Exit codes: 0 everything went well; 1 at least one host failed (the others were still \
@@ -90,6 +91,9 @@ pub enum Command {
     /// Cross-site restic backups: status, snapshots, restore, drills, and the host-side runner.
     #[command(subcommand)]
     Backup(backup::BackupCommand),
+    /// VMs on the hypervisors: list (with drift from the inventory), start, stop, reboot, console.
+    #[command(subcommand)]
+    Vm(vm::VmCommand),
 }
 
 pub fn dispatch(cli: Cli) -> i32 {
@@ -103,6 +107,7 @@ pub fn dispatch(cli: Cli) -> i32 {
         Command::Access(cmd) => access::run(cmd, &cli.global, &out),
         Command::Lab(cmd) => lab::run(cmd, &cli.global, &out),
         Command::Backup(cmd) => backup::run(cmd, &cli.global, &out),
+        Command::Vm(cmd) => vm::run(cmd, &cli.global, &out),
     }
 }
 

@@ -38,6 +38,10 @@ const INIT_SH: &str = include_str!("images/init.sh");
 const LAB_APT_SH: &str = include_str!("images/lab-apt.sh");
 const SSHD_CONF: &str = include_str!("images/sshd.conf");
 const DAEMON_JSON: &str = include_str!("images/daemon.json");
+const GUEST_BUILD_SH: &str = include_str!("images/guest-build.sh");
+const GUEST_INIT_SH: &str = include_str!("images/guest-init.sh");
+const VMBR0_SERVICE: &str = include_str!("images/vmbr0.service");
+const POOL_DEFAULT_XML: &str = include_str!("images/pool-default.xml");
 
 /// One of the lab's images.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,7 +85,17 @@ impl Image {
                     ("lab-apt.sh", LAB_APT_SH),
                 ],
             ),
-            Image::Hypervisor => (HYPERVISOR_DOCKERFILE, vec![("daemon.json", DAEMON_JSON)]),
+            Image::Hypervisor => (
+                HYPERVISOR_DOCKERFILE,
+                vec![
+                    ("daemon.json", DAEMON_JSON),
+                    // Lab VMs: their guest, the bridge and the storage pool (see the Dockerfile).
+                    ("guest-build.sh", GUEST_BUILD_SH),
+                    ("guest-init.sh", GUEST_INIT_SH),
+                    ("vmbr0.service", VMBR0_SERVICE),
+                    ("pool-default.xml", POOL_DEFAULT_XML),
+                ],
+            ),
             Image::Ldap => (
                 LDAP_DOCKERFILE,
                 vec![
