@@ -280,7 +280,9 @@ fn power(
                     "{}",
                     serde_json::json!({"ok": false, "vm": vm.name, "error": e})
                 ),
-                Format::Human => eprintln!("{}: {}: {e}", out.paint(Style::Red, "picaops vm"), vm.name),
+                Format::Human => {
+                    eprintln!("{}: {}: {e}", out.paint(Style::Red, "picaops vm"), vm.name)
+                }
             }
             EXIT_HOST_FAILED
         }
@@ -316,7 +318,12 @@ fn console(inv: &Inventory, known_hosts: &std::path::Path, vm: &Named, out: &Out
     cmd.arg("-t")
         .arg("-o")
         .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
-        .args(["-o", "GlobalKnownHostsFile=/dev/null", "-o", "StrictHostKeyChecking=yes"])
+        .args([
+            "-o",
+            "GlobalKnownHostsFile=/dev/null",
+            "-o",
+            "StrictHostKeyChecking=yes",
+        ])
         .arg("-o")
         .arg(format!("HostKeyAlias={}", target.known_hosts_name()));
     if let Some(id) = &target.identity_file {

@@ -252,7 +252,11 @@ mod tests {
     #[test]
     fn the_vm_inventory_loads_with_one_vm_per_site_reached_through_its_hypervisor() {
         let lab = tempfile::tempdir().unwrap();
-        std::fs::write(lab.path().join("id_ed25519.pub"), "ssh-ed25519 AAAAlab admin\n").unwrap();
+        std::fs::write(
+            lab.path().join("id_ed25519.pub"),
+            "ssh-ed25519 AAAAlab admin\n",
+        )
+        .unwrap();
         let key = |_: &str| {
             "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
                 .to_string()

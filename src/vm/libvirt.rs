@@ -875,6 +875,63 @@ mod tests {
     }
 
     #[test]
+    fn every_script_is_valid_sh() {
+        use crate::vm::plan::{authorize, diff, Allowed};
+        let host = HostVms {
+            host: "bob".into(),
+            pools: [("default".to_string(), "/var/lib/libvirt/images".to_string())].into(),
+            ..Default::default()
+        };
+        let mut state = parse_domain(DOMAIN, "").unwrap();
+        state.power = Power::Running;
+        state.disks[0].size_bytes = Some(1 << 30);
+        state.autostart = true;
+        let mut want = spec();
+        want.memory_mib = Some(512);
+        want.vcpus = Some(2);
+        want.disks[0].size_bytes = 2 << 30;
+        want.disks.push(DiskSpec {
+            size_bytes: 1 << 30,
+            pool: None,
+        });
+        want.start_at_boot = false;
+        let mut plan = diff("vm-tls", "bob", Some(&want), Some(&state));
+        authorize(
+            &mut plan,
+            &Allowed {
+                reboot: true,
+                ..Default::default()
+            },
+        );
+        let update = update_script(&plan, &host, Duration::from_secs(60)).unwrap();
+        assert!(update.contains("setmaxmem") && update.contains("blockresize"));
+        assert!(update.contains("attach-disk") && update.contains("autostart --disable"));
+        assert!(update.find("shutdown").unwrap() > update.find("blockresize").unwrap());
+        let lv = Libvirt;
+        for (name, script) in [
+            ("read", lv.read_script()),
+            ("create", create_script(&spec(), &host).unwrap()),
+            ("update", update),
+            ("adopt", lv.adopt_script(&state).unwrap()),
+            ("delete", lv.delete_script(&state).unwrap()),
+            (
+                "reboot",
+                lv.power_script(&state, PowerOp::Reboot, Duration::from_secs(5)),
+            ),
+        ] {
+            let out = std::process::Command::new("sh")
+                .args(["-n", "-c", &script])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{name}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+
+    #[test]
     fn the_create_script_never_overwrites_and_cleans_up_after_itself() {
         let host = HostVms {
             host: "bob".into(),

@@ -454,6 +454,7 @@ fn create_script(spec: &VmSpec, host: &HostVms) -> Result<String, String> {
         "qm resize \"$id\" \"$disk\" {}M || fail 'qm resize of the boot disk failed (a template larger than the wanted size?)'",
         spec.disks[0].size_bytes >> 20
     );
+    // More disks from scsi11 on, clear of whatever disks the template itself has.
     for (i, d) in spec.disks.iter().enumerate().skip(1) {
         let storage = d.pool.as_deref().unwrap_or(DEFAULT_STORAGE);
         let _ = writeln!(
