@@ -102,7 +102,7 @@ impl TestInventory {
         (out.status.code(), json(&out))
     }
 
-    /// A shell command on a VM, through its hypervisor.
+    /// A shell command as root on a VM (through its hypervisor) or a host.
     fn on_vm(&self, vm: &str, script: &str) -> String {
         let out = self.picaops(&["run", "-q", "-o", "json", "-l", vm, "--", script]);
         let doc = json(&out);
@@ -118,13 +118,9 @@ impl Drop for TestInventory {
     }
 }
 
-/// A shell command on a lab host (the lab's own inventory).
-fn on_host(lab: &Lab, host: &str, script: &str) -> String {
-    let out = lab.picaops(&["run", "-q", "-o", "json", "-l", host, "--", script]);
-    let doc = json(&out);
-    let h = &doc["hosts"][0];
-    assert_eq!(h["ok"], true, "{script} failed on {host}: {h}");
-    h["stdout"].as_str().unwrap_or("").to_string()
+/// A shell command on a lab host, as root (through the test inventory, which has the hosts too).
+fn on_host(inv: &TestInventory, host: &str, script: &str) -> String {
+    inv.on_vm(host, script)
 }
 
 /// The VM entry `name` of a report's `vms` section.
@@ -175,11 +171,12 @@ fn vms_are_created_converged_resized_adopted_and_never_destroyed_by_surprise() {
     else {
         return;
     };
-    // A clean slate on both hypervisors (an earlier run may have been interrupted).
-    for h in ["bob", "alice"] {
-        on_host(&lab, h, FORGET);
-    }
     let inv = TestInventory::new(&lab);
+    // A clean slate on both hypervisors (an earlier run may have been interrupted).
+    inv.declare(&[]);
+    for h in ["bob", "alice"] {
+        on_host(&inv, h, FORGET);
+    }
     inv.declare(&[TLS, CPN]);
 
     // Plan: two VMs to create, nothing contacted on them.
@@ -293,7 +290,7 @@ fn vms_are_created_converged_resized_adopted_and_never_destroyed_by_surprise() {
     assert_eq!(vm(&shrunk, "vm-tls")["risk"], "in-place");
     assert_eq!(boot_id(&inv, "vm-tls"), boot_tls, "not restarted");
     let dom = on_host(
-        &lab,
+        &inv,
         "bob",
         "virsh dumpxml --inactive vm-tls | grep -o '<currentMemory[^<]*'",
     );
@@ -342,13 +339,13 @@ fn vms_are_created_converged_resized_adopted_and_never_destroyed_by_surprise() {
     assert_eq!(vm(&removed, "vm-cpn")["action"], "delete");
     assert_eq!(vm(&removed, "vm-cpn")["status"], "refused");
     assert_eq!(
-        on_host(&lab, "alice", "virsh -q domstate vm-cpn").trim(),
+        on_host(&inv, "alice", "virsh -q domstate vm-cpn").trim(),
         "running"
     );
 
     // A VM made by hand (virsh define + start) with a declared name: adopted, not recreated.
     on_host(
-        &lab,
+        &inv,
         "bob",
         "cd /var/lib/libvirt/images && qemu-img create -q -f qcow2 -F qcow2 -b picaops-lab-guest.qcow2 vm-hand-disk0.qcow2 128M && \
          cat > /tmp/vm-hand.xml <<'EOF'\n<domain type='qemu'><name>vm-hand</name><memory unit='KiB'>163840</memory><vcpu>1</vcpu>\
@@ -358,7 +355,7 @@ fn vms_are_created_converged_resized_adopted_and_never_destroyed_by_surprise() {
          <target dev='vda' bus='virtio'/></disk><serial type='pty'/></devices></domain>\nEOF\n\
          virsh -q define /tmp/vm-hand.xml >/dev/null && virsh -q start vm-hand >/dev/null && rm /tmp/vm-hand.xml",
     );
-    let uuid = on_host(&lab, "bob", "virsh domuuid vm-hand")
+    let uuid = on_host(&inv, "bob", "virsh domuuid vm-hand")
         .trim()
         .to_string();
     let hand = Decl {
@@ -387,11 +384,11 @@ fn vms_are_created_converged_resized_adopted_and_never_destroyed_by_surprise() {
     assert_eq!(vm(&adopted, "vm-hand")["status"], "done", "{adopted}");
     assert_eq!(code, Some(1), "vm-cpn's shrink is still refused: {adopted}");
     assert_eq!(
-        on_host(&lab, "bob", "virsh domuuid vm-hand").trim(),
+        on_host(&inv, "bob", "virsh domuuid vm-hand").trim(),
         uuid,
         "the same VM, not a new one"
     );
-    let xml = on_host(&lab, "bob", "virsh dumpxml --inactive vm-hand");
+    let xml = on_host(&inv, "bob", "virsh dumpxml --inactive vm-hand");
     assert!(xml.contains("picaops.picasoft.net/xmlns/vm/1"), "{xml}");
     assert!(
         xml.contains("<memory unit='KiB'>163840</memory>"),
@@ -502,7 +499,7 @@ fn vms_are_created_converged_resized_adopted_and_never_destroyed_by_surprise() {
     let up = picaops().args(["lab", "up"]).output().unwrap();
     assert!(up.status.success(), "{}", text(&up.stderr));
     let deadline = Instant::now() + Duration::from_secs(90);
-    while on_host(&lab, "bob", "virsh -q domstate vm-tls").trim() != "running" {
+    while on_host(&inv, "bob", "virsh -q domstate vm-tls").trim() != "running" {
         assert!(Instant::now() < deadline, "vm-tls did not start with bob");
         std::thread::sleep(Duration::from_millis(500));
     }
@@ -515,11 +512,11 @@ fn vms_are_created_converged_resized_adopted_and_never_destroyed_by_surprise() {
         assert_eq!(vm(&deleted, name)["action"], "delete");
         assert_eq!(vm(&deleted, name)["status"], "done", "{deleted}");
         assert_eq!(
-            on_host(&lab, host, &format!("virsh -q domstate {name} 2>/dev/null || echo gone; ls /var/lib/libvirt/images | grep -c '^{name}-' || true")),
+            on_host(&inv, host, &format!("virsh -q domstate {name} 2>/dev/null || echo gone; ls /var/lib/libvirt/images | grep -c '^{name}-' || true")),
             "gone\n0\n"
         );
     }
     for h in ["bob", "alice"] {
-        on_host(&lab, h, FORGET);
+        on_host(&inv, h, FORGET);
     }
 }

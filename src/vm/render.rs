@@ -86,20 +86,40 @@ pub fn render_human(report: &VmReport, out: &Output, w: &mut dyn Write) -> std::
     if report.hosts.is_empty() && report.errors.is_empty() {
         return Ok(());
     }
+    let shown = |v: &VmOutcome| {
+        out.verbosity > 0 || !(v.plan.action == VmAction::Unchanged && v.plan.changes.is_empty())
+    };
+    let vms = report.outcomes().count();
+    let quiet_hosts = report
+        .hosts
+        .iter()
+        .filter(|h| h.error.is_none() && !h.vms.iter().any(shown))
+        .count();
+    if report.errors.is_empty() && quiet_hosts == report.hosts.len() {
+        writeln!(
+            w,
+            "{} nothing to change ({vms} VM{} on {} hypervisor{})",
+            out.paint(Style::Bold, "VMs:"),
+            if vms == 1 { "" } else { "s" },
+            report.hosts.len(),
+            if report.hosts.len() == 1 { "" } else { "s" }
+        )?;
+        return Ok(());
+    }
     writeln!(w, "{}", out.paint(Style::Bold, "VMs"))?;
     for e in &report.errors {
         writeln!(w, "  {} {e}", out.paint(Style::Red, "error:"))?;
     }
     for h in &report.hosts {
+        if h.error.is_none() && !h.vms.iter().any(shown) {
+            continue;
+        }
         writeln!(w, "  {} ({})", out.paint(Style::Bold, &h.host), h.driver)?;
         if let Some(e) = &h.error {
             writeln!(w, "    {} {e}", out.paint(Style::Red, "FAILED:"))?;
         }
-        for v in &h.vms {
+        for v in h.vms.iter().filter(|v| shown(v)) {
             render_vm(v, out, w)?;
-        }
-        if h.vms.is_empty() && h.error.is_none() && out.verbosity > 0 {
-            writeln!(w, "    (no VM in scope)")?;
         }
     }
     Ok(())
@@ -107,10 +127,6 @@ pub fn render_human(report: &VmReport, out: &Output, w: &mut dyn Write) -> std::
 
 fn render_vm(v: &VmOutcome, out: &Output, w: &mut dyn Write) -> std::io::Result<()> {
     let p = &v.plan;
-    let quiet = matches!(p.action, VmAction::Unchanged) && p.changes.is_empty();
-    if quiet && out.verbosity <= 0 {
-        return Ok(());
-    }
     let style = match p.action {
         VmAction::Create => Style::Green,
         VmAction::Delete => Style::Red,

@@ -38,7 +38,7 @@ for b in /usr/sbin/dropbear /usr/bin/dropbearconvert /usr/bin/dropbearkey; do
   done
 done
 install -m 755 "$init" "$r/init"
-printf '#!/bin/sh\nexec /bin/poweroff\n' > "$r/etc/acpi/PWRF/00000080"
+printf '#!/bin/sh\nexec /sbin/poweroff\n' > "$r/etc/acpi/PWRF/00000080"
 chmod 755 "$r/etc/acpi/PWRF/00000080"
 (cd "$r" && find . | cpio -o -H newc --quiet | gzip -9) > "$out/picaops-lab-guest.initrd"
 
