@@ -316,6 +316,36 @@ fn vms_are_created_converged_resized_adopted_and_never_destroyed_by_surprise() {
     );
     assert_eq!(boot_id(&inv, "vm-cpn"), boot_cpn, "not restarted");
 
+    // `vm list` shows both, running, as declared; `vm stop` shuts one down gracefully, and a
+    // VM that is shut off is not converged (the report says why); `vm start` brings it back.
+    let listed = json(&inv.picaops(&["vm", "list", "-o", "json"]));
+    let rows = listed["vms"].as_array().unwrap();
+    for name in ["vm-tls", "vm-cpn"] {
+        let row = rows.iter().find(|r| r["vm"] == name).unwrap();
+        assert_eq!(row["state"], "running", "{row}");
+        assert_eq!(row["drift"], serde_json::json!([]), "{row}");
+        assert!(row["uptime_secs"].as_u64().is_some(), "{row}");
+    }
+    let stopped = inv.picaops(&["vm", "stop", "vm-cpn"]);
+    assert!(stopped.status.success(), "{}", text(&stopped.stderr));
+    let (code, planned) = inv.plan();
+    assert_eq!(code, Some(0), "{planned}");
+    assert!(planned["vms"]["not_converged"]["vm-cpn"]
+        .as_str()
+        .unwrap()
+        .contains("shut off"));
+    let started = inv.picaops(&["vm", "start", "vm-cpn"]);
+    assert!(started.status.success(), "{}", text(&started.stderr));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !inv
+        .picaops(&["run", "-q", "-l", "vm-cpn", "--", "true"])
+        .status
+        .success()
+    {
+        assert!(Instant::now() < deadline, "vm-cpn did not come back");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
     // Shrinking it back destroys data: refused without --allow-destroy vm-cpn.
     inv.declare(&[tls, CPN]);
     let (code, refused) = inv.apply(&[]);

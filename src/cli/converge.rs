@@ -405,6 +405,11 @@ fn run(
                 path.display(),
                 path.display()
             );
+            if vms.as_ref().is_some_and(|v| v.changes() > 0) {
+                eprintln!(
+                    "note: a saved plan covers the hosts only; the VM changes above are made by                      `picaops apply` without a plan file"
+                );
+            }
         }
     }
     if report.failed().count() > 0 {

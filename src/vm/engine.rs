@@ -253,25 +253,11 @@ fn tail(text: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-/// `PICAOPS_KEEP_SCRIPTS=DIR` keeps every VM script sent (mode 0600), for debugging picaops.
+/// `PICAOPS_KEEP_SCRIPTS=DIR` keeps every VM script sent, as for converge scripts.
 fn keep_script(host: &str, text: &str) {
-    let Some(dir) = std::env::var_os("PICAOPS_KEEP_SCRIPTS") else {
-        return;
-    };
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt;
     static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let path = std::path::Path::new(&dir).join(format!("{host}-vm-{n}.sh"));
-    if let Ok(mut f) = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-    {
-        let _ = f.write_all(text.as_bytes());
-    }
+    crate::converge::keep_script(host, n, "vm", text);
 }
 
 /// Plans one host's VMs from what was read.

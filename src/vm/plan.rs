@@ -322,31 +322,32 @@ fn differences(spec: &VmSpec, state: &VmState) -> Vec<Change> {
                 let Some(size) = have.size_bytes else {
                     continue;
                 };
-                let dev = have.dev.clone();
-                if want.size_bytes > size {
-                    out.push(Change {
-                        kind: ChangeKind::DiskGrow {
+                let (from, to, dev) = (size, want.size_bytes, have.dev.clone());
+                if to != from {
+                    let (kind, risk) = if to > from {
+                        (
+                            ChangeKind::DiskGrow {
+                                index,
+                                dev,
+                                from,
+                                to,
+                            },
+                            Risk::InPlace,
+                        )
+                    } else {
+                        let kind = ChangeKind::DiskShrink {
                             index,
                             dev,
-                            from: size,
-                            to: want.size_bytes,
-                        },
-                        from: human_bytes(size),
-                        to: human_bytes(want.size_bytes),
-                        risk: Risk::InPlace,
-                        not_applied: None,
-                    });
-                } else if want.size_bytes < size {
+                            from,
+                            to,
+                        };
+                        (kind, Risk::DestroysData)
+                    };
                     out.push(Change {
-                        kind: ChangeKind::DiskShrink {
-                            index,
-                            dev,
-                            from: size,
-                            to: want.size_bytes,
-                        },
-                        from: human_bytes(size),
-                        to: human_bytes(want.size_bytes),
-                        risk: Risk::DestroysData,
+                        kind,
+                        from: human_bytes(from),
+                        to: human_bytes(to),
+                        risk,
                         not_applied: None,
                     });
                 }
