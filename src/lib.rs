@@ -17,4 +17,5 @@ pub mod run;
 pub mod secrets;
 pub mod service;
 pub mod transport;
+pub mod vm;
 pub mod yaml;

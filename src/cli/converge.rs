@@ -81,8 +81,14 @@ host with nothing to change costs one). Each host's changes run under a lock in 
 waits with --lock-wait. Files are written atomically (temporary file, checked, renamed): an \
 interrupted apply leaves no half-written file, and running apply again converges.
 
-Given a file saved by `picaops plan --out`, applies that plan, and refuses any host whose state \
-or planned changes moved since.
+VMs come first: each hypervisor is read once, new VMs are created, started and converged with \
+their groups' playbooks in the same run (once SSH answers, through their hypervisor when they \
+have no address of their own), changes that can be made while a VM runs are made; a restart \
+needs --allow-reboot and anything that destroys data (deleting a VM, shrinking or removing a \
+disk) needs --allow-destroy NAME. A VM made by hand with a declared name is adopted as it is.
+
+Given a file saved by `picaops plan --out`, applies that plan (hosts only: no VM change), and \
+refuses any host whose state or planned changes moved since.
 
 Exit codes: 0 every host converged; 1 at least one host failed (the others were still served; \
 the summary names each failure); 2 usage error or invalid inventory/playbook (nothing was \
@@ -93,6 +99,18 @@ pub struct ApplyArgs {
     /// Seconds to wait for another apply's lock on a host before failing (default: fail at once).
     #[arg(long, value_name = "S", default_value_t = 0)]
     pub lock_wait: u64,
+    /// Make VM changes that need a restart (vCPUs, memory above the VM's maximum): graceful
+    /// ACPI shutdown, then start.
+    #[arg(long)]
+    pub allow_reboot: bool,
+    /// Allow destroying this VM's data (deleting it, shrinking or removing one of its disks);
+    /// give the VM's name, once per VM.
+    #[arg(long, value_name = "VM")]
+    pub allow_destroy: Vec<String>,
+    /// Seconds a VM may take to shut down after the ACPI request before picaops gives up
+    /// (nothing is forced).
+    #[arg(long, value_name = "S", default_value_t = 120)]
+    pub shutdown_timeout: u64,
 }
 
 pub fn plan(args: PlanArgs, global: &Global, out: &Output) -> i32 {
@@ -105,6 +123,7 @@ pub fn plan(args: PlanArgs, global: &Global, out: &Output) -> i32 {
         None,
         args.out.as_ref(),
         args.detailed_exitcode,
+        &super::vm::VmFlags::default(),
     );
     match code {
         CHANGES_PENDING => 2,
@@ -145,6 +164,11 @@ pub fn apply(args: ApplyArgs, global: &Global, out: &Output) -> i32 {
         sel.skip_tags = p.skip_tags.clone();
         global.inventory = p.inventory.clone();
     }
+    let flags = super::vm::VmFlags {
+        allow_reboot: args.allow_reboot,
+        allow_destroy: args.allow_destroy.clone(),
+        shutdown_timeout: args.shutdown_timeout,
+    };
     run(
         &sel,
         &global,
@@ -154,6 +178,7 @@ pub fn apply(args: ApplyArgs, global: &Global, out: &Output) -> i32 {
         saved,
         None,
         false,
+        &flags,
     )
 }
 
@@ -189,6 +214,7 @@ fn run(
     expected: Option<SavedPlan>,
     save_to: Option<&PathBuf>,
     detailed: bool,
+    vm_flags: &super::vm::VmFlags,
 ) -> i32 {
     let who = if mode == Mode::Plan {
         "picaops plan"
@@ -250,7 +276,8 @@ fn run(
             }
         }
     }
-    let job = Job {
+    let selected: Vec<String> = targets.iter().map(|t| t.name.clone()).collect();
+    let mut job = Job {
         inventory,
         playbooks: books,
         templates,
@@ -279,13 +306,49 @@ fn run(
             })
             .collect()
     };
-    if targets.is_empty() {
+    // VMs in scope (none when applying a saved plan: it covers the hosts only).
+    let has_vms = job.expected.is_none() && !job.inventory.vms.is_empty();
+    if targets.is_empty() && !has_vms {
         return usage("no selected host is matched by any play's `hosts:`: nothing to do".into());
     }
     if let Err(diags) = converge::precheck(&job, &targets) {
         let sources = job.sources.lock().map(|s| s.clone()).unwrap_or_default();
         super::print_diagnostics(&diags, &sources, out, "in the playbooks");
         return EXIT_USAGE;
+    }
+    // 1. VMs: read the hypervisors, plan, and (apply) create/change them, pin new VMs' keys and
+    //    wait for their SSH. VMs that cannot be converged now leave the targets, with why.
+    let vms = if has_vms {
+        match super::vm::vm_phase(
+            &job.inventory,
+            &job.known_hosts,
+            &selected,
+            sel.limit.is_some(),
+            mode == Mode::Apply,
+            vm_flags,
+            job.connect_timeout,
+            job.forks,
+        ) {
+            Ok(r) => r,
+            Err(e) => return usage(e),
+        }
+    } else {
+        None
+    };
+    let mut not_converged = BTreeMap::new();
+    let mut targets = targets;
+    if let Some(report) = &vms {
+        if let Some(kh) = &report.known_hosts {
+            job.known_hosts = kh.clone();
+        }
+        not_converged = report.not_ready(&job.inventory, mode == Mode::Apply);
+        targets.retain(|t| !not_converged.contains_key(&t.name));
+    }
+    if targets.is_empty() {
+        if let Some(report) = &vms {
+            print_vms_only(report, &not_converged, out, mode);
+            return vm_exit_code(report, mode, detailed);
+        }
     }
     let secrets = converge::secret_values(&job);
     let job = Arc::new(job);
@@ -314,13 +377,22 @@ fn run(
     match out.format {
         Format::Json => {
             let mut doc = report::render_json(&report, &secrets);
+            if let Some(vms) = &vms {
+                doc["vms"] = vm_json(vms, &not_converged);
+            }
             if let Some(s) = &services {
                 doc["services"] = s.json();
             }
             println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default())
         }
         Format::Human => {
-            let _ = report::render_human(&report, out, &secrets, &mut std::io::stdout().lock());
+            let mut stdout = std::io::stdout().lock();
+            if let Some(vms) = &vms {
+                let _ = picaops::vm::render::render_human(vms, out, &mut stdout);
+                print_not_converged(&not_converged, out, &mut stdout);
+            }
+            let _ = report::render_human(&report, out, &secrets, &mut stdout);
+            drop(stdout);
             if let Some(s) = &services {
                 s.print_human(out);
             }
@@ -359,6 +431,11 @@ fn run(
                 path.display(),
                 path.display()
             );
+            if vms.as_ref().is_some_and(|v| v.changes() > 0) {
+                eprintln!(
+                    "note: a saved plan covers the hosts only; the VM changes above are made by `picaops apply` without a plan file"
+                );
+            }
         }
     }
     if let Some(code) = services.as_ref().map(|s| s.code).filter(|c| *c != EXIT_OK) {
@@ -367,8 +444,71 @@ fn run(
     if report.failed().count() > 0 {
         return EXIT_HOST_FAILED;
     }
+    if let Some(vms) = &vms {
+        let code = vm_exit_code(vms, mode, detailed);
+        if code != EXIT_OK {
+            return code;
+        }
+    }
     if detailed && report.changes() + services.as_ref().map_or(0, |s| s.pending()) > 0 {
         return CHANGES_PENDING;
     }
     EXIT_OK
+}
+
+/// The VM part's exit code: a failure is 1; in apply, so is a change refused for want of
+/// --allow-reboot/--allow-destroy (the VMs are not as declared); in plan, pending VM changes
+/// are "changes pending" for --detailed-exitcode.
+fn vm_exit_code(vms: &picaops::vm::VmReport, mode: Mode, detailed: bool) -> i32 {
+    if vms.failed() || (mode == Mode::Apply && vms.refused() > 0) {
+        return EXIT_HOST_FAILED;
+    }
+    if mode == Mode::Plan && detailed && vms.changes() > 0 {
+        return CHANGES_PENDING;
+    }
+    EXIT_OK
+}
+
+fn vm_json(vms: &picaops::vm::VmReport, not_converged: &BTreeMap<String, String>) -> Value {
+    let mut doc = picaops::vm::render::render_json(vms);
+    doc["not_converged"] = serde_json::json!(not_converged);
+    doc
+}
+
+fn print_not_converged(
+    not_converged: &BTreeMap<String, String>,
+    out: &Output,
+    w: &mut dyn std::io::Write,
+) {
+    for (name, why) in not_converged {
+        let _ = writeln!(
+            w,
+            "  {} {name} is not converged in this run: {why}",
+            out.paint(Style::Dim, "note:")
+        );
+    }
+}
+
+/// When only VMs are in play (no host to converge), their report alone.
+fn print_vms_only(
+    vms: &picaops::vm::VmReport,
+    not_converged: &BTreeMap<String, String>,
+    out: &Output,
+    mode: Mode,
+) {
+    match out.format {
+        Format::Json => {
+            let doc = serde_json::json!({
+                "mode": mode,
+                "hosts": [],
+                "vms": vm_json(vms, not_converged),
+            });
+            println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+        }
+        Format::Human => {
+            let mut stdout = std::io::stdout().lock();
+            let _ = picaops::vm::render::render_human(vms, out, &mut stdout);
+            print_not_converged(not_converged, out, &mut stdout);
+        }
+    }
 }

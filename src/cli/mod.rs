@@ -8,6 +8,7 @@ pub mod inventory;
 pub mod lab;
 pub mod run;
 pub mod service;
+pub mod vm;
 
 use std::path::PathBuf;
 
@@ -15,7 +16,7 @@ use clap::{Args, Parser, Subcommand};
 use picaops::output::{Format, Output};
 
 const ABOUT: &str = "Run a small hoster's two sites from an admin workstation: \
-inventory, ad-hoc commands, converge, access, backups.";
+inventory, ad-hoc commands, converge, VMs, access, backups.";
 
 const AFTER_HELP: &str = "\
 Exit codes: 0 everything went well; 1 at least one host failed (the others were still \
@@ -95,6 +96,9 @@ pub enum Command {
     /// Docker Compose services: list, plan, apply (health-gated, rolled back on failure), logs, restart.
     #[command(subcommand)]
     Service(service::ServiceCommand),
+    /// VMs on the hypervisors: list (with drift from the inventory), start, stop, reboot, console.
+    #[command(subcommand)]
+    Vm(vm::VmCommand),
 }
 
 pub fn dispatch(cli: Cli) -> i32 {
@@ -109,6 +113,7 @@ pub fn dispatch(cli: Cli) -> i32 {
         Command::Lab(cmd) => lab::run(cmd, &cli.global, &out),
         Command::Backup(cmd) => backup::run(cmd, &cli.global, &out),
         Command::Service(cmd) => service::run(cmd, &cli.global, &out),
+        Command::Vm(cmd) => vm::run(cmd, &cli.global, &out),
     }
 }
 

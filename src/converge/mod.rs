@@ -871,7 +871,7 @@ async fn send_script(
 
 /// For debugging picaops itself: `PICAOPS_KEEP_SCRIPTS=DIR` saves every script sent (mode 0600:
 /// apply scripts hold file contents, secrets included).
-fn keep_script(host: &str, segment: usize, kind: &str, text: &str) {
+pub(crate) fn keep_script(host: &str, segment: usize, kind: &str, text: &str) {
     let Some(dir) = std::env::var_os("PICAOPS_KEEP_SCRIPTS") else {
         return;
     };

@@ -134,6 +134,9 @@ pub fn load(dir: &Path) -> Loaded {
     let mut inv = merge(dir, docs, &mut diags);
     inv.known_hosts = known_hosts;
     check::check(&inv, &mut diags);
+    if diags.is_empty() {
+        reach_vms_through_their_host(&mut inv);
+    }
     diags.sort_by(|a, b| {
         (&a.place.file, a.place.line, a.place.column).cmp(&(
             &b.place.file,
@@ -148,6 +151,34 @@ pub fn load(dir: &Path) -> Loaded {
             Err(diags)
         },
         sources,
+    }
+}
+
+/// A VM without `address:` is reached at its `network.address` (prefix length dropped), through
+/// its hypervisor as SSH jump host (`user@address:port` of the host).
+fn reach_vms_through_their_host(inv: &mut Inventory) {
+    for vm in inv.vms.values_mut() {
+        if vm.ssh.address.is_some() {
+            continue;
+        }
+        let Some(ip) = vm.network.as_ref().and_then(|n| n.address.as_deref()) else {
+            continue;
+        };
+        let Some(host) = inv.hosts.get(vm.host.as_str()) else {
+            continue;
+        };
+        let Some(address) = &host.ssh.address else {
+            continue;
+        };
+        let mut jump = address.clone();
+        if let Some(user) = &host.ssh.user {
+            jump = format!("{user}@{jump}");
+        }
+        if let Some(port) = host.ssh.port {
+            jump = format!("{jump}:{port}");
+        }
+        vm.ssh.address = Some(ip.split('/').next().unwrap_or(ip).to_string());
+        vm.ssh.jump = Some(jump);
     }
 }
 
@@ -327,6 +358,7 @@ fn merge(dir: &Path, docs: Vec<(PathBuf, FileDoc)>, diags: &mut Vec<Diagnostic>)
                     identity_file: resolve_path(f, h.identity_file),
                     become_root: h.become_root,
                     host_key: h.host_key.map(|k| located(f, k)),
+                    jump: None,
                 },
                 hypervisor: h.hypervisor,
                 oob: h.oob,
@@ -383,6 +415,7 @@ fn merge(dir: &Path, docs: Vec<(PathBuf, FileDoc)>, diags: &mut Vec<Diagnostic>)
                     identity_file: resolve_path(f, v.identity_file),
                     become_root: v.become_root,
                     host_key: v.host_key.map(|k| located(f, k)),
+                    jump: None,
                 },
                 vcpus: v.vcpus.map(|c| c.value),
                 memory,

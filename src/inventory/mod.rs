@@ -17,6 +17,6 @@ pub(crate) use check::valid_name;
 pub use load::{load, parse_size, Loaded};
 pub use model::*;
 pub use reach::{
-    fingerprint, is_pinned, known_hosts_text, line_names, pin, runtime_dir, target,
-    write_known_hosts,
+    fingerprint, is_pinned, known_hosts_text, line_names, pin, record_host_key, runtime_dir,
+    target, write_known_hosts,
 };

@@ -88,6 +88,9 @@ pub struct Ssh {
     pub become_root: bool,
     /// The pinned public host key (`ssh-ed25519 AAAA…`).
     pub host_key: Option<Located<String>>,
+    /// Jump host (`user@host:port`): a VM without `address:` is reached at its
+    /// `network.address` through its hypervisor.
+    pub jump: Option<String>,
 }
 
 /// A physical machine (`bob`, `alice`, `caribou`).

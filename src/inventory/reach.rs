@@ -32,7 +32,7 @@ pub fn target(machine: Machine<'_>) -> Result<Target, String> {
         user: ssh.user.clone(),
         identity_file: ssh.identity_file.clone(),
         become_root: ssh.become_root,
-        jump: None,
+        jump: ssh.jump.clone(),
     })
 }
 
@@ -164,23 +164,29 @@ pub fn pin(inv: &Inventory, machine: Machine<'_>) -> Result<String, String> {
             )
         })?;
     super::check_host_key(&key).map_err(|e| format!("the key it sent is not valid: {e}"))?;
-    let path = inv.dir.join("known_hosts");
+    record_host_key(&inv.dir, &name, &key)?;
+    Ok(fingerprint(&key))
+}
+
+/// Records `key` for the known_hosts name `name` in `<inventory>/known_hosts`, replacing an
+/// older entry for the same name (atomically: temporary file, then rename).
+pub fn record_host_key(dir: &std::path::Path, name: &str, key: &str) -> Result<(), String> {
+    let path = dir.join("known_hosts");
     let old = std::fs::read_to_string(&path).unwrap_or_default();
     let mut text: String = old
         .lines()
-        .filter(|l| l.split_whitespace().next() != Some(name.as_str()))
+        .filter(|l| l.split_whitespace().next() != Some(name))
         .map(|l| format!("{l}\n"))
         .collect();
     if text.is_empty() {
         text.push_str("# Host keys pinned by `picaops inventory pin` (trust on first use).\n");
     }
     text.push_str(&format!("{name} {key}\n"));
-    let dir = inv.dir.as_path();
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| e.to_string())?;
     tmp.write_all(text.as_bytes()).map_err(|e| e.to_string())?;
     tmp.as_file().sync_all().map_err(|e| e.to_string())?;
     tmp.persist(&path).map_err(|e| e.error.to_string())?;
-    Ok(fingerprint(&key))
+    Ok(())
 }
 
 /// `SHA256:…` fingerprint of a public key line, as `ssh-keygen -l` prints it.

@@ -42,6 +42,10 @@ const POSTGRES_DOCKERFILE: &str = include_str!("images/postgres.Dockerfile");
 const POSTGRES_ENTRYPOINT: &str = include_str!("images/postgres-entrypoint.sh");
 const APP_WEB_DOCKERFILE: &str = include_str!("images/app-web.Dockerfile");
 const APP_WEB_PY: &str = include_str!("images/app-web.py");
+const GUEST_BUILD_SH: &str = include_str!("images/guest-build.sh");
+const GUEST_INIT_SH: &str = include_str!("images/guest-init.sh");
+const VMBR0_SERVICE: &str = include_str!("images/vmbr0.service");
+const POOL_DEFAULT_XML: &str = include_str!("images/pool-default.xml");
 
 /// One of the lab's images.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,7 +102,17 @@ impl Image {
                     ("lab-apt.sh", LAB_APT_SH),
                 ],
             ),
-            Image::Hypervisor => (HYPERVISOR_DOCKERFILE, vec![("daemon.json", DAEMON_JSON)]),
+            Image::Hypervisor => (
+                HYPERVISOR_DOCKERFILE,
+                vec![
+                    ("daemon.json", DAEMON_JSON),
+                    // Lab VMs: their guest, the bridge and the storage pool (see the Dockerfile).
+                    ("guest-build.sh", GUEST_BUILD_SH),
+                    ("guest-init.sh", GUEST_INIT_SH),
+                    ("vmbr0.service", VMBR0_SERVICE),
+                    ("pool-default.xml", POOL_DEFAULT_XML),
+                ],
+            ),
             Image::Ldap => (
                 LDAP_DOCKERFILE,
                 vec![

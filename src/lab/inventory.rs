@@ -111,6 +111,73 @@ pub fn backups_yml() -> String {
     s
 }
 
+/// vms.yml of the lab's VM inventory: one VM per site, on bob (Toulouse) and alice (Compiègne),
+/// running the lab guest (busybox + dropbear, see images/guest-build.sh) on the host-only bridge
+/// vmbr0 of its hypervisor, reached through it as jump host. `vm_accel: tcg`: nested KVM hangs
+/// on the machines the lab runs on.
+pub fn vms_yml() -> String {
+    let mut s = String::from(HEADER);
+    s.push_str(
+        "# The lab VMs. Only in this VM inventory (inventory-vms/), so that applying playbooks to\n\
+         # the lab's hosts (`hosts: all`) never creates VMs or tries to converge them.\nvms:\n",
+    );
+    for (name, host, site, ip) in LAB_VMS {
+        s.push_str(&format!(
+            r#"  {name}:
+    host: {host}
+    description: lab VM in {site} (busybox guest, direct kernel boot)
+    user: root
+    identity_file: ../id_ed25519
+    vcpus: 1
+    memory: 192MiB
+    disks: [{{ size: 256MiB, pool: default }}]
+    network: {{ bridge: vmbr0, address: {ip}/24, gateway: 10.61.0.1 }}
+    image: picaops-lab-guest
+    start_at_boot: true
+    groups: [lab_vms]
+"#
+        ));
+    }
+    s.push_str(
+        r#"groups:
+  lab_vms:
+    description: lab VMs (a busybox guest, files and commands only; no apt, no systemd)
+    vars: {vm_accel: tcg}
+"#,
+    );
+    s
+}
+
+/// The lab VMs: (name, hypervisor, site, address on the hypervisor's vmbr0).
+pub const LAB_VMS: [(&str, &str, &str, &str); 2] = [
+    ("vm-tls", "bob", "toulouse", "10.61.0.10"),
+    ("vm-cpn", "alice", "compiegne", "10.61.0.20"),
+];
+
+/// The playbook the lab VMs are converged with (`<lab>/playbooks/lab-vms.yml`).
+pub const VM_PLAYBOOK: &str = r#"# Written by `picaops lab up`: what the lab VMs are converged with. Their guest is busybox:
+# files and commands only (no apt, no systemd).
+- name: lab VMs
+  hosts: lab_vms
+  tasks:
+    - name: a file on the VM's own disk, proving it was converged
+      copy:
+        dest: /data/picaops-converged
+        content: "converged by picaops: {{ inventory_hostname }} in {{ site }}\n"
+        mode: "0644"
+"#;
+
+/// The lab's VM inventory (`<lab>/inventory-vms/`: the lab inventory's files plus vms.yml) and
+/// its playbook. Pinned VM host keys land in its own known_hosts, written by picaops.
+pub fn write_vm_inventory(lab_dir: &Path, files: &[(&str, String)]) -> Result<(), LabError> {
+    let dir = lab_dir.join("inventory-vms");
+    for (name, text) in files {
+        write_atomically(&dir.join(name), text)?;
+    }
+    write_atomically(&dir.join("vms.yml"), &vms_yml())?;
+    write_atomically(&lab_dir.join("playbooks").join("lab-vms.yml"), VM_PLAYBOOK)
+}
+
 /// The lab's secrets directory (0700, files 0600): the public lab passwords of its slapd and
 /// of its backup repositories.
 pub fn write_secrets(dir: &Path) -> Result<(), LabError> {
@@ -287,6 +354,45 @@ mod tests {
         assert!(text.contains("172.30.1.11 ssh-ed25519 AAAAkeyofbob\n"));
         assert!(text.contains("172.30.2.20 ssh-ed25519 AAAAkeyofldap\n"));
         assert_eq!(text.lines().count(), 4);
+    }
+
+    #[test]
+    fn the_vm_inventory_loads_with_one_vm_per_site_reached_through_its_hypervisor() {
+        let lab = tempfile::tempdir().unwrap();
+        std::fs::write(
+            lab.path().join("id_ed25519.pub"),
+            "ssh-ed25519 AAAAlab admin\n",
+        )
+        .unwrap();
+        let key = |_: &str| {
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
+                .to_string()
+        };
+        write_vm_inventory(
+            lab.path(),
+            &[
+                ("sites.yml", sites_yml()),
+                ("hosts.yml", hosts_yml(&key)),
+                ("groups.yml", groups_yml()),
+            ],
+        )
+        .unwrap();
+        let inv = crate::inventory::load(&lab.path().join("inventory-vms"))
+            .result
+            .unwrap_or_else(|d| panic!("{d:?}"));
+        let tls = &inv.vms["vm-tls"];
+        assert_eq!(tls.ssh.address.as_deref(), Some("10.61.0.10"));
+        assert_eq!(tls.ssh.jump.as_deref(), Some("root@172.30.1.11:22"));
+        assert_eq!(
+            inv.site_of(crate::inventory::Machine::Vm(&inv.vms["vm-cpn"]))
+                .map(|s| s.name.as_str()),
+            Some("compiegne")
+        );
+        let spec = crate::vm::VmSpec::from_inventory(&inv, tls).unwrap();
+        assert_eq!(spec.accel, crate::vm::model::Accel::Tcg);
+        assert_eq!(spec.admin_keys, vec!["ssh-ed25519 AAAAlab admin"]);
+        spec.check_creatable().unwrap();
+        assert!(lab.path().join("playbooks/lab-vms.yml").is_file());
     }
 
     #[test]

@@ -434,6 +434,16 @@ impl Lab {
         )?;
         inventory::write_secrets(&self.dir.join("secrets"))?;
         inventory::write_services(&self.dir)?;
+        // The same lab plus two VMs, in a directory of its own (see inventory::vms_yml).
+        inventory::write_vm_inventory(
+            &self.dir,
+            &[
+                ("sites.yml", inventory::sites_yml()),
+                ("hosts.yml", inventory::hosts_yml(&key)),
+                ("groups.yml", inventory::groups_yml()),
+                ("access.yml", inventory::access_yml()),
+            ],
+        )?;
         inventory::write_atomically(&self.known_hosts_file(), &inventory::known_hosts(&key))
     }
 

@@ -1,5 +1,19 @@
-# picaops lab: a physical host (bob, alice, caribou): Docker + Compose v2, libvirt/QEMU, restic.
+# picaops lab: a physical host (bob, alice, caribou): Docker + Compose v2, libvirt/QEMU, restic,
+# and what lab VMs need (see guest-build.sh and the last layers).
 ARG BASE
+
+# The lab VMs' guest: a Debian cloud kernel and a busybox + dropbear initramfs, and an empty
+# base disk (guest-build.sh). Built apart: none of its packages end up on the host.
+FROM ${BASE} AS guest
+ENV DEBIAN_FRONTEND=noninteractive
+COPY guest-build.sh guest-init.sh /tmp/guest/
+RUN picaops-lab-apt archive \
+ && apt-get install -y --no-install-recommends busybox-static dropbear-bin xz-utils cpio e2fsprogs \
+ && cd /tmp/guest \
+ && apt-get download "$(apt-cache depends linux-image-cloud-amd64 | sed -n 's/.*Depends: \(linux-image-[0-9].*\)/\1/p' | head -n1)" \
+ && sh guest-build.sh /tmp/guest/linux-image-*.deb /tmp/guest/guest-init.sh /out \
+ && picaops-lab-apt local
+
 FROM ${BASE}
 ENV DEBIAN_FRONTEND=noninteractive
 RUN picaops-lab-apt archive \
@@ -11,3 +25,18 @@ RUN picaops-lab-apt archive \
 # container's iptables alone: the lab's networking is the router container's job.
 COPY daemon.json /etc/docker/daemon.json
 RUN systemctl enable docker.service libvirtd.service ssh.service
+# VMs: genisoimage for NoCloud seeds; a host-only bridge vmbr0 (10.61.0.1/24: lab VMs are
+# reached through their hypervisor as jump host); libvirt's `default` storage pool; and the
+# guest as base image `picaops-lab-guest` with its kernel and initrd beside it (direct boot).
+RUN picaops-lab-apt archive \
+ && apt-get install -y --no-install-recommends genisoimage \
+ && picaops-lab-apt local
+COPY vmbr0.service /etc/systemd/system/picaops-lab-vmbr0.service
+COPY pool-default.xml /etc/libvirt/storage/default.xml
+COPY --from=guest /out/ /var/lib/libvirt/images/
+RUN mkdir -p /etc/libvirt/storage/autostart \
+ && ln -sf /etc/libvirt/storage/default.xml /etc/libvirt/storage/autostart/default.xml \
+ && cd /var/lib/libvirt/images \
+ && qemu-img convert -f raw -O qcow2 picaops-lab-guest.raw picaops-lab-guest.qcow2 \
+ && rm picaops-lab-guest.raw \
+ && systemctl enable picaops-lab-vmbr0.service

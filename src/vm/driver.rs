@@ -1,0 +1,158 @@
+//! The `Hypervisor` trait: what a VM driver must do, as scripts for the hypervisor's shell.
+//!
+//! Every operation is one POSIX shell script sent on the standard input of `sh -s` over the host's
+//! SSH connection (never on a command line: a script may carry keys), so each costs one round
+//! trip and drivers stay testable without a hypervisor: tests check the scripts they build and
+//! parse recorded outputs. Scripts report what picaops must know on lines starting with `@@`
+//! (`@@error WHY`, `@@hostkey KEY`, `@@timeout`); everything else they print is for the log.
+//! A driver never prints and never connects anywhere itself.
+
+use std::time::Duration;
+
+use super::model::{HostVms, VmSpec, VmState};
+use super::plan::{ChangeKind, VmPlan};
+
+/// Start, stop or restart a VM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PowerOp {
+    Start,
+    /// Graceful (ACPI) shutdown, waiting up to the timeout; `force` pulls the plug instead.
+    Stop {
+        force: bool,
+    },
+    /// Graceful shutdown, then start.
+    Reboot,
+}
+
+/// A VM driver (libvirt, Proxmox). Operations a driver cannot do return a typed error by default.
+pub trait Hypervisor: Send + Sync {
+    /// `libvirt` or `proxmox`, for messages.
+    fn kind(&self) -> &'static str;
+
+    /// The script that reads every VM of the host, its pools and templates (one round trip).
+    fn read_script(&self) -> String;
+
+    /// Turns the read script's output into the host's VMs.
+    fn parse_read(&self, host: &str, stdout: &str) -> Result<HostVms, String>;
+
+    /// The script that creates a VM from `spec` and starts it. It prints `@@hostkey TYPE KEY`
+    /// when it generated the VM's SSH host key (so picaops can pin it before the first login).
+    fn create_script(&self, spec: &VmSpec, host: &HostVms) -> Result<String, String>;
+
+    /// The script that applies an `Update` plan: live changes, then (when the plan needs it) a
+    /// graceful ACPI shutdown within `shutdown_timeout` and a start. Prints `@@timeout` and
+    /// exits non-zero when the VM did not shut down in time (nothing is forced).
+    fn update_script(
+        &self,
+        plan: &VmPlan,
+        host: &HostVms,
+        shutdown_timeout: Duration,
+    ) -> Result<String, String>;
+
+    /// The script that records an existing VM as managed by picaops, changing nothing else.
+    fn adopt_script(&self, state: &VmState) -> Result<String, String>;
+
+    /// The script that deletes a VM and its disks.
+    fn delete_script(&self, state: &VmState) -> Result<String, String>;
+
+    /// The script that starts, stops or restarts a VM.
+    fn power_script(&self, state: &VmState, op: PowerOp, timeout: Duration) -> String;
+
+    /// Why this driver cannot make a change at all (it is then shown, never applied).
+    fn cannot(&self, _kind: &ChangeKind) -> Option<String> {
+        None
+    }
+
+    /// The command that attaches a terminal to the VM's serial console (run with a TTY).
+    fn console_argv(&self, state: &VmState) -> Result<Vec<String>, String> {
+        Err(format!(
+            "the {} driver has no console for {}",
+            self.kind(),
+            state.name
+        ))
+    }
+}
+
+/// The driver for a host's `hypervisor:` kind.
+pub fn for_kind(kind: crate::inventory::HypervisorKind) -> Option<Box<dyn Hypervisor>> {
+    match kind {
+        crate::inventory::HypervisorKind::Libvirt => Some(Box::new(super::libvirt::Libvirt)),
+        crate::inventory::HypervisorKind::Proxmox => Some(Box::new(super::proxmox::Proxmox)),
+        crate::inventory::HypervisorKind::None => None,
+    }
+}
+
+/// Shell functions every VM script starts with.
+pub const SCRIPT_PRELUDE: &str = "set -u\n\
+fail() { echo \"@@error $*\"; exit 3; }\n";
+
+/// What a script told picaops on its `@@` lines.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ScriptNotes {
+    pub errors: Vec<String>,
+    pub host_key: Option<String>,
+    pub timed_out: bool,
+    /// Other `@@key value` lines (`@@vmid 105`).
+    pub values: Vec<(String, String)>,
+}
+
+pub fn parse_notes(stdout: &str) -> ScriptNotes {
+    let mut notes = ScriptNotes::default();
+    for line in stdout.lines() {
+        let Some(rest) = line.strip_prefix("@@") else {
+            continue;
+        };
+        let (key, value) = rest.split_once(' ').unwrap_or((rest, ""));
+        match key {
+            "error" => notes.errors.push(value.trim().to_string()),
+            "hostkey" => notes.host_key = Some(value.trim().to_string()),
+            "timeout" => notes.timed_out = true,
+            _ => notes
+                .values
+                .push((key.to_string(), value.trim().to_string())),
+        }
+    }
+    notes
+}
+
+/// A name safe to put in file names and unquoted shell words: the inventory's names already
+/// are (lowercase, digits, `-`), this checks again before anything is built from it.
+pub fn check_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && !name.starts_with('-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{name}` cannot be used as a VM name on a hypervisor (lowercase letters, digits, - and _)"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notes_are_read_from_at_at_lines_only() {
+        let n = parse_notes(
+            "noise\n@@hostkey ssh-ed25519 AAAA\n@@vmid 105\n@@error disk exists\n@@timeout\n",
+        );
+        assert_eq!(n.host_key.as_deref(), Some("ssh-ed25519 AAAA"));
+        assert_eq!(n.values, vec![("vmid".to_string(), "105".to_string())]);
+        assert_eq!(n.errors, vec!["disk exists"]);
+        assert!(n.timed_out);
+    }
+
+    #[test]
+    fn names_that_could_escape_a_path_or_a_word_are_refused() {
+        assert!(check_name("pica01").is_ok());
+        for bad in ["", "-x", "a b", "../x", "a;b", "Pica"] {
+            assert!(check_name(bad).is_err(), "{bad}");
+        }
+    }
+}
