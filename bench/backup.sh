@@ -30,20 +30,22 @@ mkdir -p "$data"
 for i in $(seq 1 "$files"); do head -c "$((file_kib * 1024))" /dev/urandom > "$data/f$i"; done
 printf 'picaops-bench-password\n' > "$work/password"; chmod 600 "$work/password"
 
-now() { date +%s.%N; }
-elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
-
-run_restic() { # REPO CACHE -> seconds of one backup
-  local t0; t0=$(now)
-  "$restic" -r "$1" --password-file "$work/password" --cache-dir "$2" --json --quiet \
-    backup --host bench --tag bench "$data" > /dev/null
-  elapsed "$t0" "$(now)"
+# Wall time swings with the machine's neighbours (a shared VM's CPU pressure), so each run also
+# reports its CPU time (user + system of the tool and its children), the steadier measure.
+# One run -> "WALL CPU" in seconds, from bash's own `time`.
+timed() {
+  local TIMEFORMAT='%R %U %S' t
+  t=$( { time "$@" > /dev/null; } 2>&1 ) || { echo "bench: failed: $*" >&2; exit 1; }
+  awk '{ printf "%.3f %.3f", $1, $2 + $3 }' <<< "$t"
 }
 
-run_picaops() { # JOBFILE -> seconds of one host-run
-  local t0; t0=$(now)
-  "$picaops" --quiet --output json backup host-run --job-file "$1" > /dev/null
-  elapsed "$t0" "$(now)"
+run_restic() { # REPO CACHE
+  timed "$restic" -r "$1" --password-file "$work/password" --cache-dir "$2" --json --quiet \
+    backup --host bench --tag bench "$data"
+}
+
+run_picaops() { # JOBFILE
+  timed "$picaops" --quiet --output json backup host-run --job-file "$1"
 }
 
 declare -a r_first r_second p_first p_second
@@ -81,18 +83,30 @@ JOB
     r_second+=("$(run_restic "$r/repo-restic" "$r/cache-restic")")
   fi
   added=$(python3 -c "import json;print(json.load(open('$r/state/status/bench.json'))['last_success']['bytes_added'])")
-  echo "repetition $rep: restic ${r_first[-1]} s / ${r_second[-1]} s, picaops ${p_first[-1]} s / ${p_second[-1]} s (second run added $added bytes)"
+  echo "repetition $rep (wall s, CPU s): restic ${r_first[-1]} / ${r_second[-1]}, picaops ${p_first[-1]} / ${p_second[-1]} (second run added $added bytes)"
   rm -rf "$r/repo-restic" "$r/repo-picaops" "$r/cache-restic" "$r/cache-picaops"
 done
 
-median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
-row() { # LABEL RESTIC PICAOPS
-  awk -v l="$1" -v r="$2" -v p="$3" 'BEGIN { printf "| %s | %.2f s | %.2f s | %+.1f%% |\n", l, r, p, (p - r) * 100 / r }'
-}
+# median FIELD "WALL CPU"... -> the median of field 1 (wall) or 2 (CPU)
+median() { local f=$1; shift; printf '%s\n' "$@" | awk -v f="$f" '{print $f}' | sort -g |
+  awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+# overhead FIELD RESTIC... PICAOPS... -> the median of the repetitions' own picaops/restic ratios, in %:
+# both tools of one repetition ran back to back, so a slow moment of the machine mostly cancels.
+overhead() { local f=$1; shift; local ratios=() k
+  for k in $(seq 1 "$repeat"); do
+    ratios+=("$(awk -v r="${*:$k:1}" -v p="${*:$((k + repeat)):1}" -v f="$f" \
+      'BEGIN { split(r, a, " "); split(p, b, " "); printf "%.4f", (b[f] - a[f]) * 100 / a[f] }')")
+  done
+  median 1 "${ratios[@]}"; }
+cols() { # LABEL RESTIC... PICAOPS...
+  local label=$1; shift
+  printf '| %s | %.2f s | %.2f s | %+.1f%% | %.2f s | %.2f s | %+.1f%% |\n' "$label" \
+    "$(median 1 "${@:1:$repeat}")" "$(median 1 "${@:$((repeat + 1))}")" "$(overhead 1 "$@")" \
+    "$(median 2 "${@:1:$repeat}")" "$(median 2 "${@:$((repeat + 1))}")" "$(overhead 2 "$@")"; }
 echo
-echo "medians of $repeat ($size_mib MiB, $files files):"
-echo "| run | restic by hand | picaops host-run | picaops overhead |"
-echo "|---|---|---|---|"
-row "first" "$(median "${r_first[@]}")" "$(median "${p_first[@]}")"
-row "after changing 1%" "$(median "${r_second[@]}")" "$(median "${p_second[@]}")"
+echo "medians of $repeat ($size_mib MiB, $files files; overhead: median of each repetition's own ratio):"
+echo "| run | restic wall | picaops wall | overhead | restic CPU | picaops CPU | overhead |"
+echo "|---|---|---|---|---|---|---|"
+cols "first" "${r_first[@]}" "${p_first[@]}"
+cols "after changing 1%" "${r_second[@]}" "${p_second[@]}"
 rm -rf "$data"

@@ -154,11 +154,13 @@ impl HostJob {
         // A run that failed or was killed may have left its restic lock behind (kill -9, a cut
         // link): clear it now, while this host can still prove its process gone, rather than
         // let retention on the repository's side trip over it. After a clean run there is
-        // nothing to clear, and listing locks costs a restic start (~0.3 s of key derivation).
+        // nothing to clear, and neither before a job's first run (a run that started and was
+        // killed left `running_since`); listing locks costs a restic start (~0.3 s of key
+        // derivation).
         let before = JobStatus::load(&self.job)?;
         JobStatus::update(&self.job, |s| s.running_since = Some(started))?;
         let suspicious =
-            before.last_run.as_ref().is_none_or(|r| !r.ok) || before.running_since.is_some();
+            before.last_run.as_ref().is_some_and(|r| !r.ok) || before.running_since.is_some();
         if suspicious {
             if let Err(e) = self.clear_stale_locks(say) {
                 return Err(e.to_string());
