@@ -1,4 +1,4 @@
-//! Secrets (LDAP bind passwords, later repository passwords and service secrets), named in the
+//! Secrets (LDAP bind passwords, backup repository passwords, service secrets), named in the
 //! inventory and resolved on the workstation only when needed: through `pass` (what Picasoft's
 //! team uses) or a directory of root-only files. A `Secret` never prints its value.
 
