@@ -406,6 +406,82 @@ fn sqlite_dump_streams_into_restic_then_loads_back_in_a_drill_and_a_restore() {
 }
 
 #[test]
+fn a_docker_exec_that_could_not_start_is_tried_once_more() {
+    if !have_restic("a_docker_exec_that_could_not_start_is_tried_once_more") {
+        return;
+    }
+    let s = Setup::new();
+    let db = s.path("app.db");
+    sqlite(&db, "CREATE TABLE pads(id INTEGER PRIMARY KEY, text TEXT); INSERT INTO pads(text) VALUES ('hello');");
+    // A stand-in for `docker` in front of PATH: runc's transient "exec failed" (seen on the lab
+    // under load) cannot be caused on demand. `inspect` names an image; `exec` fails as runc
+    // does (exit 126) while the file FAILS holds a number above 0, then runs the command here.
+    let bin = s.path("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let fails = s.path("fails");
+    std::fs::write(
+        bin.join("docker"),
+        format!(
+            "#!/bin/sh\ncase \"$1\" in\n\
+             inspect) echo picaops-test/app:1 ;;\n\
+             exec) shift 2; n=$(cat {f}); if [ \"$n\" -gt 0 ]; then echo $((n - 1)) > {f}; \
+             echo 'OCI runtime exec failed: exec failed: unable to start container process: read init-p: connection reset by peer: unknown' >&2; exit 126; fi; exec \"$@\" ;;\n\
+             *) exit 1 ;;\nesac\n",
+            f = fails.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(bin.join("docker"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let job = s.job(
+        "pad",
+        json!({ "paths": [], "dumps": [{ "kind": "sqlite", "container": "pad-db", "database": db, "user": null, "password_env": null }] }),
+    );
+    ok(&host(&["host-init"], &job));
+    // Human output: its notes on stderr are what the journal keeps on a host.
+    let run = |n: u32, format: &str| {
+        std::fs::write(&fails, format!("{n}\n")).unwrap();
+        picaops()
+            .env("PATH", &path)
+            .args(["--output", format, "backup", "host-run", "--job-file"])
+            .arg(&job)
+            .output()
+            .unwrap()
+    };
+    // Once: the second try succeeds, and says so.
+    let out = run(1, "human");
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("could not start the command (exit 126); trying once more"),
+        "{stderr}"
+    );
+    let snaps: Value = serde_json::from_slice(
+        &s.restic()
+            .args(["snapshots", "--json"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(
+        snaps.as_array().unwrap().len(),
+        1,
+        "one snapshot, from the second try: {snaps:#}"
+    );
+    // Twice: the run fails, and the message carries docker's own words.
+    let doc = failed(&run(2, "json"));
+    let error = doc["error"].as_str().unwrap();
+    assert!(error.contains("exit status 126"), "{error}");
+    assert!(error.contains("the command said: "), "{error}");
+    assert!(error.contains("OCI runtime exec failed"), "{error}");
+}
+
+#[test]
 fn a_failing_dump_fails_the_run_with_a_reason_and_makes_no_snapshot() {
     if !have_restic("a_failing_dump_fails_the_run_with_a_reason_and_makes_no_snapshot") {
         return;
@@ -421,6 +497,9 @@ fn a_failing_dump_fails_the_run_with_a_reason_and_makes_no_snapshot() {
     let error = out["error"].as_str().unwrap();
     assert!(error.starts_with("dump sqlite-app.sql: "), "{error}");
     assert!(error.contains("command failed"), "{error}");
+    // sqlite3's own words say why, so nobody has to dig in the journal.
+    assert!(error.contains("the command said: "), "{error}");
+    assert!(error.contains("unable to open database"), "{error}");
     failed(&host(&["host-run"], &job));
     let status = s.status("broken");
     assert_eq!(status["consecutive_failures"], 2);

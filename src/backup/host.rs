@@ -294,9 +294,21 @@ impl HostJob {
             "--",
         ]);
         args.extend(command.iter().map(OsString::from));
-        let finished = self
-            .with_lock_retry(&args, say, &mut |_| {})
-            .map_err(|e| e.to_string())?;
+        let mut finished = self.with_lock_retry(&args, say, &mut |_| {});
+        // `docker exec` exits 126 when it could not start the command at all (runc's "exec
+        // failed" under load, seen on the lab): nothing was dumped and restic saved no
+        // snapshot, so one more try is safe.
+        if dump.container.is_some()
+            && matches!(&finished, Err(ResticError::Failed { message, .. }) if message.contains("exit status 126"))
+        {
+            say(&format!(
+                "dump {}: `docker exec` could not start the command (exit 126); trying once more in 2 s",
+                dump.file_name()
+            ));
+            std::thread::sleep(Duration::from_secs(2));
+            finished = self.with_lock_retry(&args, say, &mut |_| {});
+        }
+        let finished = finished.map_err(|e| e.to_string())?;
         let summary = backup_summary(&finished.stdout).ok_or("restic ended without a summary")?;
         say(&format!(
             "dump {}: {} read, {} added",

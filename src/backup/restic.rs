@@ -423,8 +423,24 @@ pub fn error_message(stderr: &str, stdout: &[String]) -> String {
         } else {
             String::new()
         };
+    // Lines that are not restic's JSON come from the command restic streamed from (a dump's
+    // `docker exec`, pg_dump…): when that command failed, its own words say why.
+    let plain: Vec<&str> = stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('{'))
+        .collect();
+    let said = if plain.is_empty() {
+        String::new()
+    } else {
+        let last = &plain[plain.len().saturating_sub(2)..];
+        format!(" (the command said: {})", clean(&last.join("; ")))
+    };
+    let command_failed = |m: &str| m.contains("command failed");
     match (fatal, details.is_empty()) {
+        (Some(f), true) if command_failed(&f) => return f + &said,
         (Some(f), true) => return f,
+        (Some(f), false) if command_failed(&f) => return format!("{f}: {details}{said}"),
         (Some(f), false) => return format!("{f}: {details}"),
         (None, false) => return details,
         (None, true) => {}
@@ -780,6 +796,20 @@ mod tests {
             parse_backup_line(r#"{"message_type":"verbose_status","action":"new"}"#),
             Some(BackupMessage::Other)
         );
+    }
+
+    #[test]
+    fn a_failed_dump_command_s_own_words_are_in_the_message() {
+        let stderr = "OCI runtime exec failed: exec failed: unable to start container process: unknown\n\
+                      {\"message_type\":\"exit_error\",\"code\":1,\"message\":\"Fatal: unable to save snapshot: failed to save /db.sql: Fatal: command failed: exit status 126\"}\n";
+        assert_eq!(
+            error_message(stderr, &[]),
+            "unable to save snapshot: failed to save /db.sql: Fatal: command failed: exit status 126 \
+             (the command said: OCI runtime exec failed: exec failed: unable to start container process: unknown)"
+        );
+        // Other failures do not quote unrelated stderr lines.
+        let stderr = "some warning\n{\"message_type\":\"exit_error\",\"code\":1,\"message\":\"Fatal: repository is damaged\"}\n";
+        assert_eq!(error_message(stderr, &[]), "repository is damaged");
     }
 
     #[test]
