@@ -87,9 +87,8 @@ JOB
   rm -rf "$r/repo-restic" "$r/repo-picaops" "$r/cache-restic" "$r/cache-picaops"
 done
 
-# median FIELD "WALL CPU"... -> the median of field 1 (wall) or 2 (CPU)
-median() { local f=$1; shift; printf '%s\n' "$@" | awk -v f="$f" '{print $f}' | sort -g |
-  awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+# field N "WALL CPU"... -> field 1 (wall) or 2 (CPU) of each, for lib.sh's median
+field() { local f=$1; shift; printf '%s\n' "$@" | awk -v f="$f" '{print $f}'; }
 # overhead FIELD RESTIC... PICAOPS... -> the median of the repetitions' own picaops/restic ratios, in %:
 # both tools of one repetition ran back to back, so a slow moment of the machine mostly cancels.
 overhead() { local f=$1; shift; local ratios=() k
@@ -97,12 +96,12 @@ overhead() { local f=$1; shift; local ratios=() k
     ratios+=("$(awk -v r="${*:$k:1}" -v p="${*:$((k + repeat)):1}" -v f="$f" \
       'BEGIN { split(r, a, " "); split(p, b, " "); printf "%.4f", (b[f] - a[f]) * 100 / a[f] }')")
   done
-  median 1 "${ratios[@]}"; }
+  median "${ratios[@]}"; }
 cols() { # LABEL RESTIC... PICAOPS...
   local label=$1; shift
   printf '| %s | %.2f s | %.2f s | %+.1f%% | %.2f s | %.2f s | %+.1f%% |\n' "$label" \
-    "$(median 1 "${@:1:$repeat}")" "$(median 1 "${@:$((repeat + 1))}")" "$(overhead 1 "$@")" \
-    "$(median 2 "${@:1:$repeat}")" "$(median 2 "${@:$((repeat + 1))}")" "$(overhead 2 "$@")"; }
+    "$(median $(field 1 "${@:1:$repeat}"))" "$(median $(field 1 "${@:$((repeat + 1))}"))" "$(overhead 1 "$@")" \
+    "$(median $(field 2 "${@:1:$repeat}"))" "$(median $(field 2 "${@:$((repeat + 1))}"))" "$(overhead 2 "$@")"; }
 echo
 echo "medians of $repeat ($size_mib MiB, $files files; overhead: median of each repetition's own ratio):"
 echo "| run | restic wall | picaops wall | overhead | restic CPU | picaops CPU | overhead |"
