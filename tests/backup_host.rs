@@ -331,6 +331,11 @@ fn drill_verifies_every_file_and_fails_loudly_on_a_corrupted_repository() {
     assert!(status["last_drill_success"].as_f64().unwrap() > 0.0);
 }
 
+/// A job file's SQLite dump of `db`, run on the host or in `container`.
+fn sqlite_dump(container: Option<&str>, db: &Path) -> Value {
+    json!({ "kind": "sqlite", "container": container, "database": db, "user": null, "password_env": null })
+}
+
 fn sqlite(db: &Path, sql: &str) -> String {
     let out = Command::new("sqlite3")
         .arg(db)
@@ -355,7 +360,7 @@ fn sqlite_dump_streams_into_restic_then_loads_back_in_a_drill_and_a_restore() {
     sqlite(&db, "CREATE TABLE pads(id INTEGER PRIMARY KEY, text TEXT); WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < 5000) INSERT INTO pads(text) SELECT hex(randomblob(32)) FROM n;");
     let job = s.job(
         "etherpad",
-        json!({ "paths": [], "dumps": [{ "kind": "sqlite", "container": null, "database": db, "user": null, "password_env": null }] }),
+        json!({ "paths": [], "dumps": [sqlite_dump(None, &db)] }),
     );
     ok(&host(&["host-init"], &job));
     let run = ok(&host(&["host-run"], &job));
@@ -439,7 +444,7 @@ fn a_docker_exec_that_could_not_start_is_tried_once_more() {
     );
     let job = s.job(
         "pad",
-        json!({ "paths": [], "dumps": [{ "kind": "sqlite", "container": "pad-db", "database": db, "user": null, "password_env": null }] }),
+        json!({ "paths": [], "dumps": [sqlite_dump(Some("pad-db"), &db)] }),
     );
     ok(&host(&["host-init"], &job));
     // Human output: its notes on stderr are what the journal keeps on a host.
@@ -490,7 +495,7 @@ fn a_failing_dump_fails_the_run_with_a_reason_and_makes_no_snapshot() {
     fill(&s.data(), 3, 1000);
     let job = s.job(
         "broken",
-        json!({ "dumps": [{ "kind": "sqlite", "container": null, "database": "/nonexistent/dir/app.db", "user": null, "password_env": null }] }),
+        json!({ "dumps": [sqlite_dump(None, Path::new("/nonexistent/dir/app.db"))] }),
     );
     ok(&host(&["host-init"], &job));
     let out = failed(&host(&["host-run"], &job));
