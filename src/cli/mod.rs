@@ -8,6 +8,7 @@ pub mod inventory;
 pub mod lab;
 pub mod run;
 pub mod service;
+pub mod site;
 pub mod vm;
 
 use std::path::PathBuf;

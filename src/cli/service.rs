@@ -1,6 +1,6 @@
-//! `picaops service list | plan | apply | logs | restart`, and the services step that ends
-//! `picaops plan` and `picaops apply`: parse arguments, render and check every project before
-//! connecting, then hand over to `picaops::service` and print its report.
+//! `picaops service list | plan | apply | logs | restart`: parse arguments and print. `plan` and
+//! `apply` are a site run of the services phase alone (`picaops::service::phase`), which also
+//! ends `picaops plan` and `picaops apply`.
 
 use std::collections::BTreeSet;
 use std::io::Write as _;
@@ -9,11 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use picaops::converge::Mode;
-use picaops::diagnostic::{Diagnostic, Sources};
+use picaops::diagnostic::Sources;
 use picaops::inventory::Inventory;
+use picaops::lifecycle::{Mode, PhaseKind, RunContext, SiteRun, Summary};
 use picaops::output::{Format, Output, Style, EXIT_HOST_FAILED, EXIT_OK, EXIT_USAGE};
-use picaops::service::{self, deploy, list, report, Project};
+use picaops::service::phase::{add_sources, ServicesPhase};
+use picaops::service::{self, deploy, list, Project};
 use picaops::transport::{Connector, Target};
 use serde_json::json;
 
@@ -97,153 +98,61 @@ pub struct DeployArgs {
 pub fn run(cmd: ServiceCommand, global: &Global, out: &Output) -> i32 {
     match cmd {
         ServiceCommand::List(args) => list_cmd(&args, global, out),
-        ServiceCommand::Plan(args) => {
-            let step = Step::run(global, out, &args, Mode::Plan);
-            step.print_alone(out);
-            match step.code {
-                EXIT_OK if args.detailed_exitcode && step.pending() > 0 => 2,
-                EXIT_USAGE if args.detailed_exitcode => 1,
-                code => code,
-            }
-        }
-        ServiceCommand::Apply(args) => {
-            let step = Step::run(global, out, &args, Mode::Apply);
-            step.print_alone(out);
-            step.code
-        }
+        ServiceCommand::Plan(args) => deploy_cmd(global, out, &args, Mode::Plan),
+        ServiceCommand::Apply(args) => deploy_cmd(global, out, &args, Mode::Apply),
         ServiceCommand::Logs { name, tail } => one_service(global, out, &name, Op::Logs(tail)),
         ServiceCommand::Restart { name } => one_service(global, out, &name, Op::Restart),
     }
 }
 
-/// A services run: its report (when machines were contacted) and its exit code.
-pub struct Step {
-    pub report: Option<deploy::Report>,
-    pub secrets: Vec<String>,
-    pub code: i32,
-}
-
-impl Step {
-    /// Loads, renders and checks (printing diagnostics), then plans or applies.
-    pub fn run(global: &Global, out: &Output, args: &DeployArgs, mode: Mode) -> Step {
-        let fail = |code| Step {
-            report: None,
-            secrets: Vec::new(),
-            code,
-        };
-        let (inv, selected, known_hosts) = match super::inventory::load_inventory_and_targets(
-            global,
-            args.limit.as_deref(),
-            out,
-        ) {
+/// `service plan` / `service apply`: a site run of the services phase alone, printed on its
+/// own (the JSON document is the services report).
+fn deploy_cmd(global: &Global, out: &Output, args: &DeployArgs, mode: Mode) -> i32 {
+    let settings = super::site::settings(
+        mode,
+        args.forks,
+        args.connect_timeout,
+        args.detailed_exitcode,
+        out,
+    );
+    let usage_code = Summary::usage_exit_code(&settings);
+    let (inventory, selected, known_hosts) =
+        match super::inventory::load_inventory_and_targets(global, args.limit.as_deref(), out) {
             Ok(t) => t,
-            Err(code) => return fail(code),
+            Err(_) => return usage_code,
         };
-        let targets = deploy::targets(&inv, selected, args.prune_services);
-        let machines: BTreeSet<String> = targets.iter().map(|t| t.name.clone()).collect();
-        let projects = match prepared(&inv, Some(&machines), out) {
-            Some(p) => p,
-            None => return fail(EXIT_USAGE),
-        };
-        let secrets = service::secret_values(&projects);
-        if targets.is_empty() {
-            return Step {
-                report: Some(deploy::Report {
-                    mode,
-                    machines: Vec::new(),
-                }),
-                secrets,
-                code: EXIT_OK,
-            };
-        }
-        let job = Arc::new(deploy::Job {
-            projects,
-            mode,
-            prune: args.prune_services,
-            known_hosts,
-            connect_timeout: Duration::from_secs(args.connect_timeout.max(1)),
-            forks: args.forks as usize,
-            secrets: secrets.clone(),
-        });
-        let result = super::run_with_progress(out, targets.len(), |events| {
-            deploy::run(job.clone(), &targets, events)
-        });
-        let report = match result {
-            Ok(Some(Ok(r))) => r,
-            Ok(None) => {
-                eprintln!("picaops: interrupted. A deployment in progress finishes on its machine (health wait, rollback); run `picaops service list` to see where each stands.");
-                return fail(130);
-            }
-            Ok(Some(Err(e))) => {
-                eprintln!("{}: {e}", out.paint(Style::Red, "picaops"));
-                return fail(EXIT_HOST_FAILED);
-            }
-            Err(e) => {
-                eprintln!("{}: {e}", out.paint(Style::Red, "picaops"));
-                return fail(EXIT_USAGE);
-            }
-        };
-        let code = if report.failures() > 0 {
-            EXIT_HOST_FAILED
-        } else {
-            EXIT_OK
-        };
-        Step {
-            report: Some(report),
-            secrets,
-            code,
-        }
-    }
-
-    pub fn pending(&self) -> usize {
-        self.report.as_ref().map_or(0, |r| r.pending())
-    }
-
-    /// The report as a JSON value (`null` when nothing was contacted).
-    pub fn json(&self) -> serde_json::Value {
-        self.report
-            .as_ref()
-            .map(|r| report::render_json(r, &self.secrets))
-            .unwrap_or(serde_json::Value::Null)
-    }
-
-    /// Human output on stdout (JSON is the caller's: see [`Step::json`]).
-    pub fn print_human(&self, out: &Output) {
-        if let Some(r) = &self.report {
-            let _ = report::render_human(r, out, &self.secrets, &mut std::io::stdout().lock());
-        }
-    }
-
-    fn print_alone(&self, out: &Output) {
-        match out.format {
-            Format::Json if self.report.is_some() => {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&self.json()).unwrap_or_default()
-                )
-            }
-            Format::Json => {}
-            Format::Human => self.print_human(out),
-        }
-    }
-}
-
-/// The services step of `picaops plan` / `picaops apply`, after the playbooks.
-pub fn after_converge(
-    global: &Global,
-    out: &Output,
-    limit: Option<&str>,
-    mode: Mode,
-    prune: bool,
-) -> Step {
-    let args = DeployArgs {
-        limit: limit.map(String::from),
-        prune_services: prune,
-        forks: 50,
-        connect_timeout: 10,
-        detailed_exitcode: false,
+    let cx = RunContext {
+        inventory: Arc::new(inventory),
+        known_hosts,
+        settings,
+        selected,
+        limited: args.limit.is_some(),
     };
-    Step::run(global, out, &args, mode)
+    let mut run = SiteRun::new(cx, vec![Box::new(ServicesPhase::new(args.prune_services))]);
+    if let Err(e) = run.prepare() {
+        return super::site::phase_error(e, out, "picaops", usage_code);
+    }
+    let summary = match super::site::execute(
+        run,
+        out,
+        "picaops",
+        "interrupted. A deployment in progress finishes on its machine (health wait, rollback); run `picaops service list` to see where each stands.",
+    ) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    if let Some(p) = summary.phase(PhaseKind::Services) {
+        match out.format {
+            Format::Json => println!(
+                "{}",
+                serde_json::to_string_pretty(&p.detail.json()).unwrap_or_default()
+            ),
+            Format::Human => {
+                let _ = p.detail.human(out, &mut std::io::stdout().lock());
+            }
+        }
+    }
+    summary.exit_code()
 }
 
 /// Renders the projects, printing every problem (with excerpts) when there is one.
@@ -259,19 +168,6 @@ fn prepared(
             add_sources(&diags, &mut sources);
             super::print_diagnostics(&diags, &sources, out, "in the services");
             None
-        }
-    }
-}
-
-/// Adds the text of every file a diagnostic points into (inventory files), for excerpts.
-fn add_sources(diags: &[Diagnostic], sources: &mut Sources) {
-    for d in diags {
-        for place in std::iter::once(&d.place).chain(d.notes.iter().map(|(p, _)| p)) {
-            if sources.text(&place.file).is_none() {
-                if let Ok(text) = std::fs::read_to_string(&place.file) {
-                    sources.add(&place.file, &text);
-                }
-            }
         }
     }
 }

@@ -1,8 +1,6 @@
-//! `picaops vm list | start | stop | reboot | console`, and the VM phase `plan`/`apply` run
-//! before converging (`vm_phase`). Argument parsing and printing only: the work is in
-//! `picaops::vm`.
+//! `picaops vm list | start | stop | reboot | console` (the VM phase of `plan`/`apply` is
+//! `picaops::vm::phase`). Argument parsing and printing only: the work is in `picaops::vm`.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,7 +8,7 @@ use clap::{Args, Subcommand};
 use picaops::inventory::{self, Inventory, Machine};
 use picaops::output::{Format, Output, Style, EXIT_HOST_FAILED, EXIT_OK, EXIT_USAGE};
 use picaops::transport::{Connector, Target};
-use picaops::vm::{self, engine, render, Allowed, PowerOp, Scope, VmJob, VmReport};
+use picaops::vm::{self, engine, render, Allowed, PowerOp, Scope, VmJob};
 
 use super::Global;
 
@@ -348,49 +346,4 @@ fn console(inv: &Inventory, known_hosts: &std::path::Path, vm: &Named, out: &Out
             EXIT_HOST_FAILED
         }
     }
-}
-
-/// What `apply` allows for VMs.
-#[derive(Clone, Debug, Default)]
-pub struct VmFlags {
-    pub allow_reboot: bool,
-    pub allow_destroy: Vec<String>,
-    pub shutdown_timeout: u64,
-}
-
-/// The VM phase of plan/apply: `None` when the inventory declares no VM (hypervisors are not
-/// contacted then), else the report (printed by the caller).
-#[allow(clippy::too_many_arguments)]
-pub fn vm_phase(
-    inv: &Inventory,
-    known_hosts: &std::path::Path,
-    selected: &[String],
-    limited: bool,
-    apply: bool,
-    flags: &VmFlags,
-    connect_timeout: Duration,
-    forks: usize,
-) -> Result<Option<VmReport>, String> {
-    if inv.vms.is_empty() {
-        return Ok(None);
-    }
-    let scope = Scope::of(inv, selected, limited);
-    if scope.hosts.is_empty() {
-        return Ok(None);
-    }
-    let job = Arc::new(VmJob {
-        inventory: inv.clone(),
-        known_hosts: known_hosts.to_path_buf(),
-        connect_timeout,
-        forks,
-        apply,
-        allowed: Allowed {
-            reboot: flags.allow_reboot,
-            destroy: flags.allow_destroy.iter().cloned().collect::<BTreeSet<_>>(),
-        },
-        shutdown_timeout: Duration::from_secs(flags.shutdown_timeout.max(1)),
-        ssh_wait: Duration::from_secs(180),
-        scope,
-    });
-    Ok(Some(runtime()?.block_on(engine::run(job))))
 }

@@ -8,6 +8,7 @@
 
 pub mod expand;
 mod guard;
+pub mod phase;
 pub mod report;
 pub mod saved;
 pub mod script;
@@ -32,13 +33,7 @@ use crate::transport::{
 };
 use expand::{Context, HostExpander, Registered, Step};
 
-/// Plan only reads; apply changes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    Plan,
-    Apply,
-}
+pub use crate::lifecycle::Mode;
 
 /// Everything a converge run needs, checked before any host is contacted.
 pub struct Job {

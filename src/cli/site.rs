@@ -1,0 +1,94 @@
+//! Running a site run from the command line: Ctrl-C, a phase's error, and the one output path
+//! (human or JSON) shared by `plan`, `apply` and `service plan|apply`.
+
+use std::time::Duration;
+
+use picaops::lifecycle::{Mode, PhaseError, Settings, SiteRun, Summary};
+use picaops::output::{Format, Output, Style, EXIT_HOST_FAILED};
+
+/// A run's settings from the flags every multi-machine command shares.
+pub fn settings(
+    mode: Mode,
+    forks: u32,
+    connect_timeout: u64,
+    detailed: bool,
+    out: &Output,
+) -> Settings {
+    Settings {
+        mode,
+        forks: forks as usize,
+        connect_timeout: Duration::from_secs(connect_timeout.max(1)),
+        detailed_exitcode: detailed,
+        progress: out.progress,
+    }
+}
+
+/// Runs `run` until it ends or Ctrl-C. `Err(code)` when it could not finish (the error has been
+/// printed, with whatever the phases before it reported).
+pub fn execute(run: SiteRun, out: &Output, who: &str, interrupted: &str) -> Result<Summary, i32> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!(
+                "{}: cannot start the async runtime: {e}",
+                out.paint(Style::Red, who)
+            );
+            EXIT_HOST_FAILED
+        })?;
+    let result = runtime.block_on(async {
+        tokio::select! {
+            r = run.run() => Some(r),
+            _ = tokio::signal::ctrl_c() => None,
+        }
+    });
+    // Dropping the runtime drops unfinished machine tasks; each closes its SSH master.
+    drop(runtime);
+    match result {
+        None => {
+            eprintln!("{who}: {interrupted}");
+            Err(130)
+        }
+        Some(Ok(summary)) => Ok(summary),
+        Some(Err((partial, e))) => {
+            print(&partial, out);
+            Err(phase_error(e, out, who, EXIT_HOST_FAILED))
+        }
+    }
+}
+
+/// Prints why a phase could not be prepared or run; returns the exit code. `usage_code` is
+/// the code of a run stopped before contacting anything (see `Summary::usage_exit_code`).
+pub fn phase_error(e: PhaseError, out: &Output, who: &str, usage_code: i32) -> i32 {
+    match e {
+        PhaseError::Invalid {
+            diagnostics,
+            sources,
+            what,
+        } => {
+            super::print_diagnostics(&diagnostics, &sources, out, what);
+            usage_code
+        }
+        PhaseError::Usage(m) => {
+            eprintln!("{}: {m}", out.paint(Style::Red, who));
+            usage_code
+        }
+        e @ PhaseError::Transport(..) => {
+            eprintln!("{}: {e}", out.paint(Style::Red, who));
+            EXIT_HOST_FAILED
+        }
+    }
+}
+
+/// The run's report on stdout: one JSON document, or each phase's text in order.
+pub fn print(summary: &Summary, out: &Output) {
+    match out.format {
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&picaops::site::render_json(summary)).unwrap_or_default()
+        ),
+        Format::Human => {
+            let _ = picaops::site::render_human(summary, out, &mut std::io::stdout().lock());
+        }
+    }
+}

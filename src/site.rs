@@ -1,0 +1,165 @@
+//! What `picaops plan` and `picaops apply` are: one [`SiteRun`] over the selected machines,
+//! with the VM phase, then the converge phase, then the services phase (see `crate::lifecycle`
+//! for what every phase does and how the run adds up to an exit code).
+//!
+//! - Naming playbooks runs only the converge phase over them; the default (no playbook named)
+//!   runs `playbooks/site.yml` beside the inventory and ends with the Compose services.
+//! - A saved plan (`plan --out FILE`, then `apply FILE`) covers the converge phase: applying it
+//!   refuses any host whose state or planned changes moved since.
+//!
+//! Nothing here prints: [`render_human`] and [`render_json`] give the caller the output.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::converge::phase::{ConvergeDetail, ConvergePhase, ConvergeRequest};
+use crate::converge::saved::{self, SavedPlan};
+use crate::inventory::Inventory;
+use crate::lifecycle::{Phase, PhaseError, PhaseKind, RunContext, Settings, SiteRun, Summary};
+use crate::output::Output;
+use crate::service::phase::ServicesPhase;
+use crate::transport::Target;
+use crate::vm::phase::{VmFlags, VmPhase};
+
+/// What a plan or apply of the site was asked to do.
+#[derive(Clone, Debug, Default)]
+pub struct Request {
+    /// The inventory directory (saved plans record it; the default playbook is beside it).
+    pub inventory_dir: PathBuf,
+    /// Playbooks to run; empty: `playbooks/site.yml` beside the inventory, then the services.
+    pub playbooks: Vec<PathBuf>,
+    pub limit: Option<String>,
+    pub tags: Vec<String>,
+    pub skip_tags: Vec<String>,
+    pub extra_vars: BTreeMap<String, Value>,
+    /// How long an apply waits for another run's lock on a host.
+    pub lock_wait: Duration,
+    /// Applying a plan saved by `plan --out`.
+    pub saved: Option<SavedPlan>,
+    pub vm: VmFlags,
+    /// Take down Compose services no longer in the inventory.
+    pub prune_services: bool,
+}
+
+impl Request {
+    /// The playbooks the converge phase runs.
+    pub fn playbook_files(&self) -> Vec<PathBuf> {
+        if !self.playbooks.is_empty() {
+            return self.playbooks.clone();
+        }
+        let dir = self
+            .inventory_dir
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        vec![dir.join("playbooks").join("site.yml")]
+    }
+
+    /// A whole-site run: no playbook named and no saved plan (VMs and services take part).
+    pub fn whole_site(&self) -> bool {
+        self.saved.is_none() && self.playbooks.is_empty()
+    }
+}
+
+/// A prepared run of the site (every phase checked, nothing contacted yet).
+pub fn prepare(
+    inventory: Inventory,
+    selected: Vec<Target>,
+    known_hosts: PathBuf,
+    settings: Settings,
+    request: &Request,
+) -> Result<SiteRun, PhaseError> {
+    let mut phases: Vec<Box<dyn Phase>> = Vec::new();
+    if request.saved.is_none() {
+        phases.push(Box::new(VmPhase::new(request.vm.clone())));
+    }
+    phases.push(Box::new(ConvergePhase::new(ConvergeRequest {
+        playbooks: request.playbook_files(),
+        tags: request.tags.clone(),
+        skip_tags: request.skip_tags.clone(),
+        extra_vars: request.extra_vars.clone(),
+        lock_wait: request.lock_wait,
+        expected: request.saved.clone(),
+    })));
+    if request.whole_site() {
+        phases.push(Box::new(ServicesPhase::new(request.prune_services)));
+    }
+    let cx = RunContext {
+        inventory: Arc::new(inventory),
+        known_hosts,
+        settings,
+        selected,
+        limited: request.limit.is_some(),
+    };
+    let mut run = SiteRun::new(cx, phases);
+    run.prepare()?;
+    if !run.has_work() {
+        return Err(PhaseError::Usage(
+            "no selected host is matched by any play's `hosts:`: nothing to do".into(),
+        ));
+    }
+    Ok(run)
+}
+
+/// The run for scripts: the converge report's document (`mode`, `hosts`), with `vms` and
+/// `services` beside it when those phases ran, and every machine's status per phase.
+pub fn render_json(summary: &Summary) -> Value {
+    let mut doc = match summary.phase(PhaseKind::Converge) {
+        Some(p) => p.detail.json(),
+        None => serde_json::json!({ "mode": summary.mode, "hosts": [] }),
+    };
+    for (kind, key) in [(PhaseKind::Vms, "vms"), (PhaseKind::Services, "services")] {
+        if let Some(p) = summary.phase(kind) {
+            doc[key] = p.detail.json();
+        }
+    }
+    doc["phases"] = summary.statuses_json();
+    doc
+}
+
+/// The run for people, phase after phase.
+pub fn render_human(summary: &Summary, out: &Output, w: &mut dyn Write) -> std::io::Result<()> {
+    for p in &summary.phases {
+        p.detail.human(out, w)?;
+    }
+    Ok(())
+}
+
+/// Saves the converge phase's plan for `picaops apply FILE` (mode 0600). Returns whether VM
+/// changes were planned, which a saved plan does not carry.
+pub fn save_plan(summary: &Summary, request: &Request, path: &Path) -> std::io::Result<bool> {
+    let converge = summary
+        .phase(PhaseKind::Converge)
+        .and_then(|p| p.detail.as_any().downcast_ref::<ConvergeDetail>())
+        .ok_or_else(|| std::io::Error::other("the run has no converge phase to save"))?;
+    let plan = SavedPlan::from_report(
+        &converge.report,
+        SavedPlan {
+            format: saved::MAGIC.into(),
+            created: crate::converge::lock_info()
+                .lines()
+                .find_map(|l| l.strip_prefix("since="))
+                .unwrap_or_default()
+                .to_string(),
+            inventory: request.inventory_dir.clone(),
+            playbooks: request.playbook_files(),
+            limit: request.limit.clone(),
+            tags: request.tags.clone(),
+            skip_tags: request.skip_tags.clone(),
+            extra_vars: converge.extra_vars.clone(),
+            hosts: BTreeMap::new(),
+        },
+    );
+    plan.write(path)?;
+    let vm_changes = summary.phase(PhaseKind::Vms).is_some_and(|p| {
+        p.machines
+            .iter()
+            .any(|m| !matches!(m.status, crate::lifecycle::Status::Unchanged))
+    });
+    Ok(vm_changes)
+}
