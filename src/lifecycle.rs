@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -49,7 +49,7 @@ pub struct Settings {
 }
 
 /// The layers of a site run, in the order they run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PhaseKind {
     Vms,
@@ -104,6 +104,33 @@ pub struct MachineStatus {
     pub status: Status,
 }
 
+/// What a plan saw of one machine in one phase: a fingerprint of the state it read and a digest
+/// of the changes it planned. A saved plan keeps these; applying it refuses if either moved.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MachinePlan {
+    pub state: String,
+    pub changes: String,
+}
+
+impl MachinePlan {
+    /// How this plan of a machine differs from the saved one, if it does.
+    pub fn moved_from(&self, saved: Option<&MachinePlan>) -> Option<&'static str> {
+        match saved {
+            None => Some("it is not in the saved plan"),
+            Some(s) if s.state != self.state => Some("its state changed"),
+            Some(s) if s.changes != self.changes => Some("its planned changes changed"),
+            Some(_) => None,
+        }
+    }
+}
+
+/// sha256 (hex) of a value's JSON form: how phases fingerprint what they read and planned.
+pub fn digest(value: &impl Serialize) -> String {
+    use sha2::{Digest, Sha256};
+    let json = serde_json::to_vec(value).unwrap_or_default();
+    hex::encode(Sha256::digest(json))
+}
+
 /// How a phase's own report is shown: each subsystem renders its detail, the run composes them.
 pub trait Rendered: Send + Sync {
     /// Text for people (stdout).
@@ -124,6 +151,8 @@ pub struct PhaseReport {
     pub hold_back: BTreeMap<String, String>,
     /// A known_hosts file for the later phases (new VMs' keys pinned).
     pub known_hosts: Option<PathBuf>,
+    /// Per machine read: what was seen and planned (for saved plans).
+    pub plans: BTreeMap<String, MachinePlan>,
     /// The subsystem's report, for rendering.
     pub detail: Box<dyn Rendered>,
 }

@@ -4,8 +4,9 @@
 //!
 //! - Naming playbooks runs only the converge phase over them; the default (no playbook named)
 //!   runs `playbooks/site.yml` beside the inventory and ends with the Compose services.
-//! - A saved plan (`plan --out FILE`, then `apply FILE`) covers the converge phase: applying it
-//!   refuses any host whose state or planned changes moved since.
+//! - A saved plan (`plan --out FILE`, then `apply FILE`) covers every phase that ran: applying
+//!   it first plans again, and refuses everything (nothing applied) if any machine of any phase
+//!   moved since ([`moved_since`]).
 //!
 //! Nothing here prints: [`render_human`] and [`render_json`] give the caller the output.
 
@@ -60,9 +61,20 @@ impl Request {
         vec![dir.join("playbooks").join("site.yml")]
     }
 
-    /// A whole-site run: no playbook named and no saved plan (VMs and services take part).
-    pub fn whole_site(&self) -> bool {
-        self.saved.is_none() && self.playbooks.is_empty()
+    /// Whether the VM phase takes part: always, except for a saved plan made without it.
+    fn with_vms(&self) -> bool {
+        self.saved
+            .as_ref()
+            .is_none_or(|p| p.phases.contains_key(&PhaseKind::Vms))
+    }
+
+    /// Whether the services phase takes part: in a whole-site run (no playbook named), or as
+    /// the saved plan says.
+    fn with_services(&self) -> bool {
+        match &self.saved {
+            Some(p) => p.phases.contains_key(&PhaseKind::Services),
+            None => self.playbooks.is_empty(),
+        }
     }
 }
 
@@ -75,7 +87,7 @@ pub fn prepare(
     request: &Request,
 ) -> Result<SiteRun, PhaseError> {
     let mut phases: Vec<Box<dyn Phase>> = Vec::new();
-    if request.saved.is_none() {
+    if request.with_vms() {
         phases.push(Box::new(VmPhase::new(request.vm.clone())));
     }
     phases.push(Box::new(ConvergePhase::new(ConvergeRequest {
@@ -86,8 +98,15 @@ pub fn prepare(
         lock_wait: request.lock_wait,
         expected: request.saved.clone(),
     })));
-    if request.whole_site() {
-        phases.push(Box::new(ServicesPhase::new(request.prune_services)));
+    if request.with_services() {
+        let expected = request
+            .saved
+            .as_ref()
+            .and_then(|p| p.phases.get(&PhaseKind::Services).cloned());
+        phases.push(Box::new(ServicesPhase::new(
+            request.prune_services,
+            expected,
+        )));
     }
     let cx = RunContext {
         inventory: Arc::new(inventory),
@@ -130,9 +149,9 @@ pub fn render_human(summary: &Summary, out: &Output, w: &mut dyn Write) -> std::
     Ok(())
 }
 
-/// Saves the converge phase's plan for `picaops apply FILE` (mode 0600). Returns whether VM
-/// changes were planned, which a saved plan does not carry.
-pub fn save_plan(summary: &Summary, request: &Request, path: &Path) -> std::io::Result<bool> {
+/// Saves the plan for `picaops apply FILE` (mode 0600): the request and, per phase and
+/// machine, what was read and planned.
+pub fn save_plan(summary: &Summary, request: &Request, path: &Path) -> std::io::Result<()> {
     let converge = summary
         .phase(PhaseKind::Converge)
         .and_then(|p| p.detail.as_any().downcast_ref::<ConvergeDetail>())
@@ -153,13 +172,61 @@ pub fn save_plan(summary: &Summary, request: &Request, path: &Path) -> std::io::
             skip_tags: request.skip_tags.clone(),
             extra_vars: converge.extra_vars.clone(),
             hosts: BTreeMap::new(),
+            phases: summary
+                .phases
+                .iter()
+                .map(|p| (p.kind, p.plans.clone()))
+                .collect(),
         },
     );
-    plan.write(path)?;
-    let vm_changes = summary.phase(PhaseKind::Vms).is_some_and(|p| {
-        p.machines
-            .iter()
-            .any(|m| !matches!(m.status, crate::lifecycle::Status::Unchanged))
-    });
-    Ok(vm_changes)
+    plan.write(path)
+}
+
+/// One machine of one phase that is not as the saved plan saw it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Moved {
+    pub phase: PhaseKind,
+    pub machine: String,
+    pub why: String,
+}
+
+/// What moved between a saved plan and `summary`, a plan made again from the same request:
+/// a machine whose state or planned changes differ, one that could not be read now, one the
+/// saved plan does not know, or a phase that did not run again.
+pub fn moved_since(summary: &Summary, saved: &SavedPlan) -> Vec<Moved> {
+    let mut moved = Vec::new();
+    for (kind, machines) in &saved.phases {
+        let Some(now) = summary.phase(*kind) else {
+            moved.push(Moved {
+                phase: *kind,
+                machine: "(all)".into(),
+                why: "this phase did not run again".into(),
+            });
+            continue;
+        };
+        for (machine, plan) in machines {
+            let why = match now.plans.get(machine) {
+                Some(p) => p.moved_from(Some(plan)).map(str::to_string),
+                None => Some(match now.machines.iter().find(|m| &m.machine == machine) {
+                    Some(m) => format!("it could not be read now ({:?})", m.status),
+                    None => "it is no longer in the run".into(),
+                }),
+            };
+            if let Some(why) = why {
+                moved.push(Moved {
+                    phase: *kind,
+                    machine: machine.clone(),
+                    why,
+                });
+            }
+        }
+        for machine in now.plans.keys().filter(|m| !machines.contains_key(*m)) {
+            moved.push(Moved {
+                phase: *kind,
+                machine: machine.clone(),
+                why: "it is not in the saved plan".into(),
+            });
+        }
+    }
+    moved
 }

@@ -150,6 +150,7 @@ impl Phase for FakePhase {
                 machines,
                 hold_back: BTreeMap::new(),
                 known_hosts: None,
+                plans: BTreeMap::new(),
                 detail: Box::new(NoDetail),
             })
         })
@@ -294,6 +295,7 @@ fn summary(mode: Mode, detailed: bool, machines: &[Status]) -> Summary {
                 .collect(),
             hold_back: BTreeMap::new(),
             known_hosts: None,
+            plans: BTreeMap::new(),
             detail: Box::new(NoDetail),
         }],
     }

@@ -87,8 +87,9 @@ have no address of their own), changes that can be made while a VM runs are made
 needs --allow-reboot and anything that destroys data (deleting a VM, shrinking or removing a \
 disk) needs --allow-destroy NAME. A VM made by hand with a declared name is adopted as it is.
 
-Given a file saved by `picaops plan --out`, applies that plan (hosts only: no VM change), and \
-refuses any host whose state or planned changes moved since.
+Given a file saved by `picaops plan --out`, plans every phase again (VMs, hosts, services) and \
+applies only if no machine's state or planned changes moved since; otherwise nothing is applied \
+and the refusal names each machine and phase that moved.
 
 Exit codes: 0 every host converged; 1 at least one host failed (the others were still served; \
 the summary names each failure); 2 usage error or invalid inventory/playbook (nothing was \
@@ -241,45 +242,85 @@ fn run(sel: &Selection, global: &Global, out: &Output, mode: Mode, extras: RunEx
         vm: extras.vm,
         prune_services: sel.prune_services,
     };
+    let interrupted = "interrupted. Hosts finish the step they were on (every write is atomic); run apply again to converge.";
+    // A saved plan is planned again first, every phase, and applied only if nothing moved.
+    if let Some(saved) = &request.saved {
+        let mut check = settings.clone();
+        check.mode = Mode::Plan;
+        let again = match site::prepare(
+            inventory.clone(),
+            targets.clone(),
+            known_hosts.clone(),
+            check,
+            &request,
+        ) {
+            Ok(s) => s,
+            Err(e) => return super::site::phase_error(e, out, who, usage_code),
+        };
+        let summary = match super::site::execute(again, out, who, interrupted) {
+            Ok(s) => s,
+            Err(code) => return code,
+        };
+        let moved = site::moved_since(&summary, saved);
+        if !moved.is_empty() {
+            print_refusal(&summary, &moved, out, who);
+            return EXIT_HOST_FAILED;
+        }
+    }
     let site = match site::prepare(inventory, targets, known_hosts, settings, &request) {
         Ok(s) => s,
         Err(e) => return super::site::phase_error(e, out, who, usage_code),
     };
-    let summary = match super::site::execute(
-        site,
-        out,
-        who,
-        "interrupted. Hosts finish the step they were on (every write is atomic); run apply again to converge.",
-    ) {
+    let summary = match super::site::execute(site, out, who, interrupted) {
         Ok(s) => s,
         Err(code) => return code,
     };
     super::site::print(&summary, out);
     if let Some(path) = extras.save_to {
-        match site::save_plan(&summary, &request, path) {
-            Ok(vm_changes) => {
-                if out.format == Format::Human {
-                    eprintln!(
-                        "plan saved to {} (apply it with `picaops apply {}`)",
-                        path.display(),
-                        path.display()
-                    );
-                    if vm_changes {
-                        eprintln!(
-                            "note: a saved plan covers the hosts only; the VM changes above are made by `picaops apply` without a plan file"
-                        );
-                    }
-                }
-            }
-            Err(e) => {
-                eprintln!(
-                    "{}: cannot save the plan to {}: {e}",
-                    out.paint(Style::Red, who),
-                    path.display()
-                );
-                return EXIT_HOST_FAILED;
-            }
+        if let Err(e) = site::save_plan(&summary, &request, path) {
+            eprintln!(
+                "{}: cannot save the plan to {}: {e}",
+                out.paint(Style::Red, who),
+                path.display()
+            );
+            return EXIT_HOST_FAILED;
+        }
+        if out.format == Format::Human {
+            eprintln!(
+                "plan saved to {} (apply it with `picaops apply {}`)",
+                path.display(),
+                path.display()
+            );
         }
     }
     summary.exit_code()
+}
+
+/// A saved plan that no longer holds: the plan made again (which shows what differs), what
+/// moved, and that nothing was applied.
+fn print_refusal(again: &Summary, moved: &[site::Moved], out: &Output, who: &str) {
+    match out.format {
+        Format::Json => {
+            let mut doc = site::render_json(again);
+            doc["applied"] = Value::Bool(false);
+            doc["moved"] = serde_json::json!(moved);
+            println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+        }
+        Format::Human => {
+            super::site::print(again, out);
+            for m in moved {
+                eprintln!(
+                    "{}: {} phase, {}: {}",
+                    out.paint(Style::Red, who),
+                    m.phase.label(),
+                    m.machine,
+                    m.why
+                );
+            }
+            eprintln!(
+                "{who}: the saved plan no longer matches {} machine(s): nothing was applied. Run `picaops plan --out FILE` again, review it, and apply that.",
+                moved.len()
+            );
+        }
+    }
 }

@@ -128,7 +128,10 @@ fn deploy_cmd(global: &Global, out: &Output, args: &DeployArgs, mode: Mode) -> i
         selected,
         limited: args.limit.is_some(),
     };
-    let mut run = SiteRun::new(cx, vec![Box::new(ServicesPhase::new(args.prune_services))]);
+    let mut run = SiteRun::new(
+        cx,
+        vec![Box::new(ServicesPhase::new(args.prune_services, None))],
+    );
     if let Err(e) = run.prepare() {
         return super::site::phase_error(e, out, "picaops", usage_code);
     }

@@ -20,7 +20,8 @@ use super::{report, Job, Report};
 use crate::diagnostic::Sources;
 use crate::inventory::Inventory;
 use crate::lifecycle::{
-    MachineStatus, Phase, PhaseError, PhaseKind, PhaseReport, Rendered, RunContext, Status,
+    MachinePlan, MachineStatus, Phase, PhaseError, PhaseKind, PhaseReport, Rendered, RunContext,
+    Status,
 };
 use crate::output::Output;
 use crate::playbook::template::Templates;
@@ -173,11 +174,26 @@ impl Phase for ConvergePhase {
                     },
                 })
                 .collect();
+            // The first segment's state and changes: what a saved plan checks per host.
+            let plans = report
+                .hosts
+                .iter()
+                .filter(|h| h.error.is_none())
+                .map(|h| {
+                    let first = |v: &[String]| v.first().cloned().unwrap_or_default();
+                    let plan = MachinePlan {
+                        state: first(&h.fingerprints),
+                        changes: first(&h.digests),
+                    };
+                    (h.name.clone(), plan)
+                })
+                .collect();
             Ok(PhaseReport {
                 kind: PhaseKind::Converge,
                 machines,
                 hold_back: BTreeMap::new(),
                 known_hosts: None,
+                plans,
                 detail: Box::new(ConvergeDetail {
                     report,
                     secrets,

@@ -1,9 +1,10 @@
 //! Saved plans (`picaops plan --out FILE`, then `picaops apply FILE`).
 //!
-//! A saved plan records what was asked (playbooks, limit, tags, extra vars) and, per host, the
-//! fingerprint of the state that was read and a digest of the changes planned. Applying it
-//! recomputes the plan and refuses a host whose state or planned changes differ: what is applied
-//! is exactly what was reviewed. File contents are not stored (they may hold secrets); the file is
+//! A saved plan records what was asked (playbooks, limit, tags, extra vars) and, per phase of the
+//! run (VMs, converge, services) and per machine, the fingerprint of the state that was read and
+//! a digest of the changes planned. Applying it recomputes the plan of every phase and refuses
+//! the whole apply if any machine's state or planned changes differ (`crate::site`); each host
+//! is checked once more as it is converged: what is applied is exactly what was reviewed. File contents are not stored (they may hold secrets); the file is
 //! still written 0600 because extra vars are.
 
 use std::collections::BTreeMap;
@@ -14,8 +15,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::Report;
+use crate::lifecycle::{MachinePlan, PhaseKind};
 
-pub const MAGIC: &str = "picaops-plan/1";
+/// Version 2: every phase of the run (version 1 covered the converge phase only).
+pub const MAGIC: &str = "picaops-plan/2";
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SavedHost {
@@ -36,7 +39,10 @@ pub struct SavedPlan {
     pub tags: Vec<String>,
     pub skip_tags: Vec<String>,
     pub extra_vars: BTreeMap<String, serde_json::Value>,
+    /// The converge phase, per host (checked by the converge engine as it applies).
     pub hosts: BTreeMap<String, SavedHost>,
+    /// Every phase that ran, per machine it read: what was seen and planned.
+    pub phases: BTreeMap<PhaseKind, BTreeMap<String, MachinePlan>>,
 }
 
 impl SavedPlan {

@@ -6,7 +6,7 @@
 //!
 //! An unchanged project costs no Compose command at all. Nothing here prints.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,6 +19,7 @@ use super::render::{Project, PROJECTS_DIR};
 use super::state::{self, ComposeKind, MachineState};
 use crate::converge::Mode;
 use crate::inventory::Inventory;
+use crate::lifecycle::MachinePlan;
 use crate::transport::{
     run_on_hosts, Connector, FileAttrs, FileContent, PoolEvent, PoolOptions, RemoteCommand, Target,
     Transport, TransportError,
@@ -37,6 +38,8 @@ pub struct Job {
     pub forks: usize,
     /// Every secret value, to redact from anything shown (logs of a failing container).
     pub secrets: Vec<String>,
+    /// Applying a saved plan: what each machine's state and planned changes must still be.
+    pub expected: Option<BTreeMap<String, MachinePlan>>,
 }
 
 /// One machine's result.
@@ -48,6 +51,9 @@ pub struct MachineReport {
     /// Why the machine could not be read or served.
     pub error: Option<String>,
     pub duration_ms: u64,
+    /// What was read and planned here (for saved plans).
+    #[serde(skip)]
+    pub plan: Option<MachinePlan>,
 }
 
 /// The whole run.
@@ -124,6 +130,7 @@ pub async fn run(
                 changes: Vec::new(),
                 error: Some(e.to_string()),
                 duration_ms: o.duration.as_millis() as u64,
+                plan: None,
             },
         })
         .collect();
@@ -141,6 +148,7 @@ pub async fn machine(job: &Job, target: &Target, transport: &dyn Transport) -> M
         changes: Vec::new(),
         error: None,
         duration_ms: 0,
+        plan: None,
     };
     let mine: Vec<&Project> = job
         .projects
@@ -166,6 +174,21 @@ pub async fn machine(job: &Job, target: &Target, transport: &dyn Transport) -> M
         .filter(|d| !names.contains(&d.as_str()))
     {
         changes.push((None, plan::removal(gone, &target.name, &state, job.prune)));
+    }
+    let plan = MachinePlan {
+        state: state.fingerprint(),
+        changes: crate::lifecycle::digest(&changes.iter().map(|(_, c)| c).collect::<Vec<_>>()),
+    };
+    report.plan = Some(plan.clone());
+    if let Some(expected) = &job.expected {
+        if let Some(why) = plan.moved_from(expected.get(&target.name)) {
+            report.error = Some(format!(
+                "{} since the plan was saved: nothing was applied here; make the plan again",
+                why
+            ));
+            report.changes = changes.into_iter().map(|(_, c)| c).collect();
+            return report;
+        }
     }
     let needs_compose = changes
         .iter()

@@ -15,7 +15,8 @@ use super::deploy::{self, Report};
 use super::{report, Project};
 use crate::diagnostic::{Diagnostic, Sources};
 use crate::lifecycle::{
-    MachineStatus, Phase, PhaseError, PhaseKind, PhaseReport, Rendered, RunContext, Status,
+    MachinePlan, MachineStatus, Phase, PhaseError, PhaseKind, PhaseReport, Rendered, RunContext,
+    Status,
 };
 use crate::output::Output;
 use crate::transport::{PoolEvent, Target};
@@ -24,13 +25,16 @@ pub struct ServicesPhase {
     /// Take down projects no longer in the inventory (their data and volumes stay).
     prune: bool,
     projects: Option<Vec<Project>>,
+    /// Applying a saved plan: what each machine must still look like.
+    expected: Option<BTreeMap<String, MachinePlan>>,
 }
 
 impl ServicesPhase {
-    pub fn new(prune: bool) -> ServicesPhase {
+    pub fn new(prune: bool, expected: Option<BTreeMap<String, MachinePlan>>) -> ServicesPhase {
         ServicesPhase {
             prune,
             projects: None,
+            expected,
         }
     }
 }
@@ -90,6 +94,7 @@ impl Phase for ServicesPhase {
                     connect_timeout: cx.settings.connect_timeout,
                     forks: cx.settings.forks,
                     secrets: secrets.clone(),
+                    expected: self.expected.clone(),
                 });
                 deploy::run(job, &targets, events)
                     .await
@@ -116,11 +121,17 @@ impl Phase for ServicesPhase {
                     }
                 })
                 .collect();
+            let plans = report
+                .machines
+                .iter()
+                .filter_map(|m| Some((m.machine.clone(), m.plan.clone()?)))
+                .collect();
             Ok(PhaseReport {
                 kind: PhaseKind::Services,
                 machines,
                 hold_back: BTreeMap::new(),
                 known_hosts: None,
+                plans,
                 detail: Box::new(ServicesDetail { report, secrets }),
             })
         })

@@ -123,6 +123,38 @@ pub struct MachineState {
 }
 
 impl MachineState {
+    /// A fingerprint of what was read: the Compose flavour, each project's files and secret
+    /// lines (hashes), and each container's id, state, image and health (not its uptime).
+    pub fn fingerprint(&self) -> String {
+        let projects: Vec<_> = self
+            .projects
+            .iter()
+            .map(|(name, d)| (name, d.fingerprint(), &d.secret_lines))
+            .collect();
+        let containers: Vec<_> = self
+            .containers
+            .iter()
+            .map(|c| {
+                (
+                    &c.project,
+                    &c.service,
+                    &c.id,
+                    &c.state,
+                    &c.image,
+                    c.health(),
+                )
+            })
+            .collect();
+        crate::lifecycle::digest(&(
+            self.compose.arg(),
+            self.docker,
+            &self.docker_error,
+            &self.deployed,
+            projects,
+            containers,
+        ))
+    }
+
     pub fn containers_of<'a>(&'a self, project: &'a str) -> impl Iterator<Item = &'a Container> {
         self.containers.iter().filter(move |c| c.project == project)
     }

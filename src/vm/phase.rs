@@ -12,11 +12,12 @@ use futures::future::BoxFuture;
 use serde_json::Value;
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::engine::{self, Scope, VmJob, VmReport};
+use super::engine::{self, HostVmReport, Scope, VmJob, VmReport};
 use super::plan::Allowed;
 use super::render;
 use crate::lifecycle::{
-    MachineStatus, Mode, Phase, PhaseError, PhaseKind, PhaseReport, Rendered, RunContext, Status,
+    digest, MachinePlan, MachineStatus, Mode, Phase, PhaseError, PhaseKind, PhaseReport, Rendered,
+    RunContext, Status,
 };
 use crate::output::{Output, Style};
 use crate::transport::{PoolEvent, Target};
@@ -99,6 +100,12 @@ impl Phase for VmPhase {
                 engine::run(job).await
             };
             let not_converged = report.not_ready(&cx.inventory, apply);
+            let plans = report
+                .hosts
+                .iter()
+                .filter(|h| h.error.is_none())
+                .map(|h| (h.host.clone(), hypervisor_plan(h)))
+                .collect();
             let mut machines: Vec<MachineStatus> = Vec::new();
             for e in &report.errors {
                 machines.push(MachineStatus {
@@ -139,12 +146,32 @@ impl Phase for VmPhase {
                 machines,
                 hold_back: not_converged.clone(),
                 known_hosts: report.known_hosts.clone(),
+                plans,
                 detail: Box::new(VmDetail {
                     report,
                     not_converged,
                 }),
             })
         })
+    }
+}
+
+/// What the plan saw on one hypervisor: every VM's state (uptime left out: it moves by itself)
+/// and every VM's planned change.
+fn hypervisor_plan(h: &HostVmReport) -> MachinePlan {
+    let states: Vec<_> = h
+        .vms
+        .iter()
+        .filter_map(|o| o.plan.state.clone())
+        .map(|mut s| {
+            s.uptime_secs = None;
+            s
+        })
+        .collect();
+    let plans: Vec<_> = h.vms.iter().map(|o| &o.plan).collect();
+    MachinePlan {
+        state: digest(&states),
+        changes: digest(&plans),
     }
 }
 
