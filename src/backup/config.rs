@@ -546,6 +546,20 @@ fn dump_from_doc(
             }
         }
     };
+    if let Some(env) = d.password_env.as_ref() {
+        if !super::dump::valid_env_name(&env.value) {
+            diags.push(err(
+                file,
+                env,
+                format!(
+                    "password_env `{}` is not an environment variable name",
+                    crate::inventory::shown(&env.value)
+                ),
+                "name the variable of the container that holds the password (letters, digits and _, not starting with a digit): POSTGRES_PASSWORD",
+            ));
+            return None;
+        }
+    }
     let dump = Dump {
         kind,
         container: d.container.map(|c| c.value),

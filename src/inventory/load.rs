@@ -13,7 +13,7 @@ use serde_saphyr::Spanned;
 use super::model::{
     Disk, Group, HypervisorKind, Inventory, Located, Oob, Service, Site, Ssh, Var, Vm, VmNetwork,
 };
-use super::{check, Host};
+use super::{check, values, Host};
 use crate::diagnostic::{Diagnostic, Place, Sources};
 use crate::yaml::{self, place_of, Name};
 
@@ -81,14 +81,26 @@ struct VmDoc {
     memory: Option<Spanned<String>>,
     #[serde(default)]
     disks: Vec<Spanned<Disk>>,
-    network: Option<VmNetwork>,
-    image: Option<String>,
+    network: Option<VmNetworkDoc>,
+    image: Option<Spanned<String>>,
     #[serde(default = "yes")]
     start_at_boot: bool,
     #[serde(default)]
     groups: Vec<Spanned<String>>,
     #[serde(default)]
     vars: VarsDoc,
+}
+
+/// A VM's `network:` as written: every value keeps its place, for the checks of
+/// [`super::values`].
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct VmNetworkDoc {
+    bridge: Option<Spanned<String>>,
+    address: Option<Spanned<String>>,
+    gateway: Option<Spanned<String>>,
+    #[serde(default)]
+    dns: Vec<Spanned<String>>,
 }
 
 fn yes() -> bool {
@@ -420,8 +432,11 @@ fn merge(dir: &Path, docs: Vec<(PathBuf, FileDoc)>, diags: &mut Vec<Diagnostic>)
                 vcpus: v.vcpus.map(|c| c.value),
                 memory,
                 disks: v.disks.into_iter().map(|d| d.value).collect(),
-                network: v.network,
-                image: v.image,
+                network: v.network.map(|n| vm_network(f, n, diags)),
+                image: v.image.map(|i| {
+                    check_value(f, &i, values::check_image, "image", "the name of a base image (libvirt) or template (Proxmox): letters, digits, . _ : / -", diags);
+                    i.value
+                }),
                 start_at_boot: v.start_at_boot,
                 groups: v.groups.into_iter().map(|g| located(f, g)).collect(),
                 vars: vars(f, v.vars),
@@ -494,6 +509,55 @@ fn merge(dir: &Path, docs: Vec<(PathBuf, FileDoc)>, diags: &mut Vec<Diagnostic>)
         }
     }
     inv
+}
+
+/// Reports `value` at its place when `check` refuses it.
+fn check_value<T>(
+    file: &Path,
+    value: &Spanned<String>,
+    check: impl Fn(&str) -> Result<T, String>,
+    what: &str,
+    help: &str,
+    diags: &mut Vec<Diagnostic>,
+) {
+    if let Err(why) = check(&value.value) {
+        diags.push(
+            Diagnostic::new(
+                place_of(file, value),
+                format!(
+                    "`{}` cannot be a VM's {what}: {why}",
+                    values::shown(&value.value)
+                ),
+            )
+            .help(help.to_string()),
+        );
+    }
+}
+
+/// Checks each network value for what it is and keeps the text.
+fn vm_network(file: &Path, doc: VmNetworkDoc, diags: &mut Vec<Diagnostic>) -> VmNetwork {
+    if let Some(b) = &doc.bridge {
+        let help = "the name of a bridge on the hypervisor (`ip link` shows them): vmbr0, br0";
+        check_value(file, b, values::check_bridge, "bridge", help, diags);
+    }
+    if let Some(a) = &doc.address {
+        let help = "an IP address with its prefix length: 192.0.2.10/24, 2001:db8::10/64";
+        check_value(file, a, values::check_ip_or_cidr, "address", help, diags);
+    }
+    if let Some(g) = &doc.gateway {
+        let help = "the IP address of the router, without a prefix length: 192.0.2.1";
+        check_value(file, g, values::check_ip, "gateway", help, diags);
+    }
+    for d in &doc.dns {
+        let help = "IP addresses of DNS resolvers: [192.0.2.1, 2001:db8::53]";
+        check_value(file, d, values::check_ip, "DNS server", help, diags);
+    }
+    VmNetwork {
+        bridge: doc.bridge.map(|b| b.value),
+        address: doc.address.map(|a| a.value),
+        gateway: doc.gateway.map(|g| g.value),
+        dns: doc.dns.into_iter().map(|d| d.value).collect(),
+    }
 }
 
 fn check_port(file: &Path, port: Option<&Spanned<u16>>, diags: &mut Vec<Diagnostic>) {
