@@ -136,26 +136,43 @@ pub fn load(dir: &Path) -> Loaded {
         }
     };
     let mut docs = Vec::new();
+    // Files that do not read (syntax, type, encoding): their data is missing, so every
+    // reference to a name they declare would be reported too. Those come first, and the
+    // checks across files wait until every file reads.
+    let mut unread = Vec::new();
     for file in &files {
         match read_file(file, &mut sources) {
             Ok(doc) => docs.push((file.clone(), doc)),
-            Err(d) => diags.push(d),
+            Err(d) => unread.push(d),
         }
     }
     let known_hosts = read_known_hosts(dir, &mut diags);
     let mut inv = merge(dir, docs, &mut diags);
     inv.known_hosts = known_hosts;
-    check::check(&inv, &mut diags);
-    if diags.is_empty() {
+    if unread.is_empty() {
+        check::check(&inv, &mut diags);
+    }
+    if diags.is_empty() && unread.is_empty() {
         reach_vms_through_their_host(&mut inv);
     }
-    diags.sort_by(|a, b| {
+    let by_place = |a: &Diagnostic, b: &Diagnostic| {
         (&a.place.file, a.place.line, a.place.column).cmp(&(
             &b.place.file,
             b.place.line,
             b.place.column,
         ))
-    });
+    };
+    unread.sort_by(by_place);
+    diags.sort_by(by_place);
+    for d in &mut unread {
+        let later = "references between files are checked once every file reads";
+        d.help = Some(match d.help.take() {
+            Some(h) => format!("{h} ({later})"),
+            None => later.to_string(),
+        });
+    }
+    unread.append(&mut diags);
+    let diags = unread;
     Loaded {
         result: if diags.is_empty() {
             Ok(inv)
