@@ -479,7 +479,13 @@ pub fn user_data_head(spec: &VmSpec) -> String {
         "#cloud-config\ndisable_root: false\nssh_pwauth: false\nssh_deletekeys: true\nssh_authorized_keys:\n",
     );
     for k in &spec.admin_keys {
-        let _ = writeln!(s, "  - \"{}\"", k.replace('"', ""));
+        // A JSON string is a YAML double-quoted scalar: the key stays one value, whatever it
+        // holds (a line break must not become a cloud-config key such as `runcmd:`).
+        let _ = writeln!(
+            s,
+            "  - {}",
+            serde_json::to_string(k).unwrap_or_else(|_| "\"\"".into())
+        );
     }
     s
 }
@@ -1028,5 +1034,19 @@ mod tests {
         assert_eq!(seed("network-config"), network_config(&spec).unwrap());
         assert_eq!(seed("meta-data"), meta_data(&spec));
         assert!(seed("user-data").starts_with(&user_data_head(&spec)));
+    }
+
+    #[test]
+    fn an_admin_key_stays_one_key_in_the_cloud_config() {
+        let mut spec = spec();
+        let key = "ssh-ed25519 AAAA x\"\nruncmd: [touch /pwned]\n#\\";
+        spec.admin_keys = vec![key.into()];
+        let doc: serde_json::Value = serde_saphyr::from_str(&user_data_head(&spec)).unwrap();
+        assert_eq!(
+            doc["ssh_authorized_keys"],
+            serde_json::json!([key]),
+            "{doc}"
+        );
+        assert!(doc.get("runcmd").is_none(), "{doc}");
     }
 }
