@@ -413,6 +413,18 @@ fn merge(dir: &Path, docs: Vec<(PathBuf, FileDoc)>, diags: &mut Vec<Diagnostic>)
                 }
             });
             for disk in &v.disks {
+                if let Some(Err(why)) = disk.value.pool.as_deref().map(values::check_pool) {
+                    diags.push(
+                        Diagnostic::new(
+                            place_of(f, disk),
+                            format!(
+                                "`{}` cannot be a VM's storage pool: {why}",
+                                values::shown(disk.value.pool.as_deref().unwrap_or_default())
+                            ),
+                        )
+                        .help("the name of a storage pool on the hypervisor (`virsh pool-list`, `pvesm status`): local-lvm, default"),
+                    );
+                }
                 if let Err(why) = parse_size(&disk.value.size) {
                     diags.push(
                         Diagnostic::new(

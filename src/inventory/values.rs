@@ -19,6 +19,12 @@ pub fn check_bridge(text: &str) -> Result<(), String> {
     check_word(text, "._-", 15)
 }
 
+/// A storage pool (libvirt) or storage id (Proxmox): `A-Z a-z 0-9 . _ -`, not starting with
+/// `-`. No `,` `:` or `=`: Proxmox reads `--scsiN POOL:SIZE,key=value`.
+pub fn check_pool(text: &str) -> Result<(), String> {
+    check_word(text, "._-", 64)
+}
+
 fn check_word(text: &str, extra: &str, max: usize) -> Result<(), String> {
     if text.is_empty() {
         return Err("it is empty".into());
@@ -113,6 +119,8 @@ mod tests {
         assert!(check_bridge("vmbr0").is_ok());
         assert!(check_bridge("vmbr0,firewall=0").is_err());
         assert!(check_bridge("a-very-long-bridge").is_err());
+        assert!(check_pool("local-lvm").is_ok());
+        assert!(check_pool("data:1,backup=0").is_err());
     }
 
     #[test]
