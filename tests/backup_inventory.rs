@@ -129,6 +129,11 @@ fn broken_jobs_are_reported_at_their_place() {
             vec!["backups.yml:5:70: password_env `PW}; touch /tmp/pwned` is not an environment variable name"],
         ),
         (
+            "a container name that docker exec would read as an option",
+            job_with(&[("    paths: [/DATA/mattermost]\n", "    dumps:\n      - { kind: postgres, container: --privileged, database: mm }\n")]),
+            vec!["backups.yml:5:38: container `--privileged` is not a container name"],
+        ),
+        (
             "relative path and bad max_age",
             job_with(&[("[/DATA/mattermost]", "[DATA/mattermost]"), ("26h", "26")]),
             vec![

@@ -546,6 +546,25 @@ fn dump_from_doc(
             }
         }
     };
+    if let Some(c) = d.container.as_ref() {
+        // Docker's own rule for names; a leading `-` would be read by `docker exec` as an option.
+        let ok = c.value.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && c.value
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+        if !ok {
+            diags.push(err(
+                file,
+                c,
+                format!(
+                    "container `{}` is not a container name",
+                    crate::inventory::shown(&c.value)
+                ),
+                "name the container running the database as `docker ps` shows it (letters, digits, _ . -, starting with a letter or digit)",
+            ));
+            return None;
+        }
+    }
     if let Some(env) = d.password_env.as_ref() {
         if !super::dump::valid_env_name(&env.value) {
             diags.push(err(
