@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize};
 pub enum SecretStore {
     /// `pass show PREFIX/NAME`, first line.
     Pass { prefix: String },
-    /// One file per secret, `DIR/NAME`, its first line; the directory must not be readable by others.
+    /// One file per secret, `DIR/NAME`, its first line. A file its group or others may read, or
+    /// a directory on the way they may write, is refused (as ssh does with a private key).
     Files { dir: PathBuf },
 }
 
@@ -106,12 +107,16 @@ impl SecretStore {
         match self {
             SecretStore::Files { dir } => {
                 let path = dir.join(name);
-                let text = std::fs::read_to_string(&path).map_err(|e| {
+                let cannot_read = |e: std::io::Error| {
                     format!(
                         "secret `{name}`: cannot read {}: {e}. Create it (one line, mode 0600) or fix `secrets.dir` in the inventory",
                         path.display()
                     )
-                })?;
+                };
+                let mut file = std::fs::File::open(&path).map_err(cannot_read)?;
+                check_private(name, dir, &path, &file)?;
+                let mut text = String::new();
+                std::io::Read::read_to_string(&mut file, &mut text).map_err(cannot_read)?;
                 first_line(name, &text)
             }
             SecretStore::Pass { prefix } => {
@@ -135,6 +140,56 @@ impl SecretStore {
     }
 }
 
+/// Like ssh with a private key: refuses a secret file its group or others may read (checked
+/// on the opened file, so it cannot be swapped in between), and a directory from the store's
+/// down to the file that its group or others may write (they could replace the secret).
+fn check_private(name: &str, dir: &Path, path: &Path, file: &std::fs::File) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let cannot = |p: &Path, e: std::io::Error| {
+        format!(
+            "secret `{name}`: cannot check the permissions of {}: {e}",
+            p.display()
+        )
+    };
+    let mode = file
+        .metadata()
+        .map_err(|e| cannot(path, e))?
+        .permissions()
+        .mode()
+        & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "secret `{name}`: {} may be read by its group or by others (mode {mode:04o}); \
+             picaops refuses to use it, as ssh refuses such a private key. Run `chmod 600 {}`, \
+             and change the secret if others may have read it",
+            path.display(),
+            path.display()
+        ));
+    }
+    let mut d = path.parent();
+    while let Some(p) = d {
+        let mode = std::fs::metadata(p)
+            .map_err(|e| cannot(p, e))?
+            .permissions()
+            .mode()
+            & 0o7777;
+        if mode & 0o022 != 0 {
+            return Err(format!(
+                "secret `{name}`: the directory {} may be written by its group or by others \
+                 (mode {mode:04o}), so they could replace the secret; picaops refuses to use it. \
+                 Run `chmod go-w {}`",
+                p.display(),
+                p.display()
+            ));
+        }
+        if p == dir {
+            break;
+        }
+        d = p.parent();
+    }
+    Ok(())
+}
+
 fn first_line(name: &str, text: &str) -> Result<Secret, String> {
     let line = text.lines().next().unwrap_or("").trim_end_matches('\r');
     if line.is_empty() {
@@ -147,10 +202,17 @@ fn first_line(name: &str, text: &str) -> Result<Secret, String> {
 mod tests {
     use super::*;
 
+    /// Writes a secret file as it should be: mode 0600.
+    fn write_private(path: &Path, text: &str) {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::write(path, text).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+
     #[test]
     fn file_store_reads_the_first_line_and_never_shows_it() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("ldap-admin"), "s3cret-value\nignored\n").unwrap();
+        write_private(&dir.path().join("ldap-admin"), "s3cret-value\nignored\n");
         let store = SecretStore::Files {
             dir: dir.path().into(),
         };
@@ -163,7 +225,51 @@ mod tests {
             .get("../etc/passwd")
             .unwrap_err()
             .contains("not a valid secret name"));
-        std::fs::write(dir.path().join("empty"), "\n").unwrap();
+        write_private(&dir.path().join("empty"), "\n");
         assert!(store.get("empty").unwrap_err().contains("is empty"));
+    }
+
+    #[test]
+    fn file_store_refuses_files_others_can_read_and_directories_others_can_write() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = |p: &Path, m: u32| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let store = SecretStore::Files {
+            dir: dir.path().into(),
+        };
+        std::fs::create_dir(dir.path().join("restic")).unwrap();
+        let path = dir.path().join("restic/bob");
+        std::fs::write(&path, "s3cret-value\n").unwrap();
+        for m in [0o644, 0o640, 0o604, 0o660] {
+            mode(&path, m);
+            let e = store.get("restic/bob").unwrap_err();
+            assert!(
+                e.contains(&format!("chmod 600 {}", path.display())),
+                "{m:o}: {e}"
+            );
+            assert!(e.contains(&format!("(mode 0{m:o})")), "{m:o}: {e}");
+            assert!(!e.contains("s3cret"), "{e}");
+        }
+        mode(&path, 0o600);
+        assert_eq!(store.get("restic/bob").unwrap().expose(), "s3cret-value");
+        mode(&path, 0o400);
+        assert_eq!(store.get("restic/bob").unwrap().expose(), "s3cret-value");
+        // Anyone who can write a directory on the way can replace the secret.
+        for (d, m) in [
+            (dir.path().join("restic"), 0o777),
+            (dir.path().into(), 0o770),
+        ] {
+            mode(&d, m);
+            let e = store.get("restic/bob").unwrap_err();
+            assert!(
+                e.contains(&format!("chmod go-w {}", d.display())),
+                "{}: {e}",
+                d.display()
+            );
+            mode(&d, 0o700);
+        }
+        assert!(store.get("restic/bob").is_ok());
     }
 }

@@ -73,11 +73,38 @@ pub fn read<T: DeserializeOwned>(
     options.duplicate_keys = DuplicateKeyPolicy::Error;
     options.strict_booleans = true;
     options.with_snippet = false;
-    let mut options = Options::default();
-    options.duplicate_keys = DuplicateKeyPolicy::Error;
-    options.strict_booleans = true;
-    options.with_snippet = false;
-    serde_saphyr::from_str_with_options::<Option<T>>(text, options).map_err(|e| error(file, &e))
+    serde_saphyr::from_str_with_options::<Option<T>>(text, options).map_err(|e| {
+        let mut d = error(file, &e);
+        // The parser stops where the unclosed quote's text runs into the next key; the cause
+        // is the quote, lines before: point at it too.
+        if d.message.contains("quoted scalar") {
+            if let Some((line, column)) = unclosed_quote(text, d.place.line) {
+                d = d.note(
+                    Place::new(file, line, column),
+                    "the quote that is never closed opens here",
+                );
+            }
+        }
+        d
+    })
+}
+
+/// The last `"` before line `before` (1-based) on a line with an odd number of unescaped `"`:
+/// the likely start of a double-quoted text that never ends. (line, column), 1-based.
+fn unclosed_quote(text: &str, before: u64) -> Option<(u64, u64)> {
+    let lines: Vec<&str> = text.lines().collect();
+    let upto = (before as usize).min(lines.len());
+    (0..upto).rev().find_map(|i| {
+        let quotes: Vec<usize> = lines[i]
+            .char_indices()
+            .filter(|&(j, c)| c == '"' && !lines[i][..j].ends_with('\\'))
+            .map(|(j, _)| lines[i][..j].chars().count())
+            .collect();
+        match quotes.last() {
+            Some(&column) if quotes.len() % 2 == 1 => Some((i as u64 + 1, column as u64 + 1)),
+            _ => None,
+        }
+    })
 }
 
 /// Turns a serde-saphyr error into a diagnostic with advice.

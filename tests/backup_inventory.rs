@@ -124,6 +124,16 @@ fn broken_jobs_are_reported_at_their_place() {
             vec!["backups.yml:5:9: this mysql dump of job `mattermost` has no `container:`"],
         ),
         (
+            "a password_env that is not a variable name (it would reach a shell in the container)",
+            job_with(&[("    paths: [/DATA/mattermost]\n", "    dumps:\n      - { kind: postgres, container: db, database: mm, password_env: \"PW}; touch /tmp/pwned\" }\n")]),
+            vec!["backups.yml:5:70: password_env `PW}; touch /tmp/pwned` is not an environment variable name"],
+        ),
+        (
+            "a container name that docker exec would read as an option",
+            job_with(&[("    paths: [/DATA/mattermost]\n", "    dumps:\n      - { kind: postgres, container: --privileged, database: mm }\n")]),
+            vec!["backups.yml:5:38: container `--privileged` is not a container name"],
+        ),
+        (
             "relative path and bad max_age",
             job_with(&[("[/DATA/mattermost]", "[DATA/mattermost]"), ("26h", "26")]),
             vec![

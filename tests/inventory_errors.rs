@@ -137,3 +137,31 @@ fn the_shipped_example_inventory_is_valid() {
         );
     }
 }
+
+#[test]
+fn a_file_that_does_not_parse_is_reported_alone_with_the_quote_that_caused_it() {
+    // Before: 8 errors, the 4 backups' and 3 VMs' "unknown host" first, the real one fifth.
+    let case = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/bad-inventories/syntax-error-in-a-file-others-refer-to");
+    let output = picaops_on(&case, &["inventory", "check"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let prefix = format!("{}/", case.display());
+    let first = stderr
+        .lines()
+        .next()
+        .unwrap_or("")
+        .trim_start_matches(&prefix);
+    assert!(
+        first.starts_with("hosts.yml:5:5: error: YAML syntax error"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("hosts.yml:4:18: the quote that is never closed opens here"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("references between files are checked once every file reads"),
+        "{stderr}"
+    );
+    assert!(stderr.contains(": 1 error in the inventory"), "{stderr}");
+}

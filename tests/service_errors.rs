@@ -12,10 +12,18 @@ use std::time::{Duration, Instant};
 
 use common::{picaops_on, text};
 
+/// The fixture's directory. Git keeps no file mode but the executable bit, and the `files`
+/// secret store refuses a secret others may read: its secrets are made 0600 first.
 fn case(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/services")
-        .join(name)
+        .join(name);
+    for secret in std::fs::read_dir(dir.join("secrets")).into_iter().flatten() {
+        let path = secret.unwrap().path();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    dir
 }
 
 fn refused_before_contact(name: &str, args: &[&str]) {

@@ -162,6 +162,13 @@ fn spec() -> VmSpec {
 /// Runs `script` with `sh` against stand-in `qm`/`pvesh` that log each call (one line, words
 /// separated by `|`) and answer like Proxmox would. Returns (exit code, stdout, calls).
 fn run_with_fake_proxmox(script: &str) -> (i32, String, Vec<String>) {
+    run_with_fake_proxmox_env(script, &[])
+}
+
+/// Like [`run_with_fake_proxmox`], with more environment variables (`QM_CLONE_FAILS=1` makes
+/// `qm clone` fail). The script runs in a scratch directory; any `pwned-*` file a command
+/// injected into it created there is reported as a last `pwned: …` call.
+fn run_with_fake_proxmox_env(script: &str, env: &[(&str, &str)]) -> (i32, String, Vec<String>) {
     let dir = tempfile::tempdir().unwrap();
     let bin = dir.path().join("bin");
     std::fs::create_dir(&bin).unwrap();
@@ -184,11 +191,14 @@ fn run_with_fake_proxmox(script: &str) -> (i32, String, Vec<String>) {
     fake(
         "qm",
         "case $1 in\n  config) printf 'ide2: local-lvm:vm-105-cloudinit,media=cdrom\\nscsi0: local-lvm:vm-105-disk-0,size=3G\\n';;\n  \
+         clone) [ -z \"${QM_CLONE_FAILS:-}\" ] || exit 1;;\n  \
          status) echo 'status: running';;\n  set) for a; do case $a in */keys) cat \"$a\" > \"$(dirname \"$0\")/../keys\";; esac; done;;\nesac\nexit 0",
     );
     let out = std::process::Command::new("sh")
         .arg("-s")
         .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+        .envs(env.iter().copied())
+        .current_dir(dir.path())
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -202,6 +212,15 @@ fn run_with_fake_proxmox(script: &str) -> (i32, String, Vec<String>) {
     let keys = std::fs::read_to_string(dir.path().join("keys")).unwrap_or_default();
     let mut calls: Vec<String> = calls.lines().map(String::from).collect();
     calls.push(format!("keys file: {}", keys.trim()));
+    let pwned: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("pwned-"))
+        .collect();
+    if !pwned.is_empty() {
+        calls.push(format!("pwned: {}", pwned.join(" ")));
+    }
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -398,4 +417,50 @@ fn every_script_is_valid_sh() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+/// A value that runs `touch pwned-TAG` if it is ever parsed as shell: it closes a single
+/// quote, substitutes commands, ends a here-document and starts a new line.
+fn hostile(tag: &str) -> String {
+    format!("evil'$(touch pwned-{tag})`touch pwned-{tag}`\nPICAOPS_EOF\ntouch pwned-{tag}\n#\"")
+}
+
+#[test]
+fn hostile_values_stay_data_in_the_create_script() {
+    let mut host = Proxmox.parse_read("bob", &read_output()).unwrap();
+    let mut s = spec();
+    s.image = Some(hostile("image"));
+    host.templates.insert(hostile("image"), "1001".into());
+    s.admin_keys = vec![hostile("key")];
+    s.network = Some(NetSpec {
+        bridge: Some(hostile("bridge")),
+        address: Some(hostile("address")),
+        gateway: Some(hostile("gateway")),
+        dns: vec![hostile("dns")],
+    });
+    let script = Proxmox.create_script(&s, &host).unwrap();
+
+    // The clone fails: the template's name is in the message, as text.
+    let (code, stdout, calls) = run_with_fake_proxmox_env(&script, &[("QM_CLONE_FAILS", "1")]);
+    assert!(
+        !calls.last().unwrap().starts_with("pwned"),
+        "injected commands ran: {calls:?}"
+    );
+    assert_eq!(code, 3, "{stdout}");
+    assert!(
+        stdout.contains("@@error qm clone of template evil'$(touch"),
+        "{stdout}"
+    );
+
+    // The whole script: the keys file holds the key byte for byte, each setting is one word.
+    let (code, stdout, calls) = run_with_fake_proxmox(&script);
+    assert!(
+        !calls.last().unwrap().starts_with("pwned"),
+        "injected commands ran: {calls:?}"
+    );
+    assert_eq!(code, 0, "{stdout}");
+    assert_eq!(
+        calls.last().unwrap(),
+        &format!("keys file: {}", hostile("key").trim())
+    );
 }

@@ -546,6 +546,39 @@ fn dump_from_doc(
             }
         }
     };
+    if let Some(c) = d.container.as_ref() {
+        // Docker's own rule for names; a leading `-` would be read by `docker exec` as an option.
+        let ok = c.value.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && c.value
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+        if !ok {
+            diags.push(err(
+                file,
+                c,
+                format!(
+                    "container `{}` is not a container name",
+                    crate::inventory::shown(&c.value)
+                ),
+                "name the container running the database as `docker ps` shows it (letters, digits, _ . -, starting with a letter or digit)",
+            ));
+            return None;
+        }
+    }
+    if let Some(env) = d.password_env.as_ref() {
+        if !super::dump::valid_env_name(&env.value) {
+            diags.push(err(
+                file,
+                env,
+                format!(
+                    "password_env `{}` is not an environment variable name",
+                    crate::inventory::shown(&env.value)
+                ),
+                "name the variable of the container that holds the password (letters, digits and _, not starting with a digit): POSTGRES_PASSWORD",
+            ));
+            return None;
+        }
+    }
     let dump = Dump {
         kind,
         container: d.container.map(|c| c.value),

@@ -4,7 +4,9 @@
 //!
 //! Only argv here, no I/O. Passwords never go on a command line: when a database needs one,
 //! the command reads it inside the container from the environment variable the job names
-//! (`password_env`), through `sh -c` with the names passed as positional arguments.
+//! (`password_env`), through `sh -c` with the names passed as positional arguments. The script
+//! text is constant: the variable's name is an argument too, checked by the script itself
+//! before it is expanded ([`READ_PASSWORD`]), so no inventory value is ever parsed as shell.
 
 use super::config::{Dump, DumpKind};
 
@@ -13,6 +15,14 @@ pub fn valid_env_name(name: &str) -> bool {
     name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
+
+/// The start of each `sh -c` script that needs a password: `$1` is the name of the variable
+/// holding it. The script refuses a `$1` that is not a variable name (so `eval` only ever sees
+/// `pw=${NAME-}`), reads the value into `$pw`, and shifts: the dump's own words follow as
+/// `$1`, `$2`.
+const READ_PASSWORD: &str = "case $1 in ''|[!A-Za-z_]*|*[!A-Za-z0-9_]*) \
+     echo \"picaops: the password_env of this dump is not an environment variable name\" >&2; exit 2;; \
+     esac; eval \"pw=\\${$1-}\"; shift; ";
 
 fn strings(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
@@ -49,6 +59,12 @@ pub fn dump_command(dump: &Dump) -> Result<Vec<String>, String> {
             return Err(format!("`{env}` is not an environment variable name"));
         }
     }
+    Ok(dump_argv(dump))
+}
+
+/// [`dump_command`] without the check of the variable name: the generated command must be
+/// safe even without it.
+fn dump_argv(dump: &Dump) -> Vec<String> {
     let user = dump
         .user
         .clone()
@@ -65,8 +81,8 @@ pub fn dump_command(dump: &Dump) -> Result<Vec<String>, String> {
             format!("--dbname={db}"),
         ]),
         (DumpKind::Postgres, Some(env)) => cmd.extend(shell(
-            &format!("PGPASSWORD=\"${{{env}}}\" exec pg_dump --no-owner --no-privileges --username=\"$1\" --dbname=\"$2\""),
-            &[&user, &db],
+            "PGPASSWORD=\"$pw\" exec pg_dump --no-owner --no-privileges --username=\"$1\" --dbname=\"$2\"",
+            &[env, &user, &db],
         )),
         (DumpKind::Mysql | DumpKind::Mariadb, env) => {
             let tool = if dump.kind == DumpKind::Mysql {
@@ -82,8 +98,8 @@ pub fn dump_command(dump: &Dump) -> Result<Vec<String>, String> {
                     cmd.extend([format!("--user={user}"), "--databases".into(), db]);
                 }
                 Some(env) => cmd.extend(shell(
-                    &format!("MYSQL_PWD=\"${{{env}}}\" exec {tool} {flags} --user=\"$1\" --databases \"$2\""),
-                    &[&user, &db],
+                    &format!("MYSQL_PWD=\"$pw\" exec {tool} {flags} --user=\"$1\" --databases \"$2\""),
+                    &[env, &user, &db],
                 )),
             }
         }
@@ -95,22 +111,21 @@ pub fn dump_command(dump: &Dump) -> Result<Vec<String>, String> {
         // mongodump takes a password only on its command line or from a config file: write the
         // file inside the container (mode 600), never the argv.
         (DumpKind::Mongodb, Some(env)) => cmd.extend(shell(
-            &format!(
-                "umask 077; f=$(mktemp) || exit 1; printf 'password: \"%s\"\\n' \"${{{env}}}\" > \"$f\"; \
-                 mongodump --config=\"$f\" --username=\"$1\" --authenticationDatabase=admin --archive --db=\"$2\"; \
-                 rc=$?; rm -f \"$f\"; exit $rc"
-            ),
-            &[&user, &db],
+            "umask 077; f=$(mktemp) || exit 1; printf 'password: \"%s\"\\n' \"$pw\" > \"$f\"; \
+             mongodump --config=\"$f\" --username=\"$1\" --authenticationDatabase=admin --archive --db=\"$2\"; \
+             rc=$?; rm -f \"$f\"; exit $rc",
+            &[env, &user, &db],
         )),
         // `.dump` reads inside one transaction: a consistent copy of a live database.
         (DumpKind::Sqlite, _) => cmd.extend(["sqlite3".into(), "-bail".into(), db, ".dump".into()]),
     }
-    Ok(cmd)
+    cmd
 }
 
-/// `sh -c SCRIPT picaops ARGS…`: the arguments arrive as $1, $2 without any quoting to get wrong.
+/// `sh -c READ_PASSWORD+SCRIPT picaops ENV ARGS…`: the arguments arrive as $1, $2 without any
+/// quoting to get wrong.
 fn shell(script: &str, args: &[&str]) -> Vec<String> {
-    let mut v = strings(&["sh", "-c", script, "picaops"]);
+    let mut v = strings(&["sh", "-c", &format!("{READ_PASSWORD}{script}"), "picaops"]);
     v.extend(args.iter().map(|a| a.to_string()));
     v
 }
@@ -308,8 +323,11 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(&mysql[..5], ["docker", "exec", "db", "sh", "-c"]);
-        assert!(mysql[5].starts_with("MYSQL_PWD=\"${MARIADB_ROOT_PASSWORD}\" exec mariadb-dump"));
-        assert_eq!(&mysql[6..], ["picaops", "root", "wiki"]);
+        assert!(mysql[5].contains("MYSQL_PWD=\"$pw\" exec mariadb-dump"));
+        assert_eq!(
+            &mysql[6..],
+            ["picaops", "MARIADB_ROOT_PASSWORD", "root", "wiki"]
+        );
     }
 
     #[test]
@@ -317,7 +335,8 @@ mod tests {
         for kind in [DumpKind::Postgres, DumpKind::Mysql, DumpKind::Mongodb] {
             let cmd = dump_command(&dump(kind, Some("c"), "d", Some("DB_PASS"))).unwrap();
             let script = &cmd[5];
-            assert!(script.contains("${DB_PASS}"), "{script}");
+            assert_eq!(cmd[7], "DB_PASS", "the name is an argument");
+            assert!(!script.contains("DB_PASS"), "never in the script: {script}");
             assert!(!cmd.iter().any(|a| a.starts_with("--password")), "{cmd:?}");
         }
         assert!(dump_command(&dump(
@@ -343,5 +362,69 @@ mod tests {
         )
         .unwrap();
         assert_eq!(sqlite.load, ["sqlite3", "-bail", "/tmp/x.db"]);
+    }
+
+    /// Runs the `sh -c` part of a dump command (what `docker exec` would run in the container)
+    /// with a real `sh`, in a scratch directory whose stand-in dump tools print the password
+    /// they were given. Returns (exit code, output, `pwned-*` files created).
+    fn run_in_container(cmd: &[String], password: &str) -> (i32, String, Vec<String>) {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        for tool in ["pg_dump", "mysqldump", "mongodump"] {
+            let p = bin.join(tool);
+            std::fs::write(
+                &p,
+                "#!/bin/sh\necho \"pw=${PGPASSWORD:-${MYSQL_PWD:-}}\"; for a; do case $a in --config=*) cat \"${a#--config=}\";; esac; done\n",
+            )
+            .unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let start = cmd.iter().position(|a| a == "sh").unwrap();
+        let out = std::process::Command::new(&cmd[start])
+            .args(&cmd[start + 1..])
+            .current_dir(dir.path())
+            .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+            .env("DB_PASS", password)
+            .output()
+            .unwrap();
+        let pwned = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("pwned-"))
+            .collect();
+        (
+            out.status.code().unwrap_or(-1),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+            pwned,
+        )
+    }
+
+    #[test]
+    fn a_hostile_password_env_never_runs_in_the_container() {
+        let hostile = "X}\"; touch pwned-env; echo \"${X\n$(touch pwned-env2)`touch pwned-env3`";
+        for kind in [DumpKind::Postgres, DumpKind::Mysql, DumpKind::Mongodb] {
+            // Positive control: a variable name gives its value to the dump tool.
+            let cmd = dump_argv(&dump(kind, Some("c"), "d", Some("DB_PASS")));
+            let (code, out, _) = run_in_container(&cmd, "s3cr'et $(x)");
+            assert_eq!(code, 0, "{kind:?}: {out}");
+            assert!(out.contains("s3cr'et $(x)"), "{kind:?}: {out}");
+            // Even without picaops's own check of the name, the script stays data.
+            let cmd = dump_argv(&dump(kind, Some("c"), "d", Some(hostile)));
+            let (code, out, pwned) = run_in_container(&cmd, "secret");
+            assert_eq!(
+                pwned,
+                Vec::<String>::new(),
+                "{kind:?}: injected commands ran: {out}"
+            );
+            assert_ne!(code, 0, "{kind:?}: {out}");
+            assert!(!out.contains("pw="), "{kind:?}: the dump tool ran: {out}");
+        }
     }
 }

@@ -13,7 +13,7 @@ use serde_saphyr::Spanned;
 use super::model::{
     Disk, Group, HypervisorKind, Inventory, Located, Oob, Service, Site, Ssh, Var, Vm, VmNetwork,
 };
-use super::{check, Host};
+use super::{check, values, Host};
 use crate::diagnostic::{Diagnostic, Place, Sources};
 use crate::yaml::{self, place_of, Name};
 
@@ -81,14 +81,26 @@ struct VmDoc {
     memory: Option<Spanned<String>>,
     #[serde(default)]
     disks: Vec<Spanned<Disk>>,
-    network: Option<VmNetwork>,
-    image: Option<String>,
+    network: Option<VmNetworkDoc>,
+    image: Option<Spanned<String>>,
     #[serde(default = "yes")]
     start_at_boot: bool,
     #[serde(default)]
     groups: Vec<Spanned<String>>,
     #[serde(default)]
     vars: VarsDoc,
+}
+
+/// A VM's `network:` as written: every value keeps its place, for the checks of
+/// [`super::values`].
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct VmNetworkDoc {
+    bridge: Option<Spanned<String>>,
+    address: Option<Spanned<String>>,
+    gateway: Option<Spanned<String>>,
+    #[serde(default)]
+    dns: Vec<Spanned<String>>,
 }
 
 fn yes() -> bool {
@@ -124,26 +136,43 @@ pub fn load(dir: &Path) -> Loaded {
         }
     };
     let mut docs = Vec::new();
+    // Files that do not read (syntax, type, encoding): their data is missing, so every
+    // reference to a name they declare would be reported too. Those come first, and the
+    // checks across files wait until every file reads.
+    let mut unread = Vec::new();
     for file in &files {
         match read_file(file, &mut sources) {
             Ok(doc) => docs.push((file.clone(), doc)),
-            Err(d) => diags.push(d),
+            Err(d) => unread.push(d),
         }
     }
     let known_hosts = read_known_hosts(dir, &mut diags);
     let mut inv = merge(dir, docs, &mut diags);
     inv.known_hosts = known_hosts;
-    check::check(&inv, &mut diags);
-    if diags.is_empty() {
+    if unread.is_empty() {
+        check::check(&inv, &mut diags);
+    }
+    if diags.is_empty() && unread.is_empty() {
         reach_vms_through_their_host(&mut inv);
     }
-    diags.sort_by(|a, b| {
+    let by_place = |a: &Diagnostic, b: &Diagnostic| {
         (&a.place.file, a.place.line, a.place.column).cmp(&(
             &b.place.file,
             b.place.line,
             b.place.column,
         ))
-    });
+    };
+    unread.sort_by(by_place);
+    diags.sort_by(by_place);
+    for d in &mut unread {
+        let later = "references between files are checked once every file reads";
+        d.help = Some(match d.help.take() {
+            Some(h) => format!("{h} ({later})"),
+            None => later.to_string(),
+        });
+    }
+    unread.append(&mut diags);
+    let diags = unread;
     Loaded {
         result: if diags.is_empty() {
             Ok(inv)
@@ -384,6 +413,18 @@ fn merge(dir: &Path, docs: Vec<(PathBuf, FileDoc)>, diags: &mut Vec<Diagnostic>)
                 }
             });
             for disk in &v.disks {
+                if let Some(Err(why)) = disk.value.pool.as_deref().map(values::check_pool) {
+                    diags.push(
+                        Diagnostic::new(
+                            place_of(f, disk),
+                            format!(
+                                "`{}` cannot be a VM's storage pool: {why}",
+                                values::shown(disk.value.pool.as_deref().unwrap_or_default())
+                            ),
+                        )
+                        .help("the name of a storage pool on the hypervisor (`virsh pool-list`, `pvesm status`): local-lvm, default"),
+                    );
+                }
                 if let Err(why) = parse_size(&disk.value.size) {
                     diags.push(
                         Diagnostic::new(
@@ -420,8 +461,11 @@ fn merge(dir: &Path, docs: Vec<(PathBuf, FileDoc)>, diags: &mut Vec<Diagnostic>)
                 vcpus: v.vcpus.map(|c| c.value),
                 memory,
                 disks: v.disks.into_iter().map(|d| d.value).collect(),
-                network: v.network,
-                image: v.image,
+                network: v.network.map(|n| vm_network(f, n, diags)),
+                image: v.image.map(|i| {
+                    check_value(f, &i, values::check_image, "image", "the name of a base image (libvirt) or template (Proxmox): letters, digits, . _ : / -", diags);
+                    i.value
+                }),
                 start_at_boot: v.start_at_boot,
                 groups: v.groups.into_iter().map(|g| located(f, g)).collect(),
                 vars: vars(f, v.vars),
@@ -494,6 +538,55 @@ fn merge(dir: &Path, docs: Vec<(PathBuf, FileDoc)>, diags: &mut Vec<Diagnostic>)
         }
     }
     inv
+}
+
+/// Reports `value` at its place when `check` refuses it.
+fn check_value<T>(
+    file: &Path,
+    value: &Spanned<String>,
+    check: impl Fn(&str) -> Result<T, String>,
+    what: &str,
+    help: &str,
+    diags: &mut Vec<Diagnostic>,
+) {
+    if let Err(why) = check(&value.value) {
+        diags.push(
+            Diagnostic::new(
+                place_of(file, value),
+                format!(
+                    "`{}` cannot be a VM's {what}: {why}",
+                    values::shown(&value.value)
+                ),
+            )
+            .help(help.to_string()),
+        );
+    }
+}
+
+/// Checks each network value for what it is and keeps the text.
+fn vm_network(file: &Path, doc: VmNetworkDoc, diags: &mut Vec<Diagnostic>) -> VmNetwork {
+    if let Some(b) = &doc.bridge {
+        let help = "the name of a bridge on the hypervisor (`ip link` shows them): vmbr0, br0";
+        check_value(file, b, values::check_bridge, "bridge", help, diags);
+    }
+    if let Some(a) = &doc.address {
+        let help = "an IP address with its prefix length: 192.0.2.10/24, 2001:db8::10/64";
+        check_value(file, a, values::check_ip_or_cidr, "address", help, diags);
+    }
+    if let Some(g) = &doc.gateway {
+        let help = "the IP address of the router, without a prefix length: 192.0.2.1";
+        check_value(file, g, values::check_ip, "gateway", help, diags);
+    }
+    for d in &doc.dns {
+        let help = "IP addresses of DNS resolvers: [192.0.2.1, 2001:db8::53]";
+        check_value(file, d, values::check_ip, "DNS server", help, diags);
+    }
+    VmNetwork {
+        bridge: doc.bridge.map(|b| b.value),
+        address: doc.address.map(|a| a.value),
+        gateway: doc.gateway.map(|g| g.value),
+        dns: doc.dns.into_iter().map(|d| d.value).collect(),
+    }
 }
 
 fn check_port(file: &Path, port: Option<&Spanned<u16>>, diags: &mut Vec<Diagnostic>) {

@@ -10,6 +10,7 @@ mod load;
 pub mod model;
 mod reach;
 pub mod select;
+mod values;
 pub mod vars;
 
 pub use check::check_host_key;
@@ -20,3 +21,4 @@ pub use reach::{
     fingerprint, is_pinned, known_hosts_text, line_names, pin, record_host_key, runtime_dir,
     target, write_known_hosts,
 };
+pub use values::shown;

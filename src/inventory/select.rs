@@ -4,18 +4,23 @@
 //! name, or a glob over those names (`pica*`, `?ob`). A term starting with `!` removes what it
 //! matches. Without any positive term, the selection starts from every machine. A term that
 //! matches nothing is an error (a typo must not silently act on fewer hosts).
+//!
+//! A limit that is empty once trimmed (`-l ""`, `-l ","`), or that has an empty term
+//! (`a,,b`), is refused: it nearly always comes from an unset shell variable
+//! (`-l "$HOSTS"`), and must not turn into "every machine". `all` says that on purpose.
 
 use super::model::{Inventory, Machine};
 use crate::diagnostic::did_you_mean;
 
 /// Machines matching `pattern` (every machine when `None`), in inventory order.
 pub fn select<'a>(inv: &'a Inventory, pattern: Option<&str>) -> Result<Vec<Machine<'a>>, String> {
-    let Some(pattern) = pattern.map(str::trim).filter(|p| !p.is_empty()) else {
+    let Some(pattern) = pattern else {
         return Ok(inv.machines().collect());
     };
+    let terms = terms(pattern)?;
     let mut include: Vec<&str> = Vec::new();
     let mut exclude: Vec<&str> = Vec::new();
-    for term in pattern.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+    for term in terms {
         match term.strip_prefix('!') {
             Some(t) => exclude.push(t.trim()),
             None => include.push(term),
@@ -39,6 +44,32 @@ pub fn select<'a>(inv: &'a Inventory, pattern: Option<&str>) -> Result<Vec<Machi
         .filter(|m| include.is_empty() || include.iter().any(|t| matches(inv, *m, t)))
         .filter(|m| !exclude.iter().any(|t| matches(inv, *m, t)))
         .collect())
+}
+
+/// The trimmed terms of a `--limit`, refusing an empty limit or an empty term.
+fn terms(pattern: &str) -> Result<Vec<&str>, String> {
+    if pattern.split(',').all(|t| t.trim().is_empty()) {
+        return Err(format!(
+            "--limit is empty ({pattern:?}): picaops refuses it rather than act on every \
+             machine. An empty limit usually comes from an unset shell variable \
+             (`-l \"$HOSTS\"`). To act on every machine on purpose, give `-l all` \
+             (or leave out --limit)."
+        ));
+    }
+    let terms: Vec<&str> = pattern.split(',').map(str::trim).collect();
+    if let Some(n) = terms
+        .iter()
+        .position(|t| t.strip_prefix('!').unwrap_or(t).trim().is_empty())
+    {
+        return Err(format!(
+            "--limit {pattern:?} has an empty term (term {} of {}), often an unset shell \
+             variable between commas: nothing was done. Remove the extra comma or `!`, or \
+             fill in the missing name.",
+            n + 1,
+            terms.len()
+        ));
+    }
+    Ok(terms)
 }
 
 /// Does `machine` match a play's `hosts:` pattern? Unlike [`select`], a term that matches no

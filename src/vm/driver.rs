@@ -86,6 +86,24 @@ pub fn for_kind(kind: crate::inventory::HypervisorKind) -> Option<Box<dyn Hyperv
 pub const SCRIPT_PRELUDE: &str = "set -u\n\
 fail() { echo \"@@error $*\"; exit 3; }\n";
 
+/// `fail MESSAGE` with the message quoted as one shell word: a message may carry inventory
+/// values or names read from the host, which must stay text.
+pub fn fail(message: &str) -> String {
+    format!("fail {}", crate::transport::quote::quote(message))
+}
+
+/// Script lines that write `text` to `path` (a shell word, e.g. `"$w/meta-data"`). The text
+/// travels base64-encoded, so no content (a here-document delimiter, `$(…)`, quotes, newlines)
+/// can end up parsed as shell.
+pub fn write_file(script: &mut String, path: &str, text: &str) {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(text.as_bytes());
+    script.push_str(&format!(
+        "printf '%s' '{b64}' | base64 -d > {path} || {}\n",
+        fail(&format!("could not write {path}"))
+    ));
+}
+
 /// What a script told picaops on its `@@` lines.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct ScriptNotes {
@@ -130,6 +148,79 @@ pub fn check_name(name: &str) -> Result<(), String> {
         Err(format!(
             "`{name}` cannot be used as a VM name on a hypervisor (lowercase letters, digits, - and _)"
         ))
+    }
+}
+
+/// For tests: runs a generated script with `sh` in a scratch directory, the hypervisor's
+/// tools replaced by small stand-ins, to prove hostile values stay data.
+#[cfg(test)]
+pub(crate) mod sandbox {
+    use std::os::unix::fs::PermissionsExt as _;
+    use std::path::Path;
+
+    /// A value that runs `touch pwned-TAG` (in the current directory) if it is ever parsed as
+    /// shell: it closes a single quote, substitutes commands, ends the here-document, and
+    /// starts a new line. No `/`, so it also passes checks for "not a path".
+    pub fn hostile(tag: &str) -> String {
+        format!("evil'$(touch pwned-{tag})`touch pwned-{tag}`\nPICAOPS_EOF\ntouch pwned-{tag}\n#\"")
+    }
+
+    pub struct Sandbox {
+        pub dir: tempfile::TempDir,
+    }
+
+    impl Sandbox {
+        /// `tools`: (name, body of a `sh` script) for each stand-in put first on PATH.
+        pub fn new(tools: &[(&str, &str)]) -> Sandbox {
+            let dir = tempfile::tempdir().unwrap();
+            let bin = dir.path().join("bin");
+            std::fs::create_dir(&bin).unwrap();
+            for (name, body) in tools {
+                let path = bin.join(name);
+                std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+            }
+            Sandbox { dir }
+        }
+
+        pub fn path(&self) -> &Path {
+            self.dir.path()
+        }
+
+        /// Runs `script` with `sh` in the scratch directory: (exit code, stdout + stderr).
+        pub fn run(&self, script: &str) -> (i32, String) {
+            let path = format!(
+                "{}:{}",
+                self.dir.path().join("bin").display(),
+                std::env::var("PATH").unwrap_or_default()
+            );
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(script)
+                .current_dir(self.dir.path())
+                .env("PATH", path)
+                .env("SANDBOX", self.dir.path())
+                .output()
+                .unwrap();
+            (
+                out.status.code().unwrap_or(-1),
+                format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                ),
+            )
+        }
+
+        /// The `pwned-*` files an injected command created.
+        pub fn pwned(&self) -> Vec<String> {
+            std::fs::read_dir(self.dir.path())
+                .unwrap()
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("pwned-"))
+                .collect()
+        }
     }
 }
 

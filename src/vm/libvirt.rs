@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 
-use super::driver::{check_name, Hypervisor, PowerOp, SCRIPT_PRELUDE};
+use super::driver::{check_name, fail, write_file, Hypervisor, PowerOp, SCRIPT_PRELUDE};
 use super::model::{Accel, DiskState, HostVms, Power, VmSpec, VmState};
 use super::plan::{ChangeKind, VmAction, VmPlan};
 use crate::transport::quote::quote as q;
@@ -73,9 +73,12 @@ impl Hypervisor for Libvirt {
         Ok(format!(
             "{SCRIPT_PRELUDE}live=\nif [ \"$(virsh -q domstate {n})\" = running ]; then live=--live; fi\n\
              virsh -q metadata {n} --uri {uri} --key picaops --set \"<vm adopted='yes'/>\" --config $live >/dev/null \
-             || fail 'virsh metadata refused to record {name} as managed'\n",
+             || {fail}\n",
             uri = q(METADATA_URI),
-            name = state.name,
+            fail = fail(&format!(
+                "virsh metadata refused to record {} as managed",
+                state.name
+            )),
         ))
     }
 
@@ -476,19 +479,15 @@ pub fn user_data_head(spec: &VmSpec) -> String {
         "#cloud-config\ndisable_root: false\nssh_pwauth: false\nssh_deletekeys: true\nssh_authorized_keys:\n",
     );
     for k in &spec.admin_keys {
-        let _ = writeln!(s, "  - \"{}\"", k.replace('"', ""));
+        // A JSON string is a YAML double-quoted scalar: the key stays one value, whatever it
+        // holds (a line break must not become a cloud-config key such as `runcmd:`).
+        let _ = writeln!(
+            s,
+            "  - {}",
+            serde_json::to_string(k).unwrap_or_else(|_| "\"\"".into())
+        );
     }
     s
-}
-
-/// Writes `text` to `path` on the host through a quoted here-document.
-fn heredoc(s: &mut String, path: &str, text: &str) {
-    let _ = writeln!(s, "cat > {path} <<'PICAOPS_EOF'");
-    s.push_str(text);
-    if !text.ends_with('\n') {
-        s.push('\n');
-    }
-    s.push_str("PICAOPS_EOF\n");
 }
 
 fn create_script(spec: &VmSpec, host: &HostVms) -> Result<String, String> {
@@ -527,8 +526,11 @@ fn create_script(spec: &VmSpec, host: &HostVms) -> Result<String, String> {
     );
     let _ = writeln!(
         s,
-        "virsh -q dominfo {n} >/dev/null 2>&1 && fail 'a VM named {} already exists on this host'",
-        spec.name
+        "virsh -q dominfo {n} >/dev/null 2>&1 && {}",
+        fail(&format!(
+            "a VM named {} already exists on this host",
+            spec.name
+        ))
     );
     for tool in ["qemu-img", "genisoimage", "ssh-keygen"] {
         let _ = writeln!(
@@ -538,51 +540,59 @@ fn create_script(spec: &VmSpec, host: &HostVms) -> Result<String, String> {
     }
     let _ = writeln!(
         s,
-        "[ -f {b} ] || fail 'base image {image} not found: expected {base} (put a qcow2 image there, or fix image: in the inventory)'",
+        "[ -f {b} ] || {}",
+        fail(&format!(
+            "base image {image} not found: expected {base} (put a qcow2 image there, or fix image: in the inventory)"
+        )),
         b = q(&base)
     );
     for (i, (path, disk)) in paths.iter().zip(&spec.disks).enumerate() {
         let p = q(path);
         let _ = writeln!(
             s,
-            "[ -e {p} ] && fail 'disk {path} already exists (left by an earlier VM?): picaops never overwrites a disk; move it away or rename the VM'"
+            "[ -e {p} ] && {}",
+            fail(&format!(
+                "disk {path} already exists (left by an earlier VM?): picaops never overwrites a disk; move it away or rename the VM"
+            ))
         );
         if i == 0 {
             let _ = writeln!(
                 s,
-                "qemu-img create -q -f qcow2 -F qcow2 -b {} {p} {} || fail 'qemu-img could not create {path}'",
+                "qemu-img create -q -f qcow2 -F qcow2 -b {} {p} {} || {}",
                 q(&base),
-                disk.size_bytes
+                disk.size_bytes,
+                fail(&format!("qemu-img could not create {path}"))
             );
         } else {
             let _ = writeln!(
                 s,
-                "qemu-img create -q -f qcow2 {p} {} || fail 'qemu-img could not create {path}'",
-                disk.size_bytes
+                "qemu-img create -q -f qcow2 {p} {} || {}",
+                disk.size_bytes,
+                fail(&format!("qemu-img could not create {path}"))
             );
         }
-        let _ = writeln!(s, "made=\"$made {path}\"");
+        let _ = writeln!(s, "made=\"$made \"{p}");
     }
     // The seed: host key generated here, written into user-data, pinned by picaops.
     let _ = writeln!(
         s,
-        "ssh-keygen -q -t ed25519 -N '' -C root@{} -f \"$w/host_key\" </dev/null || fail 'ssh-keygen failed'",
-        spec.name
+        "ssh-keygen -q -t ed25519 -N '' -C {} -f \"$w/host_key\" </dev/null || fail 'ssh-keygen failed'",
+        q(&format!("root@{}", spec.name))
     );
-    heredoc(&mut s, "\"$w/meta-data\"", &meta_data(spec));
+    write_file(&mut s, "\"$w/meta-data\"", &meta_data(spec));
     let mut files = String::from("\"$w/user-data\" \"$w/meta-data\"");
     if let Some(net) = network_config(spec) {
-        heredoc(&mut s, "\"$w/network-config\"", &net);
+        write_file(&mut s, "\"$w/network-config\"", &net);
         files.push_str(" \"$w/network-config\"");
     }
-    heredoc(&mut s, "\"$w/user-data\"", &user_data_head(spec));
+    write_file(&mut s, "\"$w/user-data\"", &user_data_head(spec));
     s.push_str("{ echo 'ssh_keys:'; echo '  ed25519_private: |'; sed 's/^/    /' \"$w/host_key\"; printf '  ed25519_public: %s\\n' \"$(cat \"$w/host_key.pub\")\"; } >> \"$w/user-data\"\n");
     let sq = q(&seed);
     let _ = writeln!(
         s,
         "rm -f {sq}; genisoimage -quiet -output {sq} -volid cidata -joliet -rock {files} || fail 'genisoimage could not make the seed'"
     );
-    let _ = writeln!(s, "made=\"$made {seed}\"");
+    let _ = writeln!(s, "made=\"$made \"{sq}");
     // The domain: direct kernel boot when the image ships a kernel and an initrd.
     let _ = writeln!(
         s,
@@ -590,13 +600,13 @@ fn create_script(spec: &VmSpec, host: &HostVms) -> Result<String, String> {
         k = q(&kernel),
         i = q(&initrd)
     );
-    heredoc(
+    write_file(
         &mut s,
         "\"$w/domain.xml\"",
         &domain_xml(spec, &paths, &seed, Some((&kernel, &initrd))),
     );
     s.push_str("else\n");
-    heredoc(
+    write_file(
         &mut s,
         "\"$w/domain.xml\"",
         &domain_xml(spec, &paths, &seed, None),
@@ -677,18 +687,18 @@ fn update_script(
                 let d = &state.disks[*index];
                 let _ = writeln!(
                     s,
-                    "if [ -n \"$running\" ]; then virsh -q blockresize {n} {p} {to}B >/dev/null; else qemu-img resize -q {p} {to}; fi || fail 'growing {dev} failed'",
+                    "if [ -n \"$running\" ]; then virsh -q blockresize {n} {p} {to}B >/dev/null; else qemu-img resize -q {p} {to}; fi || {}",
+                    fail(&format!("growing {} failed", d.dev)),
                     p = q(&d.source),
-                    dev = d.dev
                 );
             }
             ChangeKind::DiskShrink { index, to, .. } => {
                 let d = &state.disks[*index];
                 let _ = writeln!(
                     after_stop,
-                    "qemu-img resize -q --shrink {p} {to} || fail 'shrinking {dev} failed'",
+                    "qemu-img resize -q --shrink {p} {to} || {}",
+                    fail(&format!("shrinking {} failed", d.dev)),
                     p = q(&d.source),
-                    dev = d.dev
                 );
             }
             ChangeKind::DiskAdd { index, size, pool } => {
@@ -697,12 +707,27 @@ fn update_script(
                 let dev = dev_name(next_dev);
                 next_dev += 1;
                 let p = q(&path);
-                let _ = writeln!(s, "[ -e {p} ] && fail 'disk {path} already exists: picaops never overwrites a disk'");
-                let _ = writeln!(s, "qemu-img create -q -f qcow2 {p} {size} || fail 'qemu-img could not create {path}'");
+                let _ = writeln!(
+                    s,
+                    "[ -e {p} ] && {}",
+                    fail(&format!(
+                        "disk {path} already exists: picaops never overwrites a disk"
+                    ))
+                );
+                let _ = writeln!(
+                    s,
+                    "qemu-img create -q -f qcow2 {p} {size} || {}",
+                    fail(&format!("qemu-img could not create {path}"))
+                );
                 let _ = writeln!(s, "virsh -q attach-disk {n} {p} {dev} --driver qemu --subdriver qcow2 --targetbus virtio --config $live >/dev/null || fail 'virsh attach-disk failed'");
             }
             ChangeKind::DiskRemove { dev, source, .. } => {
-                let _ = writeln!(s, "virsh -q detach-disk {n} {dev} --config $live >/dev/null || fail 'virsh detach-disk {dev} failed'");
+                let _ = writeln!(
+                    s,
+                    "virsh -q detach-disk {n} {} --config $live >/dev/null || {}",
+                    q(dev),
+                    fail(&format!("virsh detach-disk {dev} failed"))
+                );
                 let _ = writeln!(s, "rm -f -- {}", q(source));
             }
             ChangeKind::StartAtBoot { to } => {
@@ -948,5 +973,80 @@ mod tests {
         other.disks[0].pool = Some("fast".into());
         let err = create_script(&other, &host).unwrap_err();
         assert!(err.contains("pool `fast` does not exist on bob"), "{err}");
+    }
+
+    /// Stand-ins for the libvirt host's tools: no VM exists yet; `genisoimage` keeps a copy of
+    /// the seed files it is given, so the test can compare them with what picaops meant.
+    const LIBVIRT_TOOLS: &[(&str, &str)] = &[
+        (
+            "virsh",
+            "case \"$2\" in dominfo) exit 1;; domstate) echo 'shut off';; esac; exit 0",
+        ),
+        ("qemu-img", "exit 0"),
+        (
+            "genisoimage",
+            "mkdir -p \"$SANDBOX/seed\"; for f in \"$@\"; do [ -f \"$f\" ] && cp \"$f\" \"$SANDBOX/seed/\"; done; exit 0",
+        ),
+    ];
+
+    #[test]
+    fn hostile_inventory_values_stay_data_in_the_create_script() {
+        use crate::vm::driver::sandbox::{hostile, Sandbox};
+        let sb = Sandbox::new(LIBVIRT_TOOLS);
+        let host = HostVms {
+            host: "bob".into(),
+            pools: [("default".to_string(), sb.path().display().to_string())].into(),
+            ..Default::default()
+        };
+        let mut spec = spec();
+        spec.image = Some(hostile("image"));
+        spec.network = Some(NetSpec {
+            bridge: Some(hostile("bridge")),
+            address: Some(hostile("address")),
+            gateway: Some(hostile("gateway")),
+            dns: vec![hostile("dns")],
+        });
+        spec.admin_keys = vec![hostile("key")];
+        let script = create_script(&spec, &host).unwrap();
+
+        // No base image: the script stops at its check, the name quoted in its message.
+        let (code, out) = sb.run(&script);
+        assert_eq!(
+            sb.pwned(),
+            Vec::<String>::new(),
+            "injected commands ran:\n{out}"
+        );
+        assert_eq!(code, 3, "{out}");
+        assert!(out.contains("@@error base image evil'$(touch"), "{out}");
+
+        // With the base image there, the whole script runs, and the seed carries each value
+        // byte for byte.
+        std::fs::write(sb.path().join(format!("{}.qcow2", hostile("image"))), "").unwrap();
+        let (code, out) = sb.run(&script);
+        assert_eq!(
+            sb.pwned(),
+            Vec::<String>::new(),
+            "injected commands ran:\n{out}"
+        );
+        assert_eq!(code, 0, "{out}");
+        assert!(out.contains("@@hostkey ssh-ed25519 "), "{out}");
+        let seed = |f: &str| std::fs::read_to_string(sb.path().join("seed").join(f)).unwrap();
+        assert_eq!(seed("network-config"), network_config(&spec).unwrap());
+        assert_eq!(seed("meta-data"), meta_data(&spec));
+        assert!(seed("user-data").starts_with(&user_data_head(&spec)));
+    }
+
+    #[test]
+    fn an_admin_key_stays_one_key_in_the_cloud_config() {
+        let mut spec = spec();
+        let key = "ssh-ed25519 AAAA x\"\nruncmd: [touch /pwned]\n#\\";
+        spec.admin_keys = vec![key.into()];
+        let doc: serde_json::Value = serde_saphyr::from_str(&user_data_head(&spec)).unwrap();
+        assert_eq!(
+            doc["ssh_authorized_keys"],
+            serde_json::json!([key]),
+            "{doc}"
+        );
+        assert!(doc.get("runcmd").is_none(), "{doc}");
     }
 }

@@ -106,6 +106,16 @@ impl VmSpec {
                 admin_keys.extend(public_keys(&text));
             }
         }
+        if let Some(bad) = admin_keys
+            .iter()
+            .find(|k| k.trim().is_empty() || k.contains(char::is_control))
+        {
+            return Err(format!(
+                "`vm_admin_keys`{}: `{}` is not one public key line (TYPE BASE64 [COMMENT], no line break)",
+                vars.get("vm_admin_keys").map(|v| format!(" ({})", v.place)).unwrap_or_default(),
+                crate::inventory::shown(bad)
+            ));
+        }
         let accel = match vars.get("vm_accel").map(|v| &v.value) {
             None => Accel::Kvm,
             Some(serde_json::Value::String(s)) if s == "kvm" => Accel::Kvm,

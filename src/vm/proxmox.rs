@@ -24,7 +24,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use serde_json::Value;
 
-use super::driver::{check_name, Hypervisor, PowerOp, SCRIPT_PRELUDE};
+use super::driver::{check_name, fail, write_file, Hypervisor, PowerOp, SCRIPT_PRELUDE};
 use super::model::{DiskState, HostVms, Power, VmSpec, VmState};
 use super::plan::{ChangeKind, VmAction, VmPlan};
 use crate::transport::quote::quote as q;
@@ -82,7 +82,8 @@ impl Hypervisor for Proxmox {
     }
 
     fn power_script(&self, state: &VmState, op: PowerOp, timeout: Duration) -> String {
-        let id = state.id.clone();
+        // The id was read from the host: quoted, as any other word that is not ours.
+        let id = q(&state.id);
         let t = timeout.as_secs().max(1);
         let line = match op {
             PowerOp::Start => format!("qm start {id} || fail 'qm start failed'"),
@@ -426,20 +427,21 @@ fn create_script(spec: &VmSpec, host: &HostVms) -> Result<String, String> {
     s.push_str("umask 077\nw=$(mktemp -d) || fail 'mktemp failed'\ntrap 'rm -rf \"$w\"' EXIT\n");
     s.push_str("id=$(pvesh get /cluster/nextid) || fail 'pvesh get /cluster/nextid failed'\n");
     let mut clone = format!(
-        "qm clone {template} \"$id\" --name {} --full 1",
+        "qm clone {} \"$id\" --name {} --full 1",
+        q(template),
         q(&spec.name)
     );
     if let Some(pool) = &spec.disks[0].pool {
         let _ = write!(clone, " --storage {}", q(pool));
     }
-    let _ = writeln!(s, "{clone} || fail 'qm clone of template {image} failed'");
+    let _ = writeln!(
+        s,
+        "{clone} || {}",
+        fail(&format!("qm clone of template {image} failed"))
+    );
     s.push_str("echo \"@@vmid $id\"\n");
-    s.push_str("cat > \"$w/keys\" <<'PICAOPS_EOF'\n");
-    for k in &spec.admin_keys {
-        s.push_str(k);
-        s.push('\n');
-    }
-    s.push_str("PICAOPS_EOF\n");
+    let keys: String = spec.admin_keys.iter().map(|k| format!("{k}\n")).collect();
+    write_file(&mut s, "\"$w/keys\"", &keys);
     let args: Vec<String> = settings_args(spec).iter().map(|a| q(a)).collect();
     let _ = writeln!(
         s,
@@ -507,8 +509,10 @@ fn update_script(plan: &VmPlan, shutdown_timeout: Duration) -> Result<String, St
             ChangeKind::DiskGrow { dev, to, .. } => {
                 let _ = writeln!(
                     s,
-                    "qm resize {id} {dev} {}M || fail 'qm resize {dev} failed'",
-                    to >> 20
+                    "qm resize {id} {} {}M || {}",
+                    q(dev),
+                    to >> 20,
+                    fail(&format!("qm resize {dev} failed"))
                 );
             }
             ChangeKind::DiskShrink { dev, .. } => {
@@ -530,7 +534,9 @@ fn update_script(plan: &VmPlan, shutdown_timeout: Duration) -> Result<String, St
             ChangeKind::DiskRemove { dev, .. } => {
                 let _ = writeln!(
                     s,
-                    "qm disk unlink {id} --idlist {dev} --force 1 || fail 'removing {dev} failed'"
+                    "qm disk unlink {id} --idlist {} --force 1 || {}",
+                    q(dev),
+                    fail(&format!("removing {dev} failed"))
                 );
             }
             ChangeKind::StartAtBoot { to } => {
