@@ -7,6 +7,7 @@ pub mod access;
 pub mod backup;
 pub mod converge;
 pub mod diagnostic;
+pub mod human;
 pub mod inventory;
 pub mod lab;
 pub mod lifecycle;

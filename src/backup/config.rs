@@ -566,7 +566,7 @@ fn dump_from_doc(
         }
     }
     if let Some(env) = d.password_env.as_ref() {
-        if !super::dump::valid_env_name(&env.value) {
+        if !crate::inventory::values::valid_env_name(&env.value) {
             diags.push(err(
                 file,
                 env,

@@ -9,12 +9,7 @@
 //! before it is expanded ([`READ_PASSWORD`]), so no inventory value is ever parsed as shell.
 
 use super::config::{Dump, DumpKind};
-
-/// Checks the name of an environment variable (it is expanded inside `sh -c`).
-pub fn valid_env_name(name: &str) -> bool {
-    name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
+use crate::inventory::values::valid_env_name;
 
 /// The start of each `sh -c` script that needs a password: `$1` is the name of the variable
 /// holding it. The script refuses a `$1` that is not a variable name (so `eval` only ever sees

@@ -267,7 +267,7 @@ impl HostJob {
             "files: {} new, {} changed, {} added in {:.1} s",
             summary.files_new,
             summary.files_changed,
-            human_bytes(summary.data_added),
+            crate::human::bytes(summary.data_added),
             summary.total_duration
         ));
         Ok((summary, stats))
@@ -313,8 +313,8 @@ impl HostJob {
         say(&format!(
             "dump {}: {} read, {} added",
             dump.file_name(),
-            human_bytes(summary.total_bytes_processed),
-            human_bytes(summary.data_added)
+            crate::human::bytes(summary.total_bytes_processed),
+            crate::human::bytes(summary.data_added)
         ));
         Ok(summary)
     }
@@ -931,22 +931,6 @@ fn os(a: &[&str]) -> Vec<OsString> {
     a.iter().map(OsString::from).collect()
 }
 
-/// Bytes for people: `1.5 MiB`.
-pub fn human_bytes(n: u64) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i + 1 < units.len() {
-        v /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", units[i])
-    }
-}
-
 /// A restic progress line handler printing at most one line every 10 s on stderr.
 fn progress_printer(on: bool) -> impl FnMut(&str) {
     let mut last = Instant::now();
@@ -960,8 +944,8 @@ fn progress_printer(on: bool) -> impl FnMut(&str) {
                 eprintln!(
                     "progress: {:.0}% ({} of {}, {} of {} files)",
                     s.percent_done * 100.0,
-                    human_bytes(s.bytes_done),
-                    human_bytes(s.total_bytes),
+                    crate::human::bytes(s.bytes_done),
+                    crate::human::bytes(s.total_bytes),
                     s.files_done,
                     s.total_files
                 );

@@ -4,7 +4,6 @@
 
 use serde::Serialize;
 
-use super::host::human_bytes;
 use super::restic::Snapshot;
 use super::schedule::human_duration;
 use super::status::JobStatus;
@@ -115,7 +114,9 @@ pub fn render_status(rows: &[StatusRow], paint: &dyn Fn(State, &str) -> String) 
             r.data_age_seconds
                 .map(human_duration)
                 .unwrap_or_else(|| "-".into()),
-            r.bytes_added.map(human_bytes).unwrap_or_else(|| "-".into()),
+            r.bytes_added
+                .map(crate::human::bytes)
+                .unwrap_or_else(|| "-".into()),
             r.consecutive_failures,
             when(&r.last_check, r.last_check_ok),
             when(&r.last_drill, r.last_drill_ok),
@@ -170,7 +171,7 @@ pub fn render_snapshots(snapshots: &[Snapshot]) -> String {
             what,
             s.summary
                 .as_ref()
-                .map(|x| human_bytes(x.data_added))
+                .map(|x| crate::human::bytes(x.data_added))
                 .unwrap_or_else(|| "-".into()),
         ));
     }

@@ -101,7 +101,7 @@ impl BackupResult {
             "{} new, {} changed files, {} added, {:.1} s",
             self.files_new,
             self.files_changed,
-            super::host::human_bytes(self.bytes_added),
+            crate::human::bytes(self.bytes_added),
             self.duration_seconds
         )
     }

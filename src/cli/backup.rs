@@ -622,7 +622,7 @@ fn host_side(cmd: BackupCommand, out: &Output) -> i32 {
                         |(f, b)| {
                             format!(
                                 "{f} files, {} restored into {}",
-                                picaops::backup::host::human_bytes(*b),
+                                picaops::human::bytes(*b),
                                 to.display()
                             )
                         },

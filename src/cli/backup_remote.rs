@@ -632,7 +632,7 @@ pub fn restore(args: &RestoreArgs<'_>, global: &Global, out: &Output) -> i32 {
                 Value::Array(x) if x.len() == 2 => format!(
                     "{} files, {} restored into {to}",
                     x[0],
-                    picaops::backup::host::human_bytes(x[1].as_u64().unwrap_or(0))
+                    picaops::human::bytes(x[1].as_u64().unwrap_or(0))
                 ),
                 Value::String(check) => match args.into_container {
                     Some(c) => format!("loaded into the new container {c} ({check})"),

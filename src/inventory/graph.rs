@@ -63,7 +63,7 @@ fn tree(inv: &Inventory) -> Vec<Node> {
                                 parts.push(format!("{c} vCPU"));
                             }
                             if let Some(m) = v.memory {
-                                parts.push(human_bytes(m));
+                                parts.push(crate::human::bytes(m));
                             }
                             if let Some(a) = &v.ssh.address {
                                 parts.push(a.clone());
@@ -90,22 +90,6 @@ fn tree(inv: &Inventory) -> Vec<Node> {
             }
         })
         .collect()
-}
-
-/// `8 GiB`, `512 MiB`.
-pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if value.fract() == 0.0 {
-        format!("{} {}", value as u64, UNITS[unit])
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
 }
 
 /// The topology as an indented tree with box-drawing branches.

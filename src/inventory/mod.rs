@@ -10,7 +10,7 @@ mod load;
 pub mod model;
 mod reach;
 pub mod select;
-mod values;
+pub mod values;
 pub mod vars;
 
 pub use check::check_host_key;

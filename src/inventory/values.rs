@@ -1,5 +1,5 @@
-//! What an inventory value that ends up on a hypervisor must look like: a VM's image, bridge,
-//! addresses. Each check says why a value is refused, for a located diagnostic.
+//! What an inventory value that ends up in a script must look like: a VM's image, bridge,
+//! addresses; an environment variable's name (services' env files, backup dumps). Each check says why a value is refused, for a located diagnostic.
 //!
 //! These checks are the first of two walls: the scripts built from these values pass them as
 //! data (base64, quoted words) whatever they hold. The checks catch the typo or the pasted
@@ -23,6 +23,13 @@ pub fn check_bridge(text: &str) -> Result<(), String> {
 /// `-`. No `,` `:` or `=`: Proxmox reads `--scsiN POOL:SIZE,key=value`.
 pub fn check_pool(text: &str) -> Result<(), String> {
     check_word(text, "._-", 64)
+}
+
+/// An environment variable's name, as a shell and a Compose env file accept it:
+/// `[A-Za-z_][A-Za-z0-9_]*`.
+pub fn valid_env_name(name: &str) -> bool {
+    name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 fn check_word(text: &str, extra: &str, max: usize) -> Result<(), String> {

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 
 use crate::diagnostic::{did_you_mean, Diagnostic, Place};
+use crate::inventory::values::valid_env_name;
 use crate::inventory::{Inventory, Located, Var};
 use crate::yaml::{place_of, Name};
 
@@ -86,12 +87,6 @@ impl Default for Health {
             timeout: DEFAULT_HEALTH_TIMEOUT,
         }
     }
-}
-
-/// Environment variable names: what a Compose env file and a shell accept.
-pub fn valid_env_name(name: &str) -> bool {
-    name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// Why a value cannot go into a Compose env file written as `NAME='value'`, if it cannot.

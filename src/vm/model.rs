@@ -287,26 +287,8 @@ impl HostVms {
     }
 }
 
-/// `1.5 GiB`, `512 MiB`, `80 GiB`: sizes as people read them.
-pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [(&str, u32); 4] = [("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)];
-    for (unit, shift) in UNITS {
-        let size = 1u64 << shift;
-        if bytes >= size {
-            let whole = bytes / size;
-            let tenths = (bytes % size) * 10 / size;
-            return if tenths == 0 {
-                format!("{whole} {unit}")
-            } else {
-                format!("{whole}.{tenths} {unit}")
-            };
-        }
-    }
-    format!("{bytes} B")
-}
-
 pub fn human_mib(mib: u64) -> String {
-    human_bytes(mib * MIB)
+    crate::human::bytes(mib * MIB)
 }
 
 /// `3d 4h`, `5h 12m`, `42s`.
@@ -336,8 +318,6 @@ mod tests {
 
     #[test]
     fn sizes_and_uptimes_read_naturally() {
-        assert_eq!(human_bytes(80 << 30), "80 GiB");
-        assert_eq!(human_bytes(3 << 29), "1.5 GiB");
         assert_eq!(human_mib(512), "512 MiB");
         assert_eq!(human_uptime(42), "42s");
         assert_eq!(human_uptime(3 * 86400 + 4 * 3600 + 5), "3d 4h");

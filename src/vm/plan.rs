@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 
 use serde::Serialize;
 
-use super::model::{human_bytes, human_mib, Power, VmSpec, VmState};
+use super::model::{human_mib, Power, VmSpec, VmState};
 
 /// What applying a change costs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -296,7 +296,7 @@ fn differences(spec: &VmSpec, state: &VmState) -> Vec<Change> {
                     pool: want.pool.clone(),
                 },
                 from: "-".into(),
-                to: human_bytes(want.size_bytes),
+                to: crate::human::bytes(want.size_bytes),
                 risk: Risk::InPlace,
                 not_applied: None,
             }),
@@ -345,8 +345,8 @@ fn differences(spec: &VmSpec, state: &VmState) -> Vec<Change> {
                     };
                     out.push(Change {
                         kind,
-                        from: human_bytes(from),
-                        to: human_bytes(to),
+                        from: crate::human::bytes(from),
+                        to: crate::human::bytes(to),
                         risk,
                         not_applied: None,
                     });
@@ -366,7 +366,7 @@ fn differences(spec: &VmSpec, state: &VmState) -> Vec<Change> {
             },
             from: have
                 .size_bytes
-                .map(human_bytes)
+                .map(crate::human::bytes)
                 .unwrap_or_else(|| "?".into()),
             to: "-".into(),
             risk: Risk::DestroysData,

@@ -5,7 +5,7 @@ use std::io::Write;
 use serde_json::{json, Value};
 
 use super::engine::{VmOutcome, VmReport};
-use super::model::{human_bytes, human_mib, human_uptime, VmSpec};
+use super::model::{human_mib, human_uptime, VmSpec};
 use super::plan::{Risk, VmAction, VmPlan};
 use crate::output::{Output, Style};
 
@@ -28,7 +28,7 @@ fn describe_spec(spec: &VmSpec) -> String {
         .map(|d| {
             format!(
                 "{}{}",
-                human_bytes(d.size_bytes),
+                crate::human::bytes(d.size_bytes),
                 d.pool
                     .as_ref()
                     .map(|p| format!(" on {p}"))
@@ -250,7 +250,7 @@ pub fn render_list(rows: &[ListRow], out: &Output, w: &mut dyn Write) -> std::io
         )
     )?;
     for r in rows {
-        let disks: Vec<String> = r.disks.iter().map(|d| human_bytes(*d)).collect();
+        let disks: Vec<String> = r.disks.iter().map(|d| crate::human::bytes(*d)).collect();
         let drift = if r.drift.is_empty() {
             "-".to_string()
         } else {
