@@ -636,4 +636,32 @@ mod tests {
         let allowed = allowed_on(&a, &people, "gone01", today);
         assert_eq!(allowed.keys().collect::<Vec<_>>(), ["bob"]);
     }
+
+    #[test]
+    fn audit_flags_end_dates_that_are_no_day_count_and_broken_entries() {
+        let a = access();
+        let today = 20000;
+        let mut dan = person(
+            "dan",
+            2003,
+            502,
+            Expiry::Invalid("-2".into()),
+            &[KEY],
+            &["*"],
+        );
+        let eve = person("eve", 2004, 502, Expiry::Never, &[], &["*"]);
+        let found = anomalies(&a, &[dan.clone(), eve.clone()], &BTreeSet::new(), today);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].kind, "invalid-expiry");
+        assert_eq!(found[0].logins, ["dan"]);
+        assert!(found[0].detail.contains("access extend dan"), "{found:?}");
+        assert!(allowed_on(&a, &[dan.clone()], "pica01", today).is_empty());
+        let r = row(&a, &dan, today);
+        assert!(r.expired && r.days_left.is_none() && r.until.contains("invalid"));
+        dan.shadow_expire = Expiry::Never;
+        dan.broken = Some("the entry has 2 uids".into());
+        let found = anomalies(&a, &[dan.clone()], &BTreeSet::new(), today);
+        assert_eq!(found[0].kind, "broken-entry", "{found:?}");
+        assert!(allowed_on(&a, &[dan], "pica01", today).is_empty());
+    }
 }
