@@ -435,7 +435,12 @@ pub fn anomalies(
         if let Some(why) = &p.broken {
             out.push(Anomaly {
                 kind: "broken-entry".into(),
-                logins: vec![p.login.clone()],
+                // An entry with several uids stands for no login: name it by its DN.
+                logins: vec![if p.login.is_empty() {
+                    p.dn.clone()
+                } else {
+                    p.login.clone()
+                }],
                 detail: format!(
                     "{}: {why}; nobody gets in on this entry until it is fixed",
                     p.dn
