@@ -255,6 +255,7 @@ fn access_is_granted_enforced_expired_revoked_and_audited_on_real_logins() {
     let ok_ann = can(&lab, &ann, "bob");
     let ok_cid = can(&lab, &cid, "bob");
     slapd("systemctl start slapd");
+    forget_down(&lab, "bob");
     assert!(ok_ann, "ann logs in from the cache while slapd is stopped");
     assert!(!ok_cid, "cid stays out while slapd is stopped");
 
