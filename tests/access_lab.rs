@@ -172,7 +172,8 @@ fn access_is_granted_enforced_expired_revoked_and_audited_on_real_logins() {
     let mallory = format!("mallory{run}");
 
     // The hosts enforce access (helper, job file, timer, sshd) — and a second apply changes nothing.
-    let out = lab.picaops(&["apply", "playbooks/base/access.yml"]);
+    // Other lab tests may be applying: wait for their run lock rather than fail.
+    let out = lab.picaops(&["apply", "--lock-wait", "300", "playbooks/base/access.yml"]);
     ok(&out, "apply access.yml");
     let out = lab.picaops(&["-o", "json", "plan", "playbooks/base/access.yml"]);
     assert_eq!(json(&out)["changes"], 0, "a second plan changes nothing");
