@@ -522,6 +522,8 @@ fn a_guarded_change_that_breaks_login_is_rolled_back() {
         "-o",
         "json",
         "apply",
+        "--lock-wait",
+        "300",
         book.to_str().unwrap(),
         "-l",
         "caribou",
