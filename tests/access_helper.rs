@@ -269,6 +269,8 @@ struct Call {
     max_rss_kib: i64,
 }
 
+// The child is reaped by wait4 (for its own rusage), which clippy cannot see.
+#[allow(clippy::zombie_processes)]
 fn keys(job: &Path, args: &[&str]) -> Call {
     let started = Instant::now();
     let mut child = Command::new(env!("CARGO_BIN_EXE_picaops-access"))
