@@ -441,3 +441,55 @@ fn an_endless_answer_neither_takes_the_memory_nor_keeps_the_login_waiting() {
         c.max_rss_kib >> 10
     );
 }
+
+/// Not a test on its own: the body of the child process that
+/// `the_keys_call_is_bounded_by_a_hard_alarm_and_an_address_space_limit` starts (this same test
+/// binary, with PICAOPS_TEST_BOUND_CHILD set). It bounds itself as `keys` does, then overruns.
+#[test]
+fn bound_child() {
+    let Some(mode) = std::env::var_os("PICAOPS_TEST_BOUND_CHILD") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let job = job_file(tmp.path(), 1);
+    let mut cfg = picaops::access::host::HostConfig::read(&job).unwrap();
+    cfg.timeout_ms = 200;
+    picaops::access::host::bound_keys_call(&cfg);
+    if mode == "sleep" {
+        std::thread::sleep(Duration::from_secs(10));
+    } else {
+        let big = vec![1u8; 300 << 20];
+        std::hint::black_box(&big);
+    }
+    println!("SURVIVED");
+}
+
+#[test]
+fn the_keys_call_is_bounded_by_a_hard_alarm_and_an_address_space_limit() {
+    use std::os::unix::process::ExitStatusExt;
+    for (mode, signal) in [("sleep", libc::SIGALRM), ("alloc", libc::SIGABRT)] {
+        let started = Instant::now();
+        let out = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "bound_child", "--nocapture", "--test-threads=1"])
+            .env("PICAOPS_TEST_BOUND_CHILD", mode)
+            .output()
+            .unwrap();
+        let took = started.elapsed();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            !stdout.contains("SURVIVED"),
+            "{mode}: the child ran on: {stdout}"
+        );
+        assert_eq!(
+            out.status.signal(),
+            Some(signal),
+            "{mode}: {:?}",
+            out.status
+        );
+        if mode == "sleep" {
+            // 200 ms of timeout + 300 ms of grace, then SIGALRM.
+            assert!(took < Duration::from_millis(1500), "{mode}: {took:?}");
+            assert!(took >= Duration::from_millis(450), "{mode}: {took:?}");
+        }
+    }
+}
