@@ -498,7 +498,7 @@ pub fn keys_for(cfg: &HostConfig, login: &str, uid: Option<u32>) -> Vec<String> 
             },
             None => {
                 let d = decide(cfg, p, today);
-                if !d.allowed || source != "directory" {
+                if source != "directory" {
                     log(&format!("{login}: {source}: {}", d.reason));
                 }
                 d
