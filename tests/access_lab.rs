@@ -406,6 +406,9 @@ fn access_is_granted_enforced_expired_revoked_and_audited_on_real_logins() {
     forget_down(&lab, "bob");
     let (third, took_third) = keys_on(&lab, "bob", &ann.login);
     slapd("pkill -CONT slapd");
+    eprintln!(
+        "slapd hung: login {took:?} (slapd running: {base:?}), refusal {took_ben:?}; helper calls: after a wait {took_second:?}, without the memory file {took_third:?}"
+    );
     assert!(ok_hung, "ann logs in from the cache while slapd hangs");
     let bound = base + Duration::from_secs(2);
     assert!(
