@@ -144,6 +144,57 @@ fn edit_cache(lab: &common::Lab, host: &str, login: &str, sed: &str, must_match:
     ok(&out, &format!("edit the cache entry of {login} on {host}"));
 }
 
+/// The lab is shared: another session's `apply` may install its own build of the helper while
+/// this test runs. On a failure, this says whether that happened (the failure may be theirs).
+struct HelperWatch<'a> {
+    lab: &'a common::Lab,
+    ours: String,
+}
+
+fn helper_sum(lab: &common::Lab, host: &str) -> String {
+    let out = root(lab, host, "sha256sum /usr/local/sbin/picaops-access");
+    text(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .to_string()
+}
+
+impl<'a> HelperWatch<'a> {
+    fn new(lab: &'a common::Lab) -> Self {
+        let out = Command::new("sha256sum")
+            .arg(env!("CARGO_BIN_EXE_picaops-access"))
+            .output()
+            .unwrap();
+        let ours = text(&out.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_string();
+        for h in ["bob", "alice", "caribou"] {
+            assert_eq!(
+                helper_sum(lab, h),
+                ours,
+                "apply installed this build's helper on {h}"
+            );
+        }
+        HelperWatch { lab, ours }
+    }
+}
+
+impl Drop for HelperWatch<'_> {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        for h in ["bob", "alice", "caribou"] {
+            if helper_sum(self.lab, h) != self.ours {
+                eprintln!("NOTE: the helper on {h} is no longer the one this test installed: another session applied access.yml meanwhile, and the failure above may come from its build");
+            }
+        }
+    }
+}
+
 fn day(offset_days: i64) -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -177,6 +228,7 @@ fn access_is_granted_enforced_expired_revoked_and_audited_on_real_logins() {
     ok(&out, "apply access.yml");
     let out = lab.picaops(&["-o", "json", "plan", "playbooks/base/access.yml"]);
     assert_eq!(json(&out)["changes"], 0, "a second plan changes nothing");
+    let _watch = HelperWatch::new(&lab);
     for h in ["bob", "alice", "caribou"] {
         forget_down(&lab, h);
     }
