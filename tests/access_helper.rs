@@ -429,7 +429,7 @@ fn an_endless_answer_neither_takes_the_memory_nor_keeps_the_login_waiting() {
     );
     assert_eq!(c.stdout, "");
     // Refused when the second entry arrives, not read until the 1 s timeout (all the while
-    // holding what it read: 390 MB in a release build before the fix).
+    // holding what it read: the security probe measured 390 MB before the fix).
     assert!(
         c.took < Duration::from_millis(800),
         "took {:?}: the answer was read until the timeout",
