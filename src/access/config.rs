@@ -94,7 +94,7 @@ impl Access {
 pub struct AccessDoc {
     directory: DirectoryDoc,
     levels: Option<IndexMap<Name, LevelDoc>>,
-    first_uid: Option<u32>,
+    first_uid: Option<Spanned<u32>>,
     renewal: Option<RenewalDoc>,
     cache_lifetime: Option<Spanned<String>>,
     break_glass: Option<BreakGlassDoc>,
@@ -140,6 +140,13 @@ struct BreakGlassDoc {
     user: Option<String>,
     identity_file: String,
 }
+
+/// The lowest `first_uid` accepted: below it are Debian's system accounts (root is 0), which
+/// the directory must never be able to log in as.
+pub const MIN_FIRST_UID: u32 = 1000;
+/// The longest cache lifetime accepted (it bounds how long a revoked person could still log in
+/// while the directory is down).
+pub const MAX_CACHE_LIFETIME_SECS: u64 = 7 * 86400;
 
 /// Picasoft's levels: 502 member, 500 tech (+docker), 501 admin (+docker, sudo).
 pub fn picasoft_levels() -> Vec<Level> {
@@ -276,7 +283,7 @@ impl AccessDoc {
         let cache_lifetime_secs = match self.cache_lifetime {
             None => 6 * 3600,
             Some(c) => match date::parse_duration(&c.value) {
-                Ok(s) if s > 0 && s <= 7 * 86400 => s,
+                Ok(s) if s > 0 && s <= MAX_CACHE_LIFETIME_SECS => s,
                 Ok(_) => {
                     diags.push(Diagnostic::new(place_of(file, &c), "the cache lifetime must be between 1s and 7d").help("it bounds how long a revoked person could still log in while the directory is down"));
                     0
@@ -286,6 +293,20 @@ impl AccessDoc {
                     0
                 }
             },
+        };
+        let first_uid = match &self.first_uid {
+            None => 2000,
+            Some(f) if f.value < MIN_FIRST_UID => {
+                diags.push(
+                    Diagnostic::new(
+                        place_of(file, f),
+                        format!("first_uid {} would put system accounts (root is 0) under the directory", f.value),
+                    )
+                    .help(format!("write at least {MIN_FIRST_UID} (Debian's first user); Picasoft uses 2000, the default")),
+                );
+                0
+            }
+            Some(f) => f.value,
         };
         let break_glass = self.break_glass.map(|b| BreakGlass {
             user: b.user.unwrap_or_else(|| "root".into()),
@@ -307,7 +328,7 @@ impl AccessDoc {
                 hosts_attribute: d.hosts_attribute.unwrap_or_else(|| "host".into()),
             },
             levels,
-            first_uid: self.first_uid.unwrap_or(2000),
+            first_uid,
             renewal,
             cache_lifetime_secs,
             break_glass,

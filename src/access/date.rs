@@ -116,7 +116,43 @@ pub fn parse_duration(text: &str) -> Result<u64, String> {
         "d" => 86400,
         _ => return Err(bad()),
     };
-    Ok(n * mult)
+    n.checked_mul(mult).ok_or_else(|| {
+        format!(
+            "`{text}` is far too long a duration: write at most a few days, for example 6h or 2d"
+        )
+    })
+}
+
+/// The furthest end date `--until` takes, in days from today: beyond any semester policy, so a
+/// date further out is a typo (2207 for 2027).
+pub const MAX_DAYS_AHEAD: i64 = 10 * 366;
+
+/// The `shadowExpire` to store for an end date given by hand (`--until DATE`: `last_day` is
+/// the last day access works), checked against `today`. A date before today is refused unless
+/// `cut_off_now` says the person must be cut off now; then (and with `cut_off_now` alone) the
+/// value is `today`, refused from today on, as `access revoke` stores — never a date from long
+/// ago, which would read as a negative number.
+pub fn end_from(last_day: Option<i64>, cut_off_now: bool, today: i64) -> Result<i64, String> {
+    match (last_day, cut_off_now) {
+        (None, true) => Ok(today),
+        (None, false) => Err("say until when: --until YYYY-MM-DD or --next-semester".into()),
+        (Some(d), true) if d >= today => Err(format!(
+            "--cut-off-now ends access today, but --until {} is not in the past: give one or the other",
+            format_day(d)
+        )),
+        (Some(_), true) => Ok(today),
+        (Some(d), false) if d < today => Err(format!(
+            "{} is before today ({}): the person could not log in from now on. If that is what you want, add --cut-off-now (or use `picaops access revoke LOGIN`, which also removes their keys); if it is a typo, check the year",
+            format_day(d),
+            format_day(today)
+        )),
+        (Some(d), false) if d > today + MAX_DAYS_AHEAD => Err(format!(
+            "{} is more than 10 years away: no semester policy goes that far, it is probably a typo in the year. Write the date again (for example --until {}), or use --next-semester",
+            format_day(d),
+            format_day(today + 180)
+        )),
+        (Some(d), false) => Ok(d + 1),
+    }
 }
 
 #[cfg(test)]
@@ -163,7 +199,32 @@ mod tests {
     }
 
     #[test]
+    fn hand_written_end_dates_are_checked_against_today() {
+        let today = parse_date("2026-12-04").unwrap();
+        assert_eq!(end_from(Some(today + 10), false, today), Ok(today + 11));
+        assert_eq!(end_from(Some(today), false, today), Ok(today + 1));
+        // The typo for 2027 and an absurd year: refused, with what to type instead.
+        let typo = parse_date("1027-03-15").unwrap();
+        let e = end_from(Some(typo), false, today).unwrap_err();
+        assert!(
+            e.contains("before today") && e.contains("--cut-off-now"),
+            "{e}"
+        );
+        let e = end_from(Some(parse_date("2207-03-15").unwrap()), false, today).unwrap_err();
+        assert!(e.contains("10 years") && e.contains("--until 2027-"), "{e}");
+        // Cut off now: today, never the long-ago date (which reads as a negative number).
+        assert_eq!(end_from(Some(typo), true, today), Ok(today));
+        assert_eq!(end_from(None, true, today), Ok(today));
+        assert!(end_from(Some(today + 3), true, today).is_err());
+        assert!(end_from(None, false, today).is_err());
+    }
+
+    #[test]
     fn durations() {
+        // 213503982334602 d × 86400 wraps u64 to 61184 s (about 17 h, inside the 7-day bound): refused, not wrapped.
+        assert!(parse_duration("213503982334602d")
+            .unwrap_err()
+            .contains("far too long"));
         assert_eq!(parse_duration("6h").unwrap(), 21600);
         assert_eq!(parse_duration("90s").unwrap(), 90);
         assert!(parse_duration("6 hours").is_err());

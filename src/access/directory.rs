@@ -8,7 +8,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ldap3::{ldap_escape, Ldap, LdapConnAsync, LdapConnSettings, Mod, Scope, SearchEntry};
+use ldap3::{
+    ldap_escape, Ldap, LdapConnAsync, LdapConnSettings, Mod, Scope, SearchEntry, SearchOptions,
+};
 use serde::Serialize;
 
 use super::date;
@@ -28,6 +30,50 @@ const ATTRS: &[&str] = &[
     "objectClass",
 ];
 
+/// Most entries `people()` accepts in one answer; more is a broken or hostile directory.
+pub const MAX_PEOPLE: usize = 20_000;
+/// Most `sshPublicKey` values a person may have; an entry with more gets no key at all.
+pub const MAX_KEYS: usize = 32;
+/// Largest `shadowExpire` picaops reads as a date (9999-12-31); beyond it the value is invalid.
+pub const MAX_DAY: i64 = 2_932_896;
+
+/// A person's end date, as `shadowExpire` says it. Only an absent value or exactly `-1` means
+/// "never"; anything that is not a day count (a negative number, text, a date, a fraction,
+/// several values) is `Invalid` and lets nobody in.
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub enum Expiry {
+    Never,
+    /// The first day (since 1970) access no longer works.
+    Until(i64),
+    /// What the directory holds, as it holds it.
+    Invalid(String),
+}
+
+impl Expiry {
+    /// Reads the values of `shadowExpire` (none, one, or — wrongly — several).
+    pub fn parse(values: &[String]) -> Expiry {
+        match values {
+            [] => Expiry::Never,
+            [one] if one == "-1" => Expiry::Never,
+            [one] => match one.parse::<i64>() {
+                Ok(d) if one.bytes().all(|b| b.is_ascii_digit()) && d <= MAX_DAY => {
+                    Expiry::Until(d)
+                }
+                _ => Expiry::Invalid(one.chars().take(64).collect()),
+            },
+            several => Expiry::Invalid(several.join(" ").chars().take(64).collect()),
+        }
+    }
+
+    /// The `shadowExpire` day, when there is a valid one.
+    pub fn day(&self) -> Option<i64> {
+        match self {
+            Expiry::Until(d) => Some(*d),
+            _ => None,
+        }
+    }
+}
+
 /// One person, as the directory holds them.
 #[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct Person {
@@ -38,21 +84,29 @@ pub struct Person {
     pub given_name: Option<String>,
     pub sn: Option<String>,
     pub mail: Option<String>,
-    /// `shadowExpire`: the first day (since 1970) access no longer works; `None` for -1 (never)
-    /// or absent.
-    pub shadow_expire: Option<i64>,
+    /// `shadowExpire`: the first day (since 1970) access no longer works.
+    pub shadow_expire: Expiry,
     /// `sshPublicKey` values, as stored.
     pub keys: Vec<String>,
     /// Machines this person may use (`*`: all of them).
     pub hosts: Vec<String>,
     #[serde(skip, default)]
     pub object_classes: Vec<String>,
+    /// Why the entry cannot be trusted to say who it is (several `uid`s, a `uidNumber` that is
+    /// not one number…); such a person gets no key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broken: Option<String>,
 }
 
 impl Person {
-    /// Whether `shadowExpire` lets them in on day `today` (pam_unix's rule: refused from that day on).
+    /// Whether `shadowExpire` keeps them out on day `today` (pam_unix's rule: refused from that
+    /// day on). An invalid value keeps them out.
     pub fn expired(&self, today: i64) -> bool {
-        matches!(self.shadow_expire, Some(e) if today >= e)
+        match self.shadow_expire {
+            Expiry::Never => false,
+            Expiry::Until(e) => today >= e,
+            Expiry::Invalid(_) => true,
+        }
     }
 
     pub fn allowed_on(&self, host: &str) -> bool {
@@ -61,9 +115,10 @@ impl Person {
 
     /// Last day access works (`shadowExpire - 1`), as YYYY-MM-DD; "never" without expiry.
     pub fn until(&self) -> String {
-        match self.shadow_expire {
-            Some(e) => date::format_day(e - 1),
-            None => "never".into(),
+        match &self.shadow_expire {
+            Expiry::Until(e) => date::format_day(e - 1),
+            Expiry::Never => "never".into(),
+            Expiry::Invalid(raw) => format!("invalid shadowExpire {raw:?}"),
         }
     }
 
@@ -95,6 +150,57 @@ pub fn login_error(login: &str) -> String {
     )
 }
 
+/// A full name picaops stores (`--name`): printable, one line, at most 100 characters, none of
+/// LDAP's filter and DN specials.
+pub fn name_error(name: &str) -> Option<String> {
+    let bad = name.chars().find(|c| {
+        c.is_control() || matches!(c, '*' | '(' | ')' | '\\' | '<' | '>' | ';' | '=' | '"')
+    });
+    if let Some(c) = bad {
+        return Some(format!(
+            "the name {name:?} holds {c:?}: write it on one line with letters, spaces, ' and - (for example \"Jeanne Dupont\")"
+        ));
+    }
+    let n = name.trim().chars().count();
+    if n == 0 || n > 100 || !name.chars().any(char::is_alphabetic) {
+        return Some(format!(
+            "the name {name:?} is empty, longer than 100 characters or has no letter: write the person's given and family names"
+        ));
+    }
+    None
+}
+
+/// A mail address picaops stores (`--mail`): `local@domain.tld`, plain ASCII, at most 254.
+pub fn mail_error(mail: &str) -> Option<String> {
+    let ok = mail.len() <= 254
+        && match mail.split_once('@') {
+            Some((local, domain)) => {
+                !local.is_empty()
+                    && local.len() <= 64
+                    && local
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"._%+-".contains(&b))
+                    && !local.starts_with('.')
+                    && !local.ends_with('.')
+                    && !local.contains("..")
+                    && domain.contains('.')
+                    && domain.split('.').all(|label| {
+                        !label.is_empty()
+                            && label.len() <= 63
+                            && !label.starts_with('-')
+                            && !label.ends_with('-')
+                            && label
+                                .bytes()
+                                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    })
+            }
+            None => false,
+        };
+    (!ok).then(|| {
+        format!("{mail:?} is not a mail address: write it as name@domain, for example jeanne.dupont@etu.utc.fr")
+    })
+}
+
 /// What went wrong talking to the directory.
 #[derive(Debug, thiserror::Error)]
 pub enum DirectoryError {
@@ -108,6 +214,11 @@ pub enum DirectoryError {
     Ldap(String),
     #[error("{0}")]
     Invalid(String),
+    /// The directory answered, but with something picaops refuses to act on (several entries
+    /// for one login, too many entries, a result size limit hit): nobody gets in on it, and the
+    /// cache does not stand in for it.
+    #[error("{0}")]
+    Untrusted(String),
 }
 
 /// How to reach the directory (from the inventory on the workstation, from the job file on a host).
@@ -211,21 +322,44 @@ impl Directory {
         let _ = self.ldap.unbind().await;
     }
 
-    async fn search(&mut self, filter: &str) -> Result<Vec<Person>, DirectoryError> {
-        let mut attrs: Vec<&str> = ATTRS.to_vec();
-        attrs.push(&self.ep.hosts_attribute);
+    /// Searches the people branch for `filter`, reading at most `max` entries: the server is
+    /// asked for no more (sizelimit), and a server that sends more anyway is cut off rather than
+    /// read to the end, so an endless answer never grows in memory.
+    async fn search(&mut self, filter: &str, max: usize) -> Result<Vec<Person>, DirectoryError> {
+        let mut attrs: Vec<String> = ATTRS.iter().map(|a| a.to_string()).collect();
+        attrs.push(self.ep.hosts_attribute.clone());
         self.ldap.with_timeout(self.ep.timeout);
-        let (entries, _) = self
+        // One more than wanted, so "more than max" is seen as such.
+        let limit = i32::try_from(max + 1).unwrap_or(i32::MAX);
+        self.ldap
+            .with_search_options(SearchOptions::new().sizelimit(limit));
+        let mut stream = self
             .ldap
-            .search(&self.ep.people, Scope::OneLevel, filter, attrs)
+            .streaming_search(&self.ep.people, Scope::OneLevel, filter, attrs)
             .await
-            .map_err(ldap_err)?
-            .success()
             .map_err(ldap_err)?;
-        Ok(entries
-            .into_iter()
-            .map(|e| person_from(SearchEntry::construct(e), &self.ep.hosts_attribute))
-            .collect())
+        let mut found = Vec::new();
+        while let Some(entry) = stream.next().await.map_err(ldap_err)? {
+            if found.len() == max {
+                return Err(DirectoryError::Untrusted(format!(
+                    "the directory sent more than {max} entries for {filter} under {}: refused",
+                    self.ep.people
+                )));
+            }
+            found.push(person_from(
+                SearchEntry::construct(entry),
+                &self.ep.hosts_attribute,
+            ));
+        }
+        let res = stream.finish().await;
+        if res.rc == 4 {
+            return Err(DirectoryError::Untrusted(format!(
+                "the directory holds more than {max} entries for {filter} under {} (size limit exceeded): refused",
+                self.ep.people
+            )));
+        }
+        res.success().map_err(ldap_err)?;
+        Ok(found)
     }
 
     /// The person with this login, if any. The login is checked, then escaped.
@@ -234,20 +368,23 @@ impl Directory {
             return Err(DirectoryError::Invalid(login_error(login)));
         }
         let filter = format!("(&(objectClass=posixAccount)(uid={}))", ldap_escape(login));
-        let mut found = self.search(&filter).await?;
-        match found.len() {
-            0 => Ok(None),
-            1 => Ok(found.pop()),
-            n => Err(DirectoryError::Ldap(format!(
-                "{n} entries have uid={login} under {}; fix the directory so each login is one person",
-                self.ep.people
-            ))),
-        }
+        let mut found = match self.search(&filter, 1).await {
+            Err(DirectoryError::Untrusted(_)) => {
+                return Err(DirectoryError::Untrusted(format!(
+                    "several entries have uid={login} under {}; fix the directory so each login is one person",
+                    self.ep.people
+                )))
+            }
+            r => r?,
+        };
+        Ok(found.pop())
     }
 
     /// Everyone under the people branch with a POSIX account.
     pub async fn people(&mut self) -> Result<Vec<Person>, DirectoryError> {
-        let mut all = self.search("(objectClass=posixAccount)").await?;
+        let mut all = self
+            .search("(objectClass=posixAccount)", MAX_PEOPLE)
+            .await?;
         all.sort_by(|a, b| a.login.cmp(&b.login));
         Ok(all)
     }
@@ -311,15 +448,40 @@ pub enum Change {
     Delete(String, Vec<String>),
 }
 
-fn person_from(e: SearchEntry, hosts_attribute: &str) -> Person {
+/// A person from a directory answer. Never fails: what cannot be trusted is recorded
+/// (`shadow_expire: Invalid`, `broken`) so that the rule denies it and `audit` shows it.
+pub fn person_from(e: SearchEntry, hosts_attribute: &str) -> Person {
     let get = |name: &str| -> Vec<String> {
         e.attrs
             .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .flat_map(|(_, v)| v.iter().cloned())
+            .collect()
     };
     let one = |name: &str| get(name).into_iter().next();
+    let mut broken = Vec::new();
+    let mut number = |name: &str| -> Option<u32> {
+        match get(name).as_slice() {
+            [] => None,
+            [v] if v.bytes().all(|b| b.is_ascii_digit()) => match v.parse() {
+                Ok(n) => Some(n),
+                Err(_) => {
+                    broken.push(format!("{name} {v:?} is not a number"));
+                    None
+                }
+            },
+            vals => {
+                broken.push(format!(
+                    "{name} has {} value(s) {:?}, not one number",
+                    vals.len(),
+                    vals.iter().take(3).collect::<Vec<_>>()
+                ));
+                None
+            }
+        }
+    };
+    let uid_number = number("uidNumber");
+    let gid_number = number("gidNumber");
     let mut keys = get("sshPublicKey");
     // Binary-looking values (not UTF-8) land in bin_attrs; keep what decodes.
     for (k, vals) in &e.bin_attrs {
@@ -327,14 +489,48 @@ fn person_from(e: SearchEntry, hosts_attribute: &str) -> Person {
             keys.extend(vals.iter().map(|v| String::from_utf8_lossy(v).into_owned()));
         }
     }
-    let shadow_expire = one("shadowExpire")
-        .and_then(|s| s.trim().parse::<i64>().ok())
-        .filter(|&d| d >= 0);
+    let uids = get("uid");
+    let login = match uids.as_slice() {
+        [one] => one.clone(),
+        [] => {
+            broken.push("the entry has no uid".into());
+            String::new()
+        }
+        several => {
+            broken.push(format!(
+                "the entry has {} uids ({}): one entry, one login",
+                several.len(),
+                several
+                    .iter()
+                    .take(4)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+            // Matches no login, so no lookup can ever take this entry for someone.
+            String::new()
+        }
+    };
+    if e.bin_attrs.keys().any(|k| {
+        ["uid", "uidNumber", "gidNumber", "shadowExpire"]
+            .iter()
+            .any(|a| k.eq_ignore_ascii_case(a))
+    }) {
+        broken.push("uid, uidNumber, gidNumber or shadowExpire is not text".into());
+    }
+    let mut shadow_expire = Expiry::parse(&get("shadowExpire"));
+    if let Some((k, _)) = e
+        .bin_attrs
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("shadowExpire"))
+    {
+        shadow_expire = Expiry::Invalid(format!("binary {k}"));
+    }
     Person {
         dn: e.dn.clone(),
-        login: one("uid").unwrap_or_default(),
-        uid_number: one("uidNumber").and_then(|s| s.parse().ok()),
-        gid_number: one("gidNumber").and_then(|s| s.parse().ok()),
+        login,
+        uid_number,
+        gid_number,
         given_name: one("givenName"),
         sn: one("sn"),
         mail: one("mail"),
@@ -342,6 +538,7 @@ fn person_from(e: SearchEntry, hosts_attribute: &str) -> Person {
         keys,
         hosts: get(hosts_attribute),
         object_classes: get("objectClass"),
+        broken: (!broken.is_empty()).then(|| broken.join("; ")),
     }
 }
 
@@ -381,6 +578,112 @@ mod tests {
         assert_eq!(ldap_escape("*)(uid=*"), "\\2a\\29\\28uid=\\2a");
     }
 
+    pub(crate) fn entry(attrs: &[(&str, &[&str])]) -> SearchEntry {
+        SearchEntry {
+            dn: "uid=x,ou=People,dc=x".into(),
+            attrs: attrs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.iter().map(|s| s.to_string()).collect()))
+                .collect(),
+            bin_attrs: Default::default(),
+        }
+    }
+
+    #[test]
+    fn only_absent_or_minus_one_means_never() {
+        assert_eq!(Expiry::parse(&[]), Expiry::Never);
+        assert_eq!(Expiry::parse(&["-1".into()]), Expiry::Never);
+        assert_eq!(Expiry::parse(&["20892".into()]), Expiry::Until(20892));
+        assert_eq!(Expiry::parse(&["0".into()]), Expiry::Until(0));
+        for bad in [
+            "-2",
+            "abc",
+            "2027-03-15",
+            "",
+            "19000.5",
+            " 20892",
+            "+20892",
+            "-0",
+            "-1 ",
+            "99999999",
+            "18446744073709551616",
+        ] {
+            assert_eq!(
+                Expiry::parse(&[bad.into()]),
+                Expiry::Invalid(bad.into()),
+                "{bad:?}"
+            );
+        }
+        assert!(matches!(
+            Expiry::parse(&["20892".into(), "-1".into()]),
+            Expiry::Invalid(_)
+        ));
+        let p = person_from(
+            entry(&[("uid", &["ann"]), ("shadowExpire", &["-2"])]),
+            "host",
+        );
+        assert_eq!(p.shadow_expire, Expiry::Invalid("-2".into()));
+        assert!(p.expired(0), "an invalid end date keeps them out");
+        assert!(p.until().contains("invalid"), "{}", p.until());
+    }
+
+    #[test]
+    fn an_entry_that_does_not_say_who_it_is_is_marked_broken() {
+        let p = person_from(
+            entry(&[("uid", &["ann", "mallory"]), ("uidNumber", &["2000"])]),
+            "host",
+        );
+        assert_eq!(p.login, "", "several uids: the entry stands for no login");
+        assert!(p.broken.as_deref().unwrap().contains("2 uids"), "{p:?}");
+        for (attr, vals) in [
+            ("uidNumber", &["2000", "2001"][..]),
+            ("uidNumber", &["0x7d0"][..]),
+            ("gidNumber", &["-502"][..]),
+        ] {
+            let p = person_from(entry(&[("uid", &["ann"]), (attr, vals)]), "host");
+            assert!(p.broken.is_some(), "{attr} {vals:?}");
+        }
+        let good = person_from(
+            entry(&[
+                ("uid", &["ann"]),
+                ("uidNumber", &["2000"]),
+                ("gidNumber", &["502"]),
+            ]),
+            "host",
+        );
+        assert_eq!(good.broken, None);
+        assert_eq!((good.uid_number, good.gid_number), (Some(2000), Some(502)));
+    }
+
+    #[test]
+    fn names_and_mails_are_checked() {
+        for good in ["Jeanne Dupont", "Jean-Pierre O'Neil", "Zoé Ébène"] {
+            assert_eq!(name_error(good), None, "{good:?}");
+        }
+        for bad in [
+            "",
+            " ",
+            "a\nb",
+            "x\u{7}",
+            "*)(uid=*",
+            "a\\b",
+            "Jeanne;Dupont",
+            "12345",
+            &"a".repeat(101),
+        ] {
+            assert!(name_error(bad).is_some(), "{bad:?}");
+        }
+        for good in ["jeanne.dupont@etu.utc.fr", "a+b@x.org"] {
+            assert_eq!(mail_error(good), None, "{good:?}");
+        }
+        for bad in [
+            "", "jeanne", "a@b", "a@@b.c", "a b@c.d", "a@b.c\n", "*@x.org", "a@-b.c", ".a@b.c",
+            "a@b..c", "(a)@b.c",
+        ] {
+            assert!(mail_error(bad).is_some(), "{bad:?}");
+        }
+    }
+
     #[test]
     fn expiry_follows_pam_unix() {
         let p = Person {
@@ -391,10 +694,11 @@ mod tests {
             given_name: None,
             sn: None,
             mail: None,
-            shadow_expire: Some(20892),
+            shadow_expire: Expiry::Until(20892),
             keys: vec![],
             hosts: vec!["pica01".into()],
             object_classes: vec![],
+            broken: None,
         };
         assert!(!p.expired(20891));
         assert!(p.expired(20892));

@@ -5,6 +5,9 @@
 use base64::Engine;
 use sha2::{Digest, Sha256};
 
+/// Longest key line picaops accepts (an RSA-16384 key is about 3 KiB): longer is refused.
+pub const MAX_KEY_LINE: usize = 16 << 10;
+
 /// Smallest RSA modulus picaops accepts, in bits.
 pub const MIN_RSA_BITS: usize = 3072;
 
@@ -113,6 +116,13 @@ fn mpint_bits(m: &[u8]) -> usize {
 
 /// Parses and checks one public key line.
 pub fn parse(line: &str) -> Result<PublicKey, KeyError> {
+    if line.len() > MAX_KEY_LINE {
+        return Err(KeyError::Garbage(format!(
+            ": it is {} bytes long, more than any public key ({} KiB at most)",
+            line.len(),
+            MAX_KEY_LINE >> 10
+        )));
+    }
     let line = line.trim();
     if line.contains("PRIVATE KEY") {
         return Err(KeyError::Private);

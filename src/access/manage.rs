@@ -8,7 +8,10 @@ use serde::Serialize;
 
 use super::config::{Access, Level};
 use super::date;
-use super::directory::{login_error, valid_login, Change, Directory, DirectoryError, Person};
+use super::directory::{
+    login_error, mail_error, name_error, valid_login, Change, Directory, DirectoryError, Expiry,
+    Person,
+};
 use super::host::{decide, HostConfig};
 use super::keys::{self, PublicKey};
 
@@ -72,6 +75,12 @@ pub async fn grant(
 ) -> Result<Outcome, DirectoryError> {
     if !valid_login(&g.login) {
         return Err(DirectoryError::Invalid(login_error(&g.login)));
+    }
+    if let Some(e) = g.name.as_deref().and_then(name_error) {
+        return Err(DirectoryError::Invalid(e));
+    }
+    if let Some(e) = g.mail.as_deref().and_then(mail_error) {
+        return Err(DirectoryError::Invalid(e));
     }
     let attr = access.directory.hosts_attribute.clone();
     match d.person(&g.login).await? {
@@ -149,7 +158,7 @@ pub async fn grant(
                     vec![g.level.gid.to_string()],
                 ));
             }
-            if p.shadow_expire != Some(g.shadow_expire) {
+            if p.shadow_expire != Expiry::Until(g.shadow_expire) {
                 changes.push(format!(
                     "until {} → {}",
                     p.until(),
@@ -233,7 +242,7 @@ async fn set_expiry(
     let p = person_or_missing(login, d.person(login).await?)?;
     let mut mods = Vec::new();
     let mut changes = Vec::new();
-    if p.shadow_expire != Some(shadow_expire) {
+    if p.shadow_expire != Expiry::Until(shadow_expire) {
         changes.push(format!(
             "until {} → {}",
             p.until(),
@@ -353,7 +362,7 @@ pub fn row(access: &Access, p: &Person, today: i64) -> Row {
             .map(|l| l.name.clone()),
         uid_number: p.uid_number,
         until: p.until(),
-        days_left: p.shadow_expire.map(|e| e - today),
+        days_left: p.shadow_expire.day().map(|e| e - today),
         hosts: p.hosts.clone(),
         keys: p
             .keys
@@ -413,7 +422,43 @@ pub fn anomalies(
     let mut by_key: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut by_uid: BTreeMap<u32, Vec<String>> = BTreeMap::new();
     for p in people {
-        if p.expired(today) && !p.keys.is_empty() {
+        if let Expiry::Invalid(raw) = &p.shadow_expire {
+            out.push(Anomaly {
+                kind: "invalid-expiry".into(),
+                logins: vec![p.login.clone()],
+                detail: format!(
+                    "shadowExpire {raw:?} is not a day count: nobody lets them in until `picaops access extend {} --until YYYY-MM-DD` writes a real date",
+                    p.login
+                ),
+            });
+        }
+        if let Some(why) = &p.broken {
+            out.push(Anomaly {
+                kind: "broken-entry".into(),
+                // An entry with several uids stands for no login: name it by its DN.
+                logins: vec![if p.login.is_empty() {
+                    p.dn.clone()
+                } else {
+                    p.login.clone()
+                }],
+                detail: format!(
+                    "{}: {why}; nobody gets in on this entry until it is fixed",
+                    p.dn
+                ),
+            });
+        }
+        if p.keys.len() > super::directory::MAX_KEYS {
+            out.push(Anomaly {
+                kind: "too-many-keys".into(),
+                logins: vec![p.login.clone()],
+                detail: format!(
+                    "{} keys, more than {}: no key of theirs is served; remove the old ones with `picaops access remove-key`",
+                    p.keys.len(),
+                    super::directory::MAX_KEYS
+                ),
+            });
+        }
+        if matches!(p.shadow_expire, Expiry::Until(_)) && p.expired(today) && !p.keys.is_empty() {
             out.push(Anomaly {
                 kind: "expired-with-keys".into(),
                 logins: vec![p.login.clone()],
@@ -521,7 +566,7 @@ mod tests {
         login: &str,
         uid: u32,
         gid: u32,
-        expire: Option<i64>,
+        expire: Expiry,
         keys: &[&str],
         hosts: &[&str],
     ) -> Person {
@@ -537,6 +582,7 @@ mod tests {
             keys: keys.iter().map(|s| s.to_string()).collect(),
             hosts: hosts.iter().map(|s| s.to_string()).collect(),
             object_classes: vec![],
+            broken: None,
         }
     }
 
@@ -563,9 +609,16 @@ mod tests {
         assert_eq!(a.levels, picasoft_levels());
         let today = 20000;
         let people = vec![
-            person("ann", 2000, 502, Some(19990), &[KEY], &["pica01"]),
-            person("bob", 2001, 500, None, &[KEY], &["gone01"]),
-            person("cid", 2001, 999, None, &["ssh-dss AAAAB3NzaC1kc3M"], &["*"]),
+            person("ann", 2000, 502, Expiry::Until(19990), &[KEY], &["pica01"]),
+            person("bob", 2001, 500, Expiry::Never, &[KEY], &["gone01"]),
+            person(
+                "cid",
+                2001,
+                999,
+                Expiry::Never,
+                &["ssh-dss AAAAB3NzaC1kc3M"],
+                &["*"],
+            ),
         ];
         let machines: BTreeSet<String> = ["pica01".to_string()].into();
         let found = anomalies(&a, &people, &machines, today);
@@ -587,5 +640,33 @@ mod tests {
         assert!(allowed.is_empty(), "{allowed:?}");
         let allowed = allowed_on(&a, &people, "gone01", today);
         assert_eq!(allowed.keys().collect::<Vec<_>>(), ["bob"]);
+    }
+
+    #[test]
+    fn audit_flags_end_dates_that_are_no_day_count_and_broken_entries() {
+        let a = access();
+        let today = 20000;
+        let mut dan = person(
+            "dan",
+            2003,
+            502,
+            Expiry::Invalid("-2".into()),
+            &[KEY],
+            &["*"],
+        );
+        let eve = person("eve", 2004, 502, Expiry::Never, &[], &["*"]);
+        let found = anomalies(&a, &[dan.clone(), eve.clone()], &BTreeSet::new(), today);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].kind, "invalid-expiry");
+        assert_eq!(found[0].logins, ["dan"]);
+        assert!(found[0].detail.contains("access extend dan"), "{found:?}");
+        assert!(allowed_on(&a, &[dan.clone()], "pica01", today).is_empty());
+        let r = row(&a, &dan, today);
+        assert!(r.expired && r.days_left.is_none() && r.until.contains("invalid"));
+        dan.shadow_expire = Expiry::Never;
+        dan.broken = Some("the entry has 2 uids".into());
+        let found = anomalies(&a, &[dan.clone()], &BTreeSet::new(), today);
+        assert_eq!(found[0].kind, "broken-entry", "{found:?}");
+        assert!(allowed_on(&a, &[dan], "pica01", today).is_empty());
     }
 }

@@ -12,7 +12,9 @@ const USAGE: &str = "usage: picaops-access [--config FILE] keys USER [UID] | syn
 
   keys USER [UID]  print USER's authorized_keys lines if the directory (or, when it is
                    unreachable, a fresh cache entry) allows them on this host; for sshd's
-                   AuthorizedKeysCommand. Answers within the job file's timeout (1 s).
+                   AuthorizedKeysCommand (UID: sshd's %U, checked against the entry's
+                   uidNumber). Answers within the job file's timeout (1 s); ends with no key
+                   after 0.3 s more, or beyond 256 MiB of memory.
   sync             create/update local accounts of people allowed here, lock the ones who lost
                    access, refresh the cache; prints what it did as JSON
   status           who can log in here now and until when, as JSON (for `picaops access audit`)
@@ -41,8 +43,21 @@ fn main() -> ExitCode {
     };
     match (cmd.as_str(), &args[1..]) {
         ("keys", [user, rest @ ..]) if rest.len() <= 1 => {
-            let uid = rest.first().and_then(|u| u.parse().ok());
-            for line in host::keys_for(&cfg, user, uid) {
+            host::bound_keys_call(&cfg);
+            let uid = match rest.first().map(|u| u.parse::<u32>()) {
+                None => None,
+                Some(Ok(u)) => Some(u),
+                Some(Err(_)) => {
+                    host::log(&format!(
+                        "{user}: sshd passed the uid {:?}, not a number: refused",
+                        rest[0]
+                    ));
+                    return ExitCode::from(2);
+                }
+            };
+            let lines = host::keys_for(&cfg, user, uid);
+            host::disarm_watchdog();
+            for line in lines {
                 println!("{line}");
             }
             ExitCode::SUCCESS

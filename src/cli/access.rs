@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use picaops::access::directory::{login_error, read_ca, valid_login};
+use picaops::access::directory::{login_error, mail_error, name_error, read_ca, valid_login};
 use picaops::access::keys::{self, PublicKey};
 use picaops::access::manage::{self, Anomaly, Grant, Outcome};
 use picaops::access::{date, Access, Directory, Endpoint, Person};
@@ -58,12 +58,16 @@ pub enum AccessCommand {
 
 #[derive(Args, Debug)]
 pub struct Until {
-    /// Last day access works (YYYY-MM-DD, UTC).
+    /// Last day access works (YYYY-MM-DD, UTC): from today to 10 years ahead.
     #[arg(long, value_name = "DATE", conflicts_with = "next_semester")]
     until: Option<String>,
     /// The renewal policy's deadline: about a month after the next semester starts.
     #[arg(long)]
     next_semester: bool,
+    /// The person's access ends now (refused from today on), also when `--until` names a day
+    /// before today; without it, such a date is refused as a probable typo.
+    #[arg(long, conflicts_with = "next_semester")]
+    cut_off_now: bool,
 }
 
 #[derive(Args, Debug)]
@@ -247,27 +251,25 @@ impl Session {
         self.inv.machines().map(|m| m.name().to_string()).collect()
     }
 
-    /// `--until` / `--next-semester` → the shadowExpire value to store.
+    /// `--until` / `--next-semester` / `--cut-off-now` → the shadowExpire value to store.
     fn shadow_expire(&self, u: &Until) -> Result<i64, String> {
         let today = date::today();
-        let last_day = match (&u.until, u.next_semester) {
-            (Some(d), _) => date::parse_date(d)?,
-            (None, true) => self
+        if u.next_semester {
+            return Ok(self
                 .access
                 .next_semester(today)
-                .ok_or("the renewal policy lists no semester start")?,
-            (None, false) => {
-                return Err("say until when: --until YYYY-MM-DD or --next-semester".into())
-            }
-        };
-        if last_day < today {
+                .ok_or("the renewal policy lists no semester start")?
+                + 1);
+        }
+        let last_day = u.until.as_deref().map(date::parse_date).transpose()?;
+        let e = date::end_from(last_day, u.cut_off_now, today)?;
+        if u.cut_off_now {
             eprintln!(
-                "{}: {} is in the past: this person cannot log in from now on",
+                "{}: --cut-off-now: this person cannot log in from now on",
                 self.out.paint(Style::Yellow, "warning"),
-                date::format_day(last_day)
             );
         }
-        Ok(last_day + 1)
+        Ok(e)
     }
 
     fn targets(&self, names: &BTreeSet<String>) -> Result<(Vec<Target>, PathBuf), String> {
@@ -368,22 +370,55 @@ impl Session {
     }
 }
 
+/// Largest public key file `--key` reads (an RSA-16384 key line is about 3 KiB).
+const MAX_KEY_FILE: u64 = 64 << 10;
+
+/// Reads at most `MAX_KEY_FILE` bytes of a key file, which must be a regular file (or `-`,
+/// stdin): `--key /dev/zero` or a FIFO is refused, not read until memory runs out.
+fn read_key_file(f: &std::path::Path) -> Result<(String, String), String> {
+    let mut bytes = Vec::new();
+    let what = if f.as_os_str() == "-" {
+        std::io::stdin()
+            .take(MAX_KEY_FILE + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| format!("cannot read a key from stdin: {e}"))?;
+        "stdin".to_string()
+    } else {
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(f)
+            .map_err(|e| format!("cannot read {}: {e}", f.display()))?;
+        let meta = file
+            .metadata()
+            .map_err(|e| format!("cannot read {}: {e}", f.display()))?;
+        if !meta.is_file() {
+            return Err(format!(
+                "{} is not a regular file: give the `.pub` file of the key (or `-` and the key on stdin)",
+                f.display()
+            ));
+        }
+        file.take(MAX_KEY_FILE + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| format!("cannot read {}: {e}", f.display()))?;
+        f.display().to_string()
+    };
+    if bytes.len() as u64 > MAX_KEY_FILE {
+        return Err(format!(
+            "{what} is larger than {} KiB: that is no public key file; give the `.pub` file of the key",
+            MAX_KEY_FILE >> 10
+        ));
+    }
+    let text = String::from_utf8(bytes)
+        .map_err(|_| format!("{what} is not text: give the `.pub` file of the key"))?;
+    Ok((text, what))
+}
+
 fn read_keys(files: &[PathBuf]) -> Result<Vec<PublicKey>, String> {
     let mut out = Vec::new();
     for f in files {
-        let (text, what) = if f.as_os_str() == "-" {
-            let mut s = String::new();
-            std::io::stdin()
-                .read_to_string(&mut s)
-                .map_err(|e| format!("cannot read a key from stdin: {e}"))?;
-            (s, "stdin".to_string())
-        } else {
-            (
-                std::fs::read_to_string(f)
-                    .map_err(|e| format!("cannot read {}: {e}", f.display()))?,
-                f.display().to_string(),
-            )
-        };
+        let (text, what) = read_key_file(f)?;
         let lines: Vec<&str> = text
             .lines()
             .map(str::trim)
@@ -423,9 +458,15 @@ async fn grant(s: &Session, a: GrantArgs) -> i32 {
             ),
         );
     };
+    if let Some(e) = a.name.as_deref().and_then(name_error) {
+        return usage(&s.out, format!("{e}; nothing was changed"));
+    }
+    if let Some(e) = a.mail.as_deref().and_then(mail_error) {
+        return usage(&s.out, format!("{e}; nothing was changed"));
+    }
     let shadow_expire = match s.shadow_expire(&a.until) {
         Ok(d) => d,
-        Err(e) => return usage(&s.out, e),
+        Err(e) => return usage(&s.out, format!("{e}; nothing was changed")),
     };
     let keys = match read_keys(&a.key) {
         Ok(k) => k,
@@ -515,7 +556,7 @@ where
 async fn extend(s: &Session, a: ExtendArgs) -> i32 {
     let e = match s.shadow_expire(&a.until) {
         Ok(e) => e,
-        Err(e) => return usage(&s.out, e),
+        Err(e) => return usage(&s.out, format!("{e}; nothing was changed")),
     };
     let login = a.login.clone();
     one_change(s, &a.login, &a.push, move |d| {
@@ -638,7 +679,7 @@ async fn rotate(s: &Session, a: RotateArgs) -> i32 {
     // Everyone whose access ends before the next deadline (and has not ended already).
     let ending: Vec<&Person> = people
         .iter()
-        .filter(|p| !p.expired(today) && p.shadow_expire.is_some_and(|e| e <= deadline))
+        .filter(|p| !p.expired(today) && p.shadow_expire.day().is_some_and(|e| e <= deadline))
         .collect();
     let logins: BTreeSet<&str> = people.iter().map(|p| p.login.as_str()).collect();
     for l in &a.renew {
