@@ -11,6 +11,7 @@ use picaops::backup::units::{self, UnitOptions};
 use picaops::backup::{HostJob, JobFile, JobStatus};
 use picaops::output::{Format, Output, Style, EXIT_HOST_FAILED, EXIT_OK, EXIT_USAGE};
 
+use super::backup_remote::{select_jobs, JobSelect};
 use super::Global;
 
 const AFTER_HELP: &str = "\
@@ -177,17 +178,6 @@ pub enum BackupCommand {
     },
 }
 
-/// Which jobs a workstation command acts on.
-#[derive(Args, Debug, Clone, Default)]
-pub struct JobSelect {
-    /// Only this job (a name under `backups:`); repeat for several.
-    #[arg(long = "job", value_name = "J")]
-    pub jobs: Vec<String>,
-    /// Only the jobs whose data is on this host or VM.
-    #[arg(long, value_name = "H")]
-    pub host: Option<String>,
-}
-
 #[derive(Args, Debug, Clone)]
 pub struct HostArgs {
     /// The job file (`/etc/picaops/backup/jobs/JOB.json`, root-only).
@@ -240,42 +230,6 @@ pub fn run(cmd: BackupCommand, global: &Global, out: &Output) -> i32 {
         BackupCommand::Drill(select) => remote::drill(&select, global, out),
         host => host_side(host, out),
     }
-}
-
-/// The inventory's jobs matching `select` (names checked: an unknown one is an error).
-pub(super) fn select_jobs<'a>(
-    inv: &'a picaops::inventory::Inventory,
-    select: &JobSelect,
-    out: &Output,
-) -> Result<Vec<&'a picaops::backup::BackupJob>, i32> {
-    for name in &select.jobs {
-        if !inv.backups.contains_key(name) {
-            let names: Vec<&str> = inv.backups.keys().map(String::as_str).collect();
-            let hint = picaops::diagnostic::did_you_mean(name, names.iter().copied())
-                .map(|s| format!(" Did you mean `{s}`?"))
-                .unwrap_or_default();
-            eprintln!(
-                "{}: no backup job named `{name}`.{hint} Jobs: {}",
-                out.paint(Style::Red, "picaops"),
-                if names.is_empty() {
-                    "none".into()
-                } else {
-                    names.join(", ")
-                }
-            );
-            return Err(EXIT_USAGE);
-        }
-    }
-    Ok(inv
-        .backups
-        .values()
-        .filter(|j| select.jobs.is_empty() || select.jobs.contains(&j.name))
-        .filter(|j| {
-            select.host.as_deref().is_none_or(|h| {
-                picaops::backup::config::data_host(inv, j).is_some_and(|m| m.name() == h)
-            })
-        })
-        .collect())
 }
 
 fn status(select: &JobSelect, dir: Option<&Path>, global: &Global, out: &Output) -> i32 {

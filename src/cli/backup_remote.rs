@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
+use clap::Args;
 use picaops::backup::config::data_host;
 use picaops::backup::remote::{self, Answer, Call, HostDoc, Side};
 use picaops::backup::render::{self, State};
@@ -14,8 +15,30 @@ use picaops::inventory::Inventory;
 use picaops::output::{Format, Output, Style, EXIT_HOST_FAILED, EXIT_OK, EXIT_USAGE};
 use serde_json::{json, Value};
 
-use super::backup::JobSelect;
 use super::Global;
+
+/// Which jobs a workstation command acts on.
+#[derive(Args, Debug, Clone, Default)]
+pub struct JobSelect {
+    /// Only this job (a name under `backups:`); repeat for several.
+    #[arg(long = "job", value_name = "J")]
+    pub jobs: Vec<String>,
+    /// Only the jobs whose data is on this host or VM.
+    #[arg(long, value_name = "H")]
+    pub host: Option<String>,
+}
+
+/// The inventory's jobs matching `select`; an unknown name is printed (exit 2).
+pub fn select_jobs<'a>(
+    inv: &'a picaops::inventory::Inventory,
+    select: &JobSelect,
+    out: &Output,
+) -> Result<Vec<&'a picaops::backup::BackupJob>, i32> {
+    picaops::backup::config::select_jobs(inv, &select.jobs, select.host.as_deref()).map_err(|e| {
+        eprintln!("{}: {e}", out.paint(Style::Red, "picaops"));
+        EXIT_USAGE
+    })
+}
 
 /// One job's outcome, as printed.
 struct Line {
@@ -34,7 +57,7 @@ fn load(
     out: &Output,
 ) -> Result<(Inventory, Vec<String>), i32> {
     let inv = super::inventory::load(global, out).ok_or(EXIT_USAGE)?;
-    let names = super::backup::select_jobs(&inv, select, out)?
+    let names = select_jobs(&inv, select, out)?
         .iter()
         .map(|j| j.name.clone())
         .collect();

@@ -202,7 +202,7 @@ fn with_vm<T>(
 ) -> Result<T, String> {
     let target = hypervisor_of(inv, vm)?;
     let kind = inv.hosts[&target.name].hypervisor;
-    let driver = vm::driver::for_kind(kind).ok_or("no driver")?;
+    let driver = vm::for_kind(kind).ok_or("no driver")?;
     runtime()?.block_on(async {
         let connector = Connector::new(known_hosts, Duration::from_secs(10), None)
             .map_err(|e| e.to_string())?;

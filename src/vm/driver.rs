@@ -73,15 +73,6 @@ pub trait Hypervisor: Send + Sync {
     }
 }
 
-/// The driver for a host's `hypervisor:` kind.
-pub fn for_kind(kind: crate::inventory::HypervisorKind) -> Option<Box<dyn Hypervisor>> {
-    match kind {
-        crate::inventory::HypervisorKind::Libvirt => Some(Box::new(super::libvirt::Libvirt)),
-        crate::inventory::HypervisorKind::Proxmox => Some(Box::new(super::proxmox::Proxmox)),
-        crate::inventory::HypervisorKind::None => None,
-    }
-}
-
 /// Shell functions every VM script starts with.
 pub const SCRIPT_PRELUDE: &str = "set -u\n\
 fail() { echo \"@@error $*\"; exit 3; }\n";

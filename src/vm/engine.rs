@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::driver::{self, parse_notes, Hypervisor};
+use super::driver::{parse_notes, Hypervisor};
 use super::model::{HostVms, Power, VmSpec};
 use super::plan::{self, Allowed, VmAction, VmPlan};
 use crate::inventory::{self, HypervisorKind, Inventory, Machine};
@@ -384,7 +384,7 @@ pub async fn run(job: Arc<VmJob>) -> VmReport {
             let job = job.clone();
             async move {
                 let kind = job.inventory.hosts[&target.name].hypervisor;
-                let driver = driver::for_kind(kind).expect("hypervisor hosts only");
+                let driver = super::for_kind(kind).expect("hypervisor hosts only");
                 Ok(read_host(driver.as_ref(), &target.name, transport.as_ref()).await)
             }
         }
@@ -395,7 +395,7 @@ pub async fn run(job: Arc<VmJob>) -> VmReport {
         let kind = inv.hosts[&o.target.name].hypervisor;
         let mut h = HostVmReport {
             host: o.target.name.clone(),
-            driver: driver::for_kind(kind).map(|d| d.kind()).unwrap_or("none"),
+            driver: super::for_kind(kind).map(|d| d.kind()).unwrap_or("none"),
             vms: Vec::new(),
             error: None,
             round_trips: 1,
@@ -414,7 +414,7 @@ pub async fn run(job: Arc<VmJob>) -> VmReport {
     // 2. Plan.
     let mut all_plans: BTreeMap<String, Vec<VmPlan>> = BTreeMap::new();
     for (host, read) in &read_ok {
-        let driver = driver::for_kind(inv.hosts[host].hypervisor).expect("hypervisor");
+        let driver = super::for_kind(inv.hosts[host].hypervisor).expect("hypervisor");
         let mut plans = plan_host(&job, driver.as_ref(), read);
         cross_host_conflicts(inv, &read_ok, &mut plans);
         all_plans.insert(host.clone(), plans);
@@ -598,7 +598,7 @@ async fn apply_host(
     transport: &dyn Transport,
 ) -> (Vec<VmOutcome>, u32) {
     let kind = job.inventory.hosts[host].hypervisor;
-    let driver = driver::for_kind(kind).expect("hypervisor host");
+    let driver = super::for_kind(kind).expect("hypervisor host");
     let mut trips = 0;
     let mut stopped = false;
     let limit = job.shutdown_timeout + Duration::from_secs(300);

@@ -27,3 +27,13 @@ pub use driver::{Hypervisor, PowerOp};
 pub use engine::{Scope, VmJob, VmReport};
 pub use model::{HostVms, VmSpec, VmState};
 pub use plan::{Allowed, Risk, VmAction, VmPlan};
+
+/// The driver for a host's `hypervisor:` kind (here, above the drivers and the trait they
+/// implement, so neither imports the other's module).
+pub fn for_kind(kind: crate::inventory::HypervisorKind) -> Option<Box<dyn Hypervisor>> {
+    match kind {
+        crate::inventory::HypervisorKind::Libvirt => Some(Box::new(libvirt::Libvirt)),
+        crate::inventory::HypervisorKind::Proxmox => Some(Box::new(proxmox::Proxmox)),
+        crate::inventory::HypervisorKind::None => None,
+    }
+}
