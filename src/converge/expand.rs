@@ -662,25 +662,19 @@ fn item_label(v: &Value) -> String {
             };
             m[key].as_str().unwrap_or_default().to_string()
         }
-        other => {
-            let s = other.to_string();
-            if s.len() > 60 {
-                format!(
-                    "{}…",
-                    &s[..s.char_indices().nth(57).map(|(i, _)| i).unwrap_or(s.len())]
-                )
-            } else {
-                s
-            }
-        }
+        other => clip(&other.to_string(), 57),
     }
 }
 
 fn describe(v: &JValue) -> String {
-    let s = v.to_string();
-    format!(
-        "{} `{}`",
-        v.kind(),
-        if s.len() > 40 { &s[..40] } else { &s }
-    )
+    format!("{} `{}`", v.kind(), clip(&v.to_string(), 40))
+}
+
+/// `s` cut to its first `max` characters (never inside one: values are user text, often French),
+/// with `…` when something was cut.
+pub(crate) fn clip(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}…", &s[..cut]),
+        None => s.to_string(),
+    }
 }
