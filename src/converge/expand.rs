@@ -558,10 +558,12 @@ impl<'a> HostExpander<'a> {
                 .render_str(&text, &jctx)
                 .map(String::into_bytes)
                 .map_err(|e| {
+                    // A limit stop does not know where in the file it was: its start (the
+                    // task that renders it is in a note).
                     let place = match (e.line, e.column) {
                         (Some(l), Some(c)) => Place::new(&path, l as u64, c as u64),
                         (Some(l), None) => Place::new(&path, l as u64, 1),
-                        _ => Place::file(&path),
+                        _ => Place::new(&path, 1, 1),
                     };
                     let mut d = Diagnostic::new(
                         place,

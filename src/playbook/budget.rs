@@ -18,8 +18,8 @@
 //!   work the fuel does not see (one filter on a huge value). The render is abandoned; its thread
 //!   is parked at its next allocation.
 //!
-//! Parked threads keep their memory: once they hold more than [`PARKED_CAP_BUDGETS`] budgets, new
-//! renders are refused rather than piling up more. A thread that is panicking is not parked (the
+//! Parked threads keep their memory: once they hold more than [`PARKED_CAP_BUDGETS`] budgets (at
+//! least [`PARKED_CAP_MIN_BYTES`]), new renders are refused rather than piling up more. A thread that is panicking is not parked (the
 //! panic hook holds a process-wide lock while it allocates); nothing else in a render holds a lock
 //! another thread needs (renders share no mutable state, and print nothing).
 
@@ -37,8 +37,10 @@ pub const DEFAULT_FUEL: u64 = 10_000_000;
 pub const DEFAULT_MEMORY_MB: usize = 64;
 /// Default wall-clock limit of one render, in seconds.
 pub const DEFAULT_SECONDS: u64 = 60;
-/// New renders are refused once parked renders hold this many memory budgets.
+/// New renders are refused once parked renders hold this many memory budgets (and at least
+/// [`PARKED_CAP_MIN_BYTES`]).
 pub const PARKED_CAP_BUDGETS: usize = 4;
+pub const PARKED_CAP_MIN_BYTES: usize = 512 << 20;
 
 pub const FUEL_VAR: &str = "PICAOPS_TEMPLATE_FUEL";
 pub const MEMORY_VAR: &str = "PICAOPS_TEMPLATE_MEMORY_MB";
@@ -258,7 +260,11 @@ pub fn run<T: Send + 'static>(
     work: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, Stop> {
     let held = PARKED.load(Ordering::Relaxed);
-    if held > limits.memory_bytes.saturating_mul(PARKED_CAP_BUDGETS) {
+    let cap = limits
+        .memory_bytes
+        .saturating_mul(PARKED_CAP_BUDGETS)
+        .max(PARKED_CAP_MIN_BYTES);
+    if held > cap {
         return Err(Stop::Refused { held });
     }
     let watch = Arc::new(Watch {
