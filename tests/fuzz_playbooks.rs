@@ -15,8 +15,24 @@ use std::time::Instant;
 
 use picaops::playbook::template::Templates;
 use templates_support::{
-    bounded, expand_all, fuzz_time, leak, limits, located, mutate, root, seeds, Rng, Tally,
+    bounded, expand_all, fuzz_time, hostile, leak, limits, located, mutate, root, seeds, Rng, Tally,
 };
+
+/// `text` with the value of one `name:` line replaced by a hostile template (quoted).
+fn with_hostile_name(rng: &mut Rng, text: &str) -> String {
+    let mut lines: Vec<String> = text.split('\n').map(str::to_string).collect();
+    let names: Vec<usize> = (0..lines.len())
+        .filter(|&i| lines[i].trim_start().starts_with("- name: "))
+        .collect();
+    if names.is_empty() {
+        return text.to_string();
+    }
+    let i = names[rng.below(names.len())];
+    let indent = lines[i].len() - lines[i].trim_start().len();
+    let quoted = serde_json::to_string(&hostile(rng)).unwrap_or_default();
+    lines[i] = format!("{}- name: {quoted}", " ".repeat(indent));
+    lines.join("\n")
+}
 
 fn check_playbook(
     templates: &'static Templates,
@@ -76,9 +92,14 @@ fn mutated_playbooks_load_and_expand_without_panic_or_hang() {
     while time.map_or(n < count, |t| started.elapsed() < t) && !tally.exhausted {
         let seed = &books[n % books.len()];
         let mut text = std::fs::read_to_string(seed).unwrap();
-        // Few mutations: most of a mutant still loads, so expansion is reached too.
-        for _ in 0..1 + rng.below(2) {
-            text = mutate(&mut rng, &text, &donors);
+        if n % 4 == 3 {
+            // One in four: a task name becomes a hostile template, rendered for every host.
+            text = with_hostile_name(&mut rng, &text);
+        } else {
+            // Few mutations: most of a mutant still loads, so expansion is reached too.
+            for _ in 0..1 + rng.below(2) {
+                text = mutate(&mut rng, &text, &donors);
+            }
         }
         if let Err(e) = check_playbook(templates, text, seed, &mut tally) {
             failures.push(e);

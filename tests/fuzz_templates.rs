@@ -16,73 +16,7 @@ mod templates_support;
 
 use minijinja::Value;
 use picaops::playbook::template::{TemplateErrorKind, Templates};
-use templates_support::{bounded, fuzz_time, leak, limits, mutate, seeds, Rng, Tally};
-
-/// Hostile templates, generated: each must stop at a limit or fail with a clean error.
-fn hostile(rng: &mut Rng) -> String {
-    let depth = 1 + rng.below(6);
-    match rng.below(10) {
-        0 => {
-            let mut t = String::new();
-            for i in 0..depth {
-                t.push_str(&format!("{{% for v{i} in range(100000) %}}"));
-            }
-            t.push_str("{{ v0 }}");
-            t.push_str(&"{% endfor %}".repeat(depth));
-            t
-        }
-        1 => format!(
-            "{{% set s = '{}' %}}{}{{{{ s }}}}",
-            "ab".repeat(1 + rng.below(8)),
-            "{% set s = s ~ s ~ s %}".repeat(10 + rng.below(40))
-        ),
-        2 => format!(
-            "{{% set ns = namespace(s='x') %}}{{% for i in range({}) %}}{{% set ns.s = ns.s ~ ns.s %}}{{% endfor %}}{{{{ ns.s | length }}}}",
-            30 + rng.below(30)
-        ),
-        3 => "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}".into(),
-        4 => "{% macro f(s) %}{{ f(s ~ s) }}{% endmacro %}{{ f('x') }}".into(),
-        5 => format!(
-            "{{% include '{}' %}}",
-            ["self.j2", "t.j2", "../../etc/passwd"][rng.below(3)]
-        ),
-        6 => format!(
-            "{}{}{}",
-            "(".repeat(50 + rng.below(5000)),
-            "1",
-            ")".repeat(50 + rng.below(5000))
-        ),
-        7 => format!(
-            "{}x{}",
-            "{% if true %}".repeat(10 + rng.below(500)),
-            "{% endif %}".repeat(10 + rng.below(500))
-        ),
-        8 => format!(
-            "{{{{ {} }}}}",
-            [
-                "'a' | center(1000000000000)",
-                "'a' | indent(1000000000)",
-                "range(100000) | join(',' * 100000000)",
-                "('x' * 100000000) ~ ('x' * 100000000)",
-                "range(100000) | list | map('string') | join * 1000",
-                "[range(100000) | list] * 100000",
-                "'%s' | format('x' * 90000000)",
-                "'x' * 100000000 | replace('x', 'yy')",
-                "(range(100000) | list * 100000) | length",
-                "'x' | wordwrap(1000000000)",
-                "'x' | truncate(1000000000000)",
-            ][rng.below(11)]
-        ),
-        _ => {
-            let mut t = String::from("{% set l = [1] %}");
-            for _ in 0..depth + 20 {
-                t.push_str("{% set l = l + l %}");
-            }
-            t.push_str("{{ l | length }}");
-            t
-        }
-    }
-}
+use templates_support::{bounded, fuzz_time, hostile, leak, limits, mutate, seeds, Rng, Tally};
 
 /// A host's variables for direct renders.
 fn ctx() -> Value {
