@@ -220,6 +220,32 @@ fn limits_can_be_raised_or_lowered_from_the_environment() {
         out.stderr
     );
 
+    // With the fuel raised out of reach, the time limit stops the nested loops.
+    let dir = playbook(
+        &task(&format!(
+            "    - name: \"{NESTED}\"\n      file: {{path: /x, state: directory}}\n"
+        )),
+        "",
+    );
+    let out = plan(
+        dir.path(),
+        &[
+            ("PICAOPS_TEMPLATE_FUEL", "100000000000"),
+            ("PICAOPS_TEMPLATE_SECONDS", "1"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("pb.yml:4:") && out.stderr.contains("took more than 1 s"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("raise PICAOPS_TEMPLATE_SECONDS"),
+        "{}",
+        out.stderr
+    );
+
     // A wrong value is said, not ignored.
     let out = plan(dir.path(), &[("PICAOPS_TEMPLATE_FUEL", "lots")]);
     assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
