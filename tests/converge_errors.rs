@@ -34,6 +34,13 @@ const CASES: &[(&str, &str, &str, &str)] = &[
         "bad.yml:6:13: error: `when: flag` gave string",
     ),
     (
+        // The value is cut for the message: byte 40 is inside the `è` (a panic, exit 101, before).
+        "non-boolean when with a multibyte character around byte 40",
+        "- name: p\n  hosts: bob\n  vars: {motd: \"Le serveur de la salle machine de Compiègne\"}\n  tasks:\n    - name: t\n      when: motd\n      file: {path: /x, state: directory}\n",
+        "",
+        "bad.yml:6:13: error: `when: motd` gave string `Le serveur de la salle machine de Compiè…`",
+    ),
+    (
         "undefined variable",
         "- name: p\n  hosts: bob\n  tasks:\n    - name: t\n      copy: {dest: /x, content: \"{{ nope }}\"}\n",
         "",

@@ -558,10 +558,12 @@ impl<'a> HostExpander<'a> {
                 .render_str(&text, &jctx)
                 .map(String::into_bytes)
                 .map_err(|e| {
+                    // A limit stop does not know where in the file it was: its start (the
+                    // task that renders it is in a note).
                     let place = match (e.line, e.column) {
                         (Some(l), Some(c)) => Place::new(&path, l as u64, c as u64),
                         (Some(l), None) => Place::new(&path, l as u64, 1),
-                        _ => Place::file(&path),
+                        _ => Place::new(&path, 1, 1),
                     };
                     let mut d = Diagnostic::new(
                         place,
@@ -662,25 +664,19 @@ fn item_label(v: &Value) -> String {
             };
             m[key].as_str().unwrap_or_default().to_string()
         }
-        other => {
-            let s = other.to_string();
-            if s.len() > 60 {
-                format!(
-                    "{}…",
-                    &s[..s.char_indices().nth(57).map(|(i, _)| i).unwrap_or(s.len())]
-                )
-            } else {
-                s
-            }
-        }
+        other => clip(&other.to_string(), 57),
     }
 }
 
 fn describe(v: &JValue) -> String {
-    let s = v.to_string();
-    format!(
-        "{} `{}`",
-        v.kind(),
-        if s.len() > 40 { &s[..40] } else { &s }
-    )
+    format!("{} `{}`", v.kind(), clip(&v.to_string(), 40))
+}
+
+/// `s` cut to its first `max` characters (never inside one: values are user text, often French),
+/// with `…` when something was cut.
+pub(crate) fn clip(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}…", &s[..cut]),
+        None => s.to_string(),
+    }
 }

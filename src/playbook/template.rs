@@ -12,17 +12,46 @@
 //!   text so that `content:` keeps its trailing newline.
 //! - Filters follow Ansible's names and semantics, but `bool` and `hash` are stricter: `bool` refuses
 //!   strings it does not recognise (Ansible would quietly say false), `hash` only knows sha256/sha512.
+//!
+//! Every render and evaluation runs under the limits of `super::budget` (fuel, memory, time): a
+//! template that loops for ever or keeps doubling a string is a `Limit` error, never a hang or an
+//! abort.
 
 use std::collections::BTreeSet;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use minijinja::value::ValueKind;
 use minijinja::{AutoEscape, Environment, Error, ErrorKind, UndefinedBehavior, Value};
 
+use super::budget::{self, Limits, Usage};
+
 /// A minijinja environment set up the way playbooks expect: strict undefined, no HTML escaping,
-/// trailing newlines kept, Ansible filters registered.
+/// trailing newlines kept, Ansible filters registered; renders run under `super::budget`'s limits.
 pub struct Templates {
+    engine: Arc<Engine>,
+    /// `Err`: a limit variable of the environment is wrong; every render says so.
+    limits: Result<Limits, String>,
+    usage: Usage,
+}
+
+/// What renders used of their limits (`PICAOPS_LOG=picaops=debug` prints it at the end).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TemplateUsage {
+    /// Renders and evaluations run on a thread of their own (text without template syntax is not).
+    pub renders: usize,
+    /// The most memory one of them held at once.
+    pub peak_memory_bytes: usize,
+    /// The most fuel one template render used (expressions are not measured).
+    pub peak_fuel: u64,
+}
+
+/// The environment itself; shared with the threads renders run on.
+struct Engine {
     env: Environment<'static>,
+    /// The most fuel one template render used.
+    peak_fuel: AtomicU64,
 }
 
 /// A template that could not be checked, rendered or evaluated.
@@ -45,6 +74,8 @@ pub enum TemplateErrorKind {
     Undefined,
     /// Anything else: a filter refused its input, a type mismatch, an unknown filter.
     Other,
+    /// The render hit one of its limits (fuel, memory, time): see `super::budget`.
+    Limit,
 }
 
 impl std::error::Error for TemplateError {}
@@ -68,24 +99,28 @@ impl Default for Templates {
 
 impl Templates {
     /// Strict undefined (UndefinedBehavior::Strict), no auto-escaping, keep_trailing_newline(true),
-    /// filters below registered.
+    /// filters below registered, limits from the environment (`budget::Limits::from_env`).
     pub fn new() -> Self {
-        let mut env = Environment::new();
-        env.set_undefined_behavior(UndefinedBehavior::Strict);
-        env.set_auto_escape_callback(|_| AutoEscape::None);
-        env.set_keep_trailing_newline(true);
-        // Debug mode is what makes minijinja keep the byte range of a failing expression; it is
-        // off by default in release builds, and our error positions depend on it.
-        env.set_debug(true);
-        filters::register(&mut env);
-        Templates { env }
+        Self::with_limits(Limits::from_env())
+    }
+
+    /// With these limits (tests; `Err` makes every render fail with that message).
+    pub fn with_limits(limits: Result<Limits, String>) -> Self {
+        let fuel = limits.as_ref().map_or(budget::DEFAULT_FUEL, |l| l.fuel);
+        Templates {
+            engine: Arc::new(Engine::new(fuel)),
+            limits,
+            usage: Usage::default(),
+        }
     }
 
     /// Renders a template string (a YAML value or a template file's text).
     pub fn render_str(&self, source: &str, ctx: &Value) -> Result<String, TemplateError> {
-        self.env
-            .render_str(source, ctx)
-            .map_err(|err| self.convert_error(&err, &Source::template(source), ctx))
+        if !is_template(source) {
+            return Ok(source.to_owned());
+        }
+        let source = source.to_owned();
+        self.guarded(ctx, move |engine, ctx| engine.render_str(&source, ctx))
     }
 
     /// Evaluates a bare expression (for `when:`; no {{ }}), returns the value.
@@ -94,7 +129,8 @@ impl Templates {
     /// strict mode in minijinja only complains when an undefined value is printed, iterated or
     /// tested for truth, and a bare expression does none of these.
     pub fn eval_expr(&self, expr: &str, ctx: &Value) -> Result<Value, TemplateError> {
-        self.eval_part(expr, &Source::expression(expr), ctx)
+        let expr = expr.to_owned();
+        self.guarded(ctx, move |engine, ctx| engine.eval_expr(&expr, ctx))
     }
 
     /// Renders every string inside a JSON value recursively. A string that is exactly one
@@ -103,7 +139,123 @@ impl Templates {
     ///
     /// With surrounding whitespace, only a list or map comes back native: `"{{ port }}\n"` is the
     /// text `"22\n"`, not the number 22, so file contents keep their final newline.
+    ///
+    /// The limits apply to the whole value.
     pub fn render_value(
+        &self,
+        value: &serde_json::Value,
+        ctx: &Value,
+    ) -> Result<serde_json::Value, TemplateError> {
+        if !has_template(value) {
+            return Ok(value.clone());
+        }
+        let value = value.clone();
+        self.guarded(ctx, move |engine, ctx| engine.render_value(&value, ctx))
+    }
+
+    /// Syntax check only (no rendering), for validating a playbook before any host is contacted.
+    pub fn check_syntax(&self, source: &str) -> Result<(), TemplateError> {
+        self.engine.check_syntax(source)
+    }
+
+    /// Syntax check of a bare expression (`when:`), without evaluating it.
+    pub fn check_expr_syntax(&self, expr: &str) -> Result<(), TemplateError> {
+        self.engine.check_expr_syntax(expr)
+    }
+
+    /// Names of top-level variables a template reads that it does not define itself
+    /// (minijinja's `undeclared_variables(false)`); empty on syntax error.
+    pub fn referenced_vars(&self, source: &str) -> BTreeSet<String> {
+        self.engine.referenced_vars(source)
+    }
+
+    /// Like [`Templates::referenced_vars`], for a bare expression.
+    pub fn referenced_vars_expr(&self, expr: &str) -> BTreeSet<String> {
+        self.engine.referenced_vars_expr(expr)
+    }
+
+    /// What the renders so far used of their limits.
+    pub fn usage(&self) -> TemplateUsage {
+        TemplateUsage {
+            renders: self.usage.renders.load(Ordering::Relaxed),
+            peak_memory_bytes: self.usage.peak_memory.load(Ordering::Relaxed),
+            peak_fuel: self.engine.peak_fuel.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Runs `work` on a thread of its own under the limits; a stop is a `Limit` error.
+    fn guarded<T: Send + 'static>(
+        &self,
+        ctx: &Value,
+        work: impl FnOnce(&Engine, &Value) -> Result<T, TemplateError> + Send + 'static,
+    ) -> Result<T, TemplateError> {
+        let limits = self.limits.as_ref().map_err(|message| TemplateError {
+            kind: TemplateErrorKind::Limit,
+            message: message.clone(),
+            line: None,
+            column: None,
+        })?;
+        let (engine, ctx) = (self.engine.clone(), ctx.clone());
+        budget::run(limits, &self.usage, move || work(&engine, &ctx)).unwrap_or_else(|stop| {
+            Err(TemplateError {
+                kind: TemplateErrorKind::Limit,
+                message: stop.explain(),
+                line: None,
+                column: None,
+            })
+        })
+    }
+}
+
+impl Drop for Templates {
+    fn drop(&mut self) {
+        let usage = self.usage();
+        if usage.renders > 0 {
+            tracing::debug!(
+                renders = usage.renders,
+                peak_memory_bytes = usage.peak_memory_bytes,
+                peak_fuel = usage.peak_fuel,
+                "template rendering"
+            );
+        }
+    }
+}
+
+impl Engine {
+    fn new(fuel: u64) -> Self {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.set_auto_escape_callback(|_| AutoEscape::None);
+        env.set_keep_trailing_newline(true);
+        // Debug mode is what makes minijinja keep the byte range of a failing expression; it is
+        // off by default in release builds, and our error positions depend on it.
+        env.set_debug(true);
+        env.set_fuel(Some(fuel));
+        filters::register(&mut env);
+        Engine {
+            env,
+            peak_fuel: AtomicU64::new(0),
+        }
+    }
+
+    /// Renders a template string (a YAML value or a template file's text).
+    fn render_str(&self, source: &str, ctx: &Value) -> Result<String, TemplateError> {
+        let captured = self
+            .env
+            .template_from_str(source)
+            .and_then(|template| template.render_captured(ctx))
+            .map_err(|err| self.convert_error(&err, &Source::template(source), ctx))?;
+        if let Some((used, _)) = captured.state().fuel_levels() {
+            self.peak_fuel.fetch_max(used, Ordering::Relaxed);
+        }
+        Ok(captured.into_output())
+    }
+
+    fn eval_expr(&self, expr: &str, ctx: &Value) -> Result<Value, TemplateError> {
+        self.eval_part(expr, &Source::expression(expr), ctx)
+    }
+
+    fn render_value(
         &self,
         value: &serde_json::Value,
         ctx: &Value,
@@ -176,7 +328,7 @@ impl Templates {
     /// One string of a task value: untouched without template syntax, native for a lone
     /// `{{ expr }}`, rendered text otherwise.
     fn render_json_string(&self, s: &str, ctx: &Value) -> Result<serde_json::Value, TemplateError> {
-        if !s.contains("{{") && !s.contains("{%") && !s.contains("{#") {
+        if !is_template(s) {
             return Ok(serde_json::Value::String(s.to_owned()));
         }
         if let Some(lone) = lone_expression(s) {
@@ -230,6 +382,7 @@ impl Templates {
         let kind = match err.kind() {
             ErrorKind::SyntaxError | ErrorKind::BadEscape => TemplateErrorKind::Syntax,
             ErrorKind::UndefinedError => TemplateErrorKind::Undefined,
+            ErrorKind::OutOfFuel => TemplateErrorKind::Limit,
             _ => TemplateErrorKind::Other,
         };
         let range = err
@@ -249,6 +402,13 @@ impl Templates {
         let detail = err.detail();
 
         let message = match kind {
+            TemplateErrorKind::Limit => format!(
+                "rendering ran more than {} steps (the limit of one template, counted in \
+                 instructions of the template engine): a loop that never ends, or loops nested \
+                 over big ranges? If this template is legitimate, raise {}",
+                self.env.fuel().unwrap_or_default(),
+                budget::FUEL_VAR
+            ),
             TemplateErrorKind::Undefined => self.undefined_message(detail, source, range, ctx),
             TemplateErrorKind::Syntax => {
                 let detail = detail.unwrap_or("the template does not parse");
@@ -517,6 +677,23 @@ fn lone_expression(s: &str) -> Option<LoneExpression> {
         expr: inner_start..inner_start + inner.len(),
         exact: trimmed.len() == s.len(),
     })
+}
+
+/// Does `s` contain template syntax at all? Text without it renders to itself.
+fn is_template(s: &str) -> bool {
+    s.contains("{{") || s.contains("{%") || s.contains("{#")
+}
+
+/// Is there template syntax in any string (or key) of `v`?
+fn has_template(v: &serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::String(s) => is_template(s),
+        serde_json::Value::Array(items) => items.iter().any(has_template),
+        serde_json::Value::Object(map) => map
+            .iter()
+            .any(|(key, item)| is_template(key) || has_template(item)),
+        _ => false,
+    }
 }
 
 /// 1-based line and column (in characters) of byte `offset` of `source`.
