@@ -189,24 +189,6 @@ fn a_task_reading_a_command_result_is_unknown_until_apply() {
     assert_eq!(on(&lab, "bob", "cat /srv/picaops-regtest/uname"), "bob\n");
 }
 
-/// Files of the slow playbook: every one is absent or whole, and no temporary file is left.
-fn check_no_partial_file(lab: &Lab, blob_len: usize) {
-    let listing = on(
-        lab,
-        "bob",
-        "cd /srv/picaops-slowtest 2>/dev/null || exit 0; for f in * .*; do [ -f \"$f\" ] && echo \"$f $(wc -c < \"$f\")\"; done; true",
-    );
-    for line in listing.lines() {
-        let (name, size) = line.split_once(' ').unwrap();
-        assert!(
-            !name.contains("picaops-"),
-            "temporary file left behind: {name}"
-        );
-        let size: usize = size.parse().unwrap();
-        assert_eq!(size, blob_len + 2, "{name} is partial ({size} bytes)");
-    }
-}
-
 fn lock_released(lab: &Lab) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while on(
@@ -237,36 +219,234 @@ fn spawn_apply(lab: &Lab, args: &[&str]) -> std::process::Child {
         .expect("picaops starts")
 }
 
+/// Where the interrupted-write tests work on bob.
+const BIG_ROOT: &str = "/srv/picaops-bigtest";
+/// The big file they write: big enough that decoding, checking and syncing it take a while.
+const BIG_MIB: usize = 24;
+
+/// Run inside bob (through the outer Docker, not picaops): waits until the apply has STARTED the
+/// big file (its temporary file exists beside the destination) and not finished it (the
+/// destination is absent), freezes the apply's whole session (its shell and the `base64 -d`
+/// writing the file) with SIGSTOP so the state cannot move, proves it again, then does `$1`:
+/// `kill` (SIGKILL to that session: the apply script dies on the host) or `cut` (SIGKILL to the
+/// sshd processes carrying its connection, then SIGCONT: the script lives on, disconnected).
+/// Prints `frozen TMP SIZE` and exits 0, or says what it saw and exits 1.
+const INTERRUPT: &str = r#"set -u
+what=$1 root=$2
+end=$(( $(date +%s) + 120 ))
+while :; do
+  for t in "$root"/.big.bin.picaops-??????; do
+    [ -e "$t" ] || continue
+    pid=$(sed -n 's/^remote_pid=//p' /run/picaops/apply.lock/info 2>/dev/null)
+    [ -n "$pid" ] || continue
+    sid=$(ps -o sid= -p "$pid" | tr -d ' ')
+    [ -n "$sid" ] || continue
+    pkill -STOP -s "$sid"
+    if [ ! -e "$t" ] || [ -e "$root/big.bin" ]; then pkill -CONT -s "$sid"; echo "too late: the write finished"; exit 1; fi
+    echo "frozen $t $(stat -c %s "$t") pid=$pid session=$sid"
+    ps -o pid=,stat=,args= -s "$sid" | cut -c1-80
+    if [ "$what" = kill ]; then
+      pkill -KILL -s "$sid"
+    else
+      # The connection's server side: the apply shell's parent, and the parents above it that are
+      # sshd processes (OpenSSH 10 sshd-session and its monitor); never the listening sshd.
+      p=$(ps -o ppid= -p "$pid" | tr -d ' ')
+      while [ -n "$p" ] && [ "$p" != 1 ]; do
+        c=$(ps -o args= -p "$p") up=$(ps -o ppid= -p "$p" | tr -d ' ')
+        case $c in *"sshd-session"*|"sshd: root@"*|"sshd: root [priv]"*) kill -KILL "$p"; echo "killed $c" ;; *) break ;; esac
+        p=$up
+      done
+      pkill -CONT -s "$sid"
+    fi
+    exit 0
+  done
+  [ "$(date +%s)" -lt "$end" ] || { echo "the apply never started writing $root/big.bin"; exit 1; }
+  sleep 0.01
+done
+"#;
+
+/// A playbook (in a temporary directory) writing BIG_MIB MiB of random data to BIG_ROOT/big.bin
+/// from a workstation file, with a small file before and one after it.
+fn big_playbook(dir: &Path) -> (PathBuf, Vec<u8>) {
+    use std::io::Read;
+    let mut data = vec![0u8; BIG_MIB << 20];
+    std::fs::File::open("/dev/urandom")
+        .unwrap()
+        .read_exact(&mut data)
+        .unwrap();
+    std::fs::create_dir_all(dir.join("files")).unwrap();
+    std::fs::write(dir.join("files/big.bin"), &data).unwrap();
+    let pb = dir.join("big.yml");
+    std::fs::write(
+        &pb,
+        format!(
+            "- name: Big file\n  hosts: bob\n  tasks:\n    \
+             - name: Root\n      file: {{path: {BIG_ROOT}, state: directory}}\n    \
+             - name: Before\n      copy: {{dest: {BIG_ROOT}/before, content: \"before\\n\"}}\n    \
+             - name: Big\n      copy: {{src: big.bin, dest: {BIG_ROOT}/big.bin}}\n    \
+             - name: After\n      copy: {{dest: {BIG_ROOT}/after, content: \"after\\n\"}}\n"
+        ),
+    )
+    .unwrap();
+    (pb, data)
+}
+
+/// What BIG_ROOT holds: `NAME SIZE SHA256` per entry, hidden ones (temporary files) included.
+fn big_listing(lab: &Lab) -> Vec<(String, usize, String)> {
+    on(
+        lab,
+        "bob",
+        &format!(
+            "cd {BIG_ROOT} 2>/dev/null || exit 0; for f in * .*; do [ -f \"$f\" ] && echo \"$f $(wc -c < \"$f\") $(sha256sum < \"$f\" | cut -c1-64)\"; done; true"
+        ),
+    )
+    .lines()
+    .map(|l| {
+        let mut w = l.split(' ');
+        (
+            w.next().unwrap().to_string(),
+            w.next().unwrap().parse().unwrap(),
+            w.next().unwrap().to_string(),
+        )
+    })
+    .collect()
+}
+
+/// Every file at its destination is whole (absent is fine); returns the temporary files left.
+fn assert_no_partial_file(lab: &Lab, big: &[u8], when: &str) -> Vec<String> {
+    use sha2::{Digest, Sha256};
+    let big_sha = hex::encode(Sha256::digest(big));
+    let mut temps = Vec::new();
+    for (name, size, sha) in big_listing(lab) {
+        match name.as_str() {
+            "big.bin" => assert!(
+                size == big.len() && sha == big_sha,
+                "{when}: {BIG_ROOT}/big.bin is partial ({size} of {} bytes)",
+                big.len()
+            ),
+            "before" => assert_eq!(size, 7, "{when}: `before` is partial"),
+            "after" => assert_eq!(size, 6, "{when}: `after` is partial"),
+            t if t.contains(".picaops-") => temps.push(t.to_string()),
+            other => panic!("{when}: unexpected file {other} in {BIG_ROOT}"),
+        }
+    }
+    temps
+}
+
+/// Starts the big apply and interrupts it on the host (`what`: kill or cut) while big.bin is
+/// half written; returns what the interrupter saw and picaops's output.
+fn interrupted_apply(lab: &Lab, pb: &Path, what: &str) -> (String, Output) {
+    on(lab, "bob", &format!("rm -rf {BIG_ROOT}"));
+    let interrupter = std::process::Command::new("docker")
+        .args([
+            "exec",
+            "picaops-lab-bob",
+            "sh",
+            "-c",
+            INTERRUPT,
+            "interrupt",
+            what,
+            BIG_ROOT,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("docker exec");
+    let child = spawn_apply(lab, &[pb.to_str().unwrap()]);
+    let seen = interrupter.wait_with_output().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!("{}{}", text(&seen.stdout), text(&seen.stderr));
+    assert!(
+        seen.status.success(),
+        "{what}: could not interrupt the apply mid-write: {said}\npicaops: {}",
+        text(&out.stdout)
+    );
+    eprintln!("{what}: {said}");
+    // `frozen TMP SIZE`: the temporary file was caught part-written.
+    let size: usize = said
+        .split_whitespace()
+        .nth(2)
+        .and_then(|w| w.parse().ok())
+        .unwrap_or_else(|| panic!("{what}: no size in {said}"));
+    assert!(
+        size < BIG_MIB << 20,
+        "{what}: the temporary file was already whole ({size} bytes) when interrupted"
+    );
+    (said, out)
+}
+
 #[test]
-fn an_apply_killed_mid_run_leaves_no_partial_file_and_reruns_clean() {
-    let Some(lab) = lab("an_apply_killed_mid_run_leaves_no_partial_file_and_reruns_clean") else {
+fn an_apply_killed_on_the_host_mid_write_leaves_no_partial_file_and_the_rerun_cleans_up() {
+    let Some(lab) = lab("an_apply_killed_on_the_host_mid_write_leaves_no_partial_file") else {
         return;
     };
-    on(&lab, "bob", "rm -rf /srv/picaops-slowtest");
-    let blob = "x".repeat(100_000); // one argv word is at most 128 KiB
-    let extra = format!("{{\"blob\": \"{blob}\", \"pause\": 3}}");
-    let pb = playbook("slow.yml");
-    let mut child = spawn_apply(&lab, &["-e", &extra, &pb]);
-    // Kill it while the host is in the middle of the script (in the 3 s command).
-    std::thread::sleep(Duration::from_millis(1500));
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGKILL);
-    }
-    let _ = child.wait();
-    check_no_partial_file(&lab, blob.len());
-    lock_released(&lab);
-    check_no_partial_file(&lab, blob.len());
-
-    let rerun = apply(&lab, &["-e", &extra, &pb]);
-    assert_eq!(rerun.status.code(), Some(0), "{}", text(&rerun.stdout));
-    let again = apply(
-        &lab,
-        &["-e", &extra.replace("\"pause\": 3", "\"pause\": 0"), &pb],
+    let dir = tempfile::tempdir().unwrap();
+    let (pb, big) = big_playbook(dir.path());
+    let (_, out) = interrupted_apply(&lab, &pb, "kill");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    // Killed with SIGKILL, the script could not clean up: the half-written temporary file and
+    // the run lock are left, the destination untouched.
+    let temps = assert_no_partial_file(&lab, &big, "after the kill");
+    assert_eq!(
+        temps.len(),
+        1,
+        "the killed write's temporary file: {temps:?}"
     );
-    let doc = json(&again);
-    // Only the command runs again (it has no guard); every file is in place.
-    assert_eq!(host(&doc, "bob")["changed"], 1, "{doc}");
-    check_no_partial_file(&lab, blob.len());
+    assert!(
+        !big_listing(&lab).iter().any(|(n, ..)| n == "big.bin"),
+        "big.bin exists although its write was killed"
+    );
+
+    // The next run takes over the dead run's lock, removes the leftover and converges.
+    let plan = plan(&lab, &[pb.to_str().unwrap()]);
+    let shown = text(&plan.stdout);
+    assert!(
+        shown.contains(&format!(
+            "remove {BIG_ROOT}/{} (left by an interrupted apply)",
+            temps[0]
+        )),
+        "the plan does not announce the leftover's removal: {shown}"
+    );
+    let rerun = apply(&lab, &[pb.to_str().unwrap()]);
+    assert_eq!(rerun.status.code(), Some(0), "{}", text(&rerun.stdout));
+    let doc = json(&rerun);
+    let warnings = host(&doc, "bob")["warnings"].to_string();
+    assert!(warnings.contains("stale run lock"), "{warnings}");
+    let temps = assert_no_partial_file(&lab, &big, "after the rerun");
+    assert!(temps.is_empty(), "temporary files left: {temps:?}");
+    assert_eq!(big_listing(&lab).len(), 3, "{:?}", big_listing(&lab));
+    lock_released(&lab);
+    on(&lab, "bob", &format!("rm -rf {BIG_ROOT}"));
+}
+
+#[test]
+fn an_apply_cut_off_mid_write_finishes_the_file_or_leaves_it_untouched() {
+    let Some(lab) = lab("an_apply_cut_off_mid_write_finishes_the_file_or_leaves_it_untouched")
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (pb, big) = big_playbook(dir.path());
+    let (_, out) = interrupted_apply(&lab, &pb, "cut");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    // Disconnected, the script ignores SIGHUP/SIGPIPE and goes on: it releases the run lock when
+    // it ends, having removed its temporary files.
+    lock_released(&lab);
+    eprintln!("after the cut: {:?}", big_listing(&lab));
+    let temps = assert_no_partial_file(&lab, &big, "after the cut");
+    assert!(
+        temps.is_empty(),
+        "temporary files left after the cut: {temps:?}"
+    );
+
+    let rerun = apply(&lab, &[pb.to_str().unwrap()]);
+    assert_eq!(rerun.status.code(), Some(0), "{}", text(&rerun.stdout));
+    let temps = assert_no_partial_file(&lab, &big, "after the rerun");
+    assert!(temps.is_empty(), "temporary files left: {temps:?}");
+    assert_eq!(big_listing(&lab).len(), 3, "{:?}", big_listing(&lab));
+    let again = json(&apply(&lab, &[pb.to_str().unwrap()]));
+    assert_eq!(host(&again, "bob")["changed"], 0, "{again}");
+    on(&lab, "bob", &format!("rm -rf {BIG_ROOT}"));
 }
 
 #[test]
@@ -277,7 +457,21 @@ fn two_applies_on_one_host_meet_the_run_lock() {
     on(&lab, "bob", "rm -rf /srv/picaops-slowtest");
     let pb = playbook("slow.yml");
     let first = spawn_apply(&lab, &["-e", "blob=a", "-e", "pause=4", &pb]);
-    std::thread::sleep(Duration::from_millis(1500));
+    // The first one is inside its 4 s command, holding the lock.
+    common::wait_for(
+        "the first apply to reach its slow command",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || {
+            on(
+                &lab,
+                "bob",
+                "test -f /run/picaops/apply.lock/info && pgrep -x sleep -a | grep -q ' 4$' && echo held || true",
+            )
+            .contains("held")
+            .then_some(())
+        },
+    );
 
     // A second admin without --lock-wait: refused, told who holds the lock.
     let second = apply(&lab, &["-e", "blob=a", "-e", "pause=0", &pb]);
