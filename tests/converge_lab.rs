@@ -697,3 +697,144 @@ fn secrets_stay_out_of_plans_and_reports() {
         "DB_PASSWORD=hunter2-not-for-logs\n"
     );
 }
+
+/// A second, real sshd on bob for counting: port 2222, LogLevel VERBOSE, its own log file, so
+/// only the connections of this test are in it (other tests use the lab's sshd on port 22 at the
+/// same time). Stopped (by its pid) when dropped.
+struct CountingSshd;
+
+const COUNTING_PORT: &str = "2222";
+const COUNTING_LOG: &str = "/tmp/picaops-test-roundtrips.log";
+const COUNTING_PID: &str = "/run/picaops-test-roundtrips.pid";
+
+fn in_bob(cmd: &str) -> String {
+    let out = std::process::Command::new("docker")
+        .args(["exec", "picaops-lab-bob", "sh", "-c", cmd])
+        .output()
+        .expect("docker exec");
+    text(&out.stdout)
+}
+
+impl CountingSshd {
+    fn start() -> Self {
+        in_bob(&format!(
+            "[ -f {COUNTING_PID} ] && kill $(cat {COUNTING_PID}) 2>/dev/null; rm -f {COUNTING_LOG}; \
+             /usr/sbin/sshd -p {COUNTING_PORT} -o LogLevel=VERBOSE -o PidFile={COUNTING_PID} -E {COUNTING_LOG}"
+        ));
+        common::wait_for(
+            "the counting sshd to listen",
+            Duration::from_secs(10),
+            Duration::from_millis(50),
+            || {
+                in_bob(&format!("cat {COUNTING_LOG} 2>/dev/null"))
+                    .contains("Server listening")
+                    .then_some(())
+            },
+        );
+        CountingSshd
+    }
+
+    /// (SSH connections authenticated, sessions started: each command or subsystem) so far.
+    fn counts(&self) -> (usize, usize) {
+        let log = in_bob(&format!("cat {COUNTING_LOG}"));
+        (
+            log.matches("Accepted publickey for root").count(),
+            log.matches("Starting session:").count(),
+        )
+    }
+}
+
+impl Drop for CountingSshd {
+    fn drop(&mut self) {
+        in_bob(&format!(
+            "kill $(cat {COUNTING_PID}) 2>/dev/null; rm -f {COUNTING_PID} {COUNTING_LOG}"
+        ));
+    }
+}
+
+#[test]
+fn plan_and_apply_cost_the_round_trips_the_readme_says_counted_by_sshd() {
+    let Some(lab) = lab("plan_and_apply_cost_the_round_trips_the_readme_says_counted_by_sshd")
+    else {
+        return;
+    };
+    on(&lab, "bob", "rm -rf /srv/picaops-rttest");
+    let sshd = CountingSshd::start();
+    // The lab inventory with bob on the counting sshd (same host key), beside the lab's.
+    let inv = lab.dir.join("inventory-roundtrips");
+    let _ = std::fs::remove_dir_all(&inv);
+    std::fs::create_dir_all(&inv).unwrap();
+    for f in ["sites.yml", "groups.yml"] {
+        std::fs::copy(lab.inventory.join(f), inv.join(f)).unwrap();
+    }
+    let hosts = std::fs::read_to_string(lab.inventory.join("hosts.yml")).unwrap();
+    let at = hosts.find("  bob:\n").expect("bob in hosts.yml");
+    let (head, tail) = hosts.split_at(at);
+    let moved = format!(
+        "{head}{}",
+        tail.replacen("    port: 22\n", &format!("    port: {COUNTING_PORT}\n"), 1)
+    );
+    assert_ne!(moved, hosts);
+    std::fs::write(inv.join("hosts.yml"), moved).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let pb = dir.path().join("rt.yml");
+    std::fs::write(
+        &pb,
+        "- name: Round trips\n  hosts: bob\n  tasks:\n    \
+         - name: Root\n      file: {path: /srv/picaops-rttest, state: directory}\n    \
+         - name: A file\n      copy: {dest: /srv/picaops-rttest/a, content: \"a\\n\"}\n    \
+         - name: Another\n      copy: {dest: /srv/picaops-rttest/b, content: \"b\\n\", mode: \"0600\"}\n",
+    )
+    .unwrap();
+    let pb = pb.to_str().unwrap();
+
+    // What sshd saw for one picaops command: (connections, sessions), and picaops's own count.
+    let mut seen = sshd.counts();
+    let mut measure = |args: &[&str]| {
+        let mut all = vec![args[0], "-q", "-o", "json", "-l", "bob"];
+        all.extend_from_slice(&args[1..]);
+        let out = common::picaops_on(&inv, &all);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            text(&out.stdout)
+        );
+        let said = host(&json(&out), "bob")["round_trips"].as_u64();
+        let now = sshd.counts();
+        let delta = (now.0 - seen.0, now.1 - seen.1);
+        seen = now;
+        (delta, said)
+    };
+    // plan: one read. apply with changes: the read, then the script with the changes. apply
+    // with nothing to change: the read only. Each over one connection.
+    let plan = measure(&["plan", pb]);
+    let first = measure(&["apply", pb]);
+    let noop = measure(&["apply", pb]);
+    eprintln!("sshd counted (connections, sessions): plan {plan:?}, apply {first:?}, no-op apply {noop:?}");
+    assert_eq!(plan.0, (1, 1), "plan: (connections, sessions) sshd saw");
+    assert_eq!(
+        first.0,
+        (1, 2),
+        "apply with changes: (connections, sessions) sshd saw"
+    );
+    assert_eq!(
+        noop.0,
+        (1, 1),
+        "a no-op apply: (connections, sessions) sshd saw"
+    );
+    // picaops's own counter agrees with sshd.
+    for (what, (delta, said)) in [("plan", plan), ("apply", first), ("no-op apply", noop)] {
+        if let Some(said) = said {
+            assert_eq!(
+                said as usize, delta.1,
+                "{what}: picaops counted {said} round trips, sshd {} sessions",
+                delta.1
+            );
+        }
+    }
+    assert_eq!(noop.1, Some(1));
+    drop(sshd);
+    on(&lab, "bob", "rm -rf /srv/picaops-rttest");
+    let _ = std::fs::remove_dir_all(&inv);
+}
