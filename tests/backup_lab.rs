@@ -329,28 +329,76 @@ fn wan(lab: &Lab, args: &[&str]) {
     ok(&lab.picaops(&all), "lab wan");
 }
 
-/// New data the slowed link cannot send quickly, then a run started and mid-upload.
+/// Pids of the real restic processes running `backup` on a host: their /proc comm is `restic`,
+/// which the shell asking never is (`pgrep -f 'restic.*backup'` matched that shell's own command
+/// line, so it "found" restic at once and the fault tests never waited for it).
+const RESTIC_BACKUP_PIDS: &str =
+    "for p in $(pgrep -x restic); do tr '\\0' ' ' < /proc/$p/cmdline 2>/dev/null | grep -q ' backup ' && echo $p; done; true";
+
+/// How many files a directory of the repository holds (0 when it does not exist).
+fn count(lab: &Lab, host: &str, dir: &str) -> usize {
+    sh(
+        lab,
+        host,
+        &format!("find {dir} -type f 2>/dev/null | wc -l"),
+    )
+    .trim()
+    .parse()
+    .expect("a count")
+}
+
+/// New data the slowed link cannot send quickly, then a run started and proven mid-upload: its
+/// restic process runs `backup` on the data host, its lock is in the repository, and at least one
+/// new pack file has arrived there (64 MiB at 16 Mbit/s take about 30 s: several packs to go).
 fn start_slow_run(lab: &Lab, side: &Side, tag: &str) -> Child {
     sh(
         lab,
         side.data,
         &format!("mkdir -p {DATA}/{tag} && head -c 64M /dev/urandom > {DATA}/{tag}/big"),
     );
+    let data_dir = format!("{}/data", side.locks.trim_end_matches("/locks"));
+    let packs = count(lab, side.repo, &data_dir);
     wan(lab, &["limit", "16mbit"]);
     let child = start_run(lab, side);
-    let start = Instant::now();
-    while !root(lab, side.data, "pgrep -f 'restic.*backup' >/dev/null")
-        .status
-        .success()
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "restic never started"
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
-    std::thread::sleep(Duration::from_secs(3));
+    let pids = common::wait_for(
+        &format!("a restic backup process of {} on {}", side.job, side.data),
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        || Some(sh(lab, side.data, RESTIC_BACKUP_PIDS)).filter(|p| !p.trim().is_empty()),
+    );
+    common::wait_for(
+        &format!(
+            "{}'s restic (pids {}) to lock the repository and upload a first pack into {data_dir} on {}",
+            side.job,
+            pids.trim(),
+            side.repo
+        ),
+        Duration::from_secs(90),
+        Duration::from_millis(300),
+        || {
+            (count(lab, side.repo, side.locks) > 0 && count(lab, side.repo, &data_dir) > packs)
+                .then_some(())
+        },
+    );
+    assert!(
+        !sh(lab, side.data, RESTIC_BACKUP_PIDS).trim().is_empty(),
+        "{}: restic finished before the fault could be injected",
+        side.job
+    );
     child
+}
+
+/// Right after a failed run: the restic lock of the interrupted backup is still in the repository
+/// (the proof the fault hit it mid-backup, not before or after).
+fn assert_lock_left(lab: &Lab, side: &Side) {
+    let locks = count(lab, side.repo, side.locks);
+    assert!(
+        locks > 0,
+        "{}: no restic lock in {} on {} after the fault: the backup was not interrupted",
+        side.job,
+        side.locks,
+        side.repo
+    );
 }
 
 /// After a failed run: the next one succeeds, check is clean, no restic lock is left.
@@ -358,8 +406,8 @@ fn assert_recovers(lab: &Lab, side: &Side, tag: &str) {
     let doc = backup(lab, &["run", "--job", side.job]);
     assert_eq!(job(&doc, side.job)["ok"], true, "{doc}");
     backup(lab, &["check", "--job", side.job]);
-    let locks = sh(lab, side.repo, &format!("ls {} | wc -l", side.locks));
-    assert_eq!(locks.trim(), "0", "{}: a restic lock is left", side.job);
+    let locks = count(lab, side.repo, side.locks);
+    assert_eq!(locks, 0, "{}: a restic lock is left", side.job);
     sh(lab, side.data, &format!("rm -rf {DATA}/{tag}"));
 }
 
@@ -389,6 +437,7 @@ fn a_cut_link_or_a_kill_9_fails_the_run_in_bounded_time_and_the_next_run_recover
             .unwrap_or("")
             .to_string();
         assert!(!message.is_empty(), "{doc}");
+        assert_lock_left(&lab, side);
         eprintln!(
             "WAN cut, {}: the run failed {took:?} after the cut: {message}",
             side.job
@@ -406,6 +455,18 @@ fn a_cut_link_or_a_kill_9_fails_the_run_in_bounded_time_and_the_next_run_recover
     let out = child.wait_with_output().expect("picaops ends");
     wan(&lab, &["restore"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    common::wait_for(
+        "the killed job's restic to be gone",
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || {
+            sh(&lab, "bob", RESTIC_BACKUP_PIDS)
+                .trim()
+                .is_empty()
+                .then_some(())
+        },
+    );
+    assert_lock_left(&lab, &SFTP);
     assert_recovers(&lab, &SFTP, "kill");
 }
 
@@ -469,4 +530,83 @@ fn a_generated_timer_fires_a_backup_on_its_host() {
     assert_eq!(status["last_run"]["ok"], true, "{status}\n{journal}");
     let timer = sh(&lab, "bob", "systemctl cat picaops-backup-bob-app.timer");
     assert!(timer.contains("OnCalendar=*-*-* 02:30"), "{timer}");
+}
+
+/// Run on alice (bob-app's repository is local there): restores bob-app's latest file snapshot
+/// into /root/forged, alters f7 (same size and mtime, other bytes) and removes f8, then backs
+/// that tree up as a new snapshot with the job's host and tags, from relative paths so the
+/// snapshot's tree has the job's own absolute paths (/srv/lab-app/files and the manifest). The
+/// drill takes it as the latest. Prints the new snapshot's id. The repository's files are then
+/// given back to its SFTP account (root made some).
+const FORGE: &str = r#"set -e
+R="restic -r /srv/restic/bob --password-file /etc/picaops/backup/secrets/restic-bob"
+S=$($R --no-lock snapshots --json --host bob --tag job=bob-app,part=files --latest 1 | python3 -c 'import json,sys; print(json.load(sys.stdin)[-1]["id"])')
+rm -rf /root/forged && mkdir /root/forged
+$R --no-lock restore "$S" --target /root/forged >/dev/null
+cd /root/forged
+f=srv/lab-app/files/f7
+touch -r "$f" /root/forged.mtime
+printf 'picaops-forged' | dd of="$f" bs=1 seek=1000 conv=notrunc status=none
+touch -r /root/forged.mtime "$f"
+rm -f srv/lab-app/files/f8 /root/forged.mtime
+$R backup --host bob --tag picaops,job=bob-app,part=files --json srv var 2>/dev/null | python3 -c 'import json,sys
+for l in sys.stdin:
+    m = json.loads(l)
+    if m.get("message_type") == "summary": print(m["snapshot_id"])'
+cd / && rm -rf /root/forged
+# The repository is the SFTP account's: what root wrote there must be its too.
+chown -R --reference=/srv/restic/bob/config /srv/restic/bob
+"#;
+
+#[test]
+fn a_drill_fails_naming_the_files_that_differ_from_the_manifest() {
+    let Some(lab) = common::lab("backup_lab drill verification") else {
+        return;
+    };
+    prepare(&lab);
+    backup(&lab, &["run", "--job", "bob-app"]);
+    // A positive control: the real latest snapshot drills clean.
+    let clean = backup(&lab, &["drill", "--job", "bob-app"]);
+    assert_eq!(job(&clean, "bob-app")["result"][0]["ok"], true, "{clean}");
+
+    let forged = sh(&lab, "alice", FORGE);
+    let forged = forged.trim();
+    assert!(!forged.is_empty(), "no snapshot forged");
+    let drill = backup_raw(&lab, &["drill", "--job", "bob-app"]);
+    // The forged snapshot goes whatever happened, so later runs drill the real one.
+    sh(
+        &lab,
+        "alice",
+        &format!(
+            "restic -r /srv/restic/bob --password-file /etc/picaops/backup/secrets/restic-bob forget {forged} >/dev/null && \
+             chown -R --reference=/srv/restic/bob/config /srv/restic/bob"
+        ),
+    );
+    assert_eq!(
+        drill.status.code(),
+        Some(1),
+        "drill: {}",
+        text(&drill.stdout)
+    );
+    let doc = json(&drill);
+    let j = job(&doc, "bob-app");
+    assert_eq!(j["ok"], false, "{j}");
+    // It is the manifest check that failed, not restic (which restored all it was asked for):
+    // the message names the missing file and the altered one, and nothing else failed.
+    let said = j["message"].as_str().unwrap_or("").to_string();
+    assert!(
+        said.contains("1 file(s) missing (/srv/lab-app/files/f8)"),
+        "the drill does not name the missing file: {said}"
+    );
+    assert!(
+        said.contains("1 file(s) with other content than backed up (/srv/lab-app/files/f7)"),
+        "the drill does not name the altered file: {said}"
+    );
+    assert!(
+        !said.contains("restic") && !said.contains("dump"),
+        "another failure than the manifest's: {said}"
+    );
+    // With the forged snapshot gone, the drill is clean again.
+    let clean = backup(&lab, &["drill", "--job", "bob-app"]);
+    assert_eq!(job(&clean, "bob-app")["result"][0]["ok"], true, "{clean}");
 }

@@ -189,24 +189,6 @@ fn a_task_reading_a_command_result_is_unknown_until_apply() {
     assert_eq!(on(&lab, "bob", "cat /srv/picaops-regtest/uname"), "bob\n");
 }
 
-/// Files of the slow playbook: every one is absent or whole, and no temporary file is left.
-fn check_no_partial_file(lab: &Lab, blob_len: usize) {
-    let listing = on(
-        lab,
-        "bob",
-        "cd /srv/picaops-slowtest 2>/dev/null || exit 0; for f in * .*; do [ -f \"$f\" ] && echo \"$f $(wc -c < \"$f\")\"; done; true",
-    );
-    for line in listing.lines() {
-        let (name, size) = line.split_once(' ').unwrap();
-        assert!(
-            !name.contains("picaops-"),
-            "temporary file left behind: {name}"
-        );
-        let size: usize = size.parse().unwrap();
-        assert_eq!(size, blob_len + 2, "{name} is partial ({size} bytes)");
-    }
-}
-
 fn lock_released(lab: &Lab) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while on(
@@ -237,36 +219,245 @@ fn spawn_apply(lab: &Lab, args: &[&str]) -> std::process::Child {
         .expect("picaops starts")
 }
 
+/// Where the interrupted-write tests work on bob.
+const BIG_ROOT: &str = "/srv/picaops-bigtest";
+/// The big file they write: big enough that decoding, checking and syncing it take a while.
+const BIG_MIB: usize = 24;
+
+/// Run inside bob (through the outer Docker, not picaops): waits until the apply has STARTED the
+/// big file (its temporary file exists beside the destination) and not finished it (the
+/// destination is absent), freezes the apply's whole session (its shell and the `base64 -d`
+/// writing the file) with SIGSTOP so the state cannot move, proves it again, then does `$1`:
+/// `kill` (SIGKILL to that session: the apply script dies on the host) or `cut` (SIGKILL to the
+/// sshd processes carrying its connection, then SIGCONT: the script lives on, disconnected).
+/// Prints `frozen TMP SIZE` and exits 0, or says what it saw and exits 1.
+const INTERRUPT: &str = r#"set -u
+what=$1 root=$2 i=0
+end=$(( $(date +%s) + 120 ))
+while :; do
+  for t in "$root"/.big.bin.picaops-??????; do
+    [ -e "$t" ] || continue
+    pid=$(sed -n 's/^remote_pid=//p' /run/picaops/apply.lock/info 2>/dev/null)
+    [ -n "$pid" ] || continue
+    sid=$(ps -o sid= -p "$pid" | tr -d ' ')
+    [ -n "$sid" ] || continue
+    pkill -STOP -s "$sid"
+    if [ ! -e "$t" ] || [ -e "$root/big.bin" ]; then pkill -CONT -s "$sid"; echo "too late: the write finished"; exit 1; fi
+    echo "frozen $t $(stat -c %s "$t") pid=$pid session=$sid"
+    ps -o pid=,stat=,args= -s "$sid" | cut -c1-80
+    if [ "$what" = kill ]; then
+      pkill -KILL -s "$sid"
+    else
+      # The connection's server side: the apply shell's parent, and the parents above it that are
+      # sshd processes (OpenSSH 10 sshd-session and its monitor); never the listening sshd.
+      p=$(ps -o ppid= -p "$pid" | tr -d ' ')
+      while [ -n "$p" ] && [ "$p" != 1 ]; do
+        c=$(ps -o args= -p "$p") up=$(ps -o ppid= -p "$p" | tr -d ' ')
+        case $c in *"sshd-session"*|"sshd: root@"*|"sshd: root [priv]"*) kill -KILL "$p"; echo "killed $c" ;; *) break ;; esac
+        p=$up
+      done
+      pkill -CONT -s "$sid"
+    fi
+    exit 0
+  done
+  # A busy loop of builtins (no fork) for the few seconds until the write starts: a sleep
+  # between looks would often miss the part-written file. The clock is read now and then.
+  i=$((i + 1))
+  if [ $((i % 5000)) = 0 ]; then
+    [ "$(date +%s)" -lt "$end" ] || { echo "the apply never started writing $root/big.bin"; exit 1; }
+  fi
+done
+"#;
+
+/// A playbook (in a temporary directory) writing BIG_MIB MiB of random data to BIG_ROOT/big.bin
+/// from a workstation file, with a small file before and one after it.
+fn big_playbook(dir: &Path) -> (PathBuf, Vec<u8>) {
+    use std::io::Read;
+    let mut data = vec![0u8; BIG_MIB << 20];
+    std::fs::File::open("/dev/urandom")
+        .unwrap()
+        .read_exact(&mut data)
+        .unwrap();
+    std::fs::create_dir_all(dir.join("files")).unwrap();
+    std::fs::write(dir.join("files/big.bin"), &data).unwrap();
+    let pb = dir.join("big.yml");
+    std::fs::write(
+        &pb,
+        format!(
+            "- name: Big file\n  hosts: bob\n  tasks:\n    \
+             - name: Root\n      file: {{path: {BIG_ROOT}, state: directory}}\n    \
+             - name: Before\n      copy: {{dest: {BIG_ROOT}/before, content: \"before\\n\"}}\n    \
+             - name: Big\n      copy: {{src: big.bin, dest: {BIG_ROOT}/big.bin}}\n    \
+             - name: After\n      copy: {{dest: {BIG_ROOT}/after, content: \"after\\n\"}}\n"
+        ),
+    )
+    .unwrap();
+    (pb, data)
+}
+
+/// What BIG_ROOT holds: `NAME SIZE SHA256` per entry, hidden ones (temporary files) included.
+fn big_listing(lab: &Lab) -> Vec<(String, usize, String)> {
+    on(
+        lab,
+        "bob",
+        &format!(
+            "cd {BIG_ROOT} 2>/dev/null || exit 0; for f in * .*; do [ -f \"$f\" ] && echo \"$f $(wc -c < \"$f\") $(sha256sum < \"$f\" | cut -c1-64)\"; done; true"
+        ),
+    )
+    .lines()
+    .map(|l| {
+        let mut w = l.split(' ');
+        (
+            w.next().unwrap().to_string(),
+            w.next().unwrap().parse().unwrap(),
+            w.next().unwrap().to_string(),
+        )
+    })
+    .collect()
+}
+
+/// Every file at its destination is whole (absent is fine); returns the temporary files left.
+fn assert_no_partial_file(lab: &Lab, big: &[u8], when: &str) -> Vec<String> {
+    use sha2::{Digest, Sha256};
+    let big_sha = hex::encode(Sha256::digest(big));
+    let mut temps = Vec::new();
+    for (name, size, sha) in big_listing(lab) {
+        match name.as_str() {
+            "big.bin" => assert!(
+                size == big.len() && sha == big_sha,
+                "{when}: {BIG_ROOT}/big.bin is partial ({size} of {} bytes)",
+                big.len()
+            ),
+            "before" => assert_eq!(size, 7, "{when}: `before` is partial"),
+            "after" => assert_eq!(size, 6, "{when}: `after` is partial"),
+            t if t.contains(".picaops-") => temps.push(t.to_string()),
+            other => panic!("{when}: unexpected file {other} in {BIG_ROOT}"),
+        }
+    }
+    temps
+}
+
+/// Starts the big apply and interrupts it on the host (`what`: kill or cut) while big.bin is
+/// half written; returns what the interrupter saw and picaops's output.
+fn interrupted_apply(lab: &Lab, pb: &Path, what: &str) -> (String, Output) {
+    on(lab, "bob", &format!("rm -rf {BIG_ROOT}"));
+    let interrupter = std::process::Command::new("docker")
+        .args([
+            "exec",
+            "picaops-lab-bob",
+            "sh",
+            "-c",
+            INTERRUPT,
+            "interrupt",
+            what,
+            BIG_ROOT,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("docker exec");
+    let child = spawn_apply(lab, &[pb.to_str().unwrap()]);
+    let seen = interrupter.wait_with_output().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!("{}{}", text(&seen.stdout), text(&seen.stderr));
+    assert!(
+        seen.status.success(),
+        "{what}: could not interrupt the apply mid-write: {said}\npicaops: {}",
+        text(&out.stdout)
+    );
+    eprintln!("{what}: {said}");
+    // `frozen TMP SIZE`: the temporary file was caught before its rename (the interrupter
+    // checked), usually part-written; at worst whole and being checked (sha256) or synced.
+    let size: usize = said
+        .split_whitespace()
+        .nth(2)
+        .and_then(|w| w.parse().ok())
+        .unwrap_or_else(|| panic!("{what}: no size in {said}"));
+    assert!(size <= BIG_MIB << 20, "{what}: {said}");
+    eprintln!(
+        "{what}: interrupted with {size} of {} bytes in the temporary file{}",
+        BIG_MIB << 20,
+        if size < BIG_MIB << 20 {
+            " (part-written)"
+        } else {
+            " (whole, before its check and rename)"
+        }
+    );
+    (said, out)
+}
+
 #[test]
-fn an_apply_killed_mid_run_leaves_no_partial_file_and_reruns_clean() {
-    let Some(lab) = lab("an_apply_killed_mid_run_leaves_no_partial_file_and_reruns_clean") else {
+fn an_apply_killed_on_the_host_mid_write_leaves_no_partial_file_and_the_rerun_cleans_up() {
+    let Some(lab) = lab("an_apply_killed_on_the_host_mid_write_leaves_no_partial_file") else {
         return;
     };
-    on(&lab, "bob", "rm -rf /srv/picaops-slowtest");
-    let blob = "x".repeat(100_000); // one argv word is at most 128 KiB
-    let extra = format!("{{\"blob\": \"{blob}\", \"pause\": 3}}");
-    let pb = playbook("slow.yml");
-    let mut child = spawn_apply(&lab, &["-e", &extra, &pb]);
-    // Kill it while the host is in the middle of the script (in the 3 s command).
-    std::thread::sleep(Duration::from_millis(1500));
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGKILL);
-    }
-    let _ = child.wait();
-    check_no_partial_file(&lab, blob.len());
-    lock_released(&lab);
-    check_no_partial_file(&lab, blob.len());
-
-    let rerun = apply(&lab, &["-e", &extra, &pb]);
-    assert_eq!(rerun.status.code(), Some(0), "{}", text(&rerun.stdout));
-    let again = apply(
-        &lab,
-        &["-e", &extra.replace("\"pause\": 3", "\"pause\": 0"), &pb],
+    let dir = tempfile::tempdir().unwrap();
+    let (pb, big) = big_playbook(dir.path());
+    let (_, out) = interrupted_apply(&lab, &pb, "kill");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    // Killed with SIGKILL, the script could not clean up: the half-written temporary file and
+    // the run lock are left, the destination untouched.
+    let temps = assert_no_partial_file(&lab, &big, "after the kill");
+    assert_eq!(
+        temps.len(),
+        1,
+        "the killed write's temporary file: {temps:?}"
     );
-    let doc = json(&again);
-    // Only the command runs again (it has no guard); every file is in place.
-    assert_eq!(host(&doc, "bob")["changed"], 1, "{doc}");
-    check_no_partial_file(&lab, blob.len());
+    assert!(
+        !big_listing(&lab).iter().any(|(n, ..)| n == "big.bin"),
+        "big.bin exists although its write was killed"
+    );
+
+    // The next run takes over the dead run's lock, removes the leftover and converges.
+    let plan = plan(&lab, &[pb.to_str().unwrap()]);
+    let shown = text(&plan.stdout);
+    assert!(
+        shown.contains(&format!(
+            "remove {BIG_ROOT}/{} (left by an interrupted apply)",
+            temps[0]
+        )),
+        "the plan does not announce the leftover's removal: {shown}"
+    );
+    let rerun = apply(&lab, &[pb.to_str().unwrap()]);
+    assert_eq!(rerun.status.code(), Some(0), "{}", text(&rerun.stdout));
+    let doc = json(&rerun);
+    let warnings = host(&doc, "bob")["warnings"].to_string();
+    assert!(warnings.contains("stale run lock"), "{warnings}");
+    let temps = assert_no_partial_file(&lab, &big, "after the rerun");
+    assert!(temps.is_empty(), "temporary files left: {temps:?}");
+    assert_eq!(big_listing(&lab).len(), 3, "{:?}", big_listing(&lab));
+    lock_released(&lab);
+    on(&lab, "bob", &format!("rm -rf {BIG_ROOT}"));
+}
+
+#[test]
+fn an_apply_cut_off_mid_write_finishes_the_file_or_leaves_it_untouched() {
+    let Some(lab) = lab("an_apply_cut_off_mid_write_finishes_the_file_or_leaves_it_untouched")
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (pb, big) = big_playbook(dir.path());
+    let (_, out) = interrupted_apply(&lab, &pb, "cut");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    // Disconnected, the script ignores SIGHUP/SIGPIPE and goes on: it releases the run lock when
+    // it ends, having removed its temporary files.
+    lock_released(&lab);
+    eprintln!("after the cut: {:?}", big_listing(&lab));
+    let temps = assert_no_partial_file(&lab, &big, "after the cut");
+    assert!(
+        temps.is_empty(),
+        "temporary files left after the cut: {temps:?}"
+    );
+
+    let rerun = apply(&lab, &[pb.to_str().unwrap()]);
+    assert_eq!(rerun.status.code(), Some(0), "{}", text(&rerun.stdout));
+    let temps = assert_no_partial_file(&lab, &big, "after the rerun");
+    assert!(temps.is_empty(), "temporary files left: {temps:?}");
+    assert_eq!(big_listing(&lab).len(), 3, "{:?}", big_listing(&lab));
+    let again = json(&apply(&lab, &[pb.to_str().unwrap()]));
+    assert_eq!(host(&again, "bob")["changed"], 0, "{again}");
+    on(&lab, "bob", &format!("rm -rf {BIG_ROOT}"));
 }
 
 #[test]
@@ -277,7 +468,21 @@ fn two_applies_on_one_host_meet_the_run_lock() {
     on(&lab, "bob", "rm -rf /srv/picaops-slowtest");
     let pb = playbook("slow.yml");
     let first = spawn_apply(&lab, &["-e", "blob=a", "-e", "pause=4", &pb]);
-    std::thread::sleep(Duration::from_millis(1500));
+    // The first one is inside its 4 s command, holding the lock.
+    common::wait_for(
+        "the first apply to reach its slow command",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || {
+            on(
+                &lab,
+                "bob",
+                "test -f /run/picaops/apply.lock/info && pgrep -x sleep -a | grep -q ' 4$' && echo held || true",
+            )
+            .contains("held")
+            .then_some(())
+        },
+    );
 
     // A second admin without --lock-wait: refused, told who holds the lock.
     let second = apply(&lab, &["-e", "blob=a", "-e", "pause=0", &pb]);
@@ -502,4 +707,145 @@ fn secrets_stay_out_of_plans_and_reports() {
         on(&lab, "bob", "cat /srv/picaops-secrettest/app.env"),
         "DB_PASSWORD=hunter2-not-for-logs\n"
     );
+}
+
+/// A second, real sshd on bob for counting: port 2222, LogLevel VERBOSE, its own log file, so
+/// only the connections of this test are in it (other tests use the lab's sshd on port 22 at the
+/// same time). Stopped (by its pid) when dropped.
+struct CountingSshd;
+
+const COUNTING_PORT: &str = "2222";
+const COUNTING_LOG: &str = "/tmp/picaops-test-roundtrips.log";
+const COUNTING_PID: &str = "/run/picaops-test-roundtrips.pid";
+
+fn in_bob(cmd: &str) -> String {
+    let out = std::process::Command::new("docker")
+        .args(["exec", "picaops-lab-bob", "sh", "-c", cmd])
+        .output()
+        .expect("docker exec");
+    text(&out.stdout)
+}
+
+impl CountingSshd {
+    fn start() -> Self {
+        in_bob(&format!(
+            "[ -f {COUNTING_PID} ] && kill $(cat {COUNTING_PID}) 2>/dev/null; rm -f {COUNTING_LOG}; \
+             /usr/sbin/sshd -p {COUNTING_PORT} -o LogLevel=VERBOSE -o PidFile={COUNTING_PID} -E {COUNTING_LOG}"
+        ));
+        common::wait_for(
+            "the counting sshd to listen",
+            Duration::from_secs(10),
+            Duration::from_millis(50),
+            || {
+                in_bob(&format!("cat {COUNTING_LOG} 2>/dev/null"))
+                    .contains("Server listening")
+                    .then_some(())
+            },
+        );
+        CountingSshd
+    }
+
+    /// (SSH connections authenticated, sessions started: each command or subsystem) so far.
+    fn counts(&self) -> (usize, usize) {
+        let log = in_bob(&format!("cat {COUNTING_LOG}"));
+        (
+            log.matches("Accepted publickey for root").count(),
+            log.matches("Starting session:").count(),
+        )
+    }
+}
+
+impl Drop for CountingSshd {
+    fn drop(&mut self) {
+        in_bob(&format!(
+            "kill $(cat {COUNTING_PID}) 2>/dev/null; rm -f {COUNTING_PID} {COUNTING_LOG}"
+        ));
+    }
+}
+
+#[test]
+fn plan_and_apply_cost_the_round_trips_the_readme_says_counted_by_sshd() {
+    let Some(lab) = lab("plan_and_apply_cost_the_round_trips_the_readme_says_counted_by_sshd")
+    else {
+        return;
+    };
+    on(&lab, "bob", "rm -rf /srv/picaops-rttest");
+    let sshd = CountingSshd::start();
+    // The lab inventory with bob on the counting sshd (same host key), beside the lab's.
+    let inv = lab.dir.join("inventory-roundtrips");
+    let _ = std::fs::remove_dir_all(&inv);
+    std::fs::create_dir_all(&inv).unwrap();
+    for f in ["sites.yml", "groups.yml"] {
+        std::fs::copy(lab.inventory.join(f), inv.join(f)).unwrap();
+    }
+    let hosts = std::fs::read_to_string(lab.inventory.join("hosts.yml")).unwrap();
+    let at = hosts.find("  bob:\n").expect("bob in hosts.yml");
+    let (head, tail) = hosts.split_at(at);
+    let moved = format!(
+        "{head}{}",
+        tail.replacen("    port: 22\n", &format!("    port: {COUNTING_PORT}\n"), 1)
+    );
+    assert_ne!(moved, hosts);
+    std::fs::write(inv.join("hosts.yml"), moved).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let pb = dir.path().join("rt.yml");
+    std::fs::write(
+        &pb,
+        "- name: Round trips\n  hosts: bob\n  tasks:\n    \
+         - name: Root\n      file: {path: /srv/picaops-rttest, state: directory}\n    \
+         - name: A file\n      copy: {dest: /srv/picaops-rttest/a, content: \"a\\n\"}\n    \
+         - name: Another\n      copy: {dest: /srv/picaops-rttest/b, content: \"b\\n\", mode: \"0600\"}\n",
+    )
+    .unwrap();
+    let pb = pb.to_str().unwrap();
+
+    // What sshd saw for one picaops command: (connections, sessions), and picaops's own count.
+    let mut seen = sshd.counts();
+    let mut measure = |args: &[&str]| {
+        let mut all = vec![args[0], "-q", "-o", "json", "-l", "bob"];
+        all.extend_from_slice(&args[1..]);
+        let out = common::picaops_on(&inv, &all);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            text(&out.stdout)
+        );
+        let said = host(&json(&out), "bob")["round_trips"].as_u64();
+        let now = sshd.counts();
+        let delta = (now.0 - seen.0, now.1 - seen.1);
+        seen = now;
+        (delta, said)
+    };
+    // plan: one read. apply with changes: the read, then the script with the changes. apply
+    // with nothing to change: the read only. Each over one connection.
+    let plan = measure(&["plan", pb]);
+    let first = measure(&["apply", pb]);
+    let noop = measure(&["apply", pb]);
+    eprintln!("sshd counted (connections, sessions): plan {plan:?}, apply {first:?}, no-op apply {noop:?}");
+    assert_eq!(plan.0, (1, 1), "plan: (connections, sessions) sshd saw");
+    assert_eq!(
+        first.0,
+        (1, 2),
+        "apply with changes: (connections, sessions) sshd saw"
+    );
+    assert_eq!(
+        noop.0,
+        (1, 1),
+        "a no-op apply: (connections, sessions) sshd saw"
+    );
+    // picaops's own counter agrees with sshd.
+    for (what, (delta, said)) in [("plan", plan), ("apply", first), ("no-op apply", noop)] {
+        if let Some(said) = said {
+            assert_eq!(
+                said as usize, delta.1,
+                "{what}: picaops counted {said} round trips, sshd {} sessions",
+                delta.1
+            );
+        }
+    }
+    assert_eq!(noop.1, Some(1));
+    drop(sshd);
+    on(&lab, "bob", "rm -rf /srv/picaops-rttest");
+    let _ = std::fs::remove_dir_all(&inv);
 }

@@ -387,7 +387,13 @@ fn services_deploy_only_what_changed_health_gated_with_rollback_and_no_secret_le
         o.contains("picaops-lab-web 2.0 listening"),
         "the failing version's log: {o}"
     );
-    assert!(!o.contains(&rotated));
+    // The lab app prints its secrets at start (as careless applications do): the failing
+    // container's log lines reach the output redacted.
+    assert!(
+        o.contains("picaops-lab-web: API_TOKEN=(secret)"),
+        "the failing version's secret line, redacted: {o}"
+    );
+    assert!(!o.contains(&rotated), "a secret from a container log: {o}");
     all_healthy("bob", "hello", "picaops-lab/web:1.1");
     assert_eq!(on("bob", "curl -s 127.0.0.1:18080/"), "1.1 hallo\n");
     assert!(on("bob", "cat /var/lib/picaops/services/hello/compose.yaml").contains("web:1.1"));
@@ -426,6 +432,37 @@ fn services_deploy_only_what_changed_health_gated_with_rollback_and_no_secret_le
         "{}",
         text(&logs.stdout)
     );
+    // `service logs` redacts too: hello's environment secret and pad's secret file, both
+    // printed by the app at start (the host's own log holds the values).
+    for (service, line, value) in [
+        ("hello", "picaops-lab-web: API_TOKEN=", &rotated),
+        (
+            "pad",
+            "picaops-lab-web: /run/secrets/admin_password=",
+            &pad_password,
+        ),
+    ] {
+        let host = if service == "hello" { "bob" } else { "alice" };
+        let raw = on(
+            host,
+            &format!("docker logs {service}-web-1 2>&1 | grep -F '{line}'"),
+        );
+        assert!(
+            raw.contains(value.as_str()),
+            "{service}: the container's own log lacks its secret, so redaction is not exercised: {raw}"
+        );
+        let logs = inv.run(&["service", "logs", service, "--tail", "100"]);
+        ok(&logs, "logs");
+        let all = format!("{}{}", text(&logs.stdout), text(&logs.stderr));
+        assert!(
+            all.contains(&format!("{line}(secret)")),
+            "service logs {service}: no redacted secret line: {all}"
+        );
+        assert!(
+            !all.contains(value.as_str()),
+            "service logs {service} shows a secret value: {all}"
+        );
+    }
     ok(&inv.run(&["service", "restart", "pad"]), "restart");
     all_healthy("alice", "pad", "picaops-lab/web:1.0");
 

@@ -42,6 +42,7 @@ const POSTGRES_DOCKERFILE: &str = include_str!("images/postgres.Dockerfile");
 const POSTGRES_ENTRYPOINT: &str = include_str!("images/postgres-entrypoint.sh");
 const APP_WEB_DOCKERFILE: &str = include_str!("images/app-web.Dockerfile");
 const APP_WEB_PY: &str = include_str!("images/app-web.py");
+const APP_WEB_PROBE_SH: &str = include_str!("images/app-web-probe.sh");
 const GUEST_BUILD_SH: &str = include_str!("images/guest-build.sh");
 const GUEST_INIT_SH: &str = include_str!("images/guest-init.sh");
 const VMBR0_SERVICE: &str = include_str!("images/vmbr0.service");
@@ -126,7 +127,13 @@ impl Image {
                 POSTGRES_DOCKERFILE,
                 vec![("postgres-entrypoint.sh", POSTGRES_ENTRYPOINT)],
             ),
-            Image::AppWeb => (APP_WEB_DOCKERFILE, vec![("app-web.py", APP_WEB_PY)]),
+            Image::AppWeb => (
+                APP_WEB_DOCKERFILE,
+                vec![
+                    ("app-web.py", APP_WEB_PY),
+                    ("app-web-probe.sh", APP_WEB_PROBE_SH),
+                ],
+            ),
         }
     }
 

@@ -155,3 +155,24 @@ pub fn ok(out: &Output, what: &str) {
         text(&out.stderr)
     );
 }
+
+/// Polls `ready` every `every` until it returns `Some`, or fails the test after `limit` saying
+/// what was awaited (waits are on conditions, never guessed sleeps).
+pub fn wait_for<T>(
+    what: &str,
+    limit: std::time::Duration,
+    every: std::time::Duration,
+    mut ready: impl FnMut() -> Option<T>,
+) -> T {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(v) = ready() {
+            return v;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "waited {limit:?} for {what}, in vain"
+        );
+        std::thread::sleep(every);
+    }
+}
