@@ -95,10 +95,13 @@ pub fn render_status(rows: &[StatusRow], paint: &dyn Fn(State, &str) -> String) 
         "{:<18} {:<12} {:<8} {:>10} {:>10} {:>6} {:<12} {:<12}\n",
         "JOB", "HOST", "STATE", "DATA AGE", "ADDED", "FAILS", "CHECK", "DRILL"
     ));
+    // The day of an RFC 3339 time read from a host's status file: whatever that file holds
+    // (short, or not ASCII), shown as it is rather than cut inside a character.
+    let day = |t: &str| t.get(..10).unwrap_or(t).to_string();
     let when = |at: &Option<String>, ok: Option<bool>| match (at, ok) {
         (None, _) => "never".to_string(),
-        (Some(t), Some(false)) => format!("{} FAILED", &t[..10]),
-        (Some(t), _) => t[..10].to_string(),
+        (Some(t), Some(false)) => format!("{} FAILED", day(t)),
+        (Some(t), _) => day(t),
     };
     for r in rows {
         let state = match r.state {
@@ -182,6 +185,30 @@ pub fn render_snapshots(snapshots: &[Snapshot]) -> String {
 mod tests {
     use super::*;
     use crate::backup::status::{Attempt, BackupResult};
+
+    #[test]
+    fn a_status_time_that_is_short_or_not_ascii_is_shown_not_cut() {
+        let row = |t: &str| StatusRow {
+            job: "j".into(),
+            host: "h".into(),
+            repository: "r".into(),
+            state: State::Ok,
+            reason: None,
+            last_success: None,
+            data_age_seconds: None,
+            max_age_seconds: 60,
+            bytes_added: None,
+            consecutive_failures: 0,
+            last_check: Some(t.into()),
+            last_check_ok: Some(false),
+            last_drill: Some(t.into()),
+            last_drill_ok: None,
+        };
+        let plain = |_: State, s: &str| s.to_string();
+        assert!(render_status(&[row("2026")], &plain).contains("2026 FAILED"));
+        assert!(render_status(&[row("2026-12-0é4T00:00:00Z")], &plain).contains("2026-12-0é4T"));
+        assert!(render_status(&[row("2026-12-04T00:00:00Z")], &plain).contains("2026-12-04 FAILED"));
+    }
 
     fn status(job: &str, newest: Option<f64>, last_ok: Option<bool>) -> JobStatus {
         JobStatus {
