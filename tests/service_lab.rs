@@ -335,7 +335,19 @@ fn services_deploy_only_what_changed_health_gated_with_rollback_and_no_secret_le
     // 4. A rotated secret and a new version: the Compose diff, and no secret value anywhere.
     let rotated = format!("rotated-{}", std::process::id());
     let rotated_file = lab.dir.join("secrets/svc-test-rotated");
-    std::fs::write(&rotated_file, format!("{rotated}\n")).unwrap();
+    // Private, as the files store requires (it refuses a secret others may read).
+    {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let _ = std::fs::remove_file(&rotated_file);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&rotated_file)
+            .unwrap();
+        writeln!(f, "{rotated}").unwrap();
+    }
     inv.services(&services_yml("1.1", "hallo", "svc-test-rotated", true));
     let human = inv.run(&["service", "plan"]);
     let machine = inv.run(&["service", "plan", "-o", "json"]);
