@@ -22,10 +22,12 @@ struct Site {
     inventory: PathBuf,
 }
 
-/// Removes what the test made on bob: the VM and its disks, the service, the marker.
-const CLEANUP: &str = "virsh -q destroy vm-site >/dev/null 2>&1; \
-    virsh -q undefine vm-site --nvram >/dev/null 2>&1 || virsh -q undefine vm-site >/dev/null 2>&1; \
-    rm -f /var/lib/libvirt/images/vm-site-*; \
+/// Removes what the test made on bob (its VM and disks, the service, the marker) and, as
+/// tests/vm_lab.rs does, the VMs the demo and vm_lab leave on bob: managed by picaops and not in
+/// this inventory, apply would plan their deletion (and refuse it without --allow-destroy).
+const CLEANUP: &str = "for d in vm-site vm-tls vm-hand; do virsh -q destroy $d >/dev/null 2>&1; \
+    virsh -q undefine $d --nvram >/dev/null 2>&1 || virsh -q undefine $d >/dev/null 2>&1; \
+    rm -f /var/lib/libvirt/images/$d-*; done; \
     d=/var/lib/picaops/services/sitetest; if [ -d $d ]; then \
     (cd $d && (docker compose -p sitetest down || docker-compose -p sitetest down)) >/dev/null 2>&1; \
     rm -rf $d; fi; rm -f /srv/picaops-site-test; true";
