@@ -1,5 +1,6 @@
-//! Values as people read them in every report: byte sizes (`80 GiB`, `1.5 GiB`, `512 B`).
-//! Shared by the inventory, VM, service and backup layers; it imports nothing of theirs.
+//! Values as people read them in every report and error: byte sizes (`80 GiB`, `1.5 GiB`,
+//! `512 B`), what kind of value a YAML/JSON value is (`a list`, `text`). Shared by every layer;
+//! it imports nothing of theirs.
 
 /// `80 GiB`, `1.5 GiB`, `512 B`: binary units, one decimal (truncated) when not whole.
 pub fn bytes(n: u64) -> String {
@@ -17,6 +18,19 @@ pub fn bytes(n: u64) -> String {
         }
     }
     format!("{n} B")
+}
+
+/// What kind of value `v` is, for "must be X, not Y" messages.
+pub fn kind(v: &serde_json::Value) -> &'static str {
+    use serde_json::Value;
+    match v {
+        Value::Null => "an empty value",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "text",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a mapping",
+    }
 }
 
 #[cfg(test)]

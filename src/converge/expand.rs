@@ -447,7 +447,7 @@ impl<'a> HostExpander<'a> {
                         format!(
                             "`loop` must give a list; for {} it gave {}",
                             self.machine.name(),
-                            crate::playbook::load::kind(&other)
+                            crate::human::kind(&other)
                         ),
                     ))
                 }

@@ -181,7 +181,7 @@ impl Opts<'_> {
                 k,
                 format!(
                     "`{k}` must be text, not {}",
-                    crate::playbook::load::kind(other)
+                    crate::human::kind(other)
                 ),
             )),
         }
@@ -203,7 +203,7 @@ impl Opts<'_> {
                 k,
                 format!(
                     "`{k}` must be true or false, not {}",
-                    crate::playbook::load::kind(other)
+                    crate::human::kind(other)
                 ),
             )),
         }

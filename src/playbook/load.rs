@@ -237,7 +237,7 @@ impl Reader<'_> {
                     }
                     other => self.err(
                         vplace,
-                        format!("`when` must be an expression that gives true or false, not {}", kind(other)),
+                        format!("`when` must be an expression that gives true or false, not {}", crate::human::kind(other)),
                         Some("write a comparison such as `site == \"toulouse\"`, or `flag | bool`"),
                     ),
                 },
@@ -246,7 +246,7 @@ impl Reader<'_> {
                         Value::Array(_) | Value::String(_) => {}
                         other => self.err(
                             vplace.clone(),
-                            format!("`loop` must be a list or a template giving a list, not {}", kind(other)),
+                            format!("`loop` must be a list or a template giving a list, not {}", crate::human::kind(other)),
                             None,
                         ),
                     }
@@ -477,7 +477,7 @@ impl Reader<'_> {
                     format!(
                         "module `{}` takes a mapping of options, not {}",
                         spec.name,
-                        kind(&other)
+                        crate::human::kind(&other)
                     ),
                     Some(&help),
                 );
@@ -638,15 +638,4 @@ fn is_identifier(s: &str) -> bool {
         .next()
         .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
-pub fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "an empty value",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "text",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "a mapping",
-    }
 }
