@@ -15,7 +15,7 @@ use picaops::lifecycle::{Mode, PhaseKind, RunContext, SiteRun, Summary};
 use picaops::output::{Format, Output, Style, EXIT_HOST_FAILED, EXIT_OK, EXIT_USAGE};
 use picaops::service::phase::{add_sources, ServicesPhase};
 use picaops::service::{self, deploy, list, Project};
-use picaops::transport::{Connector, Target};
+use picaops::transport::Connector;
 use serde_json::json;
 
 use super::Global;
@@ -59,6 +59,9 @@ pub struct ListArgs {
     /// Which machines: names, groups or sites, comma-separated; globs and `!name`.
     #[arg(short, long)]
     pub limit: Option<String>,
+    /// How many machines to read at the same time.
+    #[arg(short, long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub forks: u32,
     /// Seconds allowed to connect to each machine.
     #[arg(long, value_name = "S", default_value_t = 10)]
     pub connect_timeout: u64,
@@ -197,175 +200,50 @@ fn list_cmd(args: &ListArgs, global: &Global, out: &Output) -> i32 {
             None
         }
     };
-    // Per machine: the inventory's services on it, and their rendered projects when known.
-    let per_machine: Arc<PerMachine> = Arc::new(
-        targets
-            .iter()
-            .map(|t| {
-                let names: Vec<String> = inv
-                    .services
-                    .values()
-                    .filter(|s| s.deploy.is_some() && s.host.as_str() == t.name)
-                    .map(|s| s.name.clone())
-                    .collect();
-                let ps = projects
-                    .as_ref()
-                    .map(|ps| ps.iter().filter(|p| p.machine == t.name).cloned().collect());
-                (t.name.clone(), (names, ps))
-            })
-            .collect(),
-    );
-    let work = move |target: Target, transport: Arc<dyn picaops::transport::Transport>| {
-        let per_machine = per_machine.clone();
-        async move {
-            let (names, projects) = per_machine.get(&target.name).cloned().unwrap_or_default();
-            let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-            let state = service::state::read(transport.as_ref(), &refs).await?;
-            let ps: Option<Vec<&Project>> = projects.as_ref().map(|v| v.iter().collect());
-            Ok(list::rows(&target.name, &names, ps.as_deref(), &state))
-        }
+    let request = list::Request {
+        known_hosts,
+        connect_timeout: Duration::from_secs(args.connect_timeout.max(1)),
+        forks: args.forks as usize,
+        whole_site: args.limit.is_none(),
     };
-    let connector = match Connector::new(
-        &known_hosts,
-        Duration::from_secs(args.connect_timeout.max(1)),
-        None,
-    ) {
-        Ok(c) => Arc::new(c),
-        Err(e) => {
+    let listing = match super::run_with_progress(out, targets.len(), |events| {
+        list::list(&inv, &targets, projects, &request, events)
+    }) {
+        Ok(Some(Ok(l))) => l,
+        Ok(Some(Err(e))) => {
             eprintln!("{}: {e}", out.paint(Style::Red, "picaops"));
             return EXIT_HOST_FAILED;
         }
+        _ => return 130,
     };
-    // Declared-only services are listed without contacting anyone.
-    let mut rows: Vec<list::Row> = inv
-        .services
-        .values()
-        .filter(|s| {
-            s.deploy.is_none()
-                && inv
-                    .machine(&s.host)
-                    .is_some_and(|m| machines.contains(m.name()) || args.limit.is_none())
-        })
-        .map(|s| list::Row {
-            service: s.name.clone(),
-            machine: s.host.value.clone(),
-            containers: vec![],
-            running: 0,
-            total: 0,
-            state: "not managed (no compose:)".into(),
-            health: "-".into(),
-            images: vec![],
-            drift: "-".into(),
-        })
-        .collect();
-    let mut errors = Vec::new();
-    if !targets.is_empty() {
-        let result = super::run_with_progress(out, targets.len(), |events| {
-            picaops::transport::run_on_hosts(
-                &targets,
-                connector,
-                &picaops::transport::PoolOptions { forks: 50 },
-                events,
-                work,
-            )
-        });
-        let outcomes = match result {
-            Ok(Some(o)) => o,
-            _ => return 130,
-        };
-        let mut managed = Vec::new();
-        for o in outcomes {
-            match o.result {
-                Ok(r) => managed.extend(r),
-                Err(e) => errors.push((o.target.name.clone(), e.to_string())),
-            }
-        }
-        managed.extend(rows);
-        rows = managed;
-    }
     match out.format {
-        Format::Json => {
-            let doc = json!({
-                "services": rows,
-                "errors": errors.iter().map(|(m, e)| json!({"machine": m, "error": e})).collect::<Vec<_>>(),
-            });
-            println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
-        }
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&listing).unwrap_or_default()
+        ),
         Format::Human => {
             let mut w = std::io::stdout().lock();
-            let header = [
-                "SERVICE",
-                "MACHINE",
-                "CONTAINERS",
-                "STATE",
-                "HEALTH",
-                "IMAGES",
-                "DRIFT",
-            ];
-            let table: Vec<[String; 7]> = rows
-                .iter()
-                .map(|r| {
-                    [
-                        r.service.clone(),
-                        r.machine.clone(),
-                        if r.containers.is_empty() {
-                            "-".into()
-                        } else {
-                            format!("{} ({}/{} up)", r.containers.join(","), r.running, r.total)
-                        },
-                        r.state.clone(),
-                        r.health.clone(),
-                        if r.images.is_empty() {
-                            "-".into()
-                        } else {
-                            r.images.join(",")
-                        },
-                        r.drift.clone(),
-                    ]
-                })
-                .collect();
-            let widths: Vec<usize> = (0..7)
-                .map(|i| {
-                    table
-                        .iter()
-                        .map(|r| r[i].chars().count())
-                        .chain([header[i].len()])
-                        .max()
-                        .unwrap_or(0)
-                })
-                .collect();
-            let line = |cells: &[String]| {
-                cells
-                    .iter()
-                    .zip(&widths)
-                    .map(|(c, w)| format!("{c:<w$}"))
-                    .collect::<Vec<_>>()
-                    .join("  ")
-                    .trim_end()
-                    .to_string()
-            };
-            let _ = writeln!(
-                w,
-                "{}",
-                out.paint(Style::Bold, &line(&header.map(String::from)))
-            );
-            for r in &table {
-                let _ = writeln!(w, "{}", line(r));
-            }
-            for (m, e) in &errors {
-                let _ = writeln!(w, "{} {m}: {e}", out.paint(Style::Red, "✗"));
+            let table = list::render_table(&listing.services);
+            let (header, rows) = table.split_once('\n').unwrap_or((&table, ""));
+            let _ = writeln!(w, "{}", out.paint(Style::Bold, header));
+            let _ = write!(w, "{rows}");
+            for e in &listing.errors {
+                let _ = writeln!(
+                    w,
+                    "{} {}: {}",
+                    out.paint(Style::Red, "✗"),
+                    e.machine,
+                    e.error
+                );
             }
         }
     }
-    if errors.is_empty() {
+    if listing.errors.is_empty() {
         EXIT_OK
     } else {
         EXIT_HOST_FAILED
     }
 }
-
-/// Per machine: the inventory's services on it, and their rendered projects when known.
-type PerMachine = std::collections::BTreeMap<String, (Vec<String>, Option<Vec<Project>>)>;
 
 enum Op {
     Logs(u32),

@@ -179,10 +179,7 @@ impl Opts<'_> {
             Some(Value::Number(n)) => Ok(Some(n.to_string())),
             Some(other) => Err(OptionError::new(
                 k,
-                format!(
-                    "`{k}` must be text, not {}",
-                    crate::human::kind(other)
-                ),
+                format!("`{k}` must be text, not {}", crate::human::kind(other)),
             )),
         }
     }
