@@ -504,8 +504,10 @@ pub async fn run(job: Arc<VmJob>) -> VmReport {
         }
     }
 
-    // 4. Pin new keys, then wait for SSH on what was created or restarted.
-    let mut pinned = false;
+    // 4. Pin new keys (recorded in the inventory's known_hosts file for later runs, and in this
+    //    run's copy of the inventory: nothing is read back from disk), then wait for SSH on what
+    //    was created or restarted.
+    let mut fresh: Option<Inventory> = None;
     for h in &mut report.hosts {
         for v in &mut h.vms {
             let (Some(key), Some(vm)) = (&v.host_key, inv.vms.get(&v.plan.name)) else {
@@ -516,7 +518,11 @@ pub async fn run(job: Arc<VmJob>) -> VmReport {
             };
             let name = crate::transport::known_hosts_name(address, vm.ssh.port);
             match inventory::record_host_key(&inv.dir, &name, key) {
-                Ok(()) => pinned = true,
+                Ok(()) => {
+                    let now = fresh.get_or_insert_with(|| inv.clone());
+                    now.known_hosts.retain(|l| !inventory::line_names(l, &name));
+                    now.known_hosts.push(format!("{name} {key}"));
+                }
                 Err(e) => {
                     v.status = Some("failed");
                     v.error = Some(format!(
@@ -527,19 +533,10 @@ pub async fn run(job: Arc<VmJob>) -> VmReport {
             }
         }
     }
-    let mut fresh = None;
-    if pinned {
-        match inventory::load(&inv.dir).result {
-            Ok(new_inv) => match inventory::write_known_hosts(&new_inv) {
-                Ok(path) => {
-                    report.known_hosts = Some(path);
-                    fresh = Some(new_inv);
-                }
-                Err(e) => report.errors.push(format!("cannot write known_hosts: {e}")),
-            },
-            Err(_) => report
-                .errors
-                .push("the inventory no longer loads after pinning the new VMs' keys".into()),
+    if let Some(now) = &fresh {
+        match inventory::write_known_hosts(now) {
+            Ok(path) => report.known_hosts = Some(path),
+            Err(e) => report.errors.push(format!("cannot write known_hosts: {e}")),
         }
     }
     let inv_now = fresh.as_ref().unwrap_or(inv);
