@@ -6,12 +6,11 @@
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
-use picaops::backup::render;
-use picaops::backup::units::{self, UnitOptions};
+use picaops::backup::{ops, render};
 use picaops::backup::{HostJob, JobFile, JobStatus};
 use picaops::output::{Format, Output, Style, EXIT_HOST_FAILED, EXIT_OK, EXIT_USAGE};
 
-use super::backup_remote::{select_jobs, JobSelect};
+use super::backup_remote::{offline, operate, show, JobSelect, Rows};
 use super::Global;
 
 const AFTER_HELP: &str = "\
@@ -189,25 +188,35 @@ pub struct HostArgs {
 }
 
 pub fn run(cmd: BackupCommand, global: &Global, out: &Output) -> i32 {
-    use super::backup_remote as remote;
+    let (g, o) = (global, out);
     match cmd {
-        BackupCommand::Status { select, status_dir } => {
-            status(&select, status_dir.as_deref(), global, out)
-        }
+        BackupCommand::Status {
+            select,
+            status_dir: Some(dir),
+        } => offline(&select, g, o, |inv, names| {
+            ops::status_from_dir(inv, names, &dir).map(Rows::from)
+        }),
+        BackupCommand::Status { select, .. } => operate(&select, g, o, |inv, names, exec| {
+            ops::status(inv, names, exec).map(Rows::from)
+        }),
         BackupCommand::Snapshots {
             from_json: Some(from),
             ..
         } => snapshots_from_json(&from, out),
-        BackupCommand::Snapshots { select, .. } => remote::snapshots(&select, global, out),
-        BackupCommand::Units(select) => show_units(&select, global, out),
-        BackupCommand::Init(select) => remote::init(&select, global, out),
-        BackupCommand::Run(select) => remote::run(&select, global, out),
-        BackupCommand::Forget { select, prune } => remote::forget(&select, prune, global, out),
-        BackupCommand::Prune(select) => remote::prune(&select, global, out),
+        BackupCommand::Snapshots { select, .. } => operate(&select, g, o, ops::snapshots),
+        BackupCommand::Units(select) => offline(&select, g, o, ops::units),
+        BackupCommand::Init(select) => operate(&select, g, o, ops::init),
+        BackupCommand::Run(select) => operate(&select, g, o, ops::run),
+        BackupCommand::Forget { select, prune } => {
+            operate(&select, g, o, |i, n, e| ops::forget(i, n, prune, e))
+        }
+        BackupCommand::Prune(select) => operate(&select, g, o, ops::prune),
         BackupCommand::Check {
             select,
             read_data_subset,
-        } => remote::check(&select, read_data_subset.as_deref(), global, out),
+        } => operate(&select, g, o, |i, n, e| {
+            ops::check(i, n, read_data_subset.as_deref(), e)
+        }),
         BackupCommand::Restore {
             job,
             snapshot,
@@ -215,166 +224,44 @@ pub fn run(cmd: BackupCommand, global: &Global, out: &Output) -> i32 {
             host,
             dump,
             into_container,
-        } => remote::restore(
-            &remote::RestoreArgs {
+        } => {
+            let req = ops::RestoreRequest {
                 job: &job,
                 snapshot: snapshot.as_deref(),
                 to: to.as_deref(),
                 host: host.as_deref(),
                 dump: dump.as_deref(),
                 into_container: into_container.as_deref(),
-            },
-            global,
-            out,
-        ),
-        BackupCommand::Drill(select) => remote::drill(&select, global, out),
+            };
+            let select = JobSelect {
+                jobs: vec![job.clone()],
+                host: None,
+            };
+            operate(&select, g, o, |i, _, e| ops::restore(i, &req, e))
+        }
+        BackupCommand::Drill(select) => operate(&select, g, o, ops::drill),
         host => host_side(host, out),
     }
-}
-
-fn status(select: &JobSelect, dir: Option<&Path>, global: &Global, out: &Output) -> i32 {
-    let Some(dir) = dir else {
-        return match super::backup_remote::status(select, global, out) {
-            Ok(statuses) => super::backup_remote::show_status(&statuses, out),
-            Err(code) => code,
-        };
-    };
-    let Some(inv) = super::inventory::load(global, out) else {
-        return EXIT_USAGE;
-    };
-    let jobs = match select_jobs(&inv, select, out) {
-        Ok(jobs) => jobs,
-        Err(code) => return code,
-    };
-    let mut statuses = Vec::new();
-    for job in jobs {
-        let path = dir.join(format!("{}.json", job.name));
-        let mut s = match std::fs::read_to_string(&path) {
-            Ok(text) => match serde_json::from_str::<JobStatus>(&text) {
-                Ok(s) => s,
-                Err(e) => {
-                    eprintln!(
-                        "{}: {} is not a status file: {e}",
-                        out.paint(Style::Red, "picaops"),
-                        path.display()
-                    );
-                    return EXIT_HOST_FAILED;
-                }
-            },
-            Err(_) => JobStatus::default(),
-        };
-        // The inventory is the reference for names and thresholds; the file for what happened.
-        s.job = job.name.clone();
-        if let Some(file) = JobFile::from_inventory(&inv, job) {
-            s.host = file.host.clone();
-            s.repository = file.repository_label();
-        }
-        s.max_age_seconds = job.max_age;
-        statuses.push(s);
-    }
-    super::backup_remote::show_status(&statuses, out)
 }
 
 fn snapshots_from_json(from: &Path, out: &Output) -> i32 {
     let text = match std::fs::read_to_string(from) {
         Ok(t) => t,
         Err(e) => {
-            eprintln!(
-                "{}: cannot read {}: {e}",
-                out.paint(Style::Red, "picaops"),
-                from.display()
-            );
+            let what = format!("cannot read {}: {e}", from.display());
+            eprintln!("{}: {what}", out.paint(Style::Red, "picaops"));
             return EXIT_USAGE;
         }
     };
     let lines: Vec<String> = text.lines().map(String::from).collect();
     match picaops::backup::restic::parse_snapshots(&lines) {
-        Ok(snaps) => {
-            match out.format {
-                Format::Json => println!(
-                    "{}",
-                    serde_json::to_string_pretty(&snaps).unwrap_or_default()
-                ),
-                Format::Human => print!("{}", render::render_snapshots(&snaps)),
-            }
-            EXIT_OK
-        }
+        Ok(snaps) => show(&snaps, out),
         Err(e) => {
-            eprintln!(
-                "{}: {}: {e}",
-                out.paint(Style::Red, "picaops"),
-                from.display()
-            );
+            let what = format!("{}: {e}", from.display());
+            eprintln!("{}: {what}", out.paint(Style::Red, "picaops"));
             EXIT_USAGE
         }
     }
-}
-
-fn show_units(select: &JobSelect, global: &Global, out: &Output) -> i32 {
-    let Some(inv) = super::inventory::load(global, out) else {
-        return EXIT_USAGE;
-    };
-    let jobs = match select_jobs(&inv, select, out) {
-        Ok(jobs) => jobs,
-        Err(code) => return code,
-    };
-    // Exactly what apply installs, machine by machine; --job/--host keep the units naming a
-    // selected job.
-    let plan = match picaops::backup::deploy::plan(&inv, &UnitOptions::default()) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("{}: {e}", out.paint(Style::Red, "picaops"));
-            return EXIT_USAGE;
-        }
-    };
-    let wanted = |content: &str| {
-        jobs.iter().any(|j| {
-            content.contains(&format!("/{}.json", j.name))
-                || content.contains(&format!("/{}.repo.json", j.name))
-        })
-    };
-    let mut files = Vec::new();
-    for (machine, m) in &plan {
-        let units = m
-            .services
-            .iter()
-            .chain(&m.timers)
-            .chain(m.rest_server.iter());
-        for u in units {
-            let timer_of = |u: &units::UnitFile| {
-                m.services
-                    .iter()
-                    .any(|s| s.name == u.name.replace(".timer", ".service") && wanted(&s.content))
-            };
-            let serves_rest = u.name == "picaops-rest-server.service"
-                && jobs.iter().any(|j| {
-                    j.repository.kind == picaops::backup::RepositoryKind::Rest
-                        && j.repository.host.value == *machine
-                });
-            if serves_rest || wanted(&u.content) || timer_of(u) {
-                files.push((machine.clone(), u.clone()));
-            }
-        }
-    }
-    match out.format {
-        Format::Json => {
-            let doc: Vec<_> = files
-                .iter()
-                .map(|(m, f)| serde_json::json!({ "machine": m, "name": f.name, "content": f.content }))
-                .collect();
-            println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
-        }
-        Format::Human => {
-            for (m, f) in &files {
-                println!(
-                    "{}\n{}",
-                    out.paint(Style::Bold, &format!("# {m}: {}", f.name)),
-                    f.content
-                );
-            }
-        }
-    }
-    EXIT_OK
 }
 
 // -------------------------------------------------------------------------------------------
