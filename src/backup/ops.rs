@@ -43,6 +43,14 @@ pub enum OpError {
     Call(#[from] CallError),
     #[error("{} is not a status file: {error}", .path.display())]
     StatusFile { path: PathBuf, error: String },
+    #[error("cannot read {}: {error}", .path.display())]
+    Unreadable {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    /// A file that is not restic's `snapshots --json` output.
+    #[error("{}: {error}", .path.display())]
+    SnapshotsFile { path: PathBuf, error: String },
     /// The units `apply` would install cannot be computed (the inventory says why).
     #[error("{0}")]
     Units(String),
@@ -62,6 +70,8 @@ impl OpError {
             | OpError::RestoreHost { .. }
             | OpError::RelativeTo(_)
             | OpError::Units(_)
+            | OpError::Unreadable { .. }
+            | OpError::SnapshotsFile { .. }
             | OpError::Call(CallError::NoMachine { .. }) => EXIT_USAGE,
             OpError::Interrupted => 130,
             _ => EXIT_HOST_FAILED,
@@ -527,6 +537,19 @@ pub fn snapshots(inv: &Inventory, names: &[String], exec: &mut Exec) -> Result<S
         })
         .collect();
     Ok(Snapshots { skipped, jobs })
+}
+
+/// `snapshots --from-json FILE`: a listing saved from restic's `snapshots --json`.
+pub fn snapshots_from_file(path: &Path) -> Result<Vec<Snapshot>, OpError> {
+    let text = std::fs::read_to_string(path).map_err(|error| OpError::Unreadable {
+        path: path.to_path_buf(),
+        error,
+    })?;
+    let lines: Vec<String> = text.lines().map(String::from).collect();
+    super::restic::parse_snapshots(&lines).map_err(|e| OpError::SnapshotsFile {
+        path: path.to_path_buf(),
+        error: e.to_string(),
+    })
 }
 
 /// What `restore` is asked: a job's files into `to`, or one of its dumps into a file or a new

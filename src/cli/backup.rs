@@ -6,11 +6,11 @@
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
-use picaops::backup::{ops, render};
-use picaops::backup::{HostJob, JobFile, JobStatus};
+use picaops::backup::hostcmd::{self, HostOutcome, HostUsage};
+use picaops::backup::{ops, HostJob, JobStatus};
 use picaops::output::{Format, Output, Style, EXIT_HOST_FAILED, EXIT_OK, EXIT_USAGE};
 
-use super::backup_remote::{offline, operate, show, JobSelect, Rows};
+use super::backup_remote::{fail, offline, operate, show, JobSelect, Rows};
 use super::Global;
 
 const AFTER_HELP: &str = "\
@@ -202,7 +202,7 @@ pub fn run(cmd: BackupCommand, global: &Global, out: &Output) -> i32 {
         BackupCommand::Snapshots {
             from_json: Some(from),
             ..
-        } => snapshots_from_json(&from, out),
+        } => ops::snapshots_from_file(&from).map_or_else(|e| fail(&e, o), |s| show(&s, o)),
         BackupCommand::Snapshots { select, .. } => operate(&select, g, o, ops::snapshots),
         BackupCommand::Units(select) => offline(&select, g, o, ops::units),
         BackupCommand::Init(select) => operate(&select, g, o, ops::init),
@@ -244,81 +244,31 @@ pub fn run(cmd: BackupCommand, global: &Global, out: &Output) -> i32 {
     }
 }
 
-fn snapshots_from_json(from: &Path, out: &Output) -> i32 {
-    let text = match std::fs::read_to_string(from) {
-        Ok(t) => t,
-        Err(e) => {
-            let what = format!("cannot read {}: {e}", from.display());
-            eprintln!("{}: {what}", out.paint(Style::Red, "picaops"));
-            return EXIT_USAGE;
-        }
-    };
-    let lines: Vec<String> = text.lines().map(String::from).collect();
-    match picaops::backup::restic::parse_snapshots(&lines) {
-        Ok(snaps) => show(&snaps, out),
-        Err(e) => {
-            let what = format!("{}: {e}", from.display());
-            eprintln!("{}: {what}", out.paint(Style::Red, "picaops"));
-            EXIT_USAGE
-        }
-    }
-}
-
 // -------------------------------------------------------------------------------------------
-// Host side.
+// Host side: `picaops::backup::hostcmd` does the work; one document or line per outcome.
 
-fn read_job(path: &Path, progress: bool, out: &Output) -> Result<HostJob, i32> {
-    match JobFile::read(path) {
-        Ok(job) => {
-            let mut h = HostJob::new(job);
-            h.progress = progress;
-            Ok(h)
+/// Prints host-side outcomes (one JSON document each, or a line for people); the exit code.
+fn report(outcomes: &[HostOutcome], out: &Output) -> i32 {
+    let mut code = EXIT_OK;
+    for o in outcomes {
+        let d = &o.doc;
+        match (out.format, &d.error) {
+            (Format::Json, _) => {
+                println!("{}", serde_json::to_string_pretty(d).unwrap_or_default())
+            }
+            (Format::Human, None) if o.bare => print!("{}", o.text),
+            (Format::Human, None) => {
+                let ok = out.paint(Style::Green, "ok:");
+                println!("{ok} {} {}: {}", d.job, d.operation, o.text)
+            }
+            (Format::Human, Some(e)) => {
+                let error = out.paint(Style::Red, "error:");
+                eprintln!("{error} {} {} failed: {e}", d.job, d.operation)
+            }
         }
-        Err(e) => {
-            eprintln!("{}: {e}", out.paint(Style::Red, "picaops"));
-            Err(EXIT_USAGE)
+        if !d.ok {
+            code = EXIT_HOST_FAILED;
         }
-    }
-}
-
-/// Prints a host-side result (JSON document, or a line for people) and returns the exit code.
-fn report<T: serde::Serialize>(
-    job: &HostJob,
-    what: &str,
-    result: Result<T, String>,
-    human: impl FnOnce(&T) -> String,
-    out: &Output,
-) -> i32 {
-    let code = if result.is_ok() {
-        EXIT_OK
-    } else {
-        EXIT_HOST_FAILED
-    };
-    match out.format {
-        Format::Json => {
-            let (ok, error, value) = match &result {
-                Ok(v) => (true, None, serde_json::to_value(v).ok()),
-                Err(e) => (false, Some(e.clone()), None),
-            };
-            let doc = serde_json::json!({
-                "job": job.job.job, "host": job.job.host, "repository": job.job.repository_label(),
-                "operation": what, "ok": ok, "error": error, "result": value,
-            });
-            println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
-        }
-        Format::Human => match &result {
-            Ok(v) => println!(
-                "{} {} {what}: {}",
-                out.paint(Style::Green, "ok:"),
-                job.job.job,
-                human(v)
-            ),
-            Err(e) => eprintln!(
-                "{} {} {what} failed: {e}",
-                out.paint(Style::Red, "error:"),
-                job.job.job
-            ),
-        },
     }
     code
 }
@@ -330,105 +280,32 @@ fn host_side(cmd: BackupCommand, out: &Output) -> i32 {
             eprintln!("{line}");
         }
     };
-    match cmd {
+    let usage = |e: HostUsage| {
+        eprintln!("{}: {e}", out.paint(Style::Red, "picaops"));
+        EXIT_USAGE
+    };
+    let read = |f: &Path, progress| hostcmd::read_job(f, progress).map_err(usage);
+    let outcomes = match cmd {
+        BackupCommand::HostStatus { job_files } => return host_status(&job_files, out),
+        BackupCommand::HostForget { job_files, prune } => job_files
+            .iter()
+            .map(|f| read(f, false))
+            .collect::<Result<Vec<HostJob>, i32>>()
+            .map(|jobs| hostcmd::forget(&jobs, prune, &mut say)),
         BackupCommand::HostRun(a) => {
-            let Ok(job) = read_job(&a.job_file, a.progress, out) else {
-                return EXIT_USAGE;
-            };
-            let result = job.backup(&mut say);
-            report(&job, "backup", result, |r| r.summary(), out)
+            read(&a.job_file, a.progress).map(|j| vec![hostcmd::run(&j, &mut say)])
         }
-        BackupCommand::HostInit(a) => {
-            let Ok(job) = read_job(&a.job_file, false, out) else {
-                return EXIT_USAGE;
-            };
-            let result = job.init();
-            report(
-                &job,
-                "init",
-                result,
-                |created| {
-                    format!(
-                        "{} {}",
-                        job.restic.url(),
-                        if *created {
-                            "created"
-                        } else {
-                            "already exists"
-                        }
-                    )
-                },
-                out,
-            )
-        }
-        BackupCommand::HostForget { job_files, prune } => {
-            let mut code = EXIT_OK;
-            let mut last = None;
-            for f in &job_files {
-                let Ok(job) = read_job(f, false, out) else {
-                    return EXIT_USAGE;
-                };
-                let result = job.forget(false, &mut say);
-                let c = report(
-                    &job,
-                    "forget",
-                    result,
-                    |groups| {
-                        let removed: usize = groups
-                            .iter()
-                            .map(|g| g.remove.as_ref().map_or(0, Vec::len))
-                            .sum();
-                        let kept: usize = groups
-                            .iter()
-                            .map(|g| g.keep.as_ref().map_or(0, Vec::len))
-                            .sum();
-                        format!("kept {kept} snapshots, forgot {removed}")
-                    },
-                    out,
-                );
-                code = code.max(c);
-                last = Some(job);
-            }
-            if let (true, Some(job)) = (prune, last) {
-                let result = job.prune(&mut say);
-                code = code.max(report(&job, "prune", result, |_| "done".into(), out));
-            }
-            code
-        }
+        BackupCommand::HostInit(a) => read(&a.job_file, false).map(|j| vec![hostcmd::init(&j)]),
         BackupCommand::HostPrune(a) => {
-            let Ok(job) = read_job(&a.job_file, false, out) else {
-                return EXIT_USAGE;
-            };
-            let result = job.prune(&mut say);
-            report(&job, "prune", result, |_| "done".into(), out)
+            read(&a.job_file, false).map(|j| vec![hostcmd::prune(&j, &mut say)])
         }
         BackupCommand::HostCheck {
             host,
             read_data_subset,
-        } => {
-            let Ok(job) = read_job(&host.job_file, false, out) else {
-                return EXIT_USAGE;
-            };
-            let result = job.check(read_data_subset.as_deref(), &mut say);
-            report(
-                &job,
-                "check",
-                result.map(|s| s.num_errors),
-                |_| "no error".into(),
-                out,
-            )
-        }
+        } => read(&host.job_file, false)
+            .map(|j| vec![hostcmd::check(&j, read_data_subset.as_deref(), &mut say)]),
         BackupCommand::HostSnapshots(a) => {
-            let Ok(job) = read_job(&a.job_file, false, out) else {
-                return EXIT_USAGE;
-            };
-            match (job.list_snapshots(), out.format) {
-                (Ok(snaps), Format::Human) => {
-                    print!("{}", render::render_snapshots(&snaps));
-                    EXIT_OK
-                }
-                (result, _) => report(&job, "snapshots", result, |_| String::new(), out),
-            }
+            read(&a.job_file, false).map(|j| vec![hostcmd::snapshots(&j)])
         }
         BackupCommand::HostRestore {
             host,
@@ -438,112 +315,41 @@ fn host_side(cmd: BackupCommand, out: &Output) -> i32 {
             into_container,
             command,
         } => {
-            let Ok(job) = read_job(&host.job_file, false, out) else {
-                return EXIT_USAGE;
+            let target = hostcmd::RestoreTarget {
+                snapshot,
+                dump,
+                to,
+                into_container,
+                command,
             };
-            if let (Some(name), Some(container)) = (&dump, &into_container) {
-                let result = job.restore_dump_into_container(name, snapshot.as_deref(), container);
-                return report(
-                    &job,
-                    "restore",
-                    result,
-                    |check| {
-                        format!("dump {name} loaded into the new container {container} ({check})")
-                    },
-                    out,
-                );
-            }
-            match (dump, to) {
-                (None, Some(to)) => {
-                    let result = job.restore_files(snapshot.as_deref(), &to);
-                    report(
-                        &job,
-                        "restore",
-                        result.map(|s| (s.files_restored, s.bytes_restored)),
-                        |(f, b)| {
-                            format!(
-                                "{f} files, {} restored into {}",
-                                picaops::human::bytes(*b),
-                                to.display()
-                            )
-                        },
-                        out,
-                    )
-                }
-                (Some(name), to) => {
-                    let command = match (to, command.is_empty()) {
-                        (Some(to), true) => vec![
-                            "sh".into(),
-                            "-c".into(),
-                            "cat > \"$1\"".into(),
-                            "picaops".into(),
-                            to.display().to_string(),
-                        ],
-                        (None, false) => command,
-                        _ => {
-                            eprintln!("{}: with --dump, give either --to FILE or a command after `--` (e.g. `-- docker exec -i db psql -U postgres -d mattermost`)", out.paint(Style::Red, "picaops"));
-                            return EXIT_USAGE;
-                        }
-                    };
-                    let result = job.restore_dump(&name, snapshot.as_deref(), &command);
-                    report(
-                        &job,
-                        "restore",
-                        result,
-                        |_| format!("dump {name} loaded"),
-                        out,
-                    )
-                }
-                (None, None) => {
-                    eprintln!(
-                        "{}: say where to restore: --to PATH (files) or --dump NAME",
-                        out.paint(Style::Red, "picaops")
-                    );
-                    EXIT_USAGE
-                }
-            }
+            read(&host.job_file, false)
+                .and_then(|j| hostcmd::restore(&j, target).map(|o| vec![o]).map_err(usage))
         }
-        BackupCommand::HostDrill { host, scratch } => {
-            let Ok(job) = read_job(&host.job_file, false, out) else {
-                return EXIT_USAGE;
-            };
-            let result = job.drill(scratch.as_deref(), &mut say);
-            report(
-                &job,
-                "drill",
-                result,
-                |d| {
-                    format!(
-                        "restored in {:.1} s, data {} old, {} files verified, {} dump(s) loaded",
-                        d.restore_seconds,
-                        picaops::backup::schedule::human_duration(d.data_age_seconds as u64),
-                        d.files.as_ref().map_or(0, |f| f.verified),
-                        d.dumps.iter().filter(|x| x.ok).count()
-                    )
-                },
-                out,
-            )
-        }
-        BackupCommand::HostStatus { job_files } => {
-            let mut statuses = Vec::new();
-            for f in &job_files {
-                let Ok(job) = read_job(f, false, out) else {
-                    return EXIT_USAGE;
-                };
-                match JobStatus::load(&job.job) {
-                    Ok(s) => statuses.push(s),
-                    Err(e) => {
-                        eprintln!("{}: {e}", out.paint(Style::Red, "picaops"));
-                        return EXIT_HOST_FAILED;
-                    }
-                }
-            }
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&statuses).unwrap_or_default()
-            );
-            EXIT_OK
-        }
+        BackupCommand::HostDrill { host, scratch } => read(&host.job_file, false)
+            .map(|j| vec![hostcmd::drill(&j, scratch.as_deref(), &mut say)]),
         _ => unreachable!("workstation commands are dispatched in run()"),
+    };
+    outcomes.map_or_else(|code| code, |o| report(&o, out))
+}
+
+/// `host-status`: the jobs' status files as one JSON array.
+fn host_status(job_files: &[PathBuf], out: &Output) -> i32 {
+    let mut statuses = Vec::new();
+    for f in job_files {
+        let loaded = hostcmd::read_job(f, false).map(|job| JobStatus::load(&job.job));
+        match loaded {
+            Ok(Ok(s)) => statuses.push(s),
+            Ok(Err(e)) => {
+                eprintln!("{}: {e}", out.paint(Style::Red, "picaops"));
+                return EXIT_HOST_FAILED;
+            }
+            Err(e) => {
+                eprintln!("{}: {e}", out.paint(Style::Red, "picaops"));
+                return EXIT_USAGE;
+            }
+        }
     }
+    let text = serde_json::to_string_pretty(&statuses).unwrap_or_default();
+    println!("{text}");
+    EXIT_OK
 }

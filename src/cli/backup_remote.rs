@@ -103,7 +103,9 @@ pub trait Render {
     fn notes(&self, _out: &Output) {}
     fn json(&self) -> Value;
     fn human(&self, out: &Output);
-    fn exit_code(&self) -> i32;
+    fn exit_code(&self) -> i32 {
+        EXIT_OK
+    }
 }
 
 /// The one output path of every backup command.
@@ -191,9 +193,6 @@ impl Render for Vec<Snapshot> {
     fn human(&self, _out: &Output) {
         print!("{}", render::render_snapshots(self));
     }
-    fn exit_code(&self) -> i32 {
-        EXIT_OK
-    }
 }
 
 /// Statuses as rows judged once, now (exit 1 when a job is late or failing), and the
@@ -245,8 +244,5 @@ impl Render for Vec<(String, UnitFile)> {
             let title = format!("# {m}: {}", f.name);
             println!("{}\n{}", out.paint(Style::Bold, &title), f.content);
         }
-    }
-    fn exit_code(&self) -> i32 {
-        EXIT_OK
     }
 }
