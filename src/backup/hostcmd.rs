@@ -186,7 +186,9 @@ mod tests {
 
     #[test]
     fn a_missing_job_file_is_a_usage_error_naming_it() {
-        let e = read_job(Path::new("/nonexistent/picaops/j.json"), false).unwrap_err();
+        let Err(e) = read_job(Path::new("/nonexistent/picaops/j.json"), false) else {
+            panic!("a missing job file was read");
+        };
         assert!(matches!(e, HostUsage::JobFile(_)));
         assert!(e.to_string().contains("/nonexistent/picaops/j.json"), "{e}");
     }

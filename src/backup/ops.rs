@@ -215,11 +215,12 @@ fn failure_text(a: &Answer, what: &str) -> String {
     }
 }
 
-fn usage_line(job: &BackupJob, e: CallError) -> JobLine {
+/// A job whose call could not be built (no machine to run on).
+fn usage_line(job: &BackupJob, message: String) -> JobLine {
     JobLine {
         host: String::new(),
         job: job.name.clone(),
-        message: e.to_string(),
+        message,
         ok: false,
         result: Value::Null,
     }
@@ -275,7 +276,7 @@ pub fn init(inv: &Inventory, names: &[String], exec: &mut Exec) -> Result<Report
     for group in remote::by_repository(&jobs(inv, names)) {
         match remote::job_call(inv, group[0], Side::Data, "host-init", &[]) {
             Ok(c) => calls.push(c),
-            Err(e) => lines.push(usage_line(group[0], e)),
+            Err(e) => lines.push(usage_line(group[0], e.to_string())),
         }
     }
     for a in &exec(calls, Some(Duration::from_secs(300)))? {
@@ -324,10 +325,10 @@ pub fn run(inv: &Inventory, names: &[String], exec: &mut Exec) -> Result<Report,
     for job in jobs(inv, names) {
         match run_call(inv, job) {
             Ok(c) => calls.push(c),
-            Err(_) => lines.push(JobLine {
-                message: "its data host is not in the inventory".into(),
-                ..usage_line(job, CallError::NoMachine { job: String::new() })
-            }),
+            Err(_) => lines.push(usage_line(
+                job,
+                "its data host is not in the inventory".into(),
+            )),
         }
     }
     for a in &exec(calls, None)? {
@@ -637,7 +638,7 @@ pub fn drill(inv: &Inventory, names: &[String], exec: &mut Exec) -> Result<Repor
     for job in jobs(inv, names) {
         match remote::job_call(inv, job, Side::RepoRoot, "host-drill", &[]) {
             Ok(c) => calls.push(c),
-            Err(e) => lines.push(usage_line(job, e)),
+            Err(e) => lines.push(usage_line(job, e.to_string())),
         }
     }
     for a in &exec(calls, None)? {
@@ -824,6 +825,37 @@ mod tests {
     fn doc(ok: bool, result: Value, error: Option<&str>) -> String {
         json!({"job": "x", "ok": ok, "result": result, "error": error, "repository": "sftp:caribou:/r"})
             .to_string()
+    }
+
+    #[test]
+    fn a_report_prints_its_keys_in_the_order_scripts_have_always_read() {
+        let line = JobLine {
+            host: "caribou".into(),
+            job: "a".into(),
+            message: "done".into(),
+            ok: true,
+            result: Value::Null,
+        };
+        let r = Report::new("prune", vec![line]);
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            r#"{"jobs":[{"host":"caribou","job":"a","message":"done","ok":true,"result":null}],"ok":true,"operation":"prune"}"#
+        );
+    }
+
+    #[test]
+    fn a_snapshots_file_that_is_not_restic_json_is_a_usage_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.json");
+        std::fs::write(&path, "hello").unwrap();
+        let e = snapshots_from_file(&path).unwrap_err();
+        assert_eq!(e.exit_code(), EXIT_USAGE);
+        assert!(
+            e.to_string().starts_with(&format!("{}: ", path.display())),
+            "{e}"
+        );
+        let e = snapshots_from_file(&dir.path().join("none.json")).unwrap_err();
+        assert!(e.to_string().starts_with("cannot read "), "{e}");
     }
 
     #[test]
