@@ -4,17 +4,20 @@
 //! expressions and reads durations; `jobfile` is what a host is given; `restic` drives restic
 //! (argv, JSON, exit codes); `dump` knows each database engine; `manifest` proves restores;
 //! `lock` keeps jobs on one repository apart and clears provably stale restic locks; `host`
-//! runs the operations on a host; `status` records them (JSON and node_exporter metrics);
-//! `units` writes the systemd units; `render` shows status and snapshots. Nothing here opens
-//! an SSH connection: the workstation side (phase 2) calls the host side through the transport.
+//! runs the operations on a host (`hostcmd`: as the hidden `backup host-…` commands report them); `status` records them (JSON and node_exporter metrics);
+//! `units` writes the systemd units; `render` shows status and snapshots. The workstation side:
+//! `remote` builds the host-side calls and runs them over SSH, `ops` is each workstation
+//! command (which jobs, which machine and side, what came back, the exit code).
 
 pub mod config;
 pub mod deploy;
 pub mod dump;
 pub mod host;
+pub mod hostcmd;
 pub mod jobfile;
 pub mod lock;
 pub mod manifest;
+pub mod ops;
 pub mod remote;
 pub mod render;
 pub mod restic;

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
@@ -80,17 +80,39 @@ fn describe_side(side: Side) -> &'static str {
     }
 }
 
-/// A host-side operation's report (`report()` in the CLI's host side).
-#[derive(Debug, Clone, Deserialize)]
+/// A host-side operation's report: what `picaops --output json backup host-…` prints on the
+/// host and the workstation reads back. Fields in alphabetical order: the order they print in.
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct HostDoc {
-    pub job: String,
-    #[serde(default)]
-    pub repository: String,
-    pub ok: bool,
     #[serde(default)]
     pub error: Option<String>,
     #[serde(default)]
+    pub host: String,
+    pub job: String,
+    pub ok: bool,
+    #[serde(default)]
+    pub operation: String,
+    #[serde(default)]
+    pub repository: String,
+    #[serde(default)]
     pub result: Option<Value>,
+}
+
+/// Why a host-side call could not be built or run (before any host answered).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// A job's machine on that side is not in the inventory (`inventory check` says more).
+    #[error("job `{job}`: its machine is not in the inventory")]
+    NoMachine { job: String },
+    #[error("`{0}` is not in the inventory")]
+    UnknownMachine(String),
+    /// The machine cannot be reached as declared (no address…).
+    #[error("{0}")]
+    Target(String),
+    #[error("{0}")]
+    KnownHosts(String),
+    #[error("{0}")]
+    Connector(String),
 }
 
 /// `picaops --output json backup ARGS…` on the host, as root or as the repository account.
@@ -130,9 +152,10 @@ pub fn job_call(
     side: Side,
     op: &str,
     extra: &[&str],
-) -> Result<Call, String> {
-    let machine = machine(inv, job, side)
-        .ok_or_else(|| format!("job `{}`: its machine is not in the inventory", job.name))?;
+) -> Result<Call, CallError> {
+    let machine = machine(inv, job, side).ok_or_else(|| CallError::NoMachine {
+        job: job.name.clone(),
+    })?;
     let file = job_file(&job.name, side);
     let mut args = vec![op, "--job-file", &file];
     args.extend_from_slice(extra);
@@ -246,7 +269,7 @@ pub async fn run_calls(
     calls: Vec<Call>,
     timeout: Option<Duration>,
     events: Option<mpsc::UnboundedSender<PoolEvent>>,
-) -> Result<Vec<Answer>, String> {
+) -> Result<Vec<Answer>, CallError> {
     let mut per_machine: BTreeMap<String, Vec<Call>> = BTreeMap::new();
     for c in calls {
         per_machine.entry(c.machine.clone()).or_default().push(c);
@@ -255,11 +278,13 @@ pub async fn run_calls(
     for name in per_machine.keys() {
         let m = inv
             .machine(name)
-            .ok_or_else(|| format!("`{name}` is not in the inventory"))?;
-        targets.push(crate::inventory::target(m)?);
+            .ok_or_else(|| CallError::UnknownMachine(name.clone()))?;
+        targets.push(crate::inventory::target(m).map_err(CallError::Target)?);
     }
-    let kh = crate::inventory::write_known_hosts(inv).map_err(|e| e.to_string())?;
-    let connector = Connector::new(&kh, Duration::from_secs(15), timeout).map_err(|e| e.message)?;
+    let kh = crate::inventory::write_known_hosts(inv)
+        .map_err(|e| CallError::KnownHosts(e.to_string()))?;
+    let connector = Connector::new(&kh, Duration::from_secs(15), timeout)
+        .map_err(|e| CallError::Connector(e.message))?;
     let per_machine = Arc::new(per_machine);
     let work_calls = per_machine.clone();
     let outcomes = run_on_hosts(

@@ -6,12 +6,11 @@
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
-use picaops::backup::render;
-use picaops::backup::units::{self, UnitOptions};
-use picaops::backup::{HostJob, JobFile, JobStatus};
+use picaops::backup::hostcmd::{self, HostOutcome, HostUsage};
+use picaops::backup::{ops, HostJob, JobStatus};
 use picaops::output::{Format, Output, Style, EXIT_HOST_FAILED, EXIT_OK, EXIT_USAGE};
 
-use super::backup_remote::{select_jobs, JobSelect};
+use super::backup_remote::{fail, offline, operate, show, JobSelect, Rows};
 use super::Global;
 
 const AFTER_HELP: &str = "\
@@ -189,25 +188,35 @@ pub struct HostArgs {
 }
 
 pub fn run(cmd: BackupCommand, global: &Global, out: &Output) -> i32 {
-    use super::backup_remote as remote;
+    let (g, o) = (global, out);
     match cmd {
-        BackupCommand::Status { select, status_dir } => {
-            status(&select, status_dir.as_deref(), global, out)
-        }
+        BackupCommand::Status {
+            select,
+            status_dir: Some(dir),
+        } => offline(&select, g, o, |inv, names| {
+            ops::status_from_dir(inv, names, &dir).map(Rows::from)
+        }),
+        BackupCommand::Status { select, .. } => operate(&select, g, o, |inv, names, exec| {
+            ops::status(inv, names, exec).map(Rows::from)
+        }),
         BackupCommand::Snapshots {
             from_json: Some(from),
             ..
-        } => snapshots_from_json(&from, out),
-        BackupCommand::Snapshots { select, .. } => remote::snapshots(&select, global, out),
-        BackupCommand::Units(select) => show_units(&select, global, out),
-        BackupCommand::Init(select) => remote::init(&select, global, out),
-        BackupCommand::Run(select) => remote::run(&select, global, out),
-        BackupCommand::Forget { select, prune } => remote::forget(&select, prune, global, out),
-        BackupCommand::Prune(select) => remote::prune(&select, global, out),
+        } => ops::snapshots_from_file(&from).map_or_else(|e| fail(&e, o), |s| show(&s, o)),
+        BackupCommand::Snapshots { select, .. } => operate(&select, g, o, ops::snapshots),
+        BackupCommand::Units(select) => offline(&select, g, o, ops::units),
+        BackupCommand::Init(select) => operate(&select, g, o, ops::init),
+        BackupCommand::Run(select) => operate(&select, g, o, ops::run),
+        BackupCommand::Forget { select, prune } => {
+            operate(&select, g, o, |i, n, e| ops::forget(i, n, prune, e))
+        }
+        BackupCommand::Prune(select) => operate(&select, g, o, ops::prune),
         BackupCommand::Check {
             select,
             read_data_subset,
-        } => remote::check(&select, read_data_subset.as_deref(), global, out),
+        } => operate(&select, g, o, |i, n, e| {
+            ops::check(i, n, read_data_subset.as_deref(), e)
+        }),
         BackupCommand::Restore {
             job,
             snapshot,
@@ -215,223 +224,51 @@ pub fn run(cmd: BackupCommand, global: &Global, out: &Output) -> i32 {
             host,
             dump,
             into_container,
-        } => remote::restore(
-            &remote::RestoreArgs {
+        } => {
+            let req = ops::RestoreRequest {
                 job: &job,
                 snapshot: snapshot.as_deref(),
                 to: to.as_deref(),
                 host: host.as_deref(),
                 dump: dump.as_deref(),
                 into_container: into_container.as_deref(),
-            },
-            global,
-            out,
-        ),
-        BackupCommand::Drill(select) => remote::drill(&select, global, out),
+            };
+            let select = JobSelect {
+                jobs: vec![job.clone()],
+                host: None,
+            };
+            operate(&select, g, o, |i, _, e| ops::restore(i, &req, e))
+        }
+        BackupCommand::Drill(select) => operate(&select, g, o, ops::drill),
         host => host_side(host, out),
     }
 }
 
-fn status(select: &JobSelect, dir: Option<&Path>, global: &Global, out: &Output) -> i32 {
-    let Some(dir) = dir else {
-        return match super::backup_remote::status(select, global, out) {
-            Ok(statuses) => super::backup_remote::show_status(&statuses, out),
-            Err(code) => code,
-        };
-    };
-    let Some(inv) = super::inventory::load(global, out) else {
-        return EXIT_USAGE;
-    };
-    let jobs = match select_jobs(&inv, select, out) {
-        Ok(jobs) => jobs,
-        Err(code) => return code,
-    };
-    let mut statuses = Vec::new();
-    for job in jobs {
-        let path = dir.join(format!("{}.json", job.name));
-        let mut s = match std::fs::read_to_string(&path) {
-            Ok(text) => match serde_json::from_str::<JobStatus>(&text) {
-                Ok(s) => s,
-                Err(e) => {
-                    eprintln!(
-                        "{}: {} is not a status file: {e}",
-                        out.paint(Style::Red, "picaops"),
-                        path.display()
-                    );
-                    return EXIT_HOST_FAILED;
-                }
-            },
-            Err(_) => JobStatus::default(),
-        };
-        // The inventory is the reference for names and thresholds; the file for what happened.
-        s.job = job.name.clone();
-        if let Some(file) = JobFile::from_inventory(&inv, job) {
-            s.host = file.host.clone();
-            s.repository = file.repository_label();
-        }
-        s.max_age_seconds = job.max_age;
-        statuses.push(s);
-    }
-    super::backup_remote::show_status(&statuses, out)
-}
-
-fn snapshots_from_json(from: &Path, out: &Output) -> i32 {
-    let text = match std::fs::read_to_string(from) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!(
-                "{}: cannot read {}: {e}",
-                out.paint(Style::Red, "picaops"),
-                from.display()
-            );
-            return EXIT_USAGE;
-        }
-    };
-    let lines: Vec<String> = text.lines().map(String::from).collect();
-    match picaops::backup::restic::parse_snapshots(&lines) {
-        Ok(snaps) => {
-            match out.format {
-                Format::Json => println!(
-                    "{}",
-                    serde_json::to_string_pretty(&snaps).unwrap_or_default()
-                ),
-                Format::Human => print!("{}", render::render_snapshots(&snaps)),
-            }
-            EXIT_OK
-        }
-        Err(e) => {
-            eprintln!(
-                "{}: {}: {e}",
-                out.paint(Style::Red, "picaops"),
-                from.display()
-            );
-            EXIT_USAGE
-        }
-    }
-}
-
-fn show_units(select: &JobSelect, global: &Global, out: &Output) -> i32 {
-    let Some(inv) = super::inventory::load(global, out) else {
-        return EXIT_USAGE;
-    };
-    let jobs = match select_jobs(&inv, select, out) {
-        Ok(jobs) => jobs,
-        Err(code) => return code,
-    };
-    // Exactly what apply installs, machine by machine; --job/--host keep the units naming a
-    // selected job.
-    let plan = match picaops::backup::deploy::plan(&inv, &UnitOptions::default()) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("{}: {e}", out.paint(Style::Red, "picaops"));
-            return EXIT_USAGE;
-        }
-    };
-    let wanted = |content: &str| {
-        jobs.iter().any(|j| {
-            content.contains(&format!("/{}.json", j.name))
-                || content.contains(&format!("/{}.repo.json", j.name))
-        })
-    };
-    let mut files = Vec::new();
-    for (machine, m) in &plan {
-        let units = m
-            .services
-            .iter()
-            .chain(&m.timers)
-            .chain(m.rest_server.iter());
-        for u in units {
-            let timer_of = |u: &units::UnitFile| {
-                m.services
-                    .iter()
-                    .any(|s| s.name == u.name.replace(".timer", ".service") && wanted(&s.content))
-            };
-            let serves_rest = u.name == "picaops-rest-server.service"
-                && jobs.iter().any(|j| {
-                    j.repository.kind == picaops::backup::RepositoryKind::Rest
-                        && j.repository.host.value == *machine
-                });
-            if serves_rest || wanted(&u.content) || timer_of(u) {
-                files.push((machine.clone(), u.clone()));
-            }
-        }
-    }
-    match out.format {
-        Format::Json => {
-            let doc: Vec<_> = files
-                .iter()
-                .map(|(m, f)| serde_json::json!({ "machine": m, "name": f.name, "content": f.content }))
-                .collect();
-            println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
-        }
-        Format::Human => {
-            for (m, f) in &files {
-                println!(
-                    "{}\n{}",
-                    out.paint(Style::Bold, &format!("# {m}: {}", f.name)),
-                    f.content
-                );
-            }
-        }
-    }
-    EXIT_OK
-}
-
 // -------------------------------------------------------------------------------------------
-// Host side.
+// Host side: `picaops::backup::hostcmd` does the work; one document or line per outcome.
 
-fn read_job(path: &Path, progress: bool, out: &Output) -> Result<HostJob, i32> {
-    match JobFile::read(path) {
-        Ok(job) => {
-            let mut h = HostJob::new(job);
-            h.progress = progress;
-            Ok(h)
+/// Prints host-side outcomes (one JSON document each, or a line for people); the exit code.
+fn report(outcomes: &[HostOutcome], out: &Output) -> i32 {
+    let mut code = EXIT_OK;
+    for o in outcomes {
+        let d = &o.doc;
+        match (out.format, &d.error) {
+            (Format::Json, _) => {
+                println!("{}", serde_json::to_string_pretty(d).unwrap_or_default())
+            }
+            (Format::Human, None) if o.bare => print!("{}", o.text),
+            (Format::Human, None) => {
+                let ok = out.paint(Style::Green, "ok:");
+                println!("{ok} {} {}: {}", d.job, d.operation, o.text)
+            }
+            (Format::Human, Some(e)) => {
+                let error = out.paint(Style::Red, "error:");
+                eprintln!("{error} {} {} failed: {e}", d.job, d.operation)
+            }
         }
-        Err(e) => {
-            eprintln!("{}: {e}", out.paint(Style::Red, "picaops"));
-            Err(EXIT_USAGE)
+        if !d.ok {
+            code = EXIT_HOST_FAILED;
         }
-    }
-}
-
-/// Prints a host-side result (JSON document, or a line for people) and returns the exit code.
-fn report<T: serde::Serialize>(
-    job: &HostJob,
-    what: &str,
-    result: Result<T, String>,
-    human: impl FnOnce(&T) -> String,
-    out: &Output,
-) -> i32 {
-    let code = if result.is_ok() {
-        EXIT_OK
-    } else {
-        EXIT_HOST_FAILED
-    };
-    match out.format {
-        Format::Json => {
-            let (ok, error, value) = match &result {
-                Ok(v) => (true, None, serde_json::to_value(v).ok()),
-                Err(e) => (false, Some(e.clone()), None),
-            };
-            let doc = serde_json::json!({
-                "job": job.job.job, "host": job.job.host, "repository": job.job.repository_label(),
-                "operation": what, "ok": ok, "error": error, "result": value,
-            });
-            println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
-        }
-        Format::Human => match &result {
-            Ok(v) => println!(
-                "{} {} {what}: {}",
-                out.paint(Style::Green, "ok:"),
-                job.job.job,
-                human(v)
-            ),
-            Err(e) => eprintln!(
-                "{} {} {what} failed: {e}",
-                out.paint(Style::Red, "error:"),
-                job.job.job
-            ),
-        },
     }
     code
 }
@@ -443,105 +280,32 @@ fn host_side(cmd: BackupCommand, out: &Output) -> i32 {
             eprintln!("{line}");
         }
     };
-    match cmd {
+    let usage = |e: HostUsage| {
+        eprintln!("{}: {e}", out.paint(Style::Red, "picaops"));
+        EXIT_USAGE
+    };
+    let read = |f: &Path, progress| hostcmd::read_job(f, progress).map_err(usage);
+    let outcomes = match cmd {
+        BackupCommand::HostStatus { job_files } => return host_status(&job_files, out),
+        BackupCommand::HostForget { job_files, prune } => job_files
+            .iter()
+            .map(|f| read(f, false))
+            .collect::<Result<Vec<HostJob>, i32>>()
+            .map(|jobs| hostcmd::forget(&jobs, prune, &mut say)),
         BackupCommand::HostRun(a) => {
-            let Ok(job) = read_job(&a.job_file, a.progress, out) else {
-                return EXIT_USAGE;
-            };
-            let result = job.backup(&mut say);
-            report(&job, "backup", result, |r| r.summary(), out)
+            read(&a.job_file, a.progress).map(|j| vec![hostcmd::run(&j, &mut say)])
         }
-        BackupCommand::HostInit(a) => {
-            let Ok(job) = read_job(&a.job_file, false, out) else {
-                return EXIT_USAGE;
-            };
-            let result = job.init();
-            report(
-                &job,
-                "init",
-                result,
-                |created| {
-                    format!(
-                        "{} {}",
-                        job.restic.url(),
-                        if *created {
-                            "created"
-                        } else {
-                            "already exists"
-                        }
-                    )
-                },
-                out,
-            )
-        }
-        BackupCommand::HostForget { job_files, prune } => {
-            let mut code = EXIT_OK;
-            let mut last = None;
-            for f in &job_files {
-                let Ok(job) = read_job(f, false, out) else {
-                    return EXIT_USAGE;
-                };
-                let result = job.forget(false, &mut say);
-                let c = report(
-                    &job,
-                    "forget",
-                    result,
-                    |groups| {
-                        let removed: usize = groups
-                            .iter()
-                            .map(|g| g.remove.as_ref().map_or(0, Vec::len))
-                            .sum();
-                        let kept: usize = groups
-                            .iter()
-                            .map(|g| g.keep.as_ref().map_or(0, Vec::len))
-                            .sum();
-                        format!("kept {kept} snapshots, forgot {removed}")
-                    },
-                    out,
-                );
-                code = code.max(c);
-                last = Some(job);
-            }
-            if let (true, Some(job)) = (prune, last) {
-                let result = job.prune(&mut say);
-                code = code.max(report(&job, "prune", result, |_| "done".into(), out));
-            }
-            code
-        }
+        BackupCommand::HostInit(a) => read(&a.job_file, false).map(|j| vec![hostcmd::init(&j)]),
         BackupCommand::HostPrune(a) => {
-            let Ok(job) = read_job(&a.job_file, false, out) else {
-                return EXIT_USAGE;
-            };
-            let result = job.prune(&mut say);
-            report(&job, "prune", result, |_| "done".into(), out)
+            read(&a.job_file, false).map(|j| vec![hostcmd::prune(&j, &mut say)])
         }
         BackupCommand::HostCheck {
             host,
             read_data_subset,
-        } => {
-            let Ok(job) = read_job(&host.job_file, false, out) else {
-                return EXIT_USAGE;
-            };
-            let result = job.check(read_data_subset.as_deref(), &mut say);
-            report(
-                &job,
-                "check",
-                result.map(|s| s.num_errors),
-                |_| "no error".into(),
-                out,
-            )
-        }
+        } => read(&host.job_file, false)
+            .map(|j| vec![hostcmd::check(&j, read_data_subset.as_deref(), &mut say)]),
         BackupCommand::HostSnapshots(a) => {
-            let Ok(job) = read_job(&a.job_file, false, out) else {
-                return EXIT_USAGE;
-            };
-            match (job.list_snapshots(), out.format) {
-                (Ok(snaps), Format::Human) => {
-                    print!("{}", render::render_snapshots(&snaps));
-                    EXIT_OK
-                }
-                (result, _) => report(&job, "snapshots", result, |_| String::new(), out),
-            }
+            read(&a.job_file, false).map(|j| vec![hostcmd::snapshots(&j)])
         }
         BackupCommand::HostRestore {
             host,
@@ -551,112 +315,41 @@ fn host_side(cmd: BackupCommand, out: &Output) -> i32 {
             into_container,
             command,
         } => {
-            let Ok(job) = read_job(&host.job_file, false, out) else {
-                return EXIT_USAGE;
+            let target = hostcmd::RestoreTarget {
+                snapshot,
+                dump,
+                to,
+                into_container,
+                command,
             };
-            if let (Some(name), Some(container)) = (&dump, &into_container) {
-                let result = job.restore_dump_into_container(name, snapshot.as_deref(), container);
-                return report(
-                    &job,
-                    "restore",
-                    result,
-                    |check| {
-                        format!("dump {name} loaded into the new container {container} ({check})")
-                    },
-                    out,
-                );
-            }
-            match (dump, to) {
-                (None, Some(to)) => {
-                    let result = job.restore_files(snapshot.as_deref(), &to);
-                    report(
-                        &job,
-                        "restore",
-                        result.map(|s| (s.files_restored, s.bytes_restored)),
-                        |(f, b)| {
-                            format!(
-                                "{f} files, {} restored into {}",
-                                picaops::human::bytes(*b),
-                                to.display()
-                            )
-                        },
-                        out,
-                    )
-                }
-                (Some(name), to) => {
-                    let command = match (to, command.is_empty()) {
-                        (Some(to), true) => vec![
-                            "sh".into(),
-                            "-c".into(),
-                            "cat > \"$1\"".into(),
-                            "picaops".into(),
-                            to.display().to_string(),
-                        ],
-                        (None, false) => command,
-                        _ => {
-                            eprintln!("{}: with --dump, give either --to FILE or a command after `--` (e.g. `-- docker exec -i db psql -U postgres -d mattermost`)", out.paint(Style::Red, "picaops"));
-                            return EXIT_USAGE;
-                        }
-                    };
-                    let result = job.restore_dump(&name, snapshot.as_deref(), &command);
-                    report(
-                        &job,
-                        "restore",
-                        result,
-                        |_| format!("dump {name} loaded"),
-                        out,
-                    )
-                }
-                (None, None) => {
-                    eprintln!(
-                        "{}: say where to restore: --to PATH (files) or --dump NAME",
-                        out.paint(Style::Red, "picaops")
-                    );
-                    EXIT_USAGE
-                }
-            }
+            read(&host.job_file, false)
+                .and_then(|j| hostcmd::restore(&j, target).map(|o| vec![o]).map_err(usage))
         }
-        BackupCommand::HostDrill { host, scratch } => {
-            let Ok(job) = read_job(&host.job_file, false, out) else {
-                return EXIT_USAGE;
-            };
-            let result = job.drill(scratch.as_deref(), &mut say);
-            report(
-                &job,
-                "drill",
-                result,
-                |d| {
-                    format!(
-                        "restored in {:.1} s, data {} old, {} files verified, {} dump(s) loaded",
-                        d.restore_seconds,
-                        picaops::backup::schedule::human_duration(d.data_age_seconds as u64),
-                        d.files.as_ref().map_or(0, |f| f.verified),
-                        d.dumps.iter().filter(|x| x.ok).count()
-                    )
-                },
-                out,
-            )
-        }
-        BackupCommand::HostStatus { job_files } => {
-            let mut statuses = Vec::new();
-            for f in &job_files {
-                let Ok(job) = read_job(f, false, out) else {
-                    return EXIT_USAGE;
-                };
-                match JobStatus::load(&job.job) {
-                    Ok(s) => statuses.push(s),
-                    Err(e) => {
-                        eprintln!("{}: {e}", out.paint(Style::Red, "picaops"));
-                        return EXIT_HOST_FAILED;
-                    }
-                }
-            }
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&statuses).unwrap_or_default()
-            );
-            EXIT_OK
-        }
+        BackupCommand::HostDrill { host, scratch } => read(&host.job_file, false)
+            .map(|j| vec![hostcmd::drill(&j, scratch.as_deref(), &mut say)]),
         _ => unreachable!("workstation commands are dispatched in run()"),
+    };
+    outcomes.map_or_else(|code| code, |o| report(&o, out))
+}
+
+/// `host-status`: the jobs' status files as one JSON array.
+fn host_status(job_files: &[PathBuf], out: &Output) -> i32 {
+    let mut statuses = Vec::new();
+    for f in job_files {
+        let loaded = hostcmd::read_job(f, false).map(|job| JobStatus::load(&job.job));
+        match loaded {
+            Ok(Ok(s)) => statuses.push(s),
+            Ok(Err(e)) => {
+                eprintln!("{}: {e}", out.paint(Style::Red, "picaops"));
+                return EXIT_HOST_FAILED;
+            }
+            Err(e) => {
+                eprintln!("{}: {e}", out.paint(Style::Red, "picaops"));
+                return EXIT_USAGE;
+            }
+        }
     }
+    let text = serde_json::to_string_pretty(&statuses).unwrap_or_default();
+    println!("{text}");
+    EXIT_OK
 }
