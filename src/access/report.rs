@@ -1,0 +1,305 @@
+//! What `picaops access …` commands come to, and how they are shown: each result renders
+//! itself for people (text) and for scripts (one JSON document) through
+//! [`crate::lifecycle::Rendered`], so the command line has one output path for all of them.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use super::date;
+use super::manage::{Anomaly, Outcome, Row};
+use crate::lifecycle::Rendered;
+use crate::output::{Output, Style, EXIT_HOST_FAILED, EXIT_OK};
+
+/// What a change did to each person (`grant`, `extend`, `revoke`, `remove-key`).
+#[derive(Clone, Debug)]
+pub struct Changes {
+    pub people: Vec<Outcome>,
+    /// `grant`: remind that a person with no machine logs in nowhere.
+    pub hint_no_machine: bool,
+}
+
+impl Changes {
+    /// The changes of `grant` (which reminds when the person has no machine).
+    pub fn granted(o: Outcome) -> Changes {
+        Changes {
+            people: vec![o],
+            hint_no_machine: true,
+        }
+    }
+
+    /// The changes of any other command.
+    pub fn of(people: Vec<Outcome>) -> Changes {
+        Changes {
+            people,
+            hint_no_machine: false,
+        }
+    }
+}
+
+fn outcomes_human(out: &Output, people: &[Outcome], w: &mut dyn Write) -> std::io::Result<()> {
+    for o in people {
+        let head = format!("{} {}", o.login, o.action);
+        let style = if o.action == "unchanged" {
+            Style::Dim
+        } else {
+            Style::Green
+        };
+        writeln!(w, "{}", out.paint(style, &head))?;
+        for c in &o.changes {
+            writeln!(w, "  {c}")?;
+        }
+    }
+    Ok(())
+}
+
+impl Rendered for Changes {
+    fn human(&self, out: &Output, w: &mut dyn Write) -> std::io::Result<()> {
+        outcomes_human(out, &self.people, w)?;
+        if self.hint_no_machine && self.people.iter().any(|o| o.hosts_after.is_empty()) {
+            writeln!(w, "  note: no machine listed: give --hosts NAME,… or --all-hosts to let them log in somewhere")?;
+        }
+        Ok(())
+    }
+
+    fn json(&self) -> Value {
+        json!({ "people": self.people })
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+/// `access list`.
+#[derive(Clone, Debug)]
+pub struct Listing {
+    pub today: i64,
+    /// Rows ending within this many days are highlighted and counted.
+    pub soon: i64,
+    pub rows: Vec<Row>,
+}
+
+impl Rendered for Listing {
+    fn human(&self, out: &Output, w: &mut dyn Write) -> std::io::Result<()> {
+        let soon = self.soon;
+        writeln!(
+            w,
+            "{:<14} {:<22} {:<7} {:<11} {:<24} KEYS",
+            "LOGIN", "NAME", "LEVEL", "UNTIL", "MACHINES"
+        )?;
+        for r in &self.rows {
+            let until = match r.days_left {
+                _ if r.expired => out.paint(Style::Red, &format!("{:<11}", r.until)),
+                Some(d) if d <= soon => out.paint(Style::Yellow, &format!("{:<11}", r.until)),
+                _ => format!("{:<11}", r.until),
+            };
+            let hosts = if r.hosts.iter().any(|h| h == "*") {
+                "all".to_string()
+            } else {
+                r.hosts.join(",")
+            };
+            let keys = if r.keys.is_empty() {
+                "-".to_string()
+            } else {
+                r.keys.join("; ")
+            };
+            writeln!(
+                w,
+                "{:<14} {:<22} {:<7} {} {:<24} {}",
+                r.login,
+                r.name.chars().take(22).collect::<String>(),
+                r.level.as_deref().unwrap_or("?"),
+                until,
+                hosts,
+                keys
+            )?;
+        }
+        let ending = self
+            .rows
+            .iter()
+            .filter(|r| !r.expired && r.days_left.is_some_and(|d| d <= soon))
+            .count();
+        writeln!(
+            w,
+            "{} people; {} end within {soon} days; {} ended",
+            self.rows.len(),
+            ending,
+            self.rows.iter().filter(|r| r.expired).count()
+        )
+    }
+
+    fn json(&self) -> Value {
+        json!({ "today": date::format_day(self.today), "people": self.rows })
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+/// `access rotate`: the deadline, who was (or would be) renewed, who else ends before it.
+#[derive(Clone, Debug)]
+pub struct Rotation {
+    pub deadline: i64,
+    pub dry_run: bool,
+    /// The logins asked to renew.
+    pub renew: Vec<String>,
+    /// What renewing did (empty in a dry run).
+    pub renewed: Vec<Outcome>,
+    pub not_renewed: Vec<Row>,
+}
+
+impl Rendered for Rotation {
+    fn human(&self, out: &Output, w: &mut dyn Write) -> std::io::Result<()> {
+        let deadline = date::format_day(self.deadline);
+        writeln!(
+            w,
+            "next deadline: {deadline} (renewed people work through that day)"
+        )?;
+        if self.dry_run {
+            for l in &self.renew {
+                writeln!(w, "would renew {l} until {deadline}")?;
+            }
+        } else {
+            outcomes_human(out, &self.renewed, w)?;
+        }
+        if self.not_renewed.is_empty() {
+            writeln!(w, "nobody else ends before the deadline")?;
+        } else {
+            writeln!(
+                w,
+                "not renewed (their access ends as shown; renew with --renew LOGIN):"
+            )?;
+            for r in &self.not_renewed {
+                writeln!(w, "  {:<14} {:<22} until {}", r.login, r.name, r.until)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "deadline": date::format_day(self.deadline),
+            "dry_run": self.dry_run,
+            "renewed": if self.dry_run { json!(self.renew) } else { json!(self.renewed) },
+            "not_renewed": self.not_renewed,
+        })
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+/// A login the directory and a host's helper disagree on (`None`: no access there).
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Mismatch {
+    pub login: String,
+    pub directory: Option<String>,
+    pub host: Option<String>,
+}
+
+/// One host of `access audit`.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct HostAudit {
+    pub host: String,
+    /// Who the directory lets in here, with their last day.
+    pub directory: BTreeMap<String, String>,
+    /// Who the host's helper lets in (`None`: it could not be asked).
+    pub helper: Option<BTreeMap<String, String>>,
+    pub mismatches: Vec<Mismatch>,
+    /// Why the helper could not be asked, or its answer not read.
+    pub error: Option<String>,
+}
+
+/// `access audit`.
+#[derive(Clone, Debug)]
+pub struct Audit {
+    pub today: i64,
+    pub hosts: Vec<HostAudit>,
+    pub anomalies: Vec<Anomaly>,
+}
+
+impl Audit {
+    /// Anomalies, mismatches and hosts that could not be asked.
+    pub fn problems(&self) -> usize {
+        self.anomalies.len()
+            + self
+                .hosts
+                .iter()
+                .map(|h| h.mismatches.len() + usize::from(h.error.is_some()))
+                .sum::<usize>()
+    }
+
+    /// 1 when anything is flagged, else 0.
+    pub fn exit_code(&self) -> i32 {
+        if self.problems() == 0 {
+            EXIT_OK
+        } else {
+            EXIT_HOST_FAILED
+        }
+    }
+}
+
+impl Rendered for Audit {
+    fn human(&self, out: &Output, w: &mut dyn Write) -> std::io::Result<()> {
+        let access = |u: &Option<String>| {
+            u.as_deref()
+                .map_or("no access".into(), |u| format!("until {u}"))
+        };
+        for h in &self.hosts {
+            writeln!(w, "{}", out.paint(Style::Bold, &h.host))?;
+            if let Some(e) = &h.error {
+                let msg = format!("cannot ask the helper: {e}");
+                writeln!(w, "  {}", out.paint(Style::Red, &msg))?;
+            }
+            if h.directory.is_empty() {
+                writeln!(w, "  nobody from the directory can log in")?;
+            }
+            for (login, until) in &h.directory {
+                writeln!(w, "  {login:<14} until {until}")?;
+            }
+            for m in &h.mismatches {
+                writeln!(
+                    w,
+                    "  {} {}: directory says {}, the host says {}",
+                    out.paint(Style::Red, "MISMATCH"),
+                    m.login,
+                    access(&m.directory),
+                    access(&m.host),
+                )?;
+            }
+        }
+        if !self.anomalies.is_empty() {
+            writeln!(w, "{}", out.paint(Style::Bold, "anomalies"))?;
+            for a in &self.anomalies {
+                let kind = out.paint(Style::Yellow, &a.kind);
+                writeln!(w, "  {kind} {}: {}", a.logins.join(", "), a.detail)?;
+            }
+        }
+        writeln!(w, "{} problem(s) found", self.problems())
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "today": date::format_day(self.today),
+            "hosts": self.hosts,
+            "anomalies": self.anomalies,
+        })
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+/// One machine asked to sync after a change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostSync {
+    pub host: String,
+    /// Why it did not sync (its timer will, within 5 minutes).
+    pub failure: Option<String>,
+}
