@@ -20,8 +20,8 @@ use std::time::Duration;
 use super::config::Access;
 use super::date;
 use super::directory::{
-    login_error, mail_error, name_error, read_ca, valid_login, Directory, DirectoryError,
-    Endpoint, Person,
+    login_error, mail_error, name_error, read_ca, valid_login, Directory, DirectoryError, Endpoint,
+    Person,
 };
 use super::keys::{self, PublicKey};
 use super::manage::{self, Grant, Outcome, Row};
@@ -662,4 +662,292 @@ pub fn read_keys(files: &[PathBuf]) -> Result<Vec<PublicKey>, AccessError> {
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::access::directory::Expiry;
+
+    const KEY: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl a@b";
+
+    /// A session over a two-machine inventory whose directory nobody listens on: everything
+    /// here must be decided before the network.
+    fn session(dir: &Path) -> Session {
+        std::fs::write(
+            dir.join("hosts.yml"),
+            "hosts:\n  bob: { site: toulouse, address: 10.0.0.1 }\n  alice: { site: compiegne, address: 10.0.0.2 }\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("sites.yml"),
+            "sites:\n  toulouse: { backs_up_to: compiegne }\n  compiegne: { backs_up_to: toulouse }\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("access.yml"),
+            "access:\n  directory:\n    url: ldaps://127.0.0.1:1\n    base: dc=x\n    admin_password: a\n",
+        )
+        .unwrap();
+        let inv = crate::inventory::load(dir).result.expect("valid inventory");
+        Session::new(inv, dir).expect("has an access section")
+    }
+
+    fn request(login: &str) -> GrantRequest {
+        GrantRequest {
+            login: login.into(),
+            level: "member".into(),
+            end: EndDate {
+                until: Some(date::format_day(20010)),
+                ..EndDate::default()
+            },
+            ..GrantRequest::default()
+        }
+    }
+
+    fn refused(s: &Session, r: GrantRequest) -> (String, i32, Vec<Notice>) {
+        let mut seen = Vec::new();
+        let e = s
+            .check_grant(r, 20000, &mut |n| seen.push(n))
+            .expect_err("refused");
+        (e.to_string(), e.exit_code(), seen)
+    }
+
+    #[test]
+    fn an_inventory_without_access_names_itself() {
+        let tmp = tempfile::tempdir().unwrap();
+        session(tmp.path());
+        std::fs::remove_file(tmp.path().join("access.yml")).unwrap();
+        let inv = crate::inventory::load(tmp.path()).result.unwrap();
+        let e = Session::new(inv, tmp.path()).err().expect("refused");
+        assert_eq!(e.exit_code(), EXIT_USAGE);
+        assert!(
+            e.to_string().contains(&tmp.path().display().to_string()),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_grant_is_checked_in_order_before_the_directory_is_asked() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = session(tmp.path());
+        let key = tmp.path().join("k.pub");
+        std::fs::write(&key, format!("# mine\n\n{KEY}\n")).unwrap();
+
+        let mut r = request("Bad*");
+        r.level = "nope".into();
+        let (msg, code, _) = refused(&s, r);
+        assert!(msg.contains("not a valid login"), "{msg}");
+        assert_eq!(code, EXIT_USAGE);
+
+        let mut r = request("ann");
+        r.level = "nope".into();
+        let (msg, ..) = refused(&s, r);
+        assert_eq!(
+            msg,
+            "`nope` is not a level; the inventory's levels: member, tech, admin"
+        );
+
+        let mut r = request("ann");
+        r.mail = Some("no-at-sign".into());
+        let (msg, ..) = refused(&s, r);
+        assert!(msg.ends_with("; nothing was changed"), "{msg}");
+
+        // A date before today is refused as a typo; --cut-off-now takes it, and says so.
+        let mut r = request("ann");
+        r.end.until = Some("1027-03-15".into());
+        let (msg, code, seen) = refused(&s, r.clone());
+        assert!(msg.contains("before today"), "{msg}");
+        assert_eq!((code, seen.len()), (EXIT_USAGE, 0));
+        r.end.cut_off_now = true;
+        r.key_files = vec!["/dev/zero".into()];
+        let (msg, _, seen) = refused(&s, r);
+        assert_eq!(seen, [Notice::CutOffNow], "told before the key file fails");
+        assert!(msg.contains("/dev/zero is not a regular file"), "{msg}");
+
+        let mut r = request("ann");
+        r.key_files = vec![key.clone()];
+        r.hosts = Some(vec!["bob".into(), "bobb".into()]);
+        let (msg, code, _) = refused(&s, r.clone());
+        assert_eq!(
+            msg,
+            "`bobb` is no machine of the inventory (did you mean `bob`?); nothing was changed"
+        );
+        assert_eq!(code, EXIT_USAGE);
+
+        r.hosts = Some(vec!["alice".into(), "bob".into()]);
+        let g = s.check_grant(r.clone(), 20000, &mut |_| {}).unwrap();
+        assert_eq!(
+            (g.shadow_expire, g.keys.len(), g.hosts.as_deref()),
+            (
+                20011,
+                1,
+                Some(&["alice".to_string(), "bob".to_string()][..])
+            )
+        );
+        r.hosts = None;
+        r.all_hosts = true;
+        let g = s.check_grant(r, 20000, &mut |_| {}).unwrap();
+        assert_eq!(g.hosts, Some(vec!["*".to_string()]));
+    }
+
+    #[test]
+    fn key_files_are_refused_with_their_file_and_line() {
+        let tmp = tempfile::tempdir().unwrap();
+        let f = tmp.path().join("k.pub");
+        std::fs::write(&f, format!("{KEY}\nssh-dss AAAAB3NzaC1kc3M x\n")).unwrap();
+        let e = read_keys(std::slice::from_ref(&f)).unwrap_err().to_string();
+        assert!(e.starts_with(&format!("{}:2: ", f.display())), "{e}");
+        std::fs::write(&f, "# only a comment\n").unwrap();
+        let e = read_keys(std::slice::from_ref(&f)).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!("{}: no key in it; nothing was changed", f.display())
+        );
+        std::fs::write(&f, vec![b'a'; MAX_KEY_FILE as usize + 1]).unwrap();
+        let e = read_keys(std::slice::from_ref(&f)).unwrap_err().to_string();
+        assert!(e.contains("larger than 64 KiB"), "{e}");
+        let fifo = tmp.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let e = read_keys(&[fifo]).unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+        assert_eq!(e.exit_code(), EXIT_USAGE);
+    }
+
+    fn outcome(action: &str, before: &[&str], after: &[&str]) -> Outcome {
+        Outcome {
+            login: "ann".into(),
+            action: action.into(),
+            changes: vec![],
+            hosts_before: before.iter().map(|s| s.to_string()).collect(),
+            hosts_after: after.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_change_is_pushed_to_the_machines_before_and_after_it() {
+        let machines: BTreeSet<String> = ["alice", "bob", "caribou"].map(String::from).into();
+        let names = |o: &[Outcome]| {
+            push_targets(o, &machines)
+                .into_iter()
+                .collect::<Vec<String>>()
+        };
+        assert!(names(&[outcome("unchanged", &["bob"], &["bob"])]).is_empty());
+        assert!(names(&[]).is_empty());
+        assert_eq!(
+            names(&[outcome("updated", &["bob", "gone01"], &["alice"])]),
+            ["alice", "bob"],
+            "machines no longer in the inventory are not asked"
+        );
+        assert_eq!(
+            names(&[
+                outcome("unchanged", &["caribou"], &["caribou"]),
+                outcome("updated", &[], &["*"])
+            ]),
+            ["alice", "bob", "caribou"]
+        );
+    }
+
+    fn person(login: &str, expire: Expiry, hosts: &[&str]) -> Person {
+        Person {
+            dn: format!("uid={login},ou=People,dc=x"),
+            login: login.into(),
+            uid_number: Some(2000),
+            gid_number: Some(502),
+            given_name: None,
+            sn: None,
+            mail: None,
+            shadow_expire: expire,
+            keys: vec![KEY.into()],
+            hosts: hosts.iter().map(|s| s.to_string()).collect(),
+            object_classes: vec![],
+            broken: None,
+        }
+    }
+
+    #[test]
+    fn the_audit_compares_the_directory_with_each_helpers_answer() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = session(tmp.path());
+        let today = 20000;
+        let people = [
+            person("ann", Expiry::Until(20031), &["bob"]),
+            person("ben", Expiry::Never, &["*"]),
+        ];
+        let until = date::format_day(20030);
+        let agree = format!(
+            r#"[{{"login":"ann","allowed":true,"until":"{until}"}},{{"login":"ben","allowed":true,"until":"never"}},{{"login":"cid","allowed":false,"until":""}}]"#
+        );
+        let h = host_audit(s.access(), &people, "bob", Ok(&agree), today);
+        assert_eq!(h.directory.len(), 2, "{h:?}");
+        assert_eq!(h.helper.as_ref(), Some(&h.directory));
+        assert!(h.mismatches.is_empty() && h.error.is_none(), "{h:?}");
+
+        // alice: the directory lets only ben in; the helper also lets ann in.
+        let h = host_audit(s.access(), &people, "alice", Ok(&agree), today);
+        assert_eq!(
+            h.mismatches,
+            [Mismatch {
+                login: "ann".into(),
+                directory: None,
+                host: Some(until.clone()),
+            }]
+        );
+        let h = host_audit(s.access(), &people, "bob", Ok("keys"), today);
+        assert!(h.helper.is_none());
+        assert!(h
+            .error
+            .unwrap()
+            .starts_with("the helper's answer is not JSON"));
+        let h = host_audit(s.access(), &people, "bob", Err("exit 127".into()), today);
+        assert_eq!((h.helper, h.error.as_deref()), (None, Some("exit 127")));
+    }
+
+    #[test]
+    fn list_and_rotate_select_by_end_date() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = session(tmp.path());
+        let today = 20000;
+        let people = [
+            person("ann", Expiry::Until(20010), &["bob"]),
+            person("ben", Expiry::Until(20100), &["bob"]),
+            person("cid", Expiry::Until(19990), &["bob"]),
+            person("dan", Expiry::Never, &["bob"]),
+        ];
+        let logins = |rows: &[Row]| rows.iter().map(|r| r.login.clone()).collect::<Vec<_>>();
+        let l = listing(s.access(), &people, None, false, today);
+        assert_eq!((logins(&l.rows).len(), l.soon), (4, 30));
+        let l = listing(s.access(), &people, Some(20), false, today);
+        assert_eq!((logins(&l.rows), l.soon), (vec!["ann".to_string()], 20));
+        let l = listing(s.access(), &people, None, true, today);
+        assert_eq!(logins(&l.rows), ["cid"]);
+        let left = not_renewed(s.access(), &people, &["ann".into()], 20100, today);
+        assert_eq!(logins(&left), ["ben"], "cid has ended, dan never ends");
+    }
+
+    #[test]
+    fn errors_say_whether_anything_was_contacted() {
+        let d = || DirectoryError::Unreachable {
+            url: "ldaps://x".into(),
+            detail: "refused".into(),
+        };
+        assert_eq!(AccessError::Directory(d()).exit_code(), EXIT_HOST_FAILED);
+        assert_eq!(AccessError::NoSemester.exit_code(), EXIT_USAGE);
+        let e = AccessError::Renew {
+            login: "ann".into(),
+            source: d(),
+            renewed: vec![],
+        };
+        assert_eq!(e.exit_code(), EXIT_HOST_FAILED);
+        assert_eq!(
+            e.to_string(),
+            "ann: cannot reach the directory at ldaps://x: refused; the ones above were renewed"
+        );
+        assert_eq!(
+            AccessError::Grant(d()).to_string(),
+            "cannot reach the directory at ldaps://x: refused; nothing was changed"
+        );
+    }
 }

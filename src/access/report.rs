@@ -303,3 +303,109 @@ pub struct HostSync {
     /// Why it did not sync (its timer will, within 5 minutes).
     pub failure: Option<String>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::output::Format;
+
+    fn plain() -> Output {
+        Output {
+            format: Format::Human,
+            color: false,
+            verbosity: 0,
+            progress: false,
+        }
+    }
+
+    fn human(r: &dyn Rendered) -> String {
+        let mut w = Vec::new();
+        r.human(&plain(), &mut w).unwrap();
+        String::from_utf8(w).unwrap()
+    }
+
+    fn outcome(action: &str, changes: &[&str], after: &[&str]) -> Outcome {
+        Outcome {
+            login: "ann".into(),
+            action: action.into(),
+            changes: changes.iter().map(|s| s.to_string()).collect(),
+            hosts_before: vec![],
+            hosts_after: after.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn changes_render_as_text_and_as_the_people_document() {
+        let c = Changes::granted(outcome("created", &["level member"], &[]));
+        assert_eq!(
+            human(&c),
+            "ann created\n  level member\n  note: no machine listed: give --hosts NAME,… or --all-hosts to let them log in somewhere\n"
+        );
+        assert_eq!(c.json()["people"][0]["action"], "created");
+        let c = Changes::of(vec![outcome("unchanged", &[], &[])]);
+        assert_eq!(human(&c), "ann unchanged\n", "only grant reminds");
+    }
+
+    #[test]
+    fn an_audit_counts_every_problem_and_renders_them() {
+        let mut a = Audit {
+            today: 20000,
+            hosts: vec![HostAudit {
+                host: "bob".into(),
+                directory: [("ann".to_string(), "2024-10-08".to_string())].into(),
+                helper: Some(BTreeMap::new()),
+                mismatches: vec![Mismatch {
+                    login: "ann".into(),
+                    directory: Some("2024-10-08".into()),
+                    host: None,
+                }],
+                error: None,
+            }],
+            anomalies: vec![],
+        };
+        assert_eq!((a.problems(), a.exit_code()), (1, EXIT_HOST_FAILED));
+        assert_eq!(
+            human(&a),
+            "bob\n  ann            until 2024-10-08\n  MISMATCH ann: directory says until 2024-10-08, the host says no access\n1 problem(s) found\n"
+        );
+        let doc = a.json();
+        assert_eq!(doc["today"], "2024-10-04");
+        assert_eq!(doc["hosts"][0]["mismatches"][0]["host"], Value::Null);
+        a.hosts[0] = HostAudit {
+            host: "alice".into(),
+            directory: BTreeMap::new(),
+            helper: None,
+            mismatches: vec![],
+            error: Some("exit 127".into()),
+        };
+        a.anomalies.push(Anomaly {
+            kind: "weak-key".into(),
+            logins: vec!["ben".into()],
+            detail: "ssh-dss".into(),
+        });
+        assert_eq!(a.problems(), 2);
+        assert_eq!(
+            human(&a),
+            "alice\n  cannot ask the helper: exit 127\n  nobody from the directory can log in\nanomalies\n  weak-key ben: ssh-dss\n2 problem(s) found\n"
+        );
+        a.hosts[0].error = None;
+        a.anomalies.clear();
+        assert_eq!((a.problems(), a.exit_code()), (0, EXIT_OK));
+    }
+
+    #[test]
+    fn a_dry_rotation_names_who_would_be_renewed() {
+        let r = Rotation {
+            deadline: 20000,
+            dry_run: true,
+            renew: vec!["ann".into()],
+            renewed: vec![],
+            not_renewed: vec![],
+        };
+        assert_eq!(
+            human(&r),
+            "next deadline: 2024-10-04 (renewed people work through that day)\nwould renew ann until 2024-10-04\nnobody else ends before the deadline\n"
+        );
+        assert_eq!(r.json()["renewed"], json!(["ann"]));
+    }
+}
