@@ -393,6 +393,45 @@ mod tests {
         assert_eq!((a.problems(), a.exit_code()), (0, EXIT_OK));
     }
 
+    fn row(login: &str, days_left: Option<i64>, hosts: &[&str]) -> Row {
+        Row {
+            login: login.into(),
+            name: format!("{login} Someone With A Long Family Name"),
+            mail: None,
+            level: Some("member".into()),
+            uid_number: Some(2000),
+            until: days_left.map_or("never".into(), |d| date::format_day(20000 + d)),
+            days_left,
+            hosts: hosts.iter().map(|s| s.to_string()).collect(),
+            keys: vec![],
+            expired: days_left.is_some_and(|d| d <= 0),
+        }
+    }
+
+    #[test]
+    fn the_list_is_a_table_that_counts_who_ends_soon() {
+        let l = Listing {
+            today: 20000,
+            soon: 30,
+            rows: vec![
+                row("ann", Some(9), &["*"]),
+                row("ben", Some(0), &["bob", "alice"]),
+                row("cid", None, &[]),
+            ],
+        };
+        assert_eq!(
+            human(&l),
+            "LOGIN          NAME                   LEVEL   UNTIL       MACHINES                 KEYS\n\
+             ann            ann Someone With A Lon member  2024-10-13  all                      -\n\
+             ben            ben Someone With A Lon member  2024-10-04  bob,alice                -\n\
+             cid            cid Someone With A Lon member  never                                -\n\
+             3 people; 1 end within 30 days; 1 ended\n"
+        );
+        let doc = l.json();
+        assert_eq!(doc["today"], "2024-10-04");
+        assert_eq!(doc["people"][1]["expired"], true);
+    }
+
     #[test]
     fn a_dry_rotation_names_who_would_be_renewed() {
         let r = Rotation {
