@@ -1,6 +1,7 @@
 //! SSH access through the LDAP directory: people, their levels, keys, machines and expiry dates
-//! (Picasoft's scheme), changed from the workstation (`picaops access …`) and enforced on every
-//! host by the `picaops-access` helper that sshd asks for keys.
+//! (Picasoft's scheme), changed from the workstation (`picaops access …`, orchestrated by
+//! [`ops`], its results in [`report`]) and enforced on every host by the `picaops-access`
+//! helper that sshd asks for keys.
 
 pub mod config;
 pub mod date;
@@ -8,6 +9,8 @@ pub mod directory;
 pub mod host;
 pub mod keys;
 pub mod manage;
+pub mod ops;
+pub mod report;
 pub mod vars;
 
 pub use config::{Access, AccessDoc, Level};
