@@ -78,6 +78,40 @@ impl Request {
     }
 }
 
+/// A `-e` value that is neither `name=value` nor a JSON object.
+#[derive(Debug, thiserror::Error)]
+#[error("-e {item:?}: {why}")]
+pub struct BadExtraVar {
+    pub item: String,
+    pub why: String,
+}
+
+/// `-e` values: `name=value` pairs (text) and JSON objects, later ones winning.
+pub fn parse_extra_vars(items: &[String]) -> Result<BTreeMap<String, Value>, BadExtraVar> {
+    let mut vars = BTreeMap::new();
+    for item in items {
+        let t = item.trim();
+        let bad = |why: String| BadExtraVar {
+            item: t.to_string(),
+            why,
+        };
+        if t.starts_with('{') {
+            let obj: serde_json::Map<String, Value> =
+                serde_json::from_str(t).map_err(|e| bad(format!("not a JSON object ({e})")))?;
+            vars.extend(obj);
+        } else if let Some((k, v)) = t.split_once('=') {
+            let k = k.trim();
+            if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(bad(format!("`{k}` is not a variable name")));
+            }
+            vars.insert(k.to_string(), Value::String(v.to_string()));
+        } else {
+            return Err(bad("write name=value, or a JSON object".into()));
+        }
+    }
+    Ok(vars)
+}
+
 /// A prepared run of the site (every phase checked, nothing contacted yet).
 pub fn prepare(
     inventory: Inventory,
@@ -229,4 +263,26 @@ pub fn moved_since(summary: &Summary, saved: &SavedPlan) -> Vec<Moved> {
         }
     }
     moved
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_extra_vars;
+
+    #[test]
+    fn extra_vars_are_pairs_or_json_objects_later_ones_winning() {
+        let v = parse_extra_vars(&[
+            "motd=Le serveur de Compiègne".into(),
+            r#"{"motd": "json", "n": [1, 2]}"#.into(),
+            " site = toulouse ".into(),
+        ])
+        .unwrap();
+        assert_eq!(v["motd"], "json");
+        assert_eq!(v["n"], serde_json::json!([1, 2]));
+        assert_eq!(v["site"], " toulouse", "the item is trimmed, not the value");
+        let e = parse_extra_vars(&["a-b=1".into()]).unwrap_err();
+        assert_eq!(e.to_string(), r#"-e "a-b=1": `a-b` is not a variable name"#);
+        assert!(parse_extra_vars(&["novalue".into()]).is_err());
+        assert!(parse_extra_vars(&["{not json".into()]).is_err());
+    }
 }

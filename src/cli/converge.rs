@@ -1,7 +1,6 @@
 //! `picaops plan` and `picaops apply`: parse arguments, load the inventory once, and hand the
 //! site run (VMs, converge, services: `picaops::site`) its request; print its report.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -185,28 +184,6 @@ struct RunExtras<'a> {
     vm: VmFlags,
 }
 
-/// `-e` values: `name=value` pairs and JSON objects, later ones winning.
-fn parse_extra_vars(items: &[String]) -> Result<BTreeMap<String, Value>, String> {
-    let mut vars = BTreeMap::new();
-    for item in items {
-        let t = item.trim();
-        if t.starts_with('{') {
-            let obj: serde_json::Map<String, Value> = serde_json::from_str(t)
-                .map_err(|e| format!("-e {t:?}: not a JSON object ({e})"))?;
-            vars.extend(obj);
-        } else if let Some((k, v)) = t.split_once('=') {
-            let k = k.trim();
-            if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                return Err(format!("-e {t:?}: `{k}` is not a variable name"));
-            }
-            vars.insert(k.to_string(), Value::String(v.to_string()));
-        } else {
-            return Err(format!("-e {t:?}: write name=value, or a JSON object"));
-        }
-    }
-    Ok(vars)
-}
-
 /// Loads the inventory once, prepares the site run (every phase checked before anything is
 /// contacted), runs it and prints its report; returns the exit code.
 fn run(sel: &Selection, global: &Global, out: &Output, mode: Mode, extras: RunExtras) -> i32 {
@@ -220,9 +197,16 @@ fn run(sel: &Selection, global: &Global, out: &Output, mode: Mode, extras: RunEx
     let usage_code = Summary::usage_exit_code(&settings);
     let extra_vars = match &extras.saved {
         Some(p) => p.extra_vars.clone(),
-        None => match parse_extra_vars(&sel.extra_vars) {
+        None => match site::parse_extra_vars(&sel.extra_vars) {
             Ok(v) => v,
-            Err(e) => return super::site::phase_error(PhaseError::Usage(e), out, who, usage_code),
+            Err(e) => {
+                return super::site::phase_error(
+                    PhaseError::Usage(e.to_string()),
+                    out,
+                    who,
+                    usage_code,
+                )
+            }
         },
     };
     let (inventory, targets, known_hosts) =

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Subcommand, ValueEnum};
 use picaops::diagnostic;
-use picaops::inventory::{self, graph, select, vars, Inventory, Machine};
+use picaops::inventory::{self, graph, select, Inventory};
 use picaops::output::{Format, Output, Style, EXIT_HOST_FAILED, EXIT_OK, EXIT_USAGE};
 use picaops::transport::Target;
 
@@ -170,24 +170,7 @@ fn show(inv: &Inventory, machine: Option<&str>, out: &Output) -> i32 {
     let Some(name) = machine else {
         match out.format {
             Format::Json => println!("{}", json(inv)),
-            Format::Human => {
-                for m in inv.machines() {
-                    let site = inv.site_of(m).map(|s| s.name.as_str()).unwrap_or("?");
-                    let groups: Vec<&str> = m.groups().iter().map(|g| g.as_str()).collect();
-                    println!(
-                        "{:<14} {:<4} {:<10} {:<28} groups: {}",
-                        m.name(),
-                        m.kind(),
-                        site,
-                        m.ssh().address.as_deref().unwrap_or("-"),
-                        if groups.is_empty() {
-                            "-".to_string()
-                        } else {
-                            groups.join(", ")
-                        }
-                    );
-                }
-            }
+            Format::Human => print!("{}", inventory::show::machines(inv)),
         }
         return EXIT_OK;
     };
@@ -202,81 +185,13 @@ fn show(inv: &Inventory, machine: Option<&str>, out: &Output) -> i32 {
         );
         return EXIT_USAGE;
     };
-    let resolved = vars::resolve(inv, m);
-    let site = inv.site_of(m).map(|s| s.name.clone());
     match out.format {
-        Format::Json => {
-            let detail = match m {
-                Machine::Host(h) => serde_json::to_value(h),
-                Machine::Vm(v) => serde_json::to_value(v),
-            }
-            .unwrap_or_default();
-            let doc = serde_json::json!({ "kind": m.kind(), "site": site, "machine": detail, "vars": resolved });
-            println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
-        }
-        Format::Human => {
-            let ssh = m.ssh();
-            println!(
-                "{} {}  ({}, declared at {})",
-                m.kind(),
-                out.paint(Style::Bold, m.name()),
-                site.as_deref().unwrap_or("?"),
-                m.place()
-            );
-            if let Machine::Vm(v) = m {
-                println!("  runs on:   {}", v.host);
-            }
-            println!(
-                "  address:   {}",
-                ssh.address.as_deref().unwrap_or("(none)")
-            );
-            println!(
-                "  ssh:       {}{}{}",
-                ssh.user
-                    .as_deref()
-                    .map(|u| format!("{u}@"))
-                    .unwrap_or_default(),
-                ssh.address.as_deref().unwrap_or("?"),
-                ssh.port.map(|p| format!(":{p}")).unwrap_or_default()
-            );
-            if ssh.become_root {
-                println!("  become:    sudo -n");
-            }
-            println!(
-                "  host key:  {}",
-                match &ssh.host_key {
-                    Some(k) => format!(
-                        "pinned in the inventory ({})",
-                        k.split_whitespace().next().unwrap_or("?")
-                    ),
-                    None if inventory::is_pinned(inv, m) => "pinned in known_hosts".into(),
-                    None => "NOT PINNED (picaops will refuse to connect)".into(),
-                }
-            );
-            if let Machine::Host(h) = m {
-                println!("  hypervisor: {:?}", h.hypervisor);
-            }
-            let groups: Vec<&str> = m.groups().iter().map(|g| g.as_str()).collect();
-            println!(
-                "  groups:    {}",
-                if groups.is_empty() {
-                    "-".into()
-                } else {
-                    groups.join(", ")
-                }
-            );
-            println!("  variables (lowest precedence first: inventory < site < groups < machine):");
-            if resolved.is_empty() {
-                println!("    (none)");
-            }
-            for (name, var) in &resolved {
-                println!(
-                    "    {name} = {}  {}",
-                    serde_json::to_string(&var.value).unwrap_or_default(),
-                    out.paint(Style::Dim, &format!("from {} at {}", var.scope, var.place))
-                );
-            }
-        }
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&inventory::show::machine_json(inv, m))
+                .unwrap_or_default()
+        ),
+        Format::Human => print!("{}", inventory::show::machine(inv, m, out)),
     }
     EXIT_OK
 }

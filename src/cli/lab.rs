@@ -133,40 +133,13 @@ fn report(e: &LabError, out: &Output) -> i32 {
 }
 
 fn show_status(s: &LabStatus, out: &Output) -> i32 {
-    if out.format == Format::Json {
-        println!(
+    match out.format {
+        Format::Json => println!(
             "{}",
             serde_json::to_string_pretty(s).expect("status serialises")
-        );
-        return EXIT_OK;
+        ),
+        Format::Human => print!("{}", s.render(out)),
     }
-    let header = format!(
-        "{:<8} {:<10} {:<12} {:<9} SSH",
-        "HOST", "SITE", "ADDRESS", "STATE"
-    );
-    println!("{}", out.paint(Style::Bold, &header));
-    for h in &s.hosts {
-        let state = if h.state == "running" {
-            out.paint(Style::Green, &format!("{:<9}", h.state))
-        } else {
-            out.paint(Style::Red, &format!("{:<9}", h.state))
-        };
-        let ssh = if h.ssh {
-            out.paint(Style::Green, "answers")
-        } else {
-            out.paint(Style::Red, "no answer")
-        };
-        println!(
-            "{:<8} {:<10} {:<12} {state} {ssh}",
-            h.name, h.site, h.address
-        );
-    }
-    println!("WAN router: {}", s.router);
-    println!("inventory:  {}", s.inventory.display());
-    println!(
-        "try:        picaops -i {} run -- uname -n   |   picaops lab ssh bob",
-        s.inventory.display()
-    );
     EXIT_OK
 }
 

@@ -10,12 +10,11 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use picaops::diagnostic::Sources;
-use picaops::inventory::Inventory;
 use picaops::lifecycle::{Mode, PhaseKind, RunContext, SiteRun, Summary};
 use picaops::output::{Format, Output, Style, EXIT_HOST_FAILED, EXIT_OK, EXIT_USAGE};
-use picaops::service::phase::{add_sources, ServicesPhase};
-use picaops::service::{self, deploy, list, Project};
-use picaops::transport::Connector;
+use picaops::service::ops::{self, Op};
+use picaops::service::phase::ServicesPhase;
+use picaops::service::{self, deploy, list};
 use serde_json::json;
 
 use super::Global;
@@ -161,23 +160,6 @@ fn deploy_cmd(global: &Global, out: &Output, args: &DeployArgs, mode: Mode) -> i
     summary.exit_code()
 }
 
-/// Renders the projects, printing every problem (with excerpts) when there is one.
-fn prepared(
-    inv: &Inventory,
-    machines: Option<&BTreeSet<String>>,
-    out: &Output,
-) -> Option<Vec<Project>> {
-    let mut sources = Sources::default();
-    match service::prepare(inv, machines, &mut sources) {
-        Ok(p) => Some(p),
-        Err(diags) => {
-            add_sources(&diags, &mut sources);
-            super::print_diagnostics(&diags, &sources, out, "in the services");
-            None
-        }
-    }
-}
-
 fn list_cmd(args: &ListArgs, global: &Global, out: &Output) -> i32 {
     let (inv, selected, known_hosts) =
         match super::inventory::load_inventory_and_targets(global, args.limit.as_deref(), out) {
@@ -245,115 +227,75 @@ fn list_cmd(args: &ListArgs, global: &Global, out: &Output) -> i32 {
     }
 }
 
-enum Op {
-    Logs(u32),
-    Restart,
-}
-
 fn one_service(global: &Global, out: &Output, name: &str, op: Op) -> i32 {
     let Some(inv) = super::inventory::load(global, out) else {
         return EXIT_USAGE;
     };
-    let usage = |m: String| {
-        eprintln!("{}: {m}", out.paint(Style::Red, "picaops service"));
-        EXIT_USAGE
-    };
-    let Some(svc) = inv.services.get(name) else {
-        let known: Vec<&str> = inv.services.keys().map(String::as_str).collect();
-        let hint = picaops::diagnostic::did_you_mean(name, known.iter().copied())
-            .map(|s| format!("did you mean `{s}`? "))
-            .unwrap_or_default();
-        return usage(format!(
-            "unknown service `{name}`; {hint}services: {}",
-            known.join(", ")
-        ));
-    };
-    if svc.deploy.is_none() {
-        return usage(format!(
-            "service `{name}` has no `compose:` template: picaops does not manage it"
-        ));
-    }
-    let machine = inv.machine(&svc.host).expect("checked by the inventory");
-    let target = match picaops::inventory::target(machine) {
-        Ok(t) => t,
-        Err(e) => return usage(e),
-    };
     let known_hosts: PathBuf = match picaops::inventory::write_known_hosts(&inv) {
         Ok(p) => p,
-        Err(e) => return usage(format!("cannot write the known_hosts file: {e}")),
-    };
-    let only: BTreeSet<String> = [target.name.clone()].into();
-    let projects = match prepared(&inv, Some(&only), out) {
-        Some(p) => p,
-        None => return EXIT_USAGE,
-    };
-    let secrets = service::secret_values(&projects);
-    let Some(project) = projects.into_iter().find(|p| p.service == name) else {
-        return usage(format!("service `{name}` was not rendered"));
-    };
-    let result = super::run_with_progress(out, 1, |_| async move {
-        let connector = Connector::new(&known_hosts, Duration::from_secs(10), None)
-            .map_err(|e| e.to_string())?;
-        let transport = connector
-            .connect(&target)
-            .await
-            .map_err(|e| e.to_string())?;
-        let r = match op {
-            Op::Logs(tail) => deploy::logs(transport.as_ref(), &project.service, tail, &secrets)
-                .await
-                .map(Ok),
-            Op::Restart => deploy::restart(transport.as_ref(), &project, &secrets)
-                .await
-                .map(Err),
-        };
-        let _ = transport.close().await;
-        r
-    });
-    match result {
-        Ok(Some(Ok(Ok(text)))) => {
-            print!("{text}");
-            EXIT_OK
+        Err(e) => {
+            eprintln!(
+                "{}: cannot write the known_hosts file: {e}",
+                out.paint(Style::Red, "picaops service")
+            );
+            return EXIT_USAGE;
         }
-        Ok(Some(Ok(Err(r)))) => {
-            let ok = r.result.as_deref() == Some("ok");
-            match out.format {
-                Format::Json => println!(
-                    "{}",
-                    serde_json::to_string_pretty(&json!({
-                        "service": name, "machine": svc.host.value, "ok": ok,
-                        "why": r.why, "logs": r.logs, "compose_version": r.version,
-                    }))
-                    .unwrap_or_default()
-                ),
-                Format::Human => {
-                    if ok {
-                        println!("{name} on {}: restarted, healthy", svc.host.value);
-                    } else {
-                        println!(
-                            "{name} on {}: {}",
-                            svc.host.value,
-                            out.paint(
-                                Style::Red,
-                                &format!("not healthy after the restart: {}", r.why.join("; "))
-                            )
-                        );
-                        for l in &r.logs {
-                            println!("  {l}");
-                        }
-                    }
-                }
-            }
-            if ok {
-                EXIT_OK
-            } else {
-                EXIT_HOST_FAILED
-            }
+    };
+    let result = super::run_with_progress(out, 1, |_| ops::one(&inv, &known_hosts, name, op));
+    let outcome = match result {
+        Ok(Some(Ok(o))) => o,
+        Ok(Some(Err(ops::ServiceOpError::Invalid {
+            diagnostics,
+            sources,
+        }))) => {
+            super::print_diagnostics(&diagnostics, &sources, out, "in the services");
+            return EXIT_USAGE;
         }
         Ok(Some(Err(e))) => {
             eprintln!("{}: {e}", out.paint(Style::Red, "picaops service"));
-            EXIT_HOST_FAILED
+            return e.exit_code();
         }
-        Ok(None) => 130,
-        Err(e) => usage(e),
+        Ok(None) => return 130,
+        Err(e) => {
+            eprintln!("{}: {e}", out.paint(Style::Red, "picaops service"));
+            return EXIT_USAGE;
+        }
+    };
+    let machine = &inv.services[name].host.value;
+    let r = match outcome {
+        ops::Outcome::Logs(text) => {
+            print!("{text}");
+            return EXIT_OK;
+        }
+        ops::Outcome::Restarted(r) => r,
+    };
+    let ok = r.result.as_deref() == Some("ok");
+    match out.format {
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "service": name, "machine": machine, "ok": ok,
+                "why": r.why, "logs": r.logs, "compose_version": r.version,
+            }))
+            .unwrap_or_default()
+        ),
+        Format::Human if ok => println!("{name} on {machine}: restarted, healthy"),
+        Format::Human => {
+            println!(
+                "{name} on {machine}: {}",
+                out.paint(
+                    Style::Red,
+                    &format!("not healthy after the restart: {}", r.why.join("; "))
+                )
+            );
+            for l in &r.logs {
+                println!("  {l}");
+            }
+        }
+    }
+    if ok {
+        EXIT_OK
+    } else {
+        EXIT_HOST_FAILED
     }
 }

@@ -10,6 +10,7 @@ mod load;
 pub mod model;
 mod reach;
 pub mod select;
+pub mod show;
 pub mod values;
 pub mod vars;
 

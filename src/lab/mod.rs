@@ -109,6 +109,39 @@ pub struct LabStatus {
     pub hosts: Vec<HostStatus>,
 }
 
+impl LabStatus {
+    /// For people: each host's site, address, state and whether SSH answers, then where the
+    /// lab's inventory is and what to try.
+    pub fn render(&self, out: &crate::output::Output) -> String {
+        use crate::output::Style;
+        use std::fmt::Write as _;
+        let mut text = String::new();
+        let header = format!(
+            "{:<8} {:<10} {:<12} {:<9} SSH",
+            "HOST", "SITE", "ADDRESS", "STATE"
+        );
+        let _ = writeln!(text, "{}", out.paint(Style::Bold, &header));
+        for h in &self.hosts {
+            let good = |ok: bool| if ok { Style::Green } else { Style::Red };
+            let state = out.paint(good(h.state == "running"), &format!("{:<9}", h.state));
+            let ssh = out.paint(good(h.ssh), if h.ssh { "answers" } else { "no answer" });
+            let _ = writeln!(
+                text,
+                "{:<8} {:<10} {:<12} {state} {ssh}",
+                h.name, h.site, h.address
+            );
+        }
+        let inv = self.inventory.display();
+        let _ = writeln!(text, "WAN router: {}", self.router);
+        let _ = writeln!(text, "inventory:  {inv}");
+        let _ = writeln!(
+            text,
+            "try:        picaops -i {inv} run -- uname -n   |   picaops lab ssh bob"
+        );
+        text
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct HostStatus {
     pub name: String,

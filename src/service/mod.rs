@@ -16,6 +16,7 @@
 pub mod config;
 pub mod deploy;
 pub mod list;
+pub mod ops;
 pub mod phase;
 pub mod plan;
 pub mod render;

@@ -397,3 +397,36 @@ pub(crate) fn check_become(
     )
     .with_detail(stderr))
 }
+
+/// An interactive `ssh -t` to `target` running `remote_line` (a VM's serial console): the one
+/// place besides the SSH transport that builds an ssh command line, with the same strict
+/// host-key settings (picaops's known_hosts only, no global file, no trust on first use).
+pub fn interactive_ssh(
+    target: &Target,
+    known_hosts: &std::path::Path,
+    remote_line: &str,
+) -> std::process::Command {
+    let mut cmd = std::process::Command::new("ssh");
+    cmd.arg("-t")
+        .arg("-o")
+        .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
+        .args([
+            "-o",
+            "GlobalKnownHostsFile=/dev/null",
+            "-o",
+            "StrictHostKeyChecking=yes",
+        ])
+        .arg("-o")
+        .arg(format!("HostKeyAlias={}", target.known_hosts_name()));
+    if let Some(id) = &target.identity_file {
+        cmd.arg("-i").arg(id).args(["-o", "IdentitiesOnly=yes"]);
+    }
+    if let Some(port) = target.port {
+        cmd.arg("-p").arg(port.to_string());
+    }
+    if let Some(user) = &target.user {
+        cmd.arg("-l").arg(user);
+    }
+    cmd.arg("--").arg(&target.address).arg(remote_line);
+    cmd
+}

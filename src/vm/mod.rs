@@ -18,6 +18,7 @@ pub mod driver;
 pub mod engine;
 pub mod libvirt;
 pub mod model;
+pub mod ops;
 pub mod phase;
 pub mod plan;
 pub mod proxmox;
