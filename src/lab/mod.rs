@@ -591,6 +591,15 @@ impl Lab {
                     &format!("replacing lab host {} (its image changed)", h.name),
                     ["rm", "-f", "-v", &name],
                 )?;
+                // Its inner Docker engine's state belongs to the filesystem just removed: kept,
+                // its containers would outlive their Compose project directories (a service
+                // running that no picaops run can see or prune). The new host starts empty.
+                if h.role == Role::Hypervisor {
+                    self.docker.run(
+                        &format!("removing the Docker volume of {}", h.name),
+                        ["volume", "rm", "-f", &topology::docker_volume_name(h.name)],
+                    )?;
+                }
             }
             None => {}
         }
