@@ -44,6 +44,16 @@ impl Output {
         }
     }
 
+    /// Human text without colour or progress: what tests compare against.
+    pub fn plain() -> Self {
+        Output {
+            format: Format::Human,
+            color: false,
+            verbosity: 0,
+            progress: false,
+        }
+    }
+
     /// Wraps `text` in an ANSI style when colour is on.
     pub fn paint(&self, style: Style, text: &str) -> String {
         if !self.color {

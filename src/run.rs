@@ -262,7 +262,6 @@ pub fn render_json(report: &RunReport) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::output::Format;
 
     fn host(name: &str, exit: Option<i32>, stdout: &str, error: Option<TransportError>) -> HostRun {
         HostRun {
@@ -273,15 +272,6 @@ mod tests {
             stderr: String::new(),
             error,
             duration_ms: 5,
-        }
-    }
-
-    fn plain() -> Output {
-        Output {
-            format: Format::Human,
-            color: false,
-            verbosity: 0,
-            progress: false,
         }
     }
 
@@ -316,7 +306,7 @@ mod tests {
             ],
         };
         let (mut o, mut e) = (Vec::new(), Vec::new());
-        render_human(&report, &plain(), &mut o, &mut e).unwrap();
+        render_human(&report, &Output::plain(), &mut o, &mut e).unwrap();
         assert_eq!(
             String::from_utf8(o).unwrap(),
             "bob    | up 3 days\nbob    | load 0.1\n"

@@ -307,20 +307,10 @@ pub struct HostSync {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::output::Format;
-
-    fn plain() -> Output {
-        Output {
-            format: Format::Human,
-            color: false,
-            verbosity: 0,
-            progress: false,
-        }
-    }
 
     fn human(r: &dyn Rendered) -> String {
         let mut w = Vec::new();
-        r.human(&plain(), &mut w).unwrap();
+        r.human(&Output::plain(), &mut w).unwrap();
         String::from_utf8(w).unwrap()
     }
 

@@ -90,12 +90,10 @@ pub async fn one(
         .find(|p| p.service == name)
         .ok_or_else(|| usage(format!("service `{name}` was not rendered")))?;
     let failed = |e: String| ServiceOpError::Failed(e);
-    let connector = Connector::new(known_hosts, Duration::from_secs(10), None)
-        .map_err(|e| failed(e.to_string()))?;
-    let transport = connector
-        .connect(&target)
-        .await
-        .map_err(|e| failed(e.to_string()))?;
+    let (_connector, transport) =
+        Connector::connect_one(known_hosts, Duration::from_secs(10), &target)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
     let result = match op {
         Op::Logs(tail) => deploy::logs(transport.as_ref(), &project.service, tail, &secrets)
             .await

@@ -120,6 +120,18 @@ impl Connector {
     }
 
     /// Opens a transport to `target`.
+    /// One connection to `target`, for a command that acts on one machine, with the connector
+    /// that owns its control socket: keep both alive while the transport is in use.
+    pub async fn connect_one(
+        known_hosts: &std::path::Path,
+        connect_timeout: Duration,
+        target: &Target,
+    ) -> Result<(Connector, Arc<dyn Transport>), TransportError> {
+        let connector = Connector::new(known_hosts, connect_timeout, None)?;
+        let transport = connector.connect(target).await?;
+        Ok((connector, transport))
+    }
+
     pub async fn connect(&self, target: &Target) -> Result<Arc<dyn Transport>, TransportError> {
         if target.local {
             return Ok(Arc::new(LocalTransport::new(

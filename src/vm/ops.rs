@@ -105,12 +105,10 @@ pub async fn with_vm<T>(
     let driver = super::for_kind(inv.hosts[&target.name].hypervisor)
         .ok_or_else(|| VmOpError::Usage(format!("{} has no VM driver", target.name)))?;
     let failed = |e: String| VmOpError::Failed(e);
-    let connector = Connector::new(known_hosts, Duration::from_secs(10), None)
-        .map_err(|e| failed(e.to_string()))?;
-    let transport = connector
-        .connect(&target)
-        .await
-        .map_err(|e| failed(e.to_string()))?;
+    let (_connector, transport) =
+        Connector::connect_one(known_hosts, Duration::from_secs(10), &target)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
     let result = async {
         let read = engine::read_host(driver.as_ref(), &target.name, transport.as_ref()).await?;
         let state = read.get(name).ok_or_else(|| {
