@@ -298,6 +298,10 @@ mod tests {
         let err = RepoLock::acquire(&path, "job b", Duration::from_millis(300)).unwrap_err();
         assert!(err.contains("job a, pid 1"), "{err}");
         drop(first);
-        RepoLock::acquire(&path, "job b", Duration::ZERO).unwrap();
+        // Free again once dropped. Waiting (on the lock itself, up to 5 s) rather than trying
+        // once: another test of this binary that forks a child between our open and our drop
+        // shares the lock's file descriptor until that child execs (O_CLOEXEC closes it then),
+        // and flock holds while any copy is open.
+        RepoLock::acquire(&path, "job b", Duration::from_secs(5)).unwrap();
     }
 }
