@@ -302,6 +302,23 @@ impl<'a> HostExpander<'a> {
         refs
     }
 
+    /// Expands every task before anything is contacted, taking each registered result as
+    /// unknown (what `plan` checks first): the first error, if any.
+    pub fn expand_all(&mut self) -> Result<(), Diagnostic> {
+        loop {
+            let steps = self.next_segment()?;
+            if steps.is_empty() {
+                return Ok(());
+            }
+            for s in steps {
+                if let Some(r) = &s.register {
+                    self.registers
+                        .insert(r.clone(), Registered::Unknown { by: s.name.clone() });
+                }
+            }
+        }
+    }
+
     /// The next segment of steps. Empty when everything is expanded.
     pub fn next_segment(&mut self) -> Result<Vec<Step>, Diagnostic> {
         let mut steps: Vec<Step> = Vec::new();

@@ -175,22 +175,8 @@ pub fn precheck(job: &Job, targets: &[Target]) -> Result<(), Vec<Diagnostic>> {
         };
         let mut ex = HostExpander::new(&cx, machine, t.become_root);
         // Expand everything that does not wait on a registered result.
-        loop {
-            match ex.next_segment() {
-                Ok(steps) if steps.is_empty() => break,
-                Ok(steps) => {
-                    for s in steps {
-                        if let Some(r) = &s.register {
-                            ex.registers
-                                .insert(r.clone(), Registered::Unknown { by: s.name.clone() });
-                        }
-                    }
-                }
-                Err(d) => {
-                    diags.push(d);
-                    break;
-                }
-            }
+        if let Err(d) = ex.expand_all() {
+            diags.push(d);
         }
     }
     if diags.is_empty() {

@@ -10,7 +10,7 @@ use std::sync::mpsc;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use picaops::converge::expand::{Context, HostExpander, Registered};
+use picaops::converge::expand::{Context, HostExpander};
 use picaops::diagnostic::{Diagnostic, Sources};
 use picaops::playbook::budget::Limits;
 use picaops::playbook::template::Templates;
@@ -53,22 +53,8 @@ pub fn expand_all(
     let mut diags = Vec::new();
     for machine in inv.machines() {
         let mut ex = HostExpander::new(&cx, machine, false);
-        loop {
-            match ex.next_segment() {
-                Ok(steps) if steps.is_empty() => break,
-                Ok(steps) => {
-                    for s in steps {
-                        if let Some(r) = &s.register {
-                            ex.registers
-                                .insert(r.clone(), Registered::Unknown { by: s.name.clone() });
-                        }
-                    }
-                }
-                Err(d) => {
-                    diags.push(d);
-                    break;
-                }
-            }
+        if let Err(d) = ex.expand_all() {
+            diags.push(d);
         }
     }
     Ok(diags)
