@@ -293,8 +293,31 @@ impl HostJob {
             &dump.file_name(),
             "--",
         ]);
+        // The command's stderr goes to a file of ours rather than through restic, which
+        // forwards it from a goroutine it does not wait for: under load its last lines (the
+        // ones that say why a dump failed) were lost before restic exited.
+        let said = tempfile::Builder::new()
+            .prefix("dump-stderr.")
+            .tempfile_in(&self.job.state_dir)
+            .map_err(|e| {
+                format!(
+                    "cannot create a file in {}: {e}",
+                    self.job.state_dir.display()
+                )
+            })?;
+        args.extend(os(&["sh", "-c", "exec 2>>\"$0\"; exec \"$@\""]));
+        args.push(said.path().as_os_str().to_owned());
         args.extend(command.iter().map(OsString::from));
-        let mut finished = self.with_lock_retry(&args, say, &mut |_| {});
+        let with_said = |r: Result<restic::Finished, ResticError>| {
+            r.map_err(|e| match e {
+                ResticError::Failed { code, message } => ResticError::Failed {
+                    code,
+                    message: message + &restic::command_said(&read_tail(said.path())),
+                },
+                e => e,
+            })
+        };
+        let mut finished = with_said(self.with_lock_retry(&args, say, &mut |_| {}));
         // `docker exec` exits 126 when it could not start the command at all (runc's "exec
         // failed" under load, seen on the lab): nothing was dumped and restic saved no
         // snapshot, so one more try is safe.
@@ -306,7 +329,8 @@ impl HostJob {
                 dump.file_name()
             ));
             std::thread::sleep(Duration::from_secs(2));
-            finished = self.with_lock_retry(&args, say, &mut |_| {});
+            let _ = said.as_file().set_len(0);
+            finished = with_said(self.with_lock_retry(&args, say, &mut |_| {}));
         }
         let finished = finished.map_err(|e| e.to_string())?;
         let summary = backup_summary(&finished.stdout).ok_or("restic ended without a summary")?;
@@ -969,4 +993,17 @@ pub struct HostReport<T: Serialize> {
 /// The job file path a unit or a command names for job `name` on a host.
 pub fn job_file_path(name: &str) -> PathBuf {
     Path::new(super::jobfile::JOBS_DIR).join(format!("{name}.json"))
+}
+
+/// The last 8 KiB of a file as text (a dump command's stderr can be long; its end says why).
+fn read_tail(path: &Path) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return String::new();
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let _ = f.seek(SeekFrom::Start(len.saturating_sub(8192)));
+    let mut bytes = Vec::new();
+    let _ = f.take(8192).read_to_end(&mut bytes);
+    String::from_utf8_lossy(&bytes).into_owned()
 }

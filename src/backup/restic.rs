@@ -381,6 +381,21 @@ impl Restic {
     }
 }
 
+/// ` (the command said: …)` with the last two lines of `stderr` that are not restic's JSON, or
+/// nothing when there are none.
+pub fn command_said(stderr: &str) -> String {
+    let plain: Vec<&str> = stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('{'))
+        .collect();
+    if plain.is_empty() {
+        return String::new();
+    }
+    let last = &plain[plain.len().saturating_sub(2)..];
+    format!(" (the command said: {})", clean(&last.join("; ")))
+}
+
 /// restic's own explanation of a failure: the `exit_error` message, else the `error` lines,
 /// else the last lines of stderr.
 pub fn error_message(stderr: &str, stdout: &[String]) -> String {
@@ -425,17 +440,7 @@ pub fn error_message(stderr: &str, stdout: &[String]) -> String {
         };
     // Lines that are not restic's JSON come from the command restic streamed from (a dump's
     // `docker exec`, pg_dump…): when that command failed, its own words say why.
-    let plain: Vec<&str> = stderr
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('{'))
-        .collect();
-    let said = if plain.is_empty() {
-        String::new()
-    } else {
-        let last = &plain[plain.len().saturating_sub(2)..];
-        format!(" (the command said: {})", clean(&last.join("; ")))
-    };
+    let said = command_said(stderr);
     let command_failed = |m: &str| m.contains("command failed");
     match (fatal, details.is_empty()) {
         (Some(f), true) if command_failed(&f) => return f + &said,
