@@ -219,6 +219,9 @@ fn spawn_apply(lab: &Lab, args: &[&str]) -> std::process::Child {
         .expect("picaops starts")
 }
 
+/// Held by an interrupted-write test from its interruption to its end.
+static INTERRUPTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Where the interrupted-write tests work on bob.
 const BIG_ROOT: &str = "/srv/picaops-bigtest";
 /// The big file they write: big enough that decoding, checking and syncing it take a while.
@@ -243,6 +246,14 @@ while :; do
     [ -n "$sid" ] || continue
     pkill -STOP -s "$sid"
     if [ ! -e "$t" ] || [ -e "$root/big.bin" ]; then pkill -CONT -s "$sid"; echo "too late: the write finished"; exit 1; fi
+    # The run lock is the host's: it may be another test's apply (one that has nothing to do
+    # with big.bin). Only a session that has the temporary file open, or names it, is ours.
+    mine=
+    for p in $(ps -o pid= -s "$sid"); do
+      case $(ps -o args= -p "$p") in *"$t"*) mine=1 ;; esac
+      for fd in /proc/"$p"/fd/*; do [ "$(readlink "$fd" 2>/dev/null)" = "$t" ] && mine=1; done
+    done
+    if [ -z "$mine" ]; then pkill -CONT -s "$sid"; continue; fi
     echo "frozen $t $(stat -c %s "$t") pid=$pid session=$sid"
     ps -o pid=,stat=,args= -s "$sid" | cut -c1-80
     if [ "$what" = kill ]; then
@@ -339,7 +350,14 @@ fn assert_no_partial_file(lab: &Lab, big: &[u8], when: &str) -> Vec<String> {
 
 /// Starts the big apply and interrupts it on the host (`what`: kill or cut) while big.bin is
 /// half written; returns what the interrupter saw and picaops's output.
-fn interrupted_apply(lab: &Lab, pb: &Path, what: &str) -> (String, Output) {
+fn interrupted_apply(
+    lab: &Lab,
+    pb: &Path,
+    what: &str,
+) -> (String, Output, std::sync::MutexGuard<'static, ()>) {
+    // The kill and cut tests write the same files on bob, and the kill leaves a temporary file
+    // the other's interrupter would take for its own: one at a time (to the end of the test).
+    let guard = INTERRUPTING.lock().unwrap_or_else(|e| e.into_inner());
     on(lab, "bob", &format!("rm -rf {BIG_ROOT}"));
     let interrupter = std::process::Command::new("docker")
         .args([
@@ -383,7 +401,7 @@ fn interrupted_apply(lab: &Lab, pb: &Path, what: &str) -> (String, Output) {
             " (whole, before its check and rename)"
         }
     );
-    (said, out)
+    (said, out, guard)
 }
 
 #[test]
@@ -393,7 +411,7 @@ fn an_apply_killed_on_the_host_mid_write_leaves_no_partial_file_and_the_rerun_cl
     };
     let dir = tempfile::tempdir().unwrap();
     let (pb, big) = big_playbook(dir.path());
-    let (_, out) = interrupted_apply(&lab, &pb, "kill");
+    let (_, out, _one_at_a_time) = interrupted_apply(&lab, &pb, "kill");
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
     // Killed with SIGKILL, the script could not clean up: the half-written temporary file and
     // the run lock are left, the destination untouched.
@@ -438,7 +456,7 @@ fn an_apply_cut_off_mid_write_finishes_the_file_or_leaves_it_untouched() {
     };
     let dir = tempfile::tempdir().unwrap();
     let (pb, big) = big_playbook(dir.path());
-    let (_, out) = interrupted_apply(&lab, &pb, "cut");
+    let (_, out, _one_at_a_time) = interrupted_apply(&lab, &pb, "cut");
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
     // Disconnected, the script ignores SIGHUP/SIGPIPE and goes on: it releases the run lock when
     // it ends, having removed its temporary files.
