@@ -110,7 +110,9 @@ pub async fn with_vm<T>(
             .await
             .map_err(|e| failed(e.to_string()))?;
     let result = async {
-        let read = engine::read_host(driver.as_ref(), &target.name, transport.as_ref()).await?;
+        let read = engine::read_host(driver.as_ref(), &target.name, transport.as_ref())
+            .await
+            .map_err(|e| e.to_string())?;
         let state = read.get(name).ok_or_else(|| {
             format!(
                 "no VM named {name} on {} (VMs there: {})",
@@ -149,7 +151,7 @@ pub async fn power(
             engine::exec_script(transport, script, timeout + Duration::from_secs(120))
                 .await
                 .map_err(|e| {
-                    if e == "timed out" {
+                    if e.is_shutdown_timeout() {
                         format!(
                             "{} did not shut down within {} s after the ACPI request; nothing was \
                          forced (use --force to cut the power)",
@@ -157,7 +159,7 @@ pub async fn power(
                             timeout.as_secs()
                         )
                     } else {
-                        e
+                        e.to_string()
                     }
                 })
         },
@@ -181,7 +183,7 @@ pub async fn console(
     host: Option<&str>,
 ) -> Result<(Target, std::process::Command), VmOpError> {
     let argv = with_vm(inv, known_hosts, name, host, async |driver, _, state| {
-        driver.console_argv(state)
+        driver.console_argv(state).map_err(|e| e.to_string())
     })
     .await?;
     let target = hypervisor_of(inv, name, host)?;
