@@ -18,7 +18,9 @@ fn an_admin_key_with_a_line_break_is_refused_at_its_place() {
         Ok(inv) => inv,
         Err(d) => panic!("{d:#?}"),
     };
-    let err = picaops::vm::VmSpec::from_inventory(&inv, &inv.vms["pica01"]).unwrap_err();
+    let err = picaops::vm::VmSpec::from_inventory(&inv, &inv.vms["pica01"])
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("is not one public key line"), "{err}");
     assert!(
         err.contains("inventory.yml:11:7"),

@@ -288,7 +288,7 @@ fn an_unknown_template_is_refused_with_the_ones_there() {
     let host = Proxmox.parse_read("bob", &read_output()).unwrap();
     let mut s = spec();
     s.image = Some("debian-12".into());
-    let err = Proxmox.create_script(&s, &host).unwrap_err();
+    let err = Proxmox.create_script(&s, &host).unwrap_err().to_string();
     assert!(
         err.contains("no template named `debian-12` on bob"),
         "{err}"

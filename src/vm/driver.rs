@@ -9,8 +9,74 @@
 
 use std::time::Duration;
 
-use super::model::{HostVms, VmSpec, VmState};
+use super::libvirt::LibvirtError;
+use super::model::{HostVms, SpecError, VmSpec, VmState};
 use super::plan::{ChangeKind, VmPlan};
+use super::proxmox::ProxmoxError;
+
+/// Why a driver could not build a script, or read what its read script printed.
+///
+/// One type for every driver: the engine holds drivers as `dyn Hypervisor` (the kind is chosen
+/// from the inventory at run time), so the trait's methods need one error type. What only one
+/// driver can get wrong lives in that driver's enum ([`LibvirtError`], [`ProxmoxError`]), wrapped
+/// here; what every driver checks the same way is a variant of its own, so a caller can match it
+/// without knowing the driver.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    #[error(
+        "`{name}` cannot be used as a VM name on a hypervisor (lowercase letters, digits, - and _)"
+    )]
+    BadName { name: String },
+    /// The inventory does not say enough to create the VM.
+    #[error(transparent)]
+    NotCreatable(#[from] SpecError),
+    /// An update plan without the VM's state (a bug in the caller).
+    #[error("an update needs the VM's state")]
+    UpdateWithoutState { vm: String },
+    /// `update_script` given a plan that is not an update (a bug in the caller).
+    #[error("{vm}: not an update")]
+    NotAnUpdate { vm: String },
+    /// A plan without the part its action needs (`spec` to create, `state` to adopt or delete;
+    /// a bug in the caller).
+    #[error("no {missing}")]
+    IncompletePlan { vm: String, missing: &'static str },
+    #[error("the {hypervisor} driver has no console for {vm}")]
+    NoConsole {
+        hypervisor: &'static str,
+        vm: String,
+    },
+    #[error(transparent)]
+    Libvirt(#[from] LibvirtError),
+    #[error(transparent)]
+    Proxmox(#[from] ProxmoxError),
+}
+
+/// A field of a read script's output that is not what the script writes (base64 of UTF-8 text).
+#[derive(Debug, thiserror::Error)]
+pub enum FieldError {
+    #[error("unreadable base64 from the read script: {0}")]
+    Base64(#[source] base64::DecodeError),
+    #[error("not UTF-8: {0}")]
+    Utf8(#[source] std::string::FromUtf8Error),
+}
+
+/// Names for a message: `a, b`, or `none`.
+pub(crate) fn listed(names: &[String]) -> String {
+    if names.is_empty() {
+        "none".to_string()
+    } else {
+        names.join(", ")
+    }
+}
+
+/// Decodes one base64 field of a read script's output.
+pub fn decode_field(text: &str) -> Result<String, FieldError> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .map_err(FieldError::Base64)?;
+    String::from_utf8(bytes).map_err(FieldError::Utf8)
+}
 
 /// Start, stop or restart a VM.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,11 +99,11 @@ pub trait Hypervisor: Send + Sync {
     fn read_script(&self) -> String;
 
     /// Turns the read script's output into the host's VMs.
-    fn parse_read(&self, host: &str, stdout: &str) -> Result<HostVms, String>;
+    fn parse_read(&self, host: &str, stdout: &str) -> Result<HostVms, DriverError>;
 
     /// The script that creates a VM from `spec` and starts it. It prints `@@hostkey TYPE KEY`
     /// when it generated the VM's SSH host key (so picaops can pin it before the first login).
-    fn create_script(&self, spec: &VmSpec, host: &HostVms) -> Result<String, String>;
+    fn create_script(&self, spec: &VmSpec, host: &HostVms) -> Result<String, DriverError>;
 
     /// The script that applies an `Update` plan: live changes, then (when the plan needs it) a
     /// graceful ACPI shutdown within `shutdown_timeout` and a start. Prints `@@timeout` and
@@ -47,13 +113,13 @@ pub trait Hypervisor: Send + Sync {
         plan: &VmPlan,
         host: &HostVms,
         shutdown_timeout: Duration,
-    ) -> Result<String, String>;
+    ) -> Result<String, DriverError>;
 
     /// The script that records an existing VM as managed by picaops, changing nothing else.
-    fn adopt_script(&self, state: &VmState) -> Result<String, String>;
+    fn adopt_script(&self, state: &VmState) -> Result<String, DriverError>;
 
     /// The script that deletes a VM and its disks.
-    fn delete_script(&self, state: &VmState) -> Result<String, String>;
+    fn delete_script(&self, state: &VmState) -> Result<String, DriverError>;
 
     /// The script that starts, stops or restarts a VM.
     fn power_script(&self, state: &VmState, op: PowerOp, timeout: Duration) -> String;
@@ -64,12 +130,11 @@ pub trait Hypervisor: Send + Sync {
     }
 
     /// The command that attaches a terminal to the VM's serial console (run with a TTY).
-    fn console_argv(&self, state: &VmState) -> Result<Vec<String>, String> {
-        Err(format!(
-            "the {} driver has no console for {}",
-            self.kind(),
-            state.name
-        ))
+    fn console_argv(&self, state: &VmState) -> Result<Vec<String>, DriverError> {
+        Err(DriverError::NoConsole {
+            hypervisor: self.kind(),
+            vm: state.name.clone(),
+        })
     }
 }
 
@@ -126,7 +191,7 @@ pub fn parse_notes(stdout: &str) -> ScriptNotes {
 
 /// A name safe to put in file names and unquoted shell words: the inventory's names already
 /// are (lowercase, digits, `-`), this checks again before anything is built from it.
-pub fn check_name(name: &str) -> Result<(), String> {
+pub fn check_name(name: &str) -> Result<(), DriverError> {
     let ok = !name.is_empty()
         && name.len() <= 63
         && !name.starts_with('-')
@@ -136,9 +201,9 @@ pub fn check_name(name: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "`{name}` cannot be used as a VM name on a hypervisor (lowercase letters, digits, - and _)"
-        ))
+        Err(DriverError::BadName {
+            name: name.to_string(),
+        })
     }
 }
 

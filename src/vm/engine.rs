@@ -19,13 +19,95 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::driver::{parse_notes, Hypervisor};
+use super::driver::{parse_notes, DriverError, Hypervisor};
 use super::model::{HostVms, Power, VmSpec};
 use super::plan::{self, Allowed, VmAction, VmPlan};
 use crate::inventory::{self, HypervisorKind, Inventory, Machine};
 use crate::transport::{
     run_on_hosts, Connector, ErrorKind, PoolOptions, RemoteCommand, Target, Transport,
+    TransportError,
 };
+
+/// Why picaops could not read or change the VMs of one hypervisor. `host` is its inventory
+/// name.
+#[derive(Debug, thiserror::Error)]
+pub enum HypervisorError {
+    #[error("host `{host}` is not in the inventory")]
+    UnknownHost { host: String },
+    /// The inventory does not say how to reach it (its reason).
+    #[error("{reason}")]
+    Unreachable { host: String, reason: String },
+    /// The script could not be sent or did not finish (the error names the host).
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// The script printed `@@timeout` (a graceful shutdown took too long) and failed.
+    /// `stderr`: the last lines it wrote there, if any.
+    #[error("timed out{}", colon(.stderr))]
+    TimedOut { host: String, stderr: String },
+    /// The script exited non-zero: its `@@error` lines, the last lines of its stderr.
+    #[error("{}", script_failure(.errors, .stderr, *.exit_code))]
+    ScriptFailed {
+        host: String,
+        errors: Vec<String>,
+        stderr: String,
+        exit_code: i32,
+    },
+    /// The driver could not build the script, or read what it printed.
+    #[error(transparent)]
+    Driver(#[from] DriverError),
+}
+
+impl HypervisorError {
+    /// A graceful shutdown ran out of time and the script said nothing else: the caller can
+    /// explain what that means for the VM.
+    pub fn is_shutdown_timeout(&self) -> bool {
+        matches!(self, HypervisorError::TimedOut { stderr, .. } if stderr.is_empty())
+    }
+}
+
+/// `: TEXT`, or nothing for no text.
+fn colon(text: &str) -> String {
+    if text.is_empty() {
+        String::new()
+    } else {
+        format!(": {text}")
+    }
+}
+
+/// The `@@error` lines joined, then the stderr; `exit N` when the script said nothing.
+fn script_failure(errors: &[String], stderr: &str, exit_code: i32) -> String {
+    let why = errors.join("; ");
+    match (why.is_empty(), stderr.is_empty()) {
+        (true, true) => format!("exit {exit_code}"),
+        (true, false) => stderr.to_string(),
+        (false, _) => format!("{why}{}", colon(stderr)),
+    }
+}
+
+/// Why a new or restarted VM's SSH could not be reached. `vm` is its inventory name.
+#[derive(Debug, thiserror::Error)]
+pub enum SshWaitError {
+    /// The connector could not start (its control directory).
+    #[error(transparent)]
+    Connector(TransportError),
+    /// A host key or authentication problem: waiting would not fix it.
+    #[error("SSH to the VM failed: {source}")]
+    Refused {
+        vm: String,
+        #[source]
+        source: TransportError,
+    },
+    /// `last`: why the last attempt failed, if one was made.
+    #[error(
+        "SSH did not answer within {secs} s ({}). Look at its console: `picaops vm console {vm}`",
+        .last.as_ref().map(ToString::to_string).unwrap_or_default()
+    )]
+    NoAnswer {
+        vm: String,
+        secs: u64,
+        last: Option<TransportError>,
+    },
+}
 
 /// Everything the VM phase needs, decided before any host is contacted.
 pub struct VmJob {
@@ -195,12 +277,17 @@ impl VmReport {
     }
 }
 
-fn host_target(inv: &Inventory, host: &str) -> Result<Target, String> {
+fn host_target(inv: &Inventory, host: &str) -> Result<Target, HypervisorError> {
     let h = inv
         .hosts
         .get(host)
-        .ok_or_else(|| format!("host `{host}` is not in the inventory"))?;
-    inventory::target(Machine::Host(h))
+        .ok_or_else(|| HypervisorError::UnknownHost {
+            host: host.to_string(),
+        })?;
+    inventory::target(Machine::Host(h)).map_err(|reason| HypervisorError::Unreachable {
+        host: host.to_string(),
+        reason,
+    })
 }
 
 /// Reads one hypervisor.
@@ -208,9 +295,9 @@ pub async fn read_host(
     driver: &dyn Hypervisor,
     host: &str,
     transport: &dyn Transport,
-) -> Result<HostVms, String> {
+) -> Result<HostVms, HypervisorError> {
     let out = exec_script(transport, driver.read_script(), Duration::from_secs(120)).await?;
-    driver.parse_read(host, &out)
+    Ok(driver.parse_read(host, &out)?)
 }
 
 /// Sends a script to `sh -s`; a non-zero exit is an error quoting the script's `@@error` lines
@@ -219,33 +306,30 @@ pub async fn exec_script(
     transport: &dyn Transport,
     script: String,
     timeout: Duration,
-) -> Result<String, String> {
-    keep_script(&transport.target().name, &script);
+) -> Result<String, HypervisorError> {
+    let host = transport.target().name.clone();
+    keep_script(&host, &script);
     let cmd = RemoteCommand::argv(["sh", "-s"])
         .with_stdin(script)
         .with_become(true)
         .with_timeout(timeout);
-    let out = transport.exec(&cmd).await.map_err(|e| e.to_string())?;
+    let out = transport.exec(&cmd).await?;
     let stdout = out.stdout_lossy();
     if out.success() {
         return Ok(stdout);
     }
     let notes = parse_notes(&stdout);
-    let mut why = notes.errors.join("; ");
-    if notes.timed_out {
-        why = "timed out".into();
-    }
-    let stderr = out.stderr_lossy();
-    if !stderr.trim().is_empty() {
-        if !why.is_empty() {
-            why.push_str(": ");
+    let stderr = tail(out.stderr_lossy().trim(), 6);
+    Err(if notes.timed_out {
+        HypervisorError::TimedOut { host, stderr }
+    } else {
+        HypervisorError::ScriptFailed {
+            host,
+            errors: notes.errors,
+            stderr,
+            exit_code: out.exit_code,
         }
-        why.push_str(&tail(stderr.trim(), 6));
-    }
-    if why.is_empty() {
-        why = format!("exit {}", out.exit_code);
-    }
-    Err(why)
+    })
 }
 
 fn tail(text: &str, n: usize) -> String {
@@ -276,7 +360,7 @@ fn plan_host(job: &VmJob, driver: &dyn Hypervisor, read: &HostVms) -> Vec<VmPlan
             Ok(spec) => plan::diff(name, &read.host, Some(spec), read.get(name)),
             Err(e) => {
                 let mut p = plan::diff(name, &read.host, None, None);
-                p.refused = Some(e.clone());
+                p.refused = Some(e.to_string());
                 p
             }
         };
@@ -364,7 +448,7 @@ pub async fn run(job: Arc<VmJob>) -> VmReport {
         {
             match host_target(inv, host) {
                 Ok(t) => targets.push(t),
-                Err(e) => report.errors.push(e),
+                Err(e) => report.errors.push(e.to_string()),
             }
         }
     }
@@ -578,7 +662,7 @@ pub async fn run(job: Arc<VmJob>) -> VmReport {
             Ok(ms) => v.ssh_ready_ms = Some(ms),
             Err(e) => {
                 v.status = Some("failed");
-                v.error = Some(e);
+                v.error = Some(e.to_string());
             }
         }
     }
@@ -607,24 +691,28 @@ async fn apply_host(
             v.status = Some("not run");
             continue;
         }
+        let incomplete = |missing| DriverError::IncompletePlan {
+            vm: v.plan.name.clone(),
+            missing,
+        };
         let script = match v.plan.action {
             VmAction::Create => v
                 .plan
                 .spec
                 .as_ref()
-                .ok_or_else(|| "no spec".to_string())
+                .ok_or_else(|| incomplete("spec"))
                 .and_then(|s| driver.create_script(s, read)),
             VmAction::Adopt => v
                 .plan
                 .state
                 .as_ref()
-                .ok_or_else(|| "no state".to_string())
+                .ok_or_else(|| incomplete("state"))
                 .and_then(|s| driver.adopt_script(s)),
             VmAction::Delete => v
                 .plan
                 .state
                 .as_ref()
-                .ok_or_else(|| "no state".to_string())
+                .ok_or_else(|| incomplete("state"))
                 .and_then(|s| driver.delete_script(s)),
             VmAction::Update => driver.update_script(&v.plan, read, job.shutdown_timeout),
             VmAction::Unchanged | VmAction::Unmanaged => continue,
@@ -633,7 +721,7 @@ async fn apply_host(
             Ok(s) => s,
             Err(e) => {
                 v.status = Some("failed");
-                v.error = Some(e);
+                v.error = Some(e.to_string());
                 stopped = true;
                 continue;
             }
@@ -646,7 +734,7 @@ async fn apply_host(
             }
             Err(e) => {
                 v.status = Some("failed");
-                v.error = Some(if e == "timed out" {
+                v.error = Some(if e.is_shutdown_timeout() {
                     format!(
                         "it did not shut down within {} s after the ACPI request. Nothing was \
                          forced: it still runs with its old settings, the new ones are saved and \
@@ -657,7 +745,7 @@ async fn apply_host(
                         v.plan.name
                     )
                 } else {
-                    e
+                    e.to_string()
                 });
                 stopped = true;
             }
@@ -672,11 +760,11 @@ pub async fn wait_for_ssh(
     target: Target,
     known_hosts: PathBuf,
     wait: Duration,
-) -> Result<u64, String> {
+) -> Result<u64, SshWaitError> {
     let started = Instant::now();
-    let connector =
-        Connector::new(&known_hosts, Duration::from_secs(5), None).map_err(|e| e.to_string())?;
-    let mut last = String::new();
+    let connector = Connector::new(&known_hosts, Duration::from_secs(5), None)
+        .map_err(SshWaitError::Connector)?;
+    let mut last = None;
     while started.elapsed() < wait {
         match connector.connect(&target).await {
             Ok(t) => {
@@ -689,15 +777,57 @@ pub async fn wait_for_ssh(
                     ErrorKind::HostKeyChanged | ErrorKind::HostKeyUnknown | ErrorKind::AuthFailed
                 ) =>
             {
-                return Err(format!("SSH to the VM failed: {e}"));
+                return Err(SshWaitError::Refused {
+                    vm: target.name,
+                    source: e,
+                });
             }
-            Err(e) => last = e.to_string(),
+            Err(e) => last = Some(e),
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    Err(format!(
-        "SSH did not answer within {} s ({last}). Look at its console: `picaops vm console {}`",
-        wait.as_secs(),
-        target.name
-    ))
+    Err(SshWaitError::NoAnswer {
+        vm: target.name,
+        secs: wait.as_secs(),
+        last,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failed(errors: &[&str], stderr: &str, exit_code: i32) -> String {
+        HypervisorError::ScriptFailed {
+            host: "bob".into(),
+            errors: errors.iter().map(|e| e.to_string()).collect(),
+            stderr: stderr.into(),
+            exit_code,
+        }
+        .to_string()
+    }
+
+    #[test]
+    fn a_failed_script_says_its_errors_then_its_stderr_else_its_exit_code() {
+        assert_eq!(failed(&["a", "b"], "", 3), "a; b");
+        assert_eq!(failed(&["a"], "sudo: x", 3), "a: sudo: x");
+        assert_eq!(failed(&[], "sudo: x", 1), "sudo: x");
+        assert_eq!(failed(&[], "", 7), "exit 7");
+    }
+
+    #[test]
+    fn only_a_bare_timeout_is_a_shutdown_timeout() {
+        let bare = HypervisorError::TimedOut {
+            host: "bob".into(),
+            stderr: String::new(),
+        };
+        assert_eq!(bare.to_string(), "timed out");
+        assert!(bare.is_shutdown_timeout());
+        let noisy = HypervisorError::TimedOut {
+            host: "bob".into(),
+            stderr: "virsh: warning".into(),
+        };
+        assert_eq!(noisy.to_string(), "timed out: virsh: warning");
+        assert!(!noisy.is_shutdown_timeout());
+    }
 }

@@ -18,9 +18,10 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use base64::Engine as _;
-
-use super::driver::{check_name, fail, write_file, Hypervisor, PowerOp, SCRIPT_PRELUDE};
+use super::driver::{
+    check_name, decode_field, fail, listed, write_file, DriverError, FieldError, Hypervisor,
+    PowerOp, SCRIPT_PRELUDE,
+};
 use super::model::{Accel, DiskState, HostVms, Power, VmSpec, VmState};
 use super::plan::{ChangeKind, VmAction, VmPlan};
 use crate::transport::quote::quote as q;
@@ -37,6 +38,53 @@ pub const DEFAULT_BRIDGE: &str = "vmbr0";
 /// Target device of the seed disk (data disks take vda, vdb, …).
 const SEED_DEV: &str = "vdz";
 
+/// What only the libvirt driver can get wrong: a host's read output it cannot use, or a disk it
+/// has nowhere to put. `host` is the hypervisor's inventory name.
+#[derive(Debug, thiserror::Error)]
+pub enum LibvirtError {
+    /// A field of the read script's output on `host` is not what the script writes.
+    #[error("{source}")]
+    ReadOutput {
+        host: String,
+        #[source]
+        source: FieldError,
+    },
+    #[error("the configuration of VM `{vm}` on {host}: {source}")]
+    Domain {
+        host: String,
+        vm: String,
+        #[source]
+        source: DomainXmlError,
+    },
+    /// `available`: the pools `host` has.
+    #[error(
+        "storage pool `{pool}` does not exist on {host} (pools there: {}). Define it with `virsh \
+         pool-define-as {pool} dir --target DIR`, or name an existing one in the inventory",
+        listed(.available)
+    )]
+    NoPool {
+        host: String,
+        pool: String,
+        available: Vec<String>,
+    },
+    #[error("image `{image}`: give the name of a base image in the pool, not a path")]
+    ImageIsPath { vm: String, image: String },
+}
+
+/// Why a domain's XML (`virsh dumpxml`) does not read as a VM.
+#[derive(Debug, thiserror::Error)]
+pub enum DomainXmlError {
+    #[error("not valid XML: {0}")]
+    NotXml(#[source] roxmltree::Error),
+    #[error("not a libvirt <domain>")]
+    NotADomain,
+    /// `element`: the tag, without brackets (`name`, `memory`).
+    #[error("no <{element}>")]
+    Missing { element: &'static str },
+    #[error("live XML not valid: {0}")]
+    LiveNotXml(#[source] roxmltree::Error),
+}
+
 pub struct Libvirt;
 
 impl Hypervisor for Libvirt {
@@ -50,11 +98,11 @@ impl Hypervisor for Libvirt {
         s
     }
 
-    fn parse_read(&self, host: &str, stdout: &str) -> Result<HostVms, String> {
-        parse_read(host, stdout)
+    fn parse_read(&self, host: &str, stdout: &str) -> Result<HostVms, DriverError> {
+        Ok(parse_read(host, stdout)?)
     }
 
-    fn create_script(&self, spec: &VmSpec, host: &HostVms) -> Result<String, String> {
+    fn create_script(&self, spec: &VmSpec, host: &HostVms) -> Result<String, DriverError> {
         create_script(spec, host)
     }
 
@@ -63,11 +111,11 @@ impl Hypervisor for Libvirt {
         plan: &VmPlan,
         host: &HostVms,
         shutdown_timeout: Duration,
-    ) -> Result<String, String> {
+    ) -> Result<String, DriverError> {
         update_script(plan, host, shutdown_timeout)
     }
 
-    fn adopt_script(&self, state: &VmState) -> Result<String, String> {
+    fn adopt_script(&self, state: &VmState) -> Result<String, DriverError> {
         check_name(&state.name)?;
         let n = q(&state.name);
         Ok(format!(
@@ -82,7 +130,7 @@ impl Hypervisor for Libvirt {
         ))
     }
 
-    fn delete_script(&self, state: &VmState) -> Result<String, String> {
+    fn delete_script(&self, state: &VmState) -> Result<String, DriverError> {
         check_name(&state.name)?;
         let n = q(&state.name);
         let mut s = String::from(SCRIPT_PRELUDE);
@@ -131,7 +179,7 @@ impl Hypervisor for Libvirt {
         s
     }
 
-    fn console_argv(&self, state: &VmState) -> Result<Vec<String>, String> {
+    fn console_argv(&self, state: &VmState) -> Result<Vec<String>, DriverError> {
         Ok(vec!["virsh".into(), "console".into(), state.name.clone()])
     }
 }
@@ -162,18 +210,14 @@ done
 virsh -q list --all --autostart --name | sed -n 's/^\(..*\)$/autostart\t\1/p'
 "#;
 
-fn b64(text: &str) -> Result<String, String> {
-    if text.is_empty() {
-        return Ok(String::new());
-    }
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(text.trim())
-        .map_err(|e| format!("unreadable base64 from the read script: {e}"))?;
-    String::from_utf8(bytes).map_err(|e| format!("not UTF-8: {e}"))
-}
-
 /// Parses the read script's output.
-pub fn parse_read(host: &str, stdout: &str) -> Result<HostVms, String> {
+pub fn parse_read(host: &str, stdout: &str) -> Result<HostVms, LibvirtError> {
+    let b64 = |text: &str| {
+        decode_field(text).map_err(|source| LibvirtError::ReadOutput {
+            host: host.to_string(),
+            source,
+        })
+    };
     let mut out = HostVms {
         host: host.to_string(),
         ..Default::default()
@@ -207,8 +251,11 @@ pub fn parse_read(host: &str, stdout: &str) -> Result<HostVms, String> {
         }
     }
     for (name, state, up, xml, live) in domains {
-        let mut vm = parse_domain(&xml, live.as_str())
-            .map_err(|e| format!("the configuration of VM `{name}` on {host}: {e}"))?;
+        let mut vm = parse_domain(&xml, live.as_str()).map_err(|source| LibvirtError::Domain {
+            host: host.to_string(),
+            vm: name.clone(),
+            source,
+        })?;
         vm.power = Power::parse(&state);
         vm.uptime_secs = up.parse().ok();
         vm.autostart = autostart.contains(&vm.name);
@@ -245,15 +292,16 @@ fn child<'a, 'i>(node: roxmltree::Node<'a, 'i>, name: &str) -> Option<roxmltree:
 
 /// A domain's saved configuration (and, for a running VM, its live one) as a `VmState`. Power,
 /// uptime, autostart, sizes and pools are filled in by the caller.
-pub fn parse_domain(xml: &str, live: &str) -> Result<VmState, String> {
-    let doc = roxmltree::Document::parse(xml).map_err(|e| format!("not valid XML: {e}"))?;
+pub fn parse_domain(xml: &str, live: &str) -> Result<VmState, DomainXmlError> {
+    let doc = roxmltree::Document::parse(xml).map_err(DomainXmlError::NotXml)?;
     let root = doc.root_element();
     if !root.has_tag_name("domain") {
-        return Err("not a libvirt <domain>".into());
+        return Err(DomainXmlError::NotADomain);
     }
     let text = |name: &str| child(root, name).and_then(|n| n.text()).map(str::trim);
-    let name = text("name").ok_or("no <name>")?.to_string();
-    let memory_max = kib_to_mib(child(root, "memory")).ok_or("no <memory>")?;
+    let missing = |element| DomainXmlError::Missing { element };
+    let name = text("name").ok_or_else(|| missing("name"))?.to_string();
+    let memory_max = kib_to_mib(child(root, "memory")).ok_or_else(|| missing("memory"))?;
     let memory = kib_to_mib(child(root, "currentMemory")).unwrap_or(memory_max);
     let vcpu_node = child(root, "vcpu");
     let vcpus: u32 = vcpu_node
@@ -302,8 +350,7 @@ pub fn parse_domain(xml: &str, live: &str) -> Result<VmState, String> {
     let mut max_memory_mib = memory_max;
     let mut pending = Vec::new();
     if !live.is_empty() {
-        let live_doc =
-            roxmltree::Document::parse(live).map_err(|e| format!("live XML not valid: {e}"))?;
+        let live_doc = roxmltree::Document::parse(live).map_err(DomainXmlError::LiveNotXml)?;
         let lroot = live_doc.root_element();
         if let Some(live_max) = kib_to_mib(child(lroot, "memory")) {
             max_memory_mib = live_max;
@@ -353,20 +400,16 @@ pub fn disk_path(dir: &str, name: &str, index: usize) -> String {
     format!("{}/{name}-disk{index}.qcow2", dir.trim_end_matches('/'))
 }
 
-fn pool_dir<'a>(host: &'a HostVms, pool: Option<&str>) -> Result<&'a str, String> {
+fn pool_dir<'a>(host: &'a HostVms, pool: Option<&str>) -> Result<&'a str, LibvirtError> {
     let pool = pool.unwrap_or(DEFAULT_POOL);
-    host.pools.get(pool).map(String::as_str).ok_or_else(|| {
-        format!(
-            "storage pool `{pool}` does not exist on {} (pools there: {}). Define it with `virsh \
-             pool-define-as {pool} dir --target DIR`, or name an existing one in the inventory",
-            host.host,
-            if host.pools.is_empty() {
-                "none".to_string()
-            } else {
-                host.pools.keys().cloned().collect::<Vec<_>>().join(", ")
-            }
-        )
-    })
+    host.pools
+        .get(pool)
+        .map(String::as_str)
+        .ok_or_else(|| LibvirtError::NoPool {
+            host: host.host.clone(),
+            pool: pool.to_string(),
+            available: host.pools.keys().cloned().collect(),
+        })
 }
 
 /// `vda`, `vdb`, …
@@ -490,14 +533,16 @@ pub fn user_data_head(spec: &VmSpec) -> String {
     s
 }
 
-fn create_script(spec: &VmSpec, host: &HostVms) -> Result<String, String> {
+fn create_script(spec: &VmSpec, host: &HostVms) -> Result<String, DriverError> {
     check_name(&spec.name)?;
     spec.check_creatable()?;
     let image = spec.image.as_deref().unwrap_or_default();
     if image.contains('/') || image.starts_with('.') {
-        return Err(format!(
-            "image `{image}`: give the name of a base image in the pool, not a path"
-        ));
+        return Err(LibvirtError::ImageIsPath {
+            vm: spec.name.clone(),
+            image: image.to_string(),
+        }
+        .into());
     }
     let dirs = spec
         .disks
@@ -644,14 +689,18 @@ fn update_script(
     plan: &VmPlan,
     host: &HostVms,
     shutdown_timeout: Duration,
-) -> Result<String, String> {
+) -> Result<String, DriverError> {
     let state = plan
         .state
         .as_ref()
-        .ok_or("an update needs the VM's state")?;
+        .ok_or_else(|| DriverError::UpdateWithoutState {
+            vm: plan.name.clone(),
+        })?;
     check_name(&state.name)?;
     if plan.action != VmAction::Update {
-        return Err(format!("{}: not an update", state.name));
+        return Err(DriverError::NotAnUpdate {
+            vm: state.name.clone(),
+        });
     }
     let n = q(&state.name);
     let mut s = String::from(SCRIPT_PRELUDE);
@@ -846,6 +895,7 @@ mod tests {
 
     #[test]
     fn the_read_script_output_is_parsed_with_sizes_pools_and_autostart() {
+        use base64::Engine as _;
         let enc = |t: &str| base64::engine::general_purpose::STANDARD.encode(t);
         let out = format!(
             "pool\tdefault\t/var/lib/libvirt/images\n\
@@ -971,7 +1021,7 @@ mod tests {
         assert!(script.find("virsh -q define").unwrap() < script.find("virsh -q start").unwrap());
         let mut other = spec();
         other.disks[0].pool = Some("fast".into());
-        let err = create_script(&other, &host).unwrap_err();
+        let err = create_script(&other, &host).unwrap_err().to_string();
         assert!(err.contains("pool `fast` does not exist on bob"), "{err}");
     }
 

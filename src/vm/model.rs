@@ -14,6 +14,50 @@ use crate::inventory::{Inventory, Vm};
 
 const MIB: u64 = 1 << 20;
 
+/// Why an inventory VM has no usable spec, or not enough of one to be created. Each variant
+/// names the VM; `place` is where the inventory says it (`file:line:column`).
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("`vm_admin_keys` ({place}) must be a list of public key lines")]
+    AdminKeysNotStrings { vm: String, place: String },
+    #[error("`vm_admin_keys` ({place}) must be a public key line or a list of them")]
+    AdminKeysType { vm: String, place: String },
+    /// `key` is already shown on one line (control characters escaped).
+    #[error(
+        "`vm_admin_keys`{}: `{key}` is not one public key line (TYPE BASE64 [COMMENT], no line break)",
+        .place.as_ref().map(|p| format!(" ({p})")).unwrap_or_default()
+    )]
+    BadAdminKey {
+        vm: String,
+        place: Option<String>,
+        key: String,
+    },
+    /// `value` is the variable's JSON value as written.
+    #[error("`vm_accel` is {value}: write kvm (hardware virtualisation) or tcg (emulation)")]
+    BadAccel { vm: String, value: String },
+    #[error("disk size `{size}`: {reason}")]
+    DiskSize {
+        vm: String,
+        size: String,
+        reason: &'static str,
+    },
+    #[error(
+        "cannot create it: the inventory ({place}) does not say its {}. Add them, or create \
+         the VM by hand and picaops adopts it",
+        .missing.join(", ")
+    )]
+    MissingFields {
+        vm: String,
+        place: String,
+        missing: Vec<&'static str>,
+    },
+    #[error(
+        "cannot create it: no admin key to give it ({place}). Set `identity_file:` on the VM \
+         (its .pub file is used) or the variable `vm_admin_keys`"
+    )]
+    NoAdminKey { vm: String, place: String },
+}
+
 /// The inventory's wish for one VM, in the units the drivers use.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct VmSpec {
@@ -75,7 +119,7 @@ impl NetSpec {
 impl VmSpec {
     /// The spec of an inventory VM. Variables are resolved as for playbooks (`vm_admin_keys`,
     /// `vm_accel`); disk sizes were checked when the inventory was loaded.
-    pub fn from_inventory(inv: &Inventory, vm: &Vm) -> Result<VmSpec, String> {
+    pub fn from_inventory(inv: &Inventory, vm: &Vm) -> Result<VmSpec, SpecError> {
         let vars = crate::inventory::vars::resolve(inv, crate::inventory::Machine::Vm(vm));
         let mut admin_keys = Vec::new();
         if let Some(v) = vars.get("vm_admin_keys") {
@@ -86,19 +130,19 @@ impl VmSpec {
                         match i.as_str() {
                             Some(s) => admin_keys.push(s.to_string()),
                             None => {
-                                return Err(format!(
-                                    "`vm_admin_keys` ({}) must be a list of public key lines",
-                                    v.place
-                                ))
+                                return Err(SpecError::AdminKeysNotStrings {
+                                    vm: vm.name.clone(),
+                                    place: v.place.to_string(),
+                                })
                             }
                         }
                     }
                 }
                 _ => {
-                    return Err(format!(
-                        "`vm_admin_keys` ({}) must be a public key line or a list of them",
-                        v.place
-                    ))
+                    return Err(SpecError::AdminKeysType {
+                        vm: vm.name.clone(),
+                        place: v.place.to_string(),
+                    })
                 }
             }
         } else if let Some(identity) = &vm.ssh.identity_file {
@@ -110,20 +154,21 @@ impl VmSpec {
             .iter()
             .find(|k| k.trim().is_empty() || k.contains(char::is_control))
         {
-            return Err(format!(
-                "`vm_admin_keys`{}: `{}` is not one public key line (TYPE BASE64 [COMMENT], no line break)",
-                vars.get("vm_admin_keys").map(|v| format!(" ({})", v.place)).unwrap_or_default(),
-                crate::inventory::shown(bad)
-            ));
+            return Err(SpecError::BadAdminKey {
+                vm: vm.name.clone(),
+                place: vars.get("vm_admin_keys").map(|v| v.place.to_string()),
+                key: crate::inventory::shown(bad),
+            });
         }
         let accel = match vars.get("vm_accel").map(|v| &v.value) {
             None => Accel::Kvm,
             Some(serde_json::Value::String(s)) if s == "kvm" => Accel::Kvm,
             Some(serde_json::Value::String(s)) if s == "tcg" => Accel::Tcg,
             Some(other) => {
-                return Err(format!(
-                    "`vm_accel` is {other}: write kvm (hardware virtualisation) or tcg (emulation)"
-                ))
+                return Err(SpecError::BadAccel {
+                    vm: vm.name.clone(),
+                    value: other.to_string(),
+                })
             }
         };
         let disks = vm
@@ -131,12 +176,17 @@ impl VmSpec {
             .iter()
             .map(|d| {
                 Ok(DiskSpec {
-                    size_bytes: crate::inventory::parse_size(&d.size)
-                        .map_err(|e| format!("disk size `{}`: {e}", d.size))?,
+                    size_bytes: crate::inventory::parse_size(&d.size).map_err(|reason| {
+                        SpecError::DiskSize {
+                            vm: vm.name.clone(),
+                            size: d.size.clone(),
+                            reason,
+                        }
+                    })?,
                     pool: d.pool.clone(),
                 })
             })
-            .collect::<Result<Vec<_>, String>>()?;
+            .collect::<Result<Vec<_>, SpecError>>()?;
         Ok(VmSpec {
             name: vm.name.clone(),
             host: vm.host.value.clone(),
@@ -158,7 +208,7 @@ impl VmSpec {
     }
 
     /// Everything a creation needs is there; else what to add, for the volunteer.
-    pub fn check_creatable(&self) -> Result<(), String> {
+    pub fn check_creatable(&self) -> Result<(), SpecError> {
         let mut missing = Vec::new();
         if self.vcpus.is_none() {
             missing.push("`vcpus:`");
@@ -173,19 +223,17 @@ impl VmSpec {
             missing.push("`image:`");
         }
         if !missing.is_empty() {
-            return Err(format!(
-                "cannot create it: the inventory ({}) does not say its {}. Add them, or create \
-                 the VM by hand and picaops adopts it",
-                self.declared_at,
-                missing.join(", ")
-            ));
+            return Err(SpecError::MissingFields {
+                vm: self.name.clone(),
+                place: self.declared_at.clone(),
+                missing,
+            });
         }
         if self.admin_keys.is_empty() {
-            return Err(format!(
-                "cannot create it: no admin key to give it ({}). Set `identity_file:` on the VM \
-                 (its .pub file is used) or the variable `vm_admin_keys`",
-                self.declared_at
-            ));
+            return Err(SpecError::NoAdminKey {
+                vm: self.name.clone(),
+                place: self.declared_at.clone(),
+            });
         }
         Ok(())
     }
@@ -330,6 +378,33 @@ mod tests {
         assert_eq!(Power::parse("stopped"), Power::ShutOff);
         assert_eq!(Power::parse("running\n"), Power::Running);
         assert_eq!(Power::parse("crashed").label(), "crashed");
+    }
+
+    #[test]
+    fn a_spec_short_of_a_creation_says_what_to_add_and_where() {
+        let spec = VmSpec {
+            name: "pica01".into(),
+            host: "bob".into(),
+            vcpus: None,
+            memory_mib: Some(512),
+            disks: Vec::new(),
+            network: None,
+            image: Some("debian".into()),
+            start_at_boot: true,
+            admin_keys: Vec::new(),
+            accel: Accel::Kvm,
+            declared_at: "vms.yml:3:3".into(),
+        };
+        let err = spec.check_creatable().unwrap_err();
+        assert!(
+            matches!(&err, SpecError::MissingFields { vm, .. } if vm == "pica01"),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "cannot create it: the inventory (vms.yml:3:3) does not say its `vcpus:`, `disks:`. \
+             Add them, or create the VM by hand and picaops adopts it"
+        );
     }
 
     #[test]

@@ -5,28 +5,69 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::engine::{self, Scope, VmJob, VmReport};
+use super::engine::{self, HypervisorError, Scope, VmJob, VmReport};
 use super::plan::Allowed;
 use super::{Hypervisor, PowerOp, VmState};
 use crate::inventory::{self, HypervisorKind, Inventory, Machine};
-use crate::transport::{Connector, Target, Transport};
+use crate::transport::{Connector, Target, Transport, TransportError};
 
 /// Why a `picaops vm` command could not do its work.
 #[derive(Debug, thiserror::Error)]
 pub enum VmOpError {
-    /// Exit 2: nothing was contacted.
+    /// `--limit` selects nothing the inventory has (the inventory's reason).
     #[error("{0}")]
-    Usage(String),
-    /// Exit 1: the hypervisor was contacted (or tried) and the work failed.
-    #[error("{0}")]
-    Failed(String),
+    Limit(String),
+    #[error("no hypervisor selected (hosts with `hypervisor: libvirt` or `proxmox`)")]
+    NoHypervisorSelected,
+    #[error(
+        "`{vm}` is not a VM of the inventory; for one made by hand, say where it runs with --host HOST"
+    )]
+    NotAVm { vm: String },
+    #[error("`{host}` is not a host of the inventory")]
+    UnknownHost { host: String },
+    #[error("host {host} has `hypervisor: none`: picaops runs no VM there")]
+    NotAHypervisor { host: String },
+    #[error("{host} has no VM driver")]
+    NoDriver { host: String },
+    /// The inventory does not say how to reach the hypervisor (its reason).
+    #[error("{reason}")]
+    Unreachable { host: String, reason: String },
+    /// The hypervisor could not be connected to (the error names it).
+    #[error(transparent)]
+    Connect(TransportError),
+    /// Reading the hypervisor, or running the driver's script there, failed.
+    #[error(transparent)]
+    Hypervisor(#[from] HypervisorError),
+    /// `present`: the VMs the hypervisor has.
+    #[error("no VM named {vm} on {host} (VMs there: {})", .present.join(", "))]
+    NoSuchVm {
+        vm: String,
+        host: String,
+        present: Vec<String>,
+    },
+    #[error(
+        "{vm} did not shut down within {secs} s after the ACPI request; nothing was forced (use \
+         --force to cut the power)"
+    )]
+    ShutdownTimeout { vm: String, host: String, secs: u64 },
 }
 
 impl VmOpError {
+    /// 2 when nothing was contacted (the command line or the inventory is wrong), else 1 (the
+    /// hypervisor was contacted, or tried, and the work failed).
     pub fn exit_code(&self) -> i32 {
         match self {
-            VmOpError::Usage(_) => crate::output::EXIT_USAGE,
-            VmOpError::Failed(_) => crate::output::EXIT_HOST_FAILED,
+            VmOpError::Limit(_)
+            | VmOpError::NoHypervisorSelected
+            | VmOpError::NotAVm { .. }
+            | VmOpError::UnknownHost { .. }
+            | VmOpError::NotAHypervisor { .. }
+            | VmOpError::NoDriver { .. }
+            | VmOpError::Unreachable { .. } => crate::output::EXIT_USAGE,
+            VmOpError::Connect(_)
+            | VmOpError::Hypervisor(_)
+            | VmOpError::NoSuchVm { .. }
+            | VmOpError::ShutdownTimeout { .. } => crate::output::EXIT_HOST_FAILED,
         }
     }
 }
@@ -38,7 +79,7 @@ pub async fn list(
     limit: Option<&str>,
 ) -> Result<VmReport, VmOpError> {
     let selected: Vec<String> = inventory::select::select(&inv, limit)
-        .map_err(VmOpError::Usage)?
+        .map_err(VmOpError::Limit)?
         .iter()
         .map(|m| m.name().to_string())
         .collect();
@@ -52,9 +93,7 @@ pub async fn list(
             .collect();
     }
     if scope.hosts.is_empty() {
-        return Err(VmOpError::Usage(
-            "no hypervisor selected (hosts with `hypervisor: libvirt` or `proxmox`)".into(),
-        ));
+        return Err(VmOpError::NoHypervisorSelected);
     }
     Ok(engine::run(Arc::new(VmJob {
         inventory: inv,
@@ -76,21 +115,18 @@ pub fn hypervisor_of(inv: &Inventory, name: &str, host: Option<&str>) -> Result<
         (Some(h), _) => h.to_string(),
         (None, Some(v)) => v.host.value.clone(),
         (None, None) => {
-            return Err(VmOpError::Usage(format!(
-                "`{name}` is not a VM of the inventory; for one made by hand, say where it runs with --host HOST"
-            )))
+            return Err(VmOpError::NotAVm {
+                vm: name.to_string(),
+            })
         }
     };
-    let h = inv
-        .hosts
-        .get(&host)
-        .ok_or_else(|| VmOpError::Usage(format!("`{host}` is not a host of the inventory")))?;
+    let Some(h) = inv.hosts.get(&host) else {
+        return Err(VmOpError::UnknownHost { host });
+    };
     if h.hypervisor == HypervisorKind::None {
-        return Err(VmOpError::Usage(format!(
-            "host {host} has `hypervisor: none`: picaops runs no VM there"
-        )));
+        return Err(VmOpError::NotAHypervisor { host });
     }
-    inventory::target(Machine::Host(h)).map_err(VmOpError::Usage)
+    inventory::target(Machine::Host(h)).map_err(|reason| VmOpError::Unreachable { host, reason })
 }
 
 /// Connects to VM `name`'s hypervisor, reads it, and hands the VM's state to `work`.
@@ -99,34 +135,29 @@ pub async fn with_vm<T>(
     known_hosts: &Path,
     name: &str,
     host: Option<&str>,
-    work: impl AsyncFnOnce(&dyn Hypervisor, &dyn Transport, &VmState) -> Result<T, String>,
+    work: impl AsyncFnOnce(&dyn Hypervisor, &dyn Transport, &VmState) -> Result<T, VmOpError>,
 ) -> Result<T, VmOpError> {
     let target = hypervisor_of(inv, name, host)?;
-    let driver = super::for_kind(inv.hosts[&target.name].hypervisor)
-        .ok_or_else(|| VmOpError::Usage(format!("{} has no VM driver", target.name)))?;
-    let failed = |e: String| VmOpError::Failed(e);
+    let driver =
+        super::for_kind(inv.hosts[&target.name].hypervisor).ok_or_else(|| VmOpError::NoDriver {
+            host: target.name.clone(),
+        })?;
     let (_connector, transport) =
         Connector::connect_one(known_hosts, Duration::from_secs(10), &target)
             .await
-            .map_err(|e| failed(e.to_string()))?;
+            .map_err(VmOpError::Connect)?;
     let result = async {
         let read = engine::read_host(driver.as_ref(), &target.name, transport.as_ref()).await?;
-        let state = read.get(name).ok_or_else(|| {
-            format!(
-                "no VM named {name} on {} (VMs there: {})",
-                target.name,
-                read.vms
-                    .iter()
-                    .map(|v| v.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
+        let state = read.get(name).ok_or_else(|| VmOpError::NoSuchVm {
+            vm: name.to_string(),
+            host: target.name.clone(),
+            present: read.vms.iter().map(|v| v.name.clone()).collect(),
         })?;
         work(driver.as_ref(), transport.as_ref(), state).await
     }
     .await;
     let _ = transport.close().await;
-    result.map_err(failed)
+    result
 }
 
 /// Starts, stops or restarts VM `name`; a graceful stop waits `timeout` and forces nothing.
@@ -149,15 +180,14 @@ pub async fn power(
             engine::exec_script(transport, script, timeout + Duration::from_secs(120))
                 .await
                 .map_err(|e| {
-                    if e == "timed out" {
-                        format!(
-                            "{} did not shut down within {} s after the ACPI request; nothing was \
-                         forced (use --force to cut the power)",
-                            state.name,
-                            timeout.as_secs()
-                        )
+                    if e.is_shutdown_timeout() {
+                        VmOpError::ShutdownTimeout {
+                            vm: state.name.clone(),
+                            host: transport.target().name.clone(),
+                            secs: timeout.as_secs(),
+                        }
                     } else {
-                        e
+                        e.into()
                     }
                 })
         },
@@ -181,7 +211,9 @@ pub async fn console(
     host: Option<&str>,
 ) -> Result<(Target, std::process::Command), VmOpError> {
     let argv = with_vm(inv, known_hosts, name, host, async |driver, _, state| {
-        driver.console_argv(state)
+        driver
+            .console_argv(state)
+            .map_err(|e| HypervisorError::from(e).into())
     })
     .await?;
     let target = hypervisor_of(inv, name, host)?;

@@ -212,7 +212,7 @@ pub fn diff(name: &str, host: &str, spec: Option<&VmSpec>, state: Option<&VmStat
             plan.action = VmAction::Create;
             plan.risk = Risk::InPlace;
             if let Err(why) = spec.check_creatable() {
-                plan.refused = Some(why);
+                plan.refused = Some(why.to_string());
             }
         }
         (None, Some(state)) if state.managed => {

@@ -21,10 +21,12 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use base64::Engine as _;
 use serde_json::Value;
 
-use super::driver::{check_name, fail, write_file, Hypervisor, PowerOp, SCRIPT_PRELUDE};
+use super::driver::{
+    check_name, decode_field, fail, listed, write_file, DriverError, FieldError, Hypervisor,
+    PowerOp, SCRIPT_PRELUDE,
+};
 use super::model::{DiskState, HostVms, Power, VmSpec, VmState};
 use super::plan::{ChangeKind, VmAction, VmPlan};
 use crate::transport::quote::quote as q;
@@ -34,6 +36,54 @@ pub const TAG: &str = "picaops";
 
 /// Storage for new disks when the inventory names none.
 pub const DEFAULT_STORAGE: &str = "local-lvm";
+
+/// What only the Proxmox driver can get wrong. `host` is the hypervisor's inventory name.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxmoxError {
+    /// A field of the read script's output on `host` is not what the script writes.
+    #[error("{source}")]
+    ReadOutput {
+        host: String,
+        #[source]
+        source: FieldError,
+    },
+    /// `pvesh get /cluster/resources` on `host` printed something picaops cannot read.
+    #[error("{source}")]
+    Resources {
+        host: String,
+        #[source]
+        source: ResourcesError,
+    },
+    #[error("VM {vm} has no numeric VMID")]
+    NoVmid { vm: String },
+    /// `available`: the templates `host` has.
+    #[error(
+        "no template named `{image}` on {host} (templates there: {}). Make one (a VM converted \
+         to a template, with a cloud-init drive), or fix image: in the inventory",
+        listed(.available)
+    )]
+    NoTemplate {
+        host: String,
+        vm: String,
+        image: String,
+        available: Vec<String>,
+    },
+    #[error(
+        "Proxmox cannot shrink a disk ({dev} of {vm}): copy the data to a smaller new disk by hand"
+    )]
+    CannotShrink { vm: String, dev: String },
+}
+
+/// Why `pvesh get /cluster/resources` output is not a list of guests.
+#[derive(Debug, thiserror::Error)]
+pub enum ResourcesError {
+    #[error("pvesh printed something other than JSON: {0}")]
+    NotJson(#[source] serde_json::Error),
+    #[error("no `data` array in pvesh's answer")]
+    NoData,
+    #[error("pvesh's answer is not a list")]
+    NotAList,
+}
 
 pub struct Proxmox;
 
@@ -46,11 +96,11 @@ impl Hypervisor for Proxmox {
         format!("{SCRIPT_PRELUDE}{READ_SCRIPT}")
     }
 
-    fn parse_read(&self, host: &str, stdout: &str) -> Result<HostVms, String> {
-        parse_read(host, stdout)
+    fn parse_read(&self, host: &str, stdout: &str) -> Result<HostVms, DriverError> {
+        Ok(parse_read(host, stdout)?)
     }
 
-    fn create_script(&self, spec: &VmSpec, host: &HostVms) -> Result<String, String> {
+    fn create_script(&self, spec: &VmSpec, host: &HostVms) -> Result<String, DriverError> {
         create_script(spec, host)
     }
 
@@ -59,11 +109,11 @@ impl Hypervisor for Proxmox {
         plan: &VmPlan,
         _host: &HostVms,
         shutdown_timeout: Duration,
-    ) -> Result<String, String> {
+    ) -> Result<String, DriverError> {
         update_script(plan, shutdown_timeout)
     }
 
-    fn adopt_script(&self, state: &VmState) -> Result<String, String> {
+    fn adopt_script(&self, state: &VmState) -> Result<String, DriverError> {
         let id = vmid(state)?;
         let mut tags: Vec<String> = split_tags(state.extra.get("tags").map(String::as_str));
         tags.push(TAG.into());
@@ -73,7 +123,7 @@ impl Hypervisor for Proxmox {
         ))
     }
 
-    fn delete_script(&self, state: &VmState) -> Result<String, String> {
+    fn delete_script(&self, state: &VmState) -> Result<String, DriverError> {
         let id = vmid(state)?;
         Ok(format!(
             "{SCRIPT_PRELUDE}qm stop {id} >/dev/null 2>&1\n\
@@ -98,7 +148,7 @@ impl Hypervisor for Proxmox {
         format!("{SCRIPT_PRELUDE}{line}\n")
     }
 
-    fn console_argv(&self, state: &VmState) -> Result<Vec<String>, String> {
+    fn console_argv(&self, state: &VmState) -> Result<Vec<String>, DriverError> {
         Ok(vec!["qm".into(), "terminal".into(), vmid(state)?])
     }
 
@@ -109,11 +159,13 @@ impl Hypervisor for Proxmox {
     }
 }
 
-fn vmid(state: &VmState) -> Result<String, String> {
+fn vmid(state: &VmState) -> Result<String, ProxmoxError> {
     if !state.id.is_empty() && state.id.bytes().all(|b| b.is_ascii_digit()) {
         Ok(state.id.clone())
     } else {
-        Err(format!("VM {} has no numeric VMID", state.name))
+        Err(ProxmoxError::NoVmid {
+            vm: state.name.clone(),
+        })
     }
 }
 
@@ -145,16 +197,15 @@ pub struct Resource {
 
 /// Parses `pvesh get /cluster/resources --type vm --output-format json` (an array; the API's
 /// `{"data": [...]}` is accepted too).
-pub fn parse_resources(json: &str) -> Result<Vec<Resource>, String> {
-    let v: Value = serde_json::from_str(json)
-        .map_err(|e| format!("pvesh printed something other than JSON: {e}"))?;
+pub fn parse_resources(json: &str) -> Result<Vec<Resource>, ResourcesError> {
+    let v: Value = serde_json::from_str(json).map_err(ResourcesError::NotJson)?;
     let list = match &v {
         Value::Array(a) => a,
         Value::Object(o) => o
             .get("data")
             .and_then(Value::as_array)
-            .ok_or("no `data` array in pvesh's answer")?,
-        _ => return Err("pvesh's answer is not a list".into()),
+            .ok_or(ResourcesError::NoData)?,
+        _ => return Err(ResourcesError::NotAList),
     };
     let text = |e: &Value, k: &str| -> Option<String> {
         match &e[k] {
@@ -315,15 +366,14 @@ pub fn state_from_config(
     }
 }
 
-fn b64(text: &str) -> Result<String, String> {
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(text.trim())
-        .map_err(|e| format!("unreadable base64 from the read script: {e}"))?;
-    String::from_utf8(bytes).map_err(|e| format!("not UTF-8: {e}"))
-}
-
 /// Parses the read script's output: this node's VMs (templates apart).
-pub fn parse_read(host: &str, stdout: &str) -> Result<HostVms, String> {
+pub fn parse_read(host: &str, stdout: &str) -> Result<HostVms, ProxmoxError> {
+    let b64 = |text: &str| {
+        decode_field(text).map_err(|source| ProxmoxError::ReadOutput {
+            host: host.to_string(),
+            source,
+        })
+    };
     let mut node = String::new();
     let mut resources = Vec::new();
     let mut configs: Vec<(String, BTreeMap<String, String>)> = Vec::new();
@@ -331,7 +381,12 @@ pub fn parse_read(host: &str, stdout: &str) -> Result<HostVms, String> {
         let f: Vec<&str> = line.split('\t').collect();
         match f.as_slice() {
             ["node", n] => node = n.to_string(),
-            ["resources", r] => resources = parse_resources(&b64(r)?)?,
+            ["resources", r] => {
+                resources = parse_resources(&b64(r)?).map_err(|source| ProxmoxError::Resources {
+                    host: host.to_string(),
+                    source,
+                })?
+            }
             ["config", id, text] => configs.push((id.to_string(), parse_config_text(&b64(text)?))),
             _ => {}
         }
@@ -406,22 +461,18 @@ pub fn settings_args(spec: &VmSpec) -> Vec<String> {
     a
 }
 
-fn create_script(spec: &VmSpec, host: &HostVms) -> Result<String, String> {
+fn create_script(spec: &VmSpec, host: &HostVms) -> Result<String, DriverError> {
     check_name(&spec.name)?;
     spec.check_creatable()?;
     let image = spec.image.as_deref().unwrap_or_default();
-    let template =
-        host.templates.get(image).ok_or_else(|| {
-            format!(
-            "no template named `{image}` on {} (templates there: {}). Make one (a VM converted \
-             to a template, with a cloud-init drive), or fix image: in the inventory",
-            host.host,
-            if host.templates.is_empty() {
-                "none".to_string()
-            } else {
-                host.templates.keys().cloned().collect::<Vec<_>>().join(", ")
-            }
-        )
+    let template = host
+        .templates
+        .get(image)
+        .ok_or_else(|| ProxmoxError::NoTemplate {
+            host: host.host.clone(),
+            vm: spec.name.clone(),
+            image: image.to_string(),
+            available: host.templates.keys().cloned().collect(),
         })?;
     let mut s = String::from(SCRIPT_PRELUDE);
     s.push_str("umask 077\nw=$(mktemp -d) || fail 'mktemp failed'\ntrap 'rm -rf \"$w\"' EXIT\n");
@@ -472,13 +523,17 @@ fn create_script(spec: &VmSpec, host: &HostVms) -> Result<String, String> {
     Ok(s)
 }
 
-fn update_script(plan: &VmPlan, shutdown_timeout: Duration) -> Result<String, String> {
+fn update_script(plan: &VmPlan, shutdown_timeout: Duration) -> Result<String, DriverError> {
     let state = plan
         .state
         .as_ref()
-        .ok_or("an update needs the VM's state")?;
+        .ok_or_else(|| DriverError::UpdateWithoutState {
+            vm: plan.name.clone(),
+        })?;
     if plan.action != VmAction::Update {
-        return Err(format!("{}: not an update", state.name));
+        return Err(DriverError::NotAnUpdate {
+            vm: state.name.clone(),
+        });
     }
     let id = vmid(state)?;
     let mut s = String::from(SCRIPT_PRELUDE);
@@ -498,7 +553,10 @@ fn update_script(plan: &VmPlan, shutdown_timeout: Duration) -> Result<String, St
     for c in plan.applied() {
         match &c.kind {
             ChangeKind::Memory { to, .. } => {
-                let _ = writeln!(s, "qm set {id} --memory {to} || fail 'qm set --memory failed'");
+                let _ = writeln!(
+                    s,
+                    "qm set {id} --memory {to} || fail 'qm set --memory failed'"
+                );
             }
             ChangeKind::Vcpus { to, .. } => {
                 let _ = writeln!(
@@ -516,10 +574,11 @@ fn update_script(plan: &VmPlan, shutdown_timeout: Duration) -> Result<String, St
                 );
             }
             ChangeKind::DiskShrink { dev, .. } => {
-                return Err(format!(
-                    "Proxmox cannot shrink a disk ({dev} of {}): copy the data to a smaller new disk by hand",
-                    state.name
-                ))
+                return Err(ProxmoxError::CannotShrink {
+                    vm: state.name.clone(),
+                    dev: dev.clone(),
+                }
+                .into())
             }
             ChangeKind::DiskAdd { size, pool, .. } => {
                 let storage = pool.as_deref().unwrap_or(DEFAULT_STORAGE);
