@@ -544,7 +544,7 @@ fn merge(dir: &Path, docs: Vec<(PathBuf, FileDoc)>, diags: &mut Vec<Diagnostic>)
 fn check_value<T>(
     file: &Path,
     value: &Spanned<String>,
-    check: impl Fn(&str) -> Result<T, String>,
+    check: impl Fn(&str) -> Result<T, values::ValueError>,
     what: &str,
     help: &str,
     diags: &mut Vec<Diagnostic>,

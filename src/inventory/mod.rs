@@ -11,10 +11,9 @@ pub mod model;
 mod reach;
 pub mod select;
 pub mod show;
-pub mod values;
 pub mod vars;
 
-pub use check::check_host_key;
+pub use check::{check_host_key, HostKeyError};
 pub(crate) use check::valid_name;
 pub use load::{load, parse_size, Loaded};
 pub use model::*;
@@ -22,4 +21,4 @@ pub use reach::{
     fingerprint, is_pinned, known_hosts_text, line_names, pin, record_host_key, runtime_dir,
     target, write_known_hosts,
 };
-pub use values::shown;
+pub use crate::values::{self, shown};
