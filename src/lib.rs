@@ -18,6 +18,7 @@ pub mod playbook;
 pub mod progress;
 pub mod run;
 pub mod secrets;
+pub mod sections;
 pub mod service;
 pub mod site;
 pub mod transport;

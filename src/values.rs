@@ -42,6 +42,17 @@ pub fn check_pool(text: &str) -> Result<(), ValueError> {
     check_word(text, "._-", 64)
 }
 
+/// Site, group, host, VM, service and backup job names: lowercase words that fit in a DNS label,
+/// a unit name and a file name.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+}
+
 /// An environment variable's name, as a shell and a Compose env file accept it:
 /// `[A-Za-z_][A-Za-z0-9_]*`.
 pub fn valid_env_name(name: &str) -> bool {

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 
 use super::model::Inventory;
 use crate::diagnostic::{did_you_mean, Diagnostic, Place};
+use crate::values::valid_name;
 
 /// Names that picaops gives a meaning of its own in `--limit` patterns.
 const RESERVED: &[&str] = &["all", "localhost"];
@@ -16,19 +17,7 @@ pub(super) fn check(inv: &Inventory, diags: &mut Vec<Diagnostic>) {
     check_sites(inv, diags);
     check_machines(inv, diags);
     check_services(inv, diags);
-    crate::backup::config::check(inv, diags);
-    crate::service::config::check(inv, diags);
-}
-
-/// Site, group, host, VM, service and backup job names: lowercase words that fit in a DNS label,
-/// a unit name and a file name.
-pub(crate) fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 63
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
-        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+    super::sections::check(inv, diags);
 }
 
 fn valid_var_name(name: &str) -> bool {

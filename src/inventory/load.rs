@@ -29,8 +29,8 @@ struct FileDoc {
     vms: Option<Named<VmDoc>>,
     groups: Option<Named<GroupDoc>>,
     vars: Option<VarsDoc>,
-    services: Option<Named<crate::service::config::ServiceDoc>>,
-    access: Option<Spanned<crate::access::AccessDoc>>,
+    services: Option<Named<crate::sections::service::ServiceDoc>>,
+    access: Option<Spanned<crate::sections::access::AccessDoc>>,
     secrets: Option<Spanned<crate::secrets::SecretsDoc>>,
     backups: Option<Named<crate::backup::config::JobDoc>>,
 }

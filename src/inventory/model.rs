@@ -141,7 +141,7 @@ pub struct Service {
     pub description: Option<String>,
     /// What picaops deploys (Compose template, environment, secrets, data, health); `None`
     /// for a service only declared (no `compose:`), which picaops never touches.
-    pub deploy: Option<crate::service::Deploy>,
+    pub deploy: Option<crate::sections::service::Deploy>,
     pub place: Place,
 }
 
@@ -158,7 +158,7 @@ pub struct Inventory {
     pub vars: IndexMap<String, Var>,
     pub services: IndexMap<String, Service>,
     /// The `access:` section (LDAP directory, levels, renewal policy), checked.
-    pub access: Option<crate::access::Access>,
+    pub access: Option<crate::sections::access::Access>,
     /// Where named secrets are resolved (`pass` unless the `secrets:` section says otherwise).
     pub secrets: crate::secrets::SecretStore,
     /// The `backups:` section: restic jobs, checked by `crate::backup::config`.
