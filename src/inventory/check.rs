@@ -7,6 +7,7 @@ use std::collections::HashMap;
 
 use super::model::Inventory;
 use crate::diagnostic::{did_you_mean, Diagnostic, Place};
+use crate::values::valid_name;
 
 /// Names that picaops gives a meaning of its own in `--limit` patterns.
 const RESERVED: &[&str] = &["all", "localhost"];
@@ -16,19 +17,7 @@ pub(super) fn check(inv: &Inventory, diags: &mut Vec<Diagnostic>) {
     check_sites(inv, diags);
     check_machines(inv, diags);
     check_services(inv, diags);
-    crate::backup::config::check(inv, diags);
-    crate::service::config::check(inv, diags);
-}
-
-/// Site, group, host, VM, service and backup job names: lowercase words that fit in a DNS label,
-/// a unit name and a file name.
-pub(crate) fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 63
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
-        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+    super::sections::check(inv, diags);
 }
 
 fn valid_var_name(name: &str) -> bool {
@@ -236,11 +225,28 @@ fn check_services(inv: &Inventory, diags: &mut Vec<Diagnostic>) {
     }
 }
 
+/// Why a host key line is not a valid OpenSSH public key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HostKeyError {
+    #[error("it is empty")]
+    Empty,
+    #[error("the base64 part is missing")]
+    NoBlob,
+    #[error("unknown key type `{0}`")]
+    UnknownKind(String),
+    #[error("the base64 part is not valid base64")]
+    NotBase64,
+    #[error("the key is truncated")]
+    Truncated,
+    #[error("the key says `{inside}` inside but `{front}` in front")]
+    KindMismatch { inside: String, front: String },
+}
+
 /// Checks the shape of an OpenSSH public key line: known type, base64 blob naming that type.
-pub fn check_host_key(key: &str) -> Result<(), String> {
+pub fn check_host_key(key: &str) -> Result<(), HostKeyError> {
     let mut parts = key.split_whitespace();
-    let kind = parts.next().ok_or("it is empty")?;
-    let blob = parts.next().ok_or("the base64 part is missing")?;
+    let kind = parts.next().ok_or(HostKeyError::Empty)?;
+    let blob = parts.next().ok_or(HostKeyError::NoBlob)?;
     const KINDS: &[&str] = &[
         "ssh-ed25519",
         "ssh-rsa",
@@ -251,20 +257,20 @@ pub fn check_host_key(key: &str) -> Result<(), String> {
         "sk-ecdsa-sha2-nistp256@openssh.com",
     ];
     if !KINDS.contains(&kind) {
-        return Err(format!("unknown key type `{kind}`"));
+        return Err(HostKeyError::UnknownKind(kind.to_string()));
     }
-    let bytes = decode_base64(blob).ok_or("the base64 part is not valid base64")?;
+    let bytes = decode_base64(blob).ok_or(HostKeyError::NotBase64)?;
     // The blob starts with the key type as an SSH string: 4-byte length, then the name.
     let len = bytes
         .get(..4)
         .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
-        .ok_or("the key is truncated")?;
-    let name = bytes.get(4..4 + len).ok_or("the key is truncated")?;
+        .ok_or(HostKeyError::Truncated)?;
+    let name = bytes.get(4..4 + len).ok_or(HostKeyError::Truncated)?;
     if name != kind.as_bytes() {
-        return Err(format!(
-            "the key says `{}` inside but `{kind}` in front",
-            String::from_utf8_lossy(name)
-        ));
+        return Err(HostKeyError::KindMismatch {
+            inside: String::from_utf8_lossy(name).into_owned(),
+            front: kind.to_string(),
+        });
     }
     Ok(())
 }

@@ -29,8 +29,8 @@ struct FileDoc {
     vms: Option<Named<VmDoc>>,
     groups: Option<Named<GroupDoc>>,
     vars: Option<VarsDoc>,
-    services: Option<Named<crate::service::config::ServiceDoc>>,
-    access: Option<Spanned<crate::access::AccessDoc>>,
+    services: Option<Named<crate::sections::service::ServiceDoc>>,
+    access: Option<Spanned<crate::sections::access::AccessDoc>>,
     secrets: Option<Spanned<crate::secrets::SecretsDoc>>,
     backups: Option<Named<crate::backup::config::JobDoc>>,
 }
@@ -544,7 +544,7 @@ fn merge(dir: &Path, docs: Vec<(PathBuf, FileDoc)>, diags: &mut Vec<Diagnostic>)
 fn check_value<T>(
     file: &Path,
     value: &Spanned<String>,
-    check: impl Fn(&str) -> Result<T, String>,
+    check: impl Fn(&str) -> Result<T, values::ValueError>,
     what: &str,
     help: &str,
     diags: &mut Vec<Diagnostic>,

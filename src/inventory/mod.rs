@@ -9,17 +9,17 @@ pub mod graph;
 mod load;
 pub mod model;
 mod reach;
+mod sections;
 pub mod select;
 pub mod show;
-pub mod values;
 pub mod vars;
 
-pub use check::check_host_key;
-pub(crate) use check::valid_name;
+pub use crate::values::valid_name;
+pub use crate::values::{self, shown};
+pub use check::{check_host_key, HostKeyError};
 pub use load::{load, parse_size, Loaded};
 pub use model::*;
 pub use reach::{
     fingerprint, is_pinned, known_hosts_text, line_names, pin, record_host_key, runtime_dir,
     target, write_known_hosts,
 };
-pub use values::shown;

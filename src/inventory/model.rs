@@ -9,33 +9,7 @@ use indexmap::IndexMap;
 use serde::Serialize;
 
 use crate::diagnostic::Place;
-
-/// A value read from a file, with the place it was written (for later diagnostics).
-/// Derefs to the value and serializes as the value alone.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Located<T> {
-    pub value: T,
-    pub place: Place,
-}
-
-impl<T> std::ops::Deref for Located<T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        &self.value
-    }
-}
-
-impl<T: std::fmt::Display> std::fmt::Display for Located<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.value.fmt(f)
-    }
-}
-
-impl<T: Serialize> Serialize for Located<T> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.value.serialize(s)
-    }
-}
+pub use crate::located::{Located, Var};
 
 /// A datacenter or server room (`toulouse`, `compiegne`).
 #[derive(Clone, Debug, Serialize)]
@@ -167,14 +141,7 @@ pub struct Service {
     pub description: Option<String>,
     /// What picaops deploys (Compose template, environment, secrets, data, health); `None`
     /// for a service only declared (no `compose:`), which picaops never touches.
-    pub deploy: Option<crate::service::Deploy>,
-    pub place: Place,
-}
-
-/// A variable's value and where it was set.
-#[derive(Clone, Debug, Serialize)]
-pub struct Var {
-    pub value: serde_json::Value,
+    pub deploy: Option<crate::sections::service::Deploy>,
     pub place: Place,
 }
 
@@ -191,7 +158,7 @@ pub struct Inventory {
     pub vars: IndexMap<String, Var>,
     pub services: IndexMap<String, Service>,
     /// The `access:` section (LDAP directory, levels, renewal policy), checked.
-    pub access: Option<crate::access::Access>,
+    pub access: Option<crate::sections::access::Access>,
     /// Where named secrets are resolved (`pass` unless the `secrets:` section says otherwise).
     pub secrets: crate::secrets::SecretStore,
     /// The `backups:` section: restic jobs, checked by `crate::backup::config`.

@@ -7,22 +7,50 @@
 
 use std::net::IpAddr;
 
+/// Why a value was refused; the text completes "`image` is refused: …".
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValueError {
+    #[error("it is empty")]
+    Empty,
+    #[error("it starts with `-`, which a command would read as an option")]
+    LeadingDash,
+    #[error("{} is not allowed (letters, digits and{} only)", describe(*.found), .allowed.chars().map(|c| format!(" {c}")).collect::<String>())]
+    Character { found: char, allowed: &'static str },
+    #[error("it is longer than {0} characters")]
+    TooLong(usize),
+    #[error("`{}` is not an IP address", shown(.0))]
+    NotAnIp(String),
+    #[error("`/{}` is not a prefix length (0 to {max} for this address)", shown(.prefix))]
+    Prefix { prefix: String, max: u8 },
+}
+
 /// A base image (libvirt) or template (Proxmox) name: one word of `A-Z a-z 0-9 . _ : / -`,
 /// not starting with `-` (it would read as an option).
-pub fn check_image(text: &str) -> Result<(), String> {
+pub fn check_image(text: &str) -> Result<(), ValueError> {
     check_word(text, "._:/-", 255)
 }
 
 /// A bridge (network interface) name: `A-Z a-z 0-9 . _ -`, at most 15 characters (Linux's
 /// limit), not starting with `-`. No `,` or `=`: Proxmox reads `--net0` as `key=value,…`.
-pub fn check_bridge(text: &str) -> Result<(), String> {
+pub fn check_bridge(text: &str) -> Result<(), ValueError> {
     check_word(text, "._-", 15)
 }
 
 /// A storage pool (libvirt) or storage id (Proxmox): `A-Z a-z 0-9 . _ -`, not starting with
 /// `-`. No `,` `:` or `=`: Proxmox reads `--scsiN POOL:SIZE,key=value`.
-pub fn check_pool(text: &str) -> Result<(), String> {
+pub fn check_pool(text: &str) -> Result<(), ValueError> {
     check_word(text, "._-", 64)
+}
+
+/// Site, group, host, VM, service and backup job names: lowercase words that fit in a DNS label,
+/// a unit name and a file name.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
 }
 
 /// An environment variable's name, as a shell and a Compose env file accept it:
@@ -32,37 +60,36 @@ pub fn valid_env_name(name: &str) -> bool {
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-fn check_word(text: &str, extra: &str, max: usize) -> Result<(), String> {
+fn check_word(text: &str, extra: &'static str, max: usize) -> Result<(), ValueError> {
     if text.is_empty() {
-        return Err("it is empty".into());
+        return Err(ValueError::Empty);
     }
     if text.starts_with('-') {
-        return Err("it starts with `-`, which a command would read as an option".into());
+        return Err(ValueError::LeadingDash);
     }
     if let Some(c) = text
         .chars()
         .find(|c| !c.is_ascii_alphanumeric() && !extra.contains(*c))
     {
-        let allowed: String = extra.chars().map(|c| format!(" {c}")).collect();
-        return Err(format!(
-            "{} is not allowed (letters, digits and{allowed} only)",
-            describe(c)
-        ));
+        return Err(ValueError::Character {
+            found: c,
+            allowed: extra,
+        });
     }
     if text.len() > max {
-        return Err(format!("it is longer than {max} characters"));
+        return Err(ValueError::TooLong(max));
     }
     Ok(())
 }
 
 /// An IP address (`192.0.2.10`, `2001:db8::1`).
-pub fn check_ip(text: &str) -> Result<IpAddr, String> {
+pub fn check_ip(text: &str) -> Result<IpAddr, ValueError> {
     text.parse::<IpAddr>()
-        .map_err(|_| format!("`{}` is not an IP address", shown(text)))
+        .map_err(|_| ValueError::NotAnIp(text.to_string()))
 }
 
 /// An IP address with an optional prefix length (`192.0.2.10/24`, `2001:db8::10/64`).
-pub fn check_ip_or_cidr(text: &str) -> Result<(), String> {
+pub fn check_ip_or_cidr(text: &str) -> Result<(), ValueError> {
     let (ip, prefix) = match text.split_once('/') {
         Some((ip, prefix)) => (ip, Some(prefix)),
         None => (text, None),
@@ -73,10 +100,10 @@ pub fn check_ip_or_cidr(text: &str) -> Result<(), String> {
         match prefix.parse::<u8>() {
             Ok(n) if n <= max && prefix.bytes().all(|b| b.is_ascii_digit()) => {}
             _ => {
-                return Err(format!(
-                    "`/{}` is not a prefix length (0 to {max} for this address)",
-                    shown(prefix)
-                ))
+                return Err(ValueError::Prefix {
+                    prefix: prefix.to_string(),
+                    max,
+                })
             }
         }
     }
