@@ -53,8 +53,12 @@ pub enum OpError {
         error: std::io::Error,
     },
     /// A file that is not restic's `snapshots --json` output.
-    #[error("{}: {error}", .path.display())]
-    SnapshotsFile { path: PathBuf, error: String },
+    #[error("{}: {source}", .path.display())]
+    SnapshotsFile {
+        path: PathBuf,
+        #[source]
+        source: super::restic::ResticError,
+    },
     /// The units `apply` would install cannot be computed (the inventory says why).
     #[error(transparent)]
     Units(super::deploy::DeployError),
@@ -554,9 +558,9 @@ pub fn snapshots_from_file(path: &Path) -> Result<Vec<Snapshot>, OpError> {
         error,
     })?;
     let lines: Vec<String> = text.lines().map(String::from).collect();
-    super::restic::parse_snapshots(&lines).map_err(|e| OpError::SnapshotsFile {
+    super::restic::parse_snapshots(&lines).map_err(|source| OpError::SnapshotsFile {
         path: path.to_path_buf(),
-        error: e.to_string(),
+        source,
     })
 }
 
