@@ -163,6 +163,6 @@ fn an_sftp_repository_host_without_a_pinned_key_is_an_error_naming_the_fix() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("inventory.yml"), text).unwrap();
     let inv = picaops::inventory::load(dir.path()).result.expect("valid");
-    let err = plan(&inv, &UnitOptions::default()).unwrap_err();
+    let err = plan(&inv, &UnitOptions::default()).unwrap_err().to_string();
     assert!(err.contains("picaops inventory pin alice"), "{err}");
 }

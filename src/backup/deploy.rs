@@ -63,6 +63,33 @@ pub fn repository_dir(job: &BackupJob) -> PathBuf {
     }
 }
 
+/// Why what apply installs for backups cannot be computed.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    #[error("cannot write the job file {path}: {source}")]
+    JobFile {
+        path: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// An SFTP job's data host could not check its repository host's SSH key.
+    #[error(
+        "job `{job}`: no pinned host key for its repository host `{repo_host}` ({known_hosts_name}); \
+         run `picaops inventory pin {repo_host}` so the data host can check whose SFTP server it talks to"
+    )]
+    NoPinnedKey {
+        job: String,
+        repo_host: String,
+        /// The host's name in known_hosts (`[address]:port` for another port than 22).
+        known_hosts_name: String,
+    },
+    #[error("cannot find picaops's own path: {0}")]
+    OwnPath(#[source] std::io::Error),
+    /// The secret store's message (which secret, what to do).
+    #[error("backup job `{job}`: repository password: {message}")]
+    Password { job: String, message: String },
+}
+
 /// One file apply writes (content given here, owner and mode).
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Installed {
@@ -132,10 +159,15 @@ fn repository_side(file: &JobFile, job: &BackupJob, as_account: bool) -> JobFile
     f
 }
 
-fn installed(path: &Path, file: &JobFile, owner: &str) -> Result<Installed, String> {
+fn installed(path: &Path, file: &JobFile, owner: &str) -> Result<Installed, DeployError> {
+    let path = path.display().to_string();
+    let content = serde_json::to_string_pretty(file).map_err(|source| DeployError::JobFile {
+        path: path.clone(),
+        source,
+    })?;
     Ok(Installed {
-        path: path.display().to_string(),
-        content: serde_json::to_string_pretty(file).map_err(|e| e.to_string())? + "\n",
+        path,
+        content: content + "\n",
         owner: owner.to_string(),
         mode: "0600".into(),
     })
@@ -169,7 +201,7 @@ fn rest_server_unit(port: u16) -> UnitFile {
 pub fn plan(
     inv: &Inventory,
     opts: &UnitOptions,
-) -> Result<BTreeMap<String, MachineBackup>, String> {
+) -> Result<BTreeMap<String, MachineBackup>, DeployError> {
     let mut out: BTreeMap<String, MachineBackup> = BTreeMap::new();
     let known_hosts = crate::inventory::known_hosts_text(inv);
     // Repository side: per repository (host, name), the account's and root's job files.
@@ -198,11 +230,11 @@ pub fn plan(
                 .map(|l| format!("{l}\n"))
                 .collect();
             if lines.is_empty() {
-                return Err(format!(
-                    "job `{}`: no pinned host key for its repository host `{repo_host}` ({name}); \
-                     run `picaops inventory pin {repo_host}` so the data host can check whose SFTP server it talks to",
-                    job.name
-                ));
+                return Err(DeployError::NoPinnedKey {
+                    job: job.name.clone(),
+                    repo_host,
+                    known_hosts_name: name,
+                });
             }
             let kh = data_side.known_hosts.get_or_insert_with(String::new);
             for l in lines.lines() {
@@ -275,17 +307,17 @@ fn add_secret(m: &mut MachineBackup, name: &str, root: bool, account: bool) {
 
 /// The picaops binary apply copies to the hosts: `PICAOPS_HOST_BINARY`, or this one. The hosts
 /// must be able to run it (same architecture; a glibc at least as new as the build machine's).
-pub fn host_binary() -> Result<PathBuf, String> {
+pub fn host_binary() -> Result<PathBuf, DeployError> {
     if let Some(p) = std::env::var_os("PICAOPS_HOST_BINARY") {
         return Ok(PathBuf::from(p));
     }
-    std::env::current_exe().map_err(|e| format!("cannot find picaops's own path: {e}"))
+    std::env::current_exe().map_err(DeployError::OwnPath)
 }
 
 /// Adds `picaops_backup` and `picaops_backup_passwords` to every machine that has a backup
 /// role (nothing without a `backups:` section). Passwords are read from the secret store here,
 /// on the workstation.
-pub fn add_engine_vars(inv: &mut Inventory) -> Result<(), String> {
+pub fn add_engine_vars(inv: &mut Inventory) -> Result<(), DeployError> {
     if inv.backups.is_empty() {
         return Ok(());
     }
@@ -296,10 +328,13 @@ pub fn add_engine_vars(inv: &mut Inventory) -> Result<(), String> {
         if let std::collections::btree_map::Entry::Vacant(slot) =
             values.entry(password_file_name(&job.password.value))
         {
-            let secret = inv
-                .secrets
-                .get(&job.password.value)
-                .map_err(|e| format!("backup job `{}`: repository password: {e}", job.name))?;
+            let secret =
+                inv.secrets
+                    .get(&job.password.value)
+                    .map_err(|e| DeployError::Password {
+                        job: job.name.clone(),
+                        message: e.to_string(),
+                    })?;
             slot.insert(secret.expose().to_string());
         }
     }

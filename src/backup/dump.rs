@@ -19,6 +19,21 @@ const READ_PASSWORD: &str = "case $1 in ''|[!A-Za-z_]*|*[!A-Za-z0-9_]*) \
      echo \"picaops: the password_env of this dump is not an environment variable name\" >&2; exit 2;; \
      esac; eval \"pw=\\${$1-}\"; shift; ";
 
+/// Why a dump's commands cannot be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DumpError {
+    /// The job file's `password_env` (the inventory check refuses it; a job file edited by hand).
+    #[error("`{env}` is not an environment variable name")]
+    PasswordEnv { dump: String, env: String },
+    /// A drill needs the database server's image, recorded with the dump by a backup.
+    #[error(
+        "no image is known for the {} dump `{dump}` (it is recorded at backup time from the container): \
+         run a backup with this picaops first",
+        .kind.name()
+    )]
+    NoImage { kind: DumpKind, dump: String },
+}
+
 fn strings(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
 }
@@ -48,10 +63,13 @@ fn exec_prefix(dump: &Dump, stdin: bool) -> Vec<String> {
 
 /// The command whose stdout is the dump (what follows `--` in `restic backup
 /// --stdin-from-command`). A non-zero exit fails the snapshot (restic ≥ 0.17).
-pub fn dump_command(dump: &Dump) -> Result<Vec<String>, String> {
+pub fn dump_command(dump: &Dump) -> Result<Vec<String>, DumpError> {
     if let Some(env) = &dump.password_env {
         if !valid_env_name(env) {
-            return Err(format!("`{env}` is not an environment variable name"));
+            return Err(DumpError::PasswordEnv {
+                dump: dump.file_name(),
+                env: env.clone(),
+            });
         }
     }
     Ok(dump_argv(dump))
@@ -177,7 +195,7 @@ pub fn drill_steps(
     image: Option<&str>,
     name: &str,
     scratch_db: &str,
-) -> Result<DrillSteps, String> {
+) -> Result<DrillSteps, DumpError> {
     let run = |env: &[&str], image: &str| {
         let mut v = strings(&["docker", "run", "--detach", "--rm", "--name", name]);
         for e in env {
@@ -193,13 +211,9 @@ pub fn drill_steps(
     };
     let db = dump.database.as_str();
     let need_image = || {
-        image.ok_or_else(|| {
-            format!(
-                "no image is known for the {} dump `{}` (it is recorded at backup time from the container): \
-                 run a backup with this picaops first",
-                dump.kind.name(),
-                dump.file_name()
-            )
+        image.ok_or_else(|| DumpError::NoImage {
+            kind: dump.kind,
+            dump: dump.file_name(),
         })
     };
     Ok(match dump.kind {

@@ -10,25 +10,269 @@
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 use super::config::{Dump, DumpKind};
-use super::dump::{drill_steps, dump_command};
+use super::dump::{drill_steps, dump_command, DumpError};
 use super::jobfile::JobFile;
-use super::lock::{self, RepoLock};
+use super::lock::{self, LockError, RepoLock};
 use super::manifest;
 use super::restic::{
-    self, backup_summary, exit, parse_check, parse_forget, parse_restore, parse_snapshots,
-    BackupMessage, Restic, ResticError, RestoreSummary, Snapshot,
+    self, backup_summary, describe_binary, exit, parse_check, parse_forget, parse_restore,
+    parse_snapshots, BackupMessage, Restic, ResticError, RestoreSummary, Snapshot,
 };
-use super::status::{Attempt, BackupResult, DrillResult, DumpDrill, JobStatus};
+use super::status::{Attempt, BackupResult, DrillResult, DumpDrill, JobStatus, StatusError};
 use super::time::now;
 
 /// Progress and notes for the person (or the workstation) watching: one line each.
 pub type Say<'a> = &'a mut dyn FnMut(&str);
+
+/// Why a host-side operation failed. The text is what the status file, the host-side JSON
+/// document and the workstation show, so it reads as one line for the volunteer on call.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    /// picaops's flock on the repository (another job on it kept it for the whole wait).
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    /// The job's status file could not be read or written.
+    #[error(transparent)]
+    Status(#[from] StatusError),
+    #[error(transparent)]
+    Restic(#[from] ResticError),
+    /// Loading a dump into a database (a restore, or a drill's throwaway server).
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// Parts of a backup failed (every part is tried); one `; `-separated entry each.
+    #[error("{}", join(.failures))]
+    Backup {
+        job: String,
+        failures: Vec<PartFailure>,
+    },
+    #[error("the job's retention keeps nothing: refusing to forget every snapshot")]
+    RetentionKeepsNothing { job: String },
+    /// `restic check` read the repository and found damage. `message`: restic's own words.
+    #[error(
+        "restic check found {errors} error(s){}: {message}",
+        .damaged_packs.map(|n| format!(" in {n} damaged pack file(s)")).unwrap_or_default()
+    )]
+    CheckFound {
+        url: String,
+        errors: u64,
+        damaged_packs: Option<usize>,
+        message: String,
+    },
+    #[error("no file snapshot `{id}` for job {job}: `picaops backup snapshots` lists them")]
+    NoSuchFileSnapshot { job: String, id: String },
+    #[error("job {job} has no file snapshot yet: run a backup first")]
+    NoFileSnapshotYet { job: String },
+    /// `dumps`: the job's dumps, when the message lists them.
+    #[error(
+        "no snapshot of dump `{dump}` for job {job}{}",
+        .dumps.as_ref().map(|d| format!(" (its dumps: {})", d.join(", "))).unwrap_or_default()
+    )]
+    NoDumpSnapshot {
+        job: String,
+        dump: String,
+        dumps: Option<Vec<String>>,
+    },
+    #[error("job {job} has no dump `{dump}` (its dumps: {})", .dumps.join(", "))]
+    NoSuchDump {
+        job: String,
+        dump: String,
+        dumps: Vec<String>,
+    },
+    #[error(
+        "`{dump}` is an SQLite file on the host, not a database server: restore it with --to FILE"
+    )]
+    SqliteOnHost { job: String, dump: String },
+    #[error("cannot create the drill directory {}: {source}", .dir.display())]
+    DrillDir {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot create a scratch directory in {}: {source}", .dir.display())]
+    ScratchDir {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A drill could not restore the job's files.
+    #[error("restore failed: {0}")]
+    DrillRestore(#[source] ResticError),
+    #[error("cannot read the restored manifest {}: {source}", .path.display())]
+    RestoredManifest {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// What a drill found wrong (files and dumps are all tried); `; `-separated.
+    #[error("{}", join(.failures))]
+    Drill {
+        job: String,
+        failures: Vec<DrillFailure>,
+    },
+}
+
+/// One failed part of a backup run.
+#[derive(Debug, thiserror::Error)]
+pub enum PartFailure {
+    #[error("files: {0}")]
+    Files(#[source] BackupPartError),
+    #[error("dump {dump}: {source}")]
+    Dump {
+        dump: String,
+        #[source]
+        source: BackupPartError,
+    },
+    /// An earlier part found the repository unreachable (the link watchdog stopped restic).
+    #[error("dump {dump}: not tried, the repository is unreachable")]
+    NotTried { dump: String },
+}
+
+/// Why the files or one dump could not be backed up.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupPartError {
+    #[error("cannot write the manifest {}: {source}", .path.display())]
+    Manifest {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Restic(#[from] ResticError),
+    /// restic exit 3: a snapshot was saved without the files it could not read.
+    #[error("some files could not be read, the snapshot is incomplete: {0}")]
+    Incomplete(#[source] ResticError),
+    #[error("restic ended without a summary (was the backup interrupted?)")]
+    NoFilesSummary,
+    #[error("restic ended without a summary")]
+    NoDumpSummary,
+    #[error(transparent)]
+    Dump(#[from] DumpError),
+    /// `docker inspect` (for the image recorded with a dump) could not run.
+    #[error("cannot run docker: {0}")]
+    Docker(#[source] std::io::Error),
+    /// `stderr`: docker's last lines.
+    #[error("container `{container}` is not there ({stderr}): is the service running? `docker ps` lists containers")]
+    NoContainer { container: String, stderr: String },
+    /// The file catching the dump command's stderr could not be made.
+    #[error("cannot create a file in {}: {source}", .dir.display())]
+    StateDir {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Why a dump could not be loaded into a database (restore or drill).
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The drill's steps for this dump cannot be built (no image recorded…).
+    #[error(transparent)]
+    Steps(#[from] DumpError),
+    #[error("cannot start a {image} container: {source}")]
+    Start {
+        image: String,
+        #[source]
+        source: CommandError,
+    },
+    #[error("the new database server did not accept connections within 180 s")]
+    NotReady { container: String },
+    /// A step (prepare, verify) failed.
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    #[error("PRAGMA integrity_check says: {said}")]
+    Integrity { said: String },
+    #[error("no command to load the dump into")]
+    NoLoadCommand,
+    /// restic could not be started for `restic dump`.
+    #[error(transparent)]
+    Restic(#[from] ResticError),
+    /// `restic dump` itself failed.
+    #[error("restic dump: {0}")]
+    ResticDump(#[source] ResticError),
+    /// Waiting for `restic dump` or for the command loading it failed.
+    #[error("{source}")]
+    Wait {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The command reading the dump failed. `stderr`: its last lines.
+    #[error("`{program}` failed loading the dump ({status}): {stderr}")]
+    Loading {
+        program: String,
+        status: ExitStatus,
+        stderr: String,
+    },
+}
+
+/// A command picaops runs itself on the host (docker, a database client).
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("empty command")]
+    Empty,
+    #[error("cannot run `{program}`: {source}")]
+    Spawn {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// `command`: its first words; `stderr`: its last lines.
+    #[error("`{command}` failed ({status}): {stderr}")]
+    Failed {
+        command: String,
+        status: ExitStatus,
+        stderr: String,
+    },
+}
+
+/// One thing a drill found wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum DrillFailure {
+    #[error("the snapshot holds no manifest at {} (made by another tool or an older picaops?)", .path.display())]
+    NoManifest { path: PathBuf },
+    /// Restored files that are missing or differ from what was backed up (up to 5 named each).
+    #[error(
+        "{missing_count} file(s) missing{}, {corrupted_count} file(s) with other content than backed up{}",
+        list_some(.missing),
+        list_some(.corrupted)
+    )]
+    Files {
+        missing_count: u64,
+        missing: Vec<String>,
+        corrupted_count: u64,
+        corrupted: Vec<String>,
+    },
+    #[error("dump {dump}: {source}")]
+    Dump {
+        dump: String,
+        #[source]
+        source: DumpDrillError,
+    },
+}
+
+/// Why one dump failed its drill.
+#[derive(Debug, thiserror::Error)]
+pub enum DumpDrillError {
+    #[error("no snapshot of this dump yet")]
+    NoSnapshot,
+    #[error(transparent)]
+    Load(#[from] LoadError),
+}
+
+/// `a; b; c`, each item rendered.
+fn join<T: std::fmt::Display>(items: &[T]) -> String {
+    items
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
 
 /// What one host-side operation needs: the job, its restic, and the status to update.
 pub struct HostJob {
@@ -48,7 +292,7 @@ impl HostJob {
         }
     }
 
-    fn lock(&self, operation: &str) -> Result<RepoLock, String> {
+    fn lock(&self, operation: &str) -> Result<RepoLock, LockError> {
         let holder = format!(
             "job {} ({operation}), pid {}, since {}",
             self.job.job,
@@ -68,21 +312,17 @@ impl HostJob {
 
     /// `restic init` unless the repository exists: `Ok(true)` created, `Ok(false)` it was
     /// there already (init is safe to run again).
-    pub fn init(&self) -> Result<bool, String> {
+    pub fn init(&self) -> Result<bool, HostError> {
         let _lock = self.lock("init")?;
         let probe = self
             .restic
-            .run(&os(&["--no-lock", "cat", "config"]), |_| {})
-            .map_err(|e| e.to_string())?;
+            .run(&os(&["--no-lock", "cat", "config"]), |_| {})?;
         match probe.code {
             Some(exit::OK) => return Ok(false),
             Some(exit::NO_REPOSITORY) => {}
-            _ => self.restic.check(&probe).map_err(|e| e.to_string())?,
+            _ => self.restic.check(&probe)?,
         }
-        self.restic
-            .run_ok(&os(&["init"]), |_| {})
-            .map(|_| true)
-            .map_err(|e| e.to_string())
+        Ok(self.restic.run_ok(&os(&["init"]), |_| {}).map(|_| true)?)
     }
 
     /// Removes stale locks this host can prove dead; notes the others.
@@ -133,23 +373,18 @@ impl HostJob {
 
     /// The whole job: the files (with their manifest), then each dump. Every part is tried
     /// even when an earlier one failed; the run succeeds only if all do. Writes status.
-    pub fn backup(&self, say: Say<'_>) -> Result<BackupResult, String> {
+    pub fn backup(&self, say: Say<'_>) -> Result<BackupResult, HostError> {
         let started = now();
         let clock = Instant::now();
         let result = self.backup_locked(started, say);
-        let attempt = Attempt {
-            at: started,
-            ok: result.is_ok(),
-            error: result.as_ref().err().cloned(),
-            duration_seconds: clock.elapsed().as_secs_f64(),
-        };
+        let attempt = attempt(started, clock, &result);
         JobStatus::update(&self.job, |s| {
             s.record_backup(attempt, result.as_ref().ok().cloned())
         })?;
         result
     }
 
-    fn backup_locked(&self, started: f64, say: Say<'_>) -> Result<BackupResult, String> {
+    fn backup_locked(&self, started: f64, say: Say<'_>) -> Result<BackupResult, HostError> {
         let _lock = self.lock("backup")?;
         // A run that failed or was killed may have left its restic lock behind (kill -9, a cut
         // link): clear it now, while this host can still prove its process gone, rather than
@@ -162,9 +397,7 @@ impl HostJob {
         let suspicious =
             before.last_run.as_ref().is_some_and(|r| !r.ok) || before.running_since.is_some();
         if suspicious {
-            if let Err(e) = self.clear_stale_locks(say) {
-                return Err(e.to_string());
-            }
+            self.clear_stale_locks(say)?;
         }
         let clock = Instant::now();
         let mut result = BackupResult {
@@ -185,16 +418,17 @@ impl HostJob {
                     result.manifest_files = stats.files;
                     result.manifest_hashed = stats.hashed;
                 }
-                Err(e) => errors.push(format!("files: {e}")),
+                Err(e) => errors.push(PartFailure::Files(e)),
             }
         }
-        let unreachable = errors.iter().any(|e| e.contains(restic::LINK_DOWN));
+        let unreachable = errors
+            .iter()
+            .any(|e| e.to_string().contains(restic::LINK_DOWN));
         for dump in &self.job.dumps {
             if unreachable {
-                errors.push(format!(
-                    "dump {}: not tried, the repository is unreachable",
-                    dump.file_name()
-                ));
+                errors.push(PartFailure::NotTried {
+                    dump: dump.file_name(),
+                });
                 continue;
             }
             match self.backup_dump(dump, say) {
@@ -208,21 +442,27 @@ impl HostJob {
                     result.bytes_processed += summary.total_bytes_processed;
                     result.snapshots.extend(summary.snapshot_id);
                 }
-                Err(e) => errors.push(format!("dump {}: {e}", dump.file_name())),
+                Err(source) => errors.push(PartFailure::Dump {
+                    dump: dump.file_name(),
+                    source,
+                }),
             }
         }
         result.duration_seconds = clock.elapsed().as_secs_f64();
         if errors.is_empty() {
             Ok(result)
         } else {
-            Err(errors.join("; "))
+            Err(HostError::Backup {
+                job: self.job.job.clone(),
+                failures: errors,
+            })
         }
     }
 
     fn backup_files(
         &self,
         say: Say<'_>,
-    ) -> Result<(restic::BackupSummary, manifest::BuildStats), String> {
+    ) -> Result<(restic::BackupSummary, manifest::BuildStats), BackupPartError> {
         let manifest_path = self.job.manifest_path();
         let clock = Instant::now();
         let stats = manifest::build(
@@ -231,7 +471,10 @@ impl HostJob {
             &[manifest_path.clone(), self.job.state_dir.clone()],
             &manifest_path,
         )
-        .map_err(|e| format!("cannot write the manifest {}: {e}", manifest_path.display()))?;
+        .map_err(|source| BackupPartError::Manifest {
+            path: manifest_path.clone(),
+            source,
+        })?;
         say(&format!(
             "manifest: {} files, {} hashed ({} reused) in {:.1} s",
             stats.files,
@@ -256,13 +499,10 @@ impl HostJob {
         let finished = self
             .with_lock_retry(&args, say, &mut progress_printer(self.progress))
             .map_err(|e| match e.code() {
-                Some(exit::INCOMPLETE) => {
-                    format!("some files could not be read, the snapshot is incomplete: {e}")
-                }
-                _ => e.to_string(),
+                Some(exit::INCOMPLETE) => BackupPartError::Incomplete(e),
+                _ => BackupPartError::Restic(e),
             })?;
-        let summary = backup_summary(&finished.stdout)
-            .ok_or("restic ended without a summary (was the backup interrupted?)")?;
+        let summary = backup_summary(&finished.stdout).ok_or(BackupPartError::NoFilesSummary)?;
         say(&format!(
             "files: {} new, {} changed, {} added in {:.1} s",
             summary.files_new,
@@ -273,14 +513,16 @@ impl HostJob {
         Ok((summary, stats))
     }
 
-    fn backup_dump(&self, dump: &Dump, say: Say<'_>) -> Result<restic::BackupSummary, String> {
+    fn backup_dump(
+        &self,
+        dump: &Dump,
+        say: Say<'_>,
+    ) -> Result<restic::BackupSummary, BackupPartError> {
         let command = dump_command(dump)?;
         let mut tags = format!("{},dump={}", self.tags("dump"), dump.file_name());
         if let Some(container) = &dump.container {
-            match container_image(container) {
-                Ok(image) => tags.push_str(&format!(",image={image}")),
-                Err(e) => return Err(e),
-            }
+            let image = container_image(container)?;
+            tags.push_str(&format!(",image={image}"));
         }
         let mut args = os(&[
             "backup",
@@ -299,11 +541,9 @@ impl HostJob {
         let said = tempfile::Builder::new()
             .prefix("dump-stderr.")
             .tempfile_in(&self.job.state_dir)
-            .map_err(|e| {
-                format!(
-                    "cannot create a file in {}: {e}",
-                    self.job.state_dir.display()
-                )
+            .map_err(|source| BackupPartError::StateDir {
+                dir: self.job.state_dir.clone(),
+                source,
             })?;
         args.extend(os(&["sh", "-c", "exec 2>>\"$0\"; exec \"$@\""]));
         args.push(said.path().as_os_str().to_owned());
@@ -332,8 +572,8 @@ impl HostJob {
             let _ = said.as_file().set_len(0);
             finished = with_said(self.with_lock_retry(&args, say, &mut |_| {}));
         }
-        let finished = finished.map_err(|e| e.to_string())?;
-        let summary = backup_summary(&finished.stdout).ok_or("restic ended without a summary")?;
+        let finished = finished?;
+        let summary = backup_summary(&finished.stdout).ok_or(BackupPartError::NoDumpSummary)?;
         say(&format!(
             "dump {}: {} read, {} added",
             dump.file_name(),
@@ -348,7 +588,7 @@ impl HostJob {
 
     /// `restic forget` with the job's retention, for this job's snapshots only. Returns the
     /// groups restic reports (what it kept and removed).
-    pub fn forget(&self, prune: bool, say: Say<'_>) -> Result<Vec<restic::ForgetGroup>, String> {
+    pub fn forget(&self, prune: bool, say: Say<'_>) -> Result<Vec<restic::ForgetGroup>, HostError> {
         let started = now();
         let clock = Instant::now();
         let result = (|| {
@@ -364,19 +604,16 @@ impl HostJob {
             ]);
             let flags = self.job.retention.flags();
             if flags.is_empty() {
-                return Err(
-                    "the job's retention keeps nothing: refusing to forget every snapshot"
-                        .to_string(),
-                );
+                return Err(HostError::RetentionKeepsNothing {
+                    job: self.job.job.clone(),
+                });
             }
             args.extend(flags.iter().map(OsString::from));
             if prune {
                 args.push("--prune".into());
             }
-            let f = self
-                .with_lock_retry(&args, say, &mut |_| {})
-                .map_err(|e| e.to_string())?;
-            parse_forget(&f.stdout)
+            let f = self.with_lock_retry(&args, say, &mut |_| {})?;
+            Ok(parse_forget(&f.stdout)?)
         })();
         JobStatus::update(&self.job, |s| {
             s.last_forget = Some(attempt(started, clock, &result));
@@ -388,14 +625,13 @@ impl HostJob {
     }
 
     /// `restic prune`: frees the space of forgotten snapshots and aborted runs.
-    pub fn prune(&self, say: Say<'_>) -> Result<(), String> {
+    pub fn prune(&self, say: Say<'_>) -> Result<(), HostError> {
         let started = now();
         let clock = Instant::now();
         let result = (|| {
             let _lock = self.lock("prune")?;
-            self.with_lock_retry(&os(&["prune"]), say, &mut |_| {})
-                .map(|_| ())
-                .map_err(|e| e.to_string())
+            self.with_lock_retry(&os(&["prune"]), say, &mut |_| {})?;
+            Ok(())
         })();
         JobStatus::update(&self.job, |s| {
             s.last_prune = Some(attempt(started, clock, &result))
@@ -408,7 +644,7 @@ impl HostJob {
         &self,
         subset: Option<&str>,
         say: Say<'_>,
-    ) -> Result<restic::CheckSummary, String> {
+    ) -> Result<restic::CheckSummary, HostError> {
         let started = now();
         let clock = Instant::now();
         let result = (|| {
@@ -420,26 +656,26 @@ impl HostJob {
             if let Some(s) = subset {
                 args.push(format!("--read-data-subset={s}").into());
             }
-            let f = self.restic.run(&args, |_| {}).map_err(|e| e.to_string())?;
+            let f = self.restic.run(&args, |_| {})?;
             let summary = parse_check(&f.stdout);
             match (&summary, self.restic.check(&f)) {
-                (Some(s), _) if s.num_errors > 0 => Err(format!(
-                    "restic check found {} error(s){}: {}",
-                    s.num_errors,
-                    s.broken_packs
+                (Some(s), _) if s.num_errors > 0 => Err(HostError::CheckFound {
+                    url: self.restic.url(),
+                    errors: s.num_errors,
+                    damaged_packs: s
+                        .broken_packs
                         .as_ref()
                         .filter(|p| !p.is_empty())
-                        .map(|p| format!(" in {} damaged pack file(s)", p.len()))
-                        .unwrap_or_default(),
-                    restic::error_message(&f.stderr, &f.stdout)
-                )),
-                (_, Err(e)) => Err(e.to_string()),
+                        .map(Vec::len),
+                    message: restic::error_message(&f.stderr, &f.stdout),
+                }),
+                (_, Err(e)) => Err(e.into()),
                 (Some(s), Ok(())) => Ok(s.clone()),
                 (None, Ok(())) => Ok(Default::default()),
             }
         })();
         if let Err(e) = &result {
-            say(e);
+            say(&e.to_string());
         }
         JobStatus::update(&self.job, |s| {
             s.record_check(attempt(started, clock, &result))
@@ -452,7 +688,7 @@ impl HostJob {
 
     /// This job's snapshots, as `backup snapshots` shows them; records the newest one's time
     /// in the status (on the repository's side, that is how the data's age is known there).
-    pub fn list_snapshots(&self) -> Result<Vec<Snapshot>, String> {
+    pub fn list_snapshots(&self) -> Result<Vec<Snapshot>, HostError> {
         let snapshots = self.snapshots()?;
         let newest = snapshots
             .iter()
@@ -469,34 +705,33 @@ impl HostJob {
     }
 
     /// This job's snapshots (no lock: reading never blocks a backup).
-    pub fn snapshots(&self) -> Result<Vec<Snapshot>, String> {
-        let f = self
-            .restic
-            .run_ok(
-                &os(&[
-                    "--no-lock",
-                    "snapshots",
-                    "--host",
-                    &self.job.host,
-                    "--tag",
-                    &format!("job={}", self.job.job),
-                ]),
-                |_| {},
-            )
-            .map_err(|e| e.to_string())?;
+    pub fn snapshots(&self) -> Result<Vec<Snapshot>, ResticError> {
+        let f = self.restic.run_ok(
+            &os(&[
+                "--no-lock",
+                "snapshots",
+                "--host",
+                &self.job.host,
+                "--tag",
+                &format!("job={}", self.job.job),
+            ]),
+            |_| {},
+        )?;
         parse_snapshots(&f.stdout)
     }
 
-    fn files_snapshot(&self, snapshots: &[Snapshot], id: Option<&str>) -> Result<Snapshot, String> {
+    fn files_snapshot(
+        &self,
+        snapshots: &[Snapshot],
+        id: Option<&str>,
+    ) -> Result<Snapshot, HostError> {
+        let job = self.job.job.clone();
         pick(snapshots, id, |s| s.tag("part") == Some("files")).ok_or_else(|| match id {
-            Some(id) => format!(
-                "no file snapshot `{id}` for job {}: `picaops backup snapshots` lists them",
-                self.job.job
-            ),
-            None => format!(
-                "job {} has no file snapshot yet: run a backup first",
-                self.job.job
-            ),
+            Some(id) => HostError::NoSuchFileSnapshot {
+                job,
+                id: id.to_string(),
+            },
+            None => HostError::NoFileSnapshotYet { job },
         })
     }
 
@@ -505,7 +740,7 @@ impl HostJob {
         &self,
         snapshot: Option<&str>,
         to: &Path,
-    ) -> Result<RestoreSummary, String> {
+    ) -> Result<RestoreSummary, HostError> {
         self.recording_restore(|| self.restore_files_inner(snapshot, to))
     }
 
@@ -513,11 +748,10 @@ impl HostJob {
         &self,
         snapshot: Option<&str>,
         to: &Path,
-    ) -> Result<RestoreSummary, String> {
+    ) -> Result<RestoreSummary, HostError> {
         let snapshots = self.snapshots()?;
         let snap = self.files_snapshot(&snapshots, snapshot)?;
-        self.restore_snapshot(&snap.id, to)
-            .map_err(|e| e.to_string())
+        Ok(self.restore_snapshot(&snap.id, to)?)
     }
 
     /// `restic restore ID --target DIR` (no lock: a restore never blocks a backup).
@@ -541,15 +775,15 @@ impl HostJob {
         dump_name: &str,
         snapshot: Option<&str>,
         command: &[String],
-    ) -> Result<(), String> {
+    ) -> Result<(), HostError> {
         self.recording_restore(|| self.restore_dump_inner(dump_name, snapshot, command))
     }
 
     /// Runs a restore and records it in the status (`last_restore`).
     fn recording_restore<T>(
         &self,
-        restore: impl FnOnce() -> Result<T, String>,
-    ) -> Result<T, String> {
+        restore: impl FnOnce() -> Result<T, HostError>,
+    ) -> Result<T, HostError> {
         let started = now();
         let clock = Instant::now();
         let result = restore();
@@ -564,18 +798,17 @@ impl HostJob {
         dump_name: &str,
         snapshot: Option<&str>,
         command: &[String],
-    ) -> Result<(), String> {
+    ) -> Result<(), HostError> {
         let snapshots = self.snapshots()?;
         let snap =
             pick(&snapshots, snapshot, |s| s.tag("dump") == Some(dump_name)).ok_or_else(|| {
-                let names: Vec<String> = self.job.dumps.iter().map(Dump::file_name).collect();
-                format!(
-                    "no snapshot of dump `{dump_name}` for job {} (its dumps: {})",
-                    self.job.job,
-                    names.join(", ")
-                )
+                HostError::NoDumpSnapshot {
+                    job: self.job.job.clone(),
+                    dump: dump_name.to_string(),
+                    dumps: Some(self.job.dumps.iter().map(Dump::file_name).collect()),
+                }
             })?;
-        pipe_dump(&self.restic, &snap.id, dump_name, command)
+        Ok(pipe_dump(&self.restic, &snap.id, dump_name, command)?)
     }
 
     // -----------------------------------------------------------------------------------------
@@ -583,7 +816,7 @@ impl HostJob {
 
     /// Restores the latest snapshots into a scratch directory and proves them: files against the
     /// manifest, each dump by loading it into a throwaway database. Writes status.
-    pub fn drill(&self, scratch: Option<&Path>, say: Say<'_>) -> Result<DrillResult, String> {
+    pub fn drill(&self, scratch: Option<&Path>, say: Say<'_>) -> Result<DrillResult, HostError> {
         let started = now();
         let mut drill = DrillResult {
             at: started,
@@ -591,12 +824,9 @@ impl HostJob {
         };
         let outcome = self.drill_inner(scratch, &mut drill, say);
         drill.ok = outcome.is_ok();
-        drill.error = outcome.err();
+        drill.error = outcome.as_ref().err().map(ToString::to_string);
         JobStatus::update(&self.job, |s| s.record_drill(drill.clone()))?;
-        match &drill.error {
-            None => Ok(drill),
-            Some(e) => Err(e.clone()),
-        }
+        outcome.map(|()| drill)
     }
 
     fn drill_inner(
@@ -604,22 +834,22 @@ impl HostJob {
         scratch: Option<&Path>,
         drill: &mut DrillResult,
         say: Say<'_>,
-    ) -> Result<(), String> {
+    ) -> Result<(), HostError> {
         let snapshots = self.snapshots()?;
         let base = match scratch {
             Some(p) => p.to_path_buf(),
             None => self.job.state_dir.join("drill"),
         };
-        std::fs::create_dir_all(&base)
-            .map_err(|e| format!("cannot create the drill directory {}: {e}", base.display()))?;
+        std::fs::create_dir_all(&base).map_err(|source| HostError::DrillDir {
+            dir: base.clone(),
+            source,
+        })?;
         let scratch = tempfile::Builder::new()
             .prefix(&format!("{}-", self.job.job))
             .tempdir_in(&base)
-            .map_err(|e| {
-                format!(
-                    "cannot create a scratch directory in {}: {e}",
-                    base.display()
-                )
+            .map_err(|source| HostError::ScratchDir {
+                dir: base.clone(),
+                source,
             })?;
         let mut oldest: Option<f64> = None;
         let mut errors = Vec::new();
@@ -630,7 +860,7 @@ impl HostJob {
             let target = scratch.path().join("files");
             let clock = Instant::now();
             self.restore_snapshot(&snap.id, &target)
-                .map_err(|e| format!("restore failed: {e}"))?;
+                .map_err(HostError::DrillRestore)?;
             drill.restore_seconds = clock.elapsed().as_secs_f64();
             let listed = target.join(
                 self.job
@@ -638,17 +868,15 @@ impl HostJob {
                     .to_string_lossy()
                     .trim_start_matches('/'),
             );
-            let entries = manifest::read(&listed).map_err(|e| {
-                format!(
-                    "cannot read the restored manifest {}: {e}",
-                    listed.display()
-                )
-            })?;
+            let entries =
+                manifest::read(&listed).map_err(|source| HostError::RestoredManifest {
+                    path: listed.clone(),
+                    source,
+                })?;
             if entries.is_empty() && !listed.exists() {
-                errors.push(format!(
-                    "the snapshot holds no manifest at {} (made by another tool or an older picaops?)",
-                    self.job.manifest_path().display()
-                ));
+                errors.push(DrillFailure::NoManifest {
+                    path: self.job.manifest_path(),
+                });
             }
             let report = manifest::verify(&entries, &target);
             say(&format!(
@@ -661,13 +889,12 @@ impl HostJob {
                 report.corrupted_count
             ));
             if !report.ok() {
-                errors.push(format!(
-                    "{} file(s) missing{}, {} file(s) with other content than backed up{}",
-                    report.missing_count,
-                    list_some(&report.missing),
-                    report.corrupted_count,
-                    list_some(&report.corrupted)
-                ));
+                errors.push(DrillFailure::Files {
+                    missing_count: report.missing_count,
+                    missing: report.missing.clone(),
+                    corrupted_count: report.corrupted_count,
+                    corrupted: report.corrupted.clone(),
+                });
             }
             drill.files = Some(report);
         }
@@ -675,7 +902,7 @@ impl HostJob {
             let name = dump.file_name();
             let clock = Instant::now();
             let result = match pick(&snapshots, None, |s| s.tag("dump") == Some(name.as_str())) {
-                None => Err("no snapshot of this dump yet".to_string()),
+                None => Err(DumpDrillError::NoSnapshot),
                 Some(snap) => {
                     let t = snap.unix_time();
                     oldest = match (oldest, t) {
@@ -683,6 +910,7 @@ impl HostJob {
                         (a, b) => a.or(b),
                     };
                     self.drill_dump(dump, &snap, scratch.path())
+                        .map_err(DumpDrillError::from)
                 }
             };
             say(&format!(
@@ -695,26 +923,34 @@ impl HostJob {
                     Err(e) => format!("FAILED: {e}"),
                 }
             ));
-            if let Err(e) = &result {
-                errors.push(format!("dump {name}: {e}"));
-            }
             drill.dumps.push(DumpDrill {
-                name,
+                name: name.clone(),
                 ok: result.is_ok(),
-                error: result.err(),
+                error: result.as_ref().err().map(ToString::to_string),
                 seconds: clock.elapsed().as_secs_f64(),
             });
+            if let Err(source) = result {
+                errors.push(DrillFailure::Dump { dump: name, source });
+            }
         }
         drill.data_age_seconds = oldest.map(|t| (now() - t).max(0.0)).unwrap_or(0.0);
         if errors.is_empty() {
             Ok(())
         } else {
-            Err(errors.join("; "))
+            Err(HostError::Drill {
+                job: self.job.job.clone(),
+                failures: errors,
+            })
         }
     }
 
     /// Loads one dump into a throwaway database and runs its check. Returns the check's output.
-    fn drill_dump(&self, dump: &Dump, snap: &Snapshot, scratch: &Path) -> Result<String, String> {
+    fn drill_dump(
+        &self,
+        dump: &Dump,
+        snap: &Snapshot,
+        scratch: &Path,
+    ) -> Result<String, LoadError> {
         let name = format!("picaops-drill-{}-{}", self.job.job, std::process::id());
         self.load_into_new_server(dump, snap, &name, &scratch.join("drill.db"), false)
     }
@@ -726,31 +962,33 @@ impl HostJob {
         dump_name: &str,
         snapshot: Option<&str>,
         container: &str,
-    ) -> Result<String, String> {
+    ) -> Result<String, HostError> {
         self.recording_restore(|| {
             let dump = self
                 .job
                 .dumps
                 .iter()
                 .find(|d| d.file_name() == dump_name)
-                .ok_or_else(|| {
-                    let names: Vec<String> = self.job.dumps.iter().map(Dump::file_name).collect();
-                    format!(
-                        "job {} has no dump `{dump_name}` (its dumps: {})",
-                        self.job.job,
-                        names.join(", ")
-                    )
+                .ok_or_else(|| HostError::NoSuchDump {
+                    job: self.job.job.clone(),
+                    dump: dump_name.to_string(),
+                    dumps: self.job.dumps.iter().map(Dump::file_name).collect(),
                 })?;
             if dump.kind == DumpKind::Sqlite && dump.container.is_none() {
-                return Err(format!(
-                    "`{dump_name}` is an SQLite file on the host, not a database server: restore it with --to FILE"
-                ));
+                return Err(HostError::SqliteOnHost {
+                    job: self.job.job.clone(),
+                    dump: dump_name.to_string(),
+                });
             }
             let snapshots = self.snapshots()?;
             let snap = pick(&snapshots, snapshot, |s| s.tag("dump") == Some(dump_name))
-                .ok_or_else(|| format!("no snapshot of dump `{dump_name}` for job {}", self.job.job))?;
+                .ok_or_else(|| HostError::NoDumpSnapshot {
+                    job: self.job.job.clone(),
+                    dump: dump_name.to_string(),
+                    dumps: None,
+                })?;
             let scratch = self.job.state_dir.join("restore.db");
-            self.load_into_new_server(dump, &snap, container, &scratch, true)
+            Ok(self.load_into_new_server(dump, &snap, container, &scratch, true)?)
         })
     }
 
@@ -764,7 +1002,7 @@ impl HostJob {
         name: &str,
         scratch_db: &Path,
         keep: bool,
-    ) -> Result<String, String> {
+    ) -> Result<String, LoadError> {
         let image = snap.tag("image");
         let mut steps = drill_steps(dump, image, name, &scratch_db.to_string_lossy())?;
         if keep {
@@ -775,18 +1013,18 @@ impl HostJob {
         let started = steps.start.is_some();
         let result = (|| {
             if let Some(start) = &steps.start {
-                run_quiet(start).map_err(|e| {
-                    format!("cannot start a {} container: {e}", image.unwrap_or("?"))
+                run_quiet(start).map_err(|source| LoadError::Start {
+                    image: image.unwrap_or("?").to_string(),
+                    source,
                 })?;
             }
             if let Some(ready) = &steps.ready {
                 let deadline = Instant::now() + Duration::from_secs(180);
                 while run_quiet(ready).is_err() {
                     if Instant::now() > deadline {
-                        return Err(
-                            "the new database server did not accept connections within 180 s"
-                                .into(),
-                        );
+                        return Err(LoadError::NotReady {
+                            container: name.to_string(),
+                        });
                     }
                     std::thread::sleep(Duration::from_secs(1));
                 }
@@ -801,7 +1039,9 @@ impl HostJob {
                 && dump.container.is_none()
                 && out.trim() != "ok"
             {
-                return Err(format!("PRAGMA integrity_check says: {}", out.trim()));
+                return Err(LoadError::Integrity {
+                    said: out.trim().to_string(),
+                });
             }
             Ok(out.trim().to_string())
         })();
@@ -843,18 +1083,17 @@ fn pipe_dump(
     snapshot: &str,
     name: &str,
     command: &[String],
-) -> Result<(), String> {
+) -> Result<(), LoadError> {
     let Some((program, args)) = command.split_first() else {
-        return Err("no command to load the dump into".into());
+        return Err(LoadError::NoLoadCommand);
     };
     let mut producer = restic
-        .command(&os(&["--no-lock", "dump", snapshot, &format!("/{name}")]))
-        .map_err(|e| e.to_string())?
+        .command(&os(&["--no-lock", "dump", snapshot, &format!("/{name}")]))?
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| restic.spawn_error(e).to_string())?;
+        .map_err(|e| restic.spawn_error(e))?;
     let stdout = producer.stdout.take().expect("stdout is piped");
     let consumer = Command::new(program)
         .args(args)
@@ -864,14 +1103,28 @@ fn pipe_dump(
         .spawn();
     let consumer = match consumer {
         Ok(c) => c,
-        Err(e) => {
+        Err(source) => {
             let _ = producer.kill();
             let _ = producer.wait();
-            return Err(format!("cannot run `{program}`: {e}"));
+            return Err(CommandError::Spawn {
+                program: program.clone(),
+                source,
+            }
+            .into());
         }
     };
-    let loaded = consumer.wait_with_output().map_err(|e| e.to_string())?;
-    let dumped = producer.wait_with_output().map_err(|e| e.to_string())?;
+    let loaded = consumer
+        .wait_with_output()
+        .map_err(|source| LoadError::Wait {
+            program: program.clone(),
+            source,
+        })?;
+    let dumped = producer
+        .wait_with_output()
+        .map_err(|source| LoadError::Wait {
+            program: describe_binary(&restic.binary),
+            source,
+        })?;
     let finished = restic::Finished {
         code: dumped.status.code(),
         signal: None,
@@ -879,50 +1132,50 @@ fn pipe_dump(
         stderr: String::from_utf8_lossy(&dumped.stderr).into_owned(),
         elapsed: Duration::ZERO,
     };
-    restic
-        .check(&finished)
-        .map_err(|e| format!("restic dump: {e}"))?;
+    restic.check(&finished).map_err(LoadError::ResticDump)?;
     if !loaded.status.success() {
-        return Err(format!(
-            "`{program}` failed loading the dump ({}): {}",
-            loaded.status,
-            tail(&String::from_utf8_lossy(&loaded.stderr))
-        ));
+        return Err(LoadError::Loading {
+            program: program.clone(),
+            status: loaded.status,
+            stderr: tail(&String::from_utf8_lossy(&loaded.stderr)),
+        });
     }
     Ok(())
 }
 
 /// The image a container runs (recorded with its dumps, for drills elsewhere).
-fn container_image(container: &str) -> Result<String, String> {
+fn container_image(container: &str) -> Result<String, BackupPartError> {
     let out = Command::new("docker")
         .args(["inspect", "--format", "{{.Config.Image}}", container])
         .output()
-        .map_err(|e| format!("cannot run docker: {e}"))?;
+        .map_err(BackupPartError::Docker)?;
     if !out.status.success() {
-        return Err(format!(
-            "container `{container}` is not there ({}): is the service running? `docker ps` lists containers",
-            tail(&String::from_utf8_lossy(&out.stderr))
-        ));
+        return Err(BackupPartError::NoContainer {
+            container: container.to_string(),
+            stderr: tail(&String::from_utf8_lossy(&out.stderr)),
+        });
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-fn run_quiet(argv: &[String]) -> Result<String, String> {
-    let (program, args) = argv.split_first().ok_or("empty command")?;
+fn run_quiet(argv: &[String]) -> Result<String, CommandError> {
+    let (program, args) = argv.split_first().ok_or(CommandError::Empty)?;
     let out = Command::new(program)
         .args(args)
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| format!("cannot run `{program}`: {e}"))?;
+        .map_err(|source| CommandError::Spawn {
+            program: program.clone(),
+            source,
+        })?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
-        Err(format!(
-            "`{}` failed ({}): {}",
-            argv.iter().take(4).cloned().collect::<Vec<_>>().join(" "),
-            out.status,
-            tail(&String::from_utf8_lossy(&out.stderr))
-        ))
+        Err(CommandError::Failed {
+            command: argv.iter().take(4).cloned().collect::<Vec<_>>().join(" "),
+            status: out.status,
+            stderr: tail(&String::from_utf8_lossy(&out.stderr)),
+        })
     }
 }
 
@@ -942,11 +1195,11 @@ fn list_some(names: &[String]) -> String {
     }
 }
 
-fn attempt<T>(started: f64, clock: Instant, result: &Result<T, String>) -> Attempt {
+fn attempt<T>(started: f64, clock: Instant, result: &Result<T, HostError>) -> Attempt {
     Attempt {
         at: started,
         ok: result.is_ok(),
-        error: result.as_ref().err().cloned(),
+        error: result.as_ref().err().map(ToString::to_string),
         duration_seconds: clock.elapsed().as_secs_f64(),
     }
 }
@@ -1006,4 +1259,111 @@ fn read_tail(path: &Path) -> String {
     let mut bytes = Vec::new();
     let _ = f.take(8192).read_to_end(&mut bytes);
     String::from_utf8_lossy(&bytes).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_backup_s_failed_parts_read_as_one_line_naming_each_part() {
+        let e = HostError::Backup {
+            job: "app".into(),
+            failures: vec![
+                PartFailure::Files(BackupPartError::Incomplete(ResticError::Failed {
+                    code: 3,
+                    message: "/srv/x: permission denied".into(),
+                })),
+                PartFailure::Dump {
+                    dump: "sqlite-app.sql".into(),
+                    source: BackupPartError::Restic(ResticError::Failed {
+                        code: 1,
+                        message: "command failed (the command said: unable to open database)"
+                            .into(),
+                    }),
+                },
+                PartFailure::NotTried {
+                    dump: "postgres-mm.sql".into(),
+                },
+            ],
+        };
+        assert_eq!(
+            e.to_string(),
+            "files: some files could not be read, the snapshot is incomplete: restic failed (exit 3): /srv/x: permission denied; \
+             dump sqlite-app.sql: restic failed (exit 1): command failed (the command said: unable to open database); \
+             dump postgres-mm.sql: not tried, the repository is unreachable"
+        );
+    }
+
+    #[test]
+    fn a_drill_s_findings_and_a_check_s_damage_read_as_before() {
+        let e = HostError::Drill {
+            job: "app".into(),
+            failures: vec![
+                DrillFailure::Files {
+                    missing_count: 1,
+                    missing: vec!["/srv/f8".into()],
+                    corrupted_count: 0,
+                    corrupted: Vec::new(),
+                },
+                DrillFailure::Dump {
+                    dump: "postgres-mm.sql".into(),
+                    source: DumpDrillError::NoSnapshot,
+                },
+                DrillFailure::Dump {
+                    dump: "sqlite-app.sql".into(),
+                    source: LoadError::Integrity {
+                        said: "*** in database main ***".into(),
+                    }
+                    .into(),
+                },
+            ],
+        };
+        assert_eq!(
+            e.to_string(),
+            "1 file(s) missing (/srv/f8), 0 file(s) with other content than backed up; \
+             dump postgres-mm.sql: no snapshot of this dump yet; \
+             dump sqlite-app.sql: PRAGMA integrity_check says: *** in database main ***"
+        );
+        let check = |packs| HostError::CheckFound {
+            url: "/srv/restic/r".into(),
+            errors: 2,
+            damaged_packs: packs,
+            message: "pack e6da: not found".into(),
+        };
+        assert_eq!(
+            check(Some(1)).to_string(),
+            "restic check found 2 error(s) in 1 damaged pack file(s): pack e6da: not found"
+        );
+        assert_eq!(
+            check(None).to_string(),
+            "restic check found 2 error(s): pack e6da: not found"
+        );
+    }
+
+    #[test]
+    fn missing_snapshots_and_dumps_name_the_job() {
+        let dumps = Some(vec!["a.sql".to_string(), "b.sql".to_string()]);
+        let e = HostError::NoDumpSnapshot {
+            job: "app".into(),
+            dump: "c.sql".into(),
+            dumps,
+        };
+        assert_eq!(
+            e.to_string(),
+            "no snapshot of dump `c.sql` for job app (its dumps: a.sql, b.sql)"
+        );
+        let e = HostError::NoDumpSnapshot {
+            job: "app".into(),
+            dump: "c.sql".into(),
+            dumps: None,
+        };
+        assert_eq!(e.to_string(), "no snapshot of dump `c.sql` for job app");
+        assert_eq!(run_quiet(&[]).unwrap_err().to_string(), "empty command");
+        let e = run_quiet(&["sh".into(), "-c".into(), "echo no >&2; exit 4".into()]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "`sh -c echo no >&2; exit 4` failed (exit status: 4): no"
+        );
+    }
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::host::Say;
+use super::host::{HostError, Say};
 use super::remote::HostDoc;
 use super::{render, schedule, HostJob, JobFile};
 
@@ -24,8 +24,8 @@ pub struct HostOutcome {
 #[derive(Debug, thiserror::Error)]
 pub enum HostUsage {
     /// The job file is missing, unreadable or invalid (the message says which and why).
-    #[error("{0}")]
-    JobFile(String),
+    #[error(transparent)]
+    JobFile(#[from] super::jobfile::JobFileError),
     #[error("with --dump, give either --to FILE or a command after `--` (e.g. `-- docker exec -i db psql -U postgres -d mattermost`)")]
     DumpTarget,
     #[error("say where to restore: --to PATH (files) or --dump NAME")]
@@ -43,13 +43,13 @@ pub fn read_job(path: &Path, progress: bool) -> Result<HostJob, HostUsage> {
 pub fn outcome<T: Serialize>(
     job: &HostJob,
     what: &str,
-    result: Result<T, String>,
+    result: Result<T, HostError>,
     human: impl FnOnce(&T) -> String,
 ) -> HostOutcome {
     let text = result.as_ref().map(human).unwrap_or_default();
     let (ok, error, value) = match result {
         Ok(v) => (true, None, serde_json::to_value(v).ok()),
-        Err(e) => (false, Some(e), None),
+        Err(e) => (false, Some(e.to_string()), None),
     };
     HostOutcome {
         doc: HostDoc {

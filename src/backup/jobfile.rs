@@ -23,6 +23,54 @@ pub const DEFAULT_LOCK_DIR: &str = "/run/picaops/backup";
 /// node_exporter's textfile collector directory on Debian (`prometheus-node-exporter`).
 pub const DEFAULT_METRICS_DIR: &str = "/var/lib/prometheus/node-exporter";
 
+/// Why a job file cannot be used; each message names the file and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum JobFileError {
+    /// Missing or not even stat-able: apply has not installed it.
+    #[error("cannot read job file {}: {source}; `picaops apply` installs job files under {JOBS_DIR}", .path.display())]
+    Missing {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "job file {} belongs to uid {owner}, not to the user running picaops (uid {uid}): refusing, \
+         since it decides which commands run; `chown {uid} {}`",
+        .path.display(),
+        .path.display()
+    )]
+    Owner { path: PathBuf, owner: u32, uid: u32 },
+    /// `mode`: the permission bits (others may read or write it).
+    #[error(
+        "job file {} has mode {mode:o}: it must be readable and writable by its owner only; run `chmod 600 {}`",
+        .path.display(),
+        .path.display()
+    )]
+    Mode { path: PathBuf, mode: u32 },
+    #[error("cannot read job file {}: {source}", .path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("job file {} is not valid: {source}", .path.display())]
+    Invalid {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error(
+        "job file {} has version {version}, this picaops reads version {JOB_FILE_VERSION}: \
+         run `picaops apply` with the same picaops version as the one installed on the host",
+        .path.display()
+    )]
+    Version { path: PathBuf, version: u32 },
+    #[error("job file {}: bad job name `{name}`", .path.display())]
+    BadName { path: PathBuf, name: String },
+    #[error("job file {}: the job backs up nothing (no paths, no dumps)", .path.display())]
+    Empty { path: PathBuf },
+}
+
 /// One job as the host runs it.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -161,43 +209,40 @@ impl RepositoryAccess {
 impl JobFile {
     /// Reads and checks a job file: owned by the running user, not writable or readable by
     /// anyone else, known version, sensible names. Errors say what to do.
-    pub fn read(path: &Path) -> Result<JobFile, String> {
-        let meta = std::fs::metadata(path).map_err(|e| {
-            format!(
-                "cannot read job file {}: {e}; `picaops apply` installs job files under {JOBS_DIR}",
-                path.display()
-            )
+    pub fn read(path: &Path) -> Result<JobFile, JobFileError> {
+        let path_buf = || path.to_path_buf();
+        let meta = std::fs::metadata(path).map_err(|source| JobFileError::Missing {
+            path: path_buf(),
+            source,
         })?;
         // SAFETY: geteuid has no preconditions.
         let uid = unsafe { libc::geteuid() };
         if meta.uid() != uid {
-            return Err(format!(
-                "job file {} belongs to uid {}, not to the user running picaops (uid {uid}): refusing, \
-                 since it decides which commands run; `chown {uid} {}`",
-                path.display(),
-                meta.uid(),
-                path.display()
-            ));
+            return Err(JobFileError::Owner {
+                path: path_buf(),
+                owner: meta.uid(),
+                uid,
+            });
         }
         if meta.mode() & 0o077 != 0 {
-            return Err(format!(
-                "job file {} has mode {:o}: it must be readable and writable by its owner only; run `chmod 600 {}`",
-                path.display(),
-                meta.mode() & 0o7777,
-                path.display()
-            ));
+            return Err(JobFileError::Mode {
+                path: path_buf(),
+                mode: meta.mode() & 0o7777,
+            });
         }
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read job file {}: {e}", path.display()))?;
-        let job: JobFile = serde_json::from_str(&text)
-            .map_err(|e| format!("job file {} is not valid: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path).map_err(|source| JobFileError::Read {
+            path: path_buf(),
+            source,
+        })?;
+        let job: JobFile = serde_json::from_str(&text).map_err(|source| JobFileError::Invalid {
+            path: path_buf(),
+            source,
+        })?;
         if job.version != JOB_FILE_VERSION {
-            return Err(format!(
-                "job file {} has version {}, this picaops reads version {JOB_FILE_VERSION}: \
-                 run `picaops apply` with the same picaops version as the one installed on the host",
-                path.display(),
-                job.version
-            ));
+            return Err(JobFileError::Version {
+                path: path_buf(),
+                version: job.version,
+            });
         }
         if job.job.is_empty()
             || !job
@@ -205,17 +250,13 @@ impl JobFile {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         {
-            return Err(format!(
-                "job file {}: bad job name `{}`",
-                path.display(),
-                job.job
-            ));
+            return Err(JobFileError::BadName {
+                path: path_buf(),
+                name: job.job,
+            });
         }
         if job.paths.is_empty() && job.dumps.is_empty() {
-            return Err(format!(
-                "job file {}: the job backs up nothing (no paths, no dumps)",
-                path.display()
-            ));
+            return Err(JobFileError::Empty { path: path_buf() });
         }
         Ok(job)
     }
@@ -317,5 +358,39 @@ impl JobFile {
             cache_dir: None,
             read_only: false,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_file_errors_name_the_file_and_the_fix() {
+        let path = PathBuf::from("/etc/picaops/backup/jobs/a.json");
+        let e = JobFileError::Missing {
+            path: path.clone(),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        };
+        assert_eq!(
+            e.to_string(),
+            "cannot read job file /etc/picaops/backup/jobs/a.json: entity not found; \
+             `picaops apply` installs job files under /etc/picaops/backup/jobs"
+        );
+        let e = JobFileError::Version {
+            path: path.clone(),
+            version: 7,
+        };
+        assert!(
+            e.to_string()
+                .starts_with("job file /etc/picaops/backup/jobs/a.json has version 7, this picaops reads version 1: run `picaops apply`"),
+            "{e}"
+        );
+        let e = JobFileError::Mode { path, mode: 0o644 };
+        assert_eq!(
+            e.to_string(),
+            "job file /etc/picaops/backup/jobs/a.json has mode 644: it must be readable and writable by its owner only; \
+             run `chmod 600 /etc/picaops/backup/jobs/a.json`"
+        );
     }
 }

@@ -16,6 +16,43 @@ use std::time::{Duration, Instant};
 
 use super::restic::{parse_lock, parse_lock_ids, LockInfo, Restic, ResticError};
 
+/// Why picaops's own lock (on a repository, or on a status file) could not be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error("cannot create lock directory {}: {source}", .dir.display())]
+    CreateDir {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot open lock file {}: {source}", .path.display())]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot lock {}: {source}", .path.display())]
+    Flock {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Another picaops operation kept the lock for the whole wait. `holder`: the line it wrote
+    /// into the lock file (who it is), when there was one.
+    #[error(
+        "another picaops operation holds the repository lock {} ({}); waited {} s. \
+         It will release the lock when it ends; see `systemctl list-units 'picaops-backup*'`",
+        .path.display(),
+        .holder.as_deref().unwrap_or("unknown holder"),
+        .waited.as_secs()
+    )]
+    Held {
+        path: PathBuf,
+        holder: Option<String>,
+        waited: Duration,
+    },
+}
+
 /// An exclusive flock on a repository's lock file, released when dropped (or when the process
 /// dies, even by kill -9: the kernel drops flocks with the last descriptor).
 #[derive(Debug)]
@@ -27,13 +64,16 @@ pub struct RepoLock {
 impl RepoLock {
     /// Takes the lock, waiting up to `wait` for another picaops job on the same repository.
     /// `holder`: one line saying who we are (written into the file for the next waiter).
-    pub fn acquire(path: &Path, holder: &str, wait: Duration) -> Result<RepoLock, String> {
+    pub fn acquire(path: &Path, holder: &str, wait: Duration) -> Result<RepoLock, LockError> {
         if let Some(dir) = path.parent() {
             std::fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)
                 .create(dir)
-                .map_err(|e| format!("cannot create lock directory {}: {e}", dir.display()))?;
+                .map_err(|source| LockError::CreateDir {
+                    dir: dir.to_path_buf(),
+                    source,
+                })?;
         }
         let opened = std::fs::OpenOptions::new()
             .read(true)
@@ -48,7 +88,10 @@ impl RepoLock {
             Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => std::fs::File::open(path),
             other => other,
         }
-        .map_err(|e| format!("cannot open lock file {}: {e}", path.display()))?;
+        .map_err(|source| LockError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
         // Readable by all (it names only a job, an operation and a pid), so the other user of a
         // shared lock directory can open it; files made by older versions were 0600.
         let _ = file.set_permissions(std::fs::Permissions::from_mode(0o644));
@@ -61,19 +104,21 @@ impl RepoLock {
             }
             let err = std::io::Error::last_os_error();
             if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
-                return Err(format!("cannot lock {}: {err}", path.display()));
+                return Err(LockError::Flock {
+                    path: path.to_path_buf(),
+                    source: err,
+                });
             }
             if Instant::now() >= deadline {
                 let mut who = String::new();
                 let _ = file.rewind();
                 let _ = file.read_to_string(&mut who);
-                return Err(format!(
-                    "another picaops operation holds the repository lock {} ({}); waited {} s. \
-                     It will release the lock when it ends; see `systemctl list-units 'picaops-backup*'`",
-                    path.display(),
-                    if who.trim().is_empty() { "unknown holder".to_string() } else { who.trim().to_string() },
-                    wait.as_secs()
-                ));
+                let who = who.trim();
+                return Err(LockError::Held {
+                    path: path.to_path_buf(),
+                    holder: (!who.is_empty()).then(|| who.to_string()),
+                    waited: wait,
+                });
             }
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -295,7 +340,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("locks/repo.lock");
         let first = RepoLock::acquire(&path, "job a, pid 1", Duration::ZERO).unwrap();
-        let err = RepoLock::acquire(&path, "job b", Duration::from_millis(300)).unwrap_err();
+        let err = RepoLock::acquire(&path, "job b", Duration::from_millis(300))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("job a, pid 1"), "{err}");
         drop(first);
         // Free again once dropped. Waiting (on the lock itself, up to 5 s) rather than trying

@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::config::{data_host, select_jobs, BackupJob, RepositoryKind, UnknownJob};
-use super::remote::{self, Answer, Call, CallError, HostDoc, Side};
+use super::remote::{self, Answer, AnswerError, Call, CallError, HostDoc, Side};
 use super::restic::Snapshot;
 use super::units::{self, UnitFile, UnitOptions};
 use super::{JobFile, JobStatus};
@@ -41,19 +41,27 @@ pub enum OpError {
     /// A call could not be built (usage) or the machines could not be reached at all.
     #[error(transparent)]
     Call(#[from] CallError),
-    #[error("{} is not a status file: {error}", .path.display())]
-    StatusFile { path: PathBuf, error: String },
+    #[error("{} is not a status file: {source}", .path.display())]
+    StatusFile {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
     #[error("cannot read {}: {error}", .path.display())]
     Unreadable {
         path: PathBuf,
         error: std::io::Error,
     },
     /// A file that is not restic's `snapshots --json` output.
-    #[error("{}: {error}", .path.display())]
-    SnapshotsFile { path: PathBuf, error: String },
+    #[error("{}: {source}", .path.display())]
+    SnapshotsFile {
+        path: PathBuf,
+        #[source]
+        source: super::restic::ResticError,
+    },
     /// The units `apply` would install cannot be computed (the inventory says why).
-    #[error("{0}")]
-    Units(String),
+    #[error(transparent)]
+    Units(super::deploy::DeployError),
     /// The async runtime driving the calls could not start.
     #[error("{0}")]
     Runtime(String),
@@ -146,10 +154,10 @@ fn jobs<'a>(inv: &'a Inventory, names: &[String]) -> Vec<&'a BackupJob> {
 }
 
 /// The host-side documents of one answer (host-forget prints one per job, then one for prune).
-fn documents(a: &Answer) -> Result<Vec<HostDoc>, String> {
+fn documents(a: &Answer) -> Result<Vec<HostDoc>, AnswerError> {
     let text = match &a.result {
         Ok(o) => o.stdout_lossy(),
-        Err(e) => return Err(e.message.clone()),
+        Err(e) => return Err(AnswerError::Transport(e.clone())),
     };
     let docs: Result<Vec<HostDoc>, _> = serde_json::Deserializer::from_str(&text)
         .into_iter::<HostDoc>()
@@ -183,7 +191,7 @@ fn doc_line(a: &Answer, describe: impl Fn(&Value) -> String) -> JobLine {
                 (false, errors.join("; "), data)
             }
         }
-        Err(e) => (false, e, Value::Null),
+        Err(e) => (false, e.to_string(), Value::Null),
     };
     line(a, ok, message, result)
 }
@@ -481,7 +489,7 @@ fn per_repository(
 pub struct JobSnapshots {
     pub job: String,
     pub machine: String,
-    pub snapshots: Result<Vec<Snapshot>, String>,
+    pub snapshots: Result<Vec<Snapshot>, AnswerError>,
 }
 
 /// `snapshots`: the jobs whose call could not be built, then each job's listing.
@@ -532,7 +540,10 @@ pub fn snapshots(inv: &Inventory, names: &[String], exec: &mut Exec) -> Result<S
                     result: Some(v),
                     ..
                 }) => Ok(serde_json::from_value(v).unwrap_or_default()),
-                Ok(d) => Err(d.error.unwrap_or_default()),
+                Ok(d) => Err(AnswerError::Failed {
+                    machine: a.call.machine.clone(),
+                    message: d.error.unwrap_or_default(),
+                }),
                 Err(e) => Err(e),
             },
         })
@@ -547,9 +558,9 @@ pub fn snapshots_from_file(path: &Path) -> Result<Vec<Snapshot>, OpError> {
         error,
     })?;
     let lines: Vec<String> = text.lines().map(String::from).collect();
-    super::restic::parse_snapshots(&lines).map_err(|e| OpError::SnapshotsFile {
+    super::restic::parse_snapshots(&lines).map_err(|source| OpError::SnapshotsFile {
         path: path.to_path_buf(),
-        error: e.to_string(),
+        source,
     })
 }
 
@@ -711,7 +722,7 @@ pub fn status(inv: &Inventory, names: &[String], exec: &mut Exec) -> Result<Stat
                         }
                     }
                 }
-                Err(e) => report.warnings.push((job.name.clone(), e)),
+                Err(e) => report.warnings.push((job.name.clone(), e.to_string())),
             }
         }
         let mut s = merged.unwrap_or_default();
@@ -732,9 +743,9 @@ pub fn status_from_dir(
         let path = dir.join(format!("{}.json", job.name));
         let mut s = match std::fs::read_to_string(&path) {
             Ok(text) => {
-                serde_json::from_str::<JobStatus>(&text).map_err(|e| OpError::StatusFile {
+                serde_json::from_str::<JobStatus>(&text).map_err(|source| OpError::StatusFile {
                     path: path.clone(),
-                    error: e.to_string(),
+                    source,
                 })?
             }
             Err(_) => JobStatus::default(),

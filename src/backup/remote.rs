@@ -53,23 +53,51 @@ pub struct Answer {
 impl Answer {
     /// The host-side JSON document (`picaops --output json backup host-…`), or why there is
     /// none: the connection failed, or picaops on the host could not even start.
-    pub fn document<T: for<'de> Deserialize<'de>>(&self) -> Result<T, String> {
-        let out = self.result.as_ref().map_err(|e| e.message.clone())?;
+    pub fn document<T: for<'de> Deserialize<'de>>(&self) -> Result<T, AnswerError> {
+        let out = self
+            .result
+            .as_ref()
+            .map_err(|e| AnswerError::Transport(e.clone()))?;
         let text = out.stdout_lossy();
         serde_json::from_str(&text).map_err(|_| {
             let err = out.stderr_lossy();
-            let last: Vec<&str> = err.lines().rev().take(4).collect();
-            let reason = if last.is_empty() {
-                format!("exit {}, no output", out.exit_code)
-            } else {
-                last.into_iter().rev().collect::<Vec<_>>().join(" / ")
-            };
-            format!(
-                "{} on {}: {reason}",
-                describe_side(self.call.side),
-                self.call.machine
-            )
+            let mut stderr: Vec<String> = err.lines().rev().take(4).map(String::from).collect();
+            stderr.reverse();
+            AnswerError::NoDocument {
+                machine: self.call.machine.clone(),
+                side: self.call.side,
+                exit_code: out.exit_code,
+                stderr,
+            }
         })
+    }
+}
+
+/// Why an answer holds no usable host-side document.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AnswerError {
+    /// The connection or the command failed in the transport: its message says what to do.
+    #[error("{}", .0.message)]
+    Transport(#[source] TransportError),
+    /// picaops on the host printed no document (not installed, could not start): the last
+    /// lines of its stderr (up to 4), or its exit code when it printed nothing.
+    #[error("{} on {machine}: {}", describe_side(*.side), no_document_reason(*.exit_code, .stderr))]
+    NoDocument {
+        machine: String,
+        side: Side,
+        exit_code: i32,
+        stderr: Vec<String>,
+    },
+    /// The host-side operation ran and failed; `message` is the error of its document.
+    #[error("{message}")]
+    Failed { machine: String, message: String },
+}
+
+fn no_document_reason(exit_code: i32, stderr: &[String]) -> String {
+    if stderr.is_empty() {
+        format!("exit {exit_code}, no output")
+    } else {
+        stderr.join(" / ")
     }
 }
 

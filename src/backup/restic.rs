@@ -44,12 +44,12 @@ pub struct Restic {
 }
 
 /// A restic failure, worded for the volunteer reading status at 2 a.m.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum ResticError {
     #[error("restic is not installed here (looked for `{0}`): install restic 0.17 or later (Debian trixie's `restic` package)")]
     NotInstalled(String),
     #[error("cannot start restic: {0}")]
-    Spawn(String),
+    Spawn(#[source] std::io::Error),
     #[error("there is no restic repository at {url} (restic exit 10): create it with `picaops backup init`, or check the repository's host and path")]
     NoRepository { url: String },
     #[error("the repository {url} is locked (restic exit 11): {message}")]
@@ -64,6 +64,13 @@ pub enum ResticError {
     Config(String),
     #[error("unexpected restic output: {0}")]
     Unexpected(String),
+    /// restic's JSON could not be read: `what` names the output (`` `restic snapshots` output``).
+    #[error("unexpected {what}: {source}")]
+    BadJson {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
 impl ResticError {
@@ -259,9 +266,7 @@ impl Restic {
         }
         // Before reaping: the watchdog may signal restic's pid only while it is ours.
         let stopped = watchdog.and_then(Watchdog::stop);
-        let status = child
-            .wait()
-            .map_err(|e| ResticError::Spawn(e.to_string()))?;
+        let status = child.wait().map_err(ResticError::Spawn)?;
         let mut stderr = err_thread.join().unwrap_or_default();
         if let Some(why) = stopped {
             let line = serde_json::json!({"message_type": "exit_error", "code": 1, "message": why});
@@ -350,7 +355,7 @@ impl Restic {
         if e.kind() == std::io::ErrorKind::NotFound {
             ResticError::NotInstalled(self.binary.display().to_string())
         } else {
-            ResticError::Spawn(e.to_string())
+            ResticError::Spawn(e)
         }
     }
 
@@ -599,13 +604,16 @@ impl Snapshot {
 }
 
 /// `restic snapshots --json`: one JSON array on stdout.
-pub fn parse_snapshots(stdout: &[String]) -> Result<Vec<Snapshot>, String> {
+pub fn parse_snapshots(stdout: &[String]) -> Result<Vec<Snapshot>, ResticError> {
     let text = stdout.join("\n");
     let text = text.trim();
     if text.is_empty() || text == "null" {
         return Ok(Vec::new());
     }
-    serde_json::from_str(text).map_err(|e| format!("unexpected `restic snapshots` output: {e}"))
+    serde_json::from_str(text).map_err(|source| ResticError::BadJson {
+        what: "`restic snapshots` output",
+        source,
+    })
 }
 
 /// One group of `restic forget --json`: what was kept and removed.
@@ -623,7 +631,7 @@ pub struct ForgetGroup {
     pub remove: Option<Vec<Snapshot>>,
 }
 
-pub fn parse_forget(stdout: &[String]) -> Result<Vec<ForgetGroup>, String> {
+pub fn parse_forget(stdout: &[String]) -> Result<Vec<ForgetGroup>, ResticError> {
     // The JSON array is the last non-empty line (earlier lines may be empty).
     let Some(line) = stdout.iter().rev().find(|l| !l.trim().is_empty()) else {
         return Ok(Vec::new());
@@ -631,7 +639,10 @@ pub fn parse_forget(stdout: &[String]) -> Result<Vec<ForgetGroup>, String> {
     if line.trim() == "null" {
         return Ok(Vec::new());
     }
-    serde_json::from_str(line).map_err(|e| format!("unexpected `restic forget` output: {e}"))
+    serde_json::from_str(line).map_err(|source| ResticError::BadJson {
+        what: "`restic forget` output",
+        source,
+    })
 }
 
 /// The summary of `restic check --json` (0.18).
@@ -688,8 +699,11 @@ pub struct LockInfo {
     pub pid: i64,
 }
 
-pub fn parse_lock(stdout: &[String]) -> Result<LockInfo, String> {
-    serde_json::from_str(&stdout.join("\n")).map_err(|e| format!("unexpected lock content: {e}"))
+pub fn parse_lock(stdout: &[String]) -> Result<LockInfo, ResticError> {
+    serde_json::from_str(&stdout.join("\n")).map_err(|source| ResticError::BadJson {
+        what: "lock content",
+        source,
+    })
 }
 
 /// `restic list locks`: one ID per line (plain text even with `--json`).

@@ -62,6 +62,38 @@ pub const METRICS: &[(&str, &str)] = &[
     ),
 ];
 
+/// Why a job's status (or its metrics) could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    #[error("status file {} is damaged ({source}); move it away and the next run starts a fresh one", .path.display())]
+    Damaged {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("cannot read status file {}: {source}", .path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The flock serialising updates of one status file.
+    #[error(transparent)]
+    Lock(#[from] super::lock::LockError),
+    #[error("cannot write status file {}: {source}", .path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot write metrics {}: {source} (is prometheus-node-exporter's textfile directory there?)", .path.display())]
+    Metrics {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// What the last attempt of one operation (backup, check, drill, forget, prune) did.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Attempt {
@@ -203,17 +235,13 @@ impl JobStatus {
     }
 
     /// The status file of `job`, or a fresh status when there is none yet.
-    pub fn load(job: &JobFile) -> Result<JobStatus, String> {
+    pub fn load(job: &JobFile) -> Result<JobStatus, StatusError> {
         let path = job.status_path();
         let mut status = match std::fs::read_to_string(&path) {
-            Ok(text) => serde_json::from_str(&text).map_err(|e| {
-                format!(
-                    "status file {} is damaged ({e}); move it away and the next run starts a fresh one",
-                    path.display()
-                )
-            })?,
+            Ok(text) => serde_json::from_str(&text)
+                .map_err(|source| StatusError::Damaged { path, source })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => JobStatus::default(),
-            Err(e) => return Err(format!("cannot read status file {}: {e}", path.display())),
+            Err(source) => return Err(StatusError::Read { path, source }),
         };
         status.job = job.job.clone();
         status.host = job.host.clone();
@@ -224,7 +252,10 @@ impl JobStatus {
 
     /// Loads the status, lets `change` modify it and saves it, under a flock on the status file
     /// (operations of one job may end at the same time: neither must undo the other's record).
-    pub fn update(job: &JobFile, change: impl FnOnce(&mut JobStatus)) -> Result<JobStatus, String> {
+    pub fn update(
+        job: &JobFile,
+        change: impl FnOnce(&mut JobStatus),
+    ) -> Result<JobStatus, StatusError> {
         let path = job.status_path();
         let lock_path = path.with_extension("json.lock");
         let _lock = super::lock::RepoLock::acquire(
@@ -269,22 +300,15 @@ impl JobStatus {
     }
 
     /// Writes the status file and, when the job has a metrics directory, the metrics file.
-    pub fn save(&self, job: &JobFile) -> Result<(), String> {
+    pub fn save(&self, job: &JobFile) -> Result<(), StatusError> {
         let text = serde_json::to_string_pretty(self).unwrap_or_default() + "\n";
-        write_atomic(&job.status_path(), text.as_bytes(), 0o644).map_err(|e| {
-            format!(
-                "cannot write status file {}: {e}",
-                job.status_path().display()
-            )
-        })?;
+        let path = job.status_path();
+        write_atomic(&path, text.as_bytes(), 0o644)
+            .map_err(|source| StatusError::Write { path, source })?;
         if let Some(dir) = &job.metrics_dir {
             let path = metrics_path(dir, &job.job);
-            write_atomic(&path, self.metrics().as_bytes(), 0o644).map_err(|e| {
-                format!(
-                    "cannot write metrics {}: {e} (is prometheus-node-exporter's textfile directory there?)",
-                    path.display()
-                )
-            })?;
+            write_atomic(&path, self.metrics().as_bytes(), 0o644)
+                .map_err(|source| StatusError::Metrics { path, source })?;
         }
         Ok(())
     }

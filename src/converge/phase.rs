@@ -33,7 +33,9 @@ type AddEngineVars = fn(&mut Inventory) -> Result<(), String>;
 /// The engine variables playbooks may use, by the name a playbook mentions.
 const ENGINES: [(&str, AddEngineVars); 2] = [
     ("picaops_access", crate::access::vars::add_engine_vars),
-    ("picaops_backup", crate::backup::deploy::add_engine_vars),
+    ("picaops_backup", |inv| {
+        crate::backup::deploy::add_engine_vars(inv).map_err(|e| e.to_string())
+    }),
 ];
 
 /// What to converge: the playbooks and the task selection.

@@ -45,7 +45,7 @@ pub fn expand_all(
         picaops::access::vars::add_engine_vars(&mut inv)?;
     }
     if engine_vars && text.contains("picaops_backup") {
-        picaops::backup::deploy::add_engine_vars(&mut inv)?;
+        picaops::backup::deploy::add_engine_vars(&mut inv).map_err(|e| e.to_string())?;
     }
     let sources = Mutex::new(sources);
     let extra = BTreeMap::new();
