@@ -21,9 +21,9 @@ pub mod ops;
 pub mod remote;
 pub mod render;
 pub mod restic;
-pub mod schedule;
 pub mod status;
 pub mod time;
+pub use crate::sections::schedule;
 pub mod units;
 
 pub use config::{BackupJob, Dump, DumpKind, Repository, RepositoryKind, Retention};

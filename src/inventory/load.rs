@@ -32,7 +32,7 @@ struct FileDoc {
     services: Option<Named<crate::sections::service::ServiceDoc>>,
     access: Option<Spanned<crate::sections::access::AccessDoc>>,
     secrets: Option<Spanned<crate::secrets::SecretsDoc>>,
-    backups: Option<Named<crate::backup::config::JobDoc>>,
+    backups: Option<Named<crate::sections::backup::JobDoc>>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -533,7 +533,7 @@ fn merge(dir: &Path, docs: Vec<(PathBuf, FileDoc)>, diags: &mut Vec<Diagnostic>)
                 continue;
             }
             backup_places.insert(name.0.value.clone(), place);
-            let job = crate::backup::BackupJob::from_doc(f, &name.0, job, diags);
+            let job = crate::sections::backup::BackupJob::from_doc(f, &name.0, job, diags);
             inv.backups.insert(name.0.value, job);
         }
     }

@@ -23,3 +23,4 @@ pub use reach::{
     fingerprint, is_pinned, known_hosts_text, line_names, pin, record_host_key, runtime_dir,
     target, write_known_hosts,
 };
+pub use sections::backup_data_host;

@@ -161,8 +161,8 @@ pub struct Inventory {
     pub access: Option<crate::sections::access::Access>,
     /// Where named secrets are resolved (`pass` unless the `secrets:` section says otherwise).
     pub secrets: crate::secrets::SecretStore,
-    /// The `backups:` section: restic jobs, checked by `crate::backup::config`.
-    pub backups: IndexMap<String, crate::backup::BackupJob>,
+    /// The `backups:` section: restic jobs, checked by `crate::sections::backup` and the inventory.
+    pub backups: IndexMap<String, crate::sections::backup::BackupJob>,
     /// Host keys picaops pinned with `inventory pin` (the `known_hosts` file beside the YAML).
     pub known_hosts: Vec<String>,
 }

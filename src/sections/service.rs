@@ -12,6 +12,7 @@ use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 
+use super::{err, located};
 use crate::diagnostic::{Diagnostic, Place};
 use crate::located::{Located, Var};
 use crate::values::valid_env_name;
@@ -112,17 +113,6 @@ fn valid_file_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
-fn located<T>(file: &Path, s: Spanned<T>) -> Located<T> {
-    Located {
-        place: place_of(file, &s),
-        value: s.value,
-    }
-}
-
-fn err(file: &Path, s: &Spanned<impl Sized>, message: String, help: &str) -> Diagnostic {
-    Diagnostic::new(place_of(file, s), message).help(help)
-}
-
 /// A service read from its file: the parts every service has, and what picaops deploys.
 pub struct Read {
     pub host: Located<String>,
@@ -219,7 +209,7 @@ impl ServiceDoc {
                 let h = h.value;
                 let timeout = match &h.timeout {
                     None => DEFAULT_HEALTH_TIMEOUT,
-                    Some(t) => match crate::backup::schedule::parse_duration(&t.value) {
+                    Some(t) => match super::schedule::parse_duration(&t.value) {
                         Ok(0) | Err(_) => {
                             diags.push(err(
                                 file,

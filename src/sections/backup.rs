@@ -1,0 +1,730 @@
+//! The inventory's `backups:` section: what each job backs up, when, how long it is kept and
+//! where it goes; read from YAML with places.
+//!
+//! `JobDoc` mirrors the YAML (every value keeps its place); `BackupJob::from_doc` checks each
+//! value alone. What needs the whole inventory (hosts, sites, shared repositories) is checked by
+//! the inventory (`crate::inventory`'s section checks). Nothing here contacts a host or reads a
+//! secret's value.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use serde_saphyr::Spanned;
+
+use super::schedule::{check_schedule, parse_duration, parse_rate};
+use super::{err, located};
+use crate::diagnostic::{did_you_mean, Diagnostic, Place};
+use crate::located::Located;
+use crate::yaml::place_of;
+
+/// The account that owns SFTP repositories on the peer site. Not `backup`: Debian already has a
+/// system user of that name (uid 34).
+pub const DEFAULT_SFTP_USER: &str = "picaops-restic";
+/// The REST server's default port (restic's rest-server listens on 8000).
+pub const DEFAULT_REST_PORT: u16 = 8000;
+/// Spread of a timer's start when the job does not say (`RandomizedDelaySec=`).
+pub const DEFAULT_RANDOMIZED_DELAY: u64 = 15 * 60;
+
+// ---------------------------------------------------------------------------------------------
+// The YAML, as written.
+
+/// One job under `backups:`, as written in the file.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct JobDoc {
+    description: Option<String>,
+    host: Option<Spanned<String>>,
+    service: Option<Spanned<String>>,
+    #[serde(default)]
+    paths: Vec<Spanned<String>>,
+    #[serde(default)]
+    exclude: Vec<Spanned<String>>,
+    #[serde(default)]
+    dumps: Vec<Spanned<DumpDoc>>,
+    schedule: Spanned<String>,
+    randomized_delay: Option<Spanned<String>>,
+    retention: Spanned<RetentionDoc>,
+    repository: Spanned<RepositoryDoc>,
+    password: Spanned<String>,
+    max_age: Spanned<String>,
+    bandwidth: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct DumpDoc {
+    kind: Spanned<String>,
+    container: Option<Spanned<String>>,
+    database: Option<Spanned<String>>,
+    user: Option<Spanned<String>>,
+    /// SQLite: the database file (inside the container when `container` is set).
+    path: Option<Spanned<String>>,
+    /// The name of an environment variable inside the container holding the database password.
+    password_env: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct RetentionDoc {
+    keep_last: Option<u32>,
+    keep_hourly: Option<u32>,
+    keep_daily: Option<u32>,
+    keep_weekly: Option<u32>,
+    keep_monthly: Option<u32>,
+    keep_yearly: Option<u32>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct RepositoryDoc {
+    kind: Spanned<String>,
+    host: Spanned<String>,
+    user: Option<Spanned<String>>,
+    path: Option<Spanned<String>>,
+    port: Option<Spanned<u16>>,
+    #[serde(default)]
+    append_only: bool,
+    #[serde(default)]
+    tls: bool,
+}
+
+// ---------------------------------------------------------------------------------------------
+// The checked model.
+
+/// Whose data a job backs up: a machine directly, or a service (its placement gives the machine).
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Holder {
+    Host(Located<String>),
+    Service(Located<String>),
+}
+
+/// A backup job: files and database dumps of one machine, sent to a repository at the peer site.
+#[derive(Clone, Debug, Serialize)]
+pub struct BackupJob {
+    pub name: String,
+    pub description: Option<String>,
+    pub holder: Holder,
+    /// Absolute paths on the data host.
+    pub paths: Vec<Located<String>>,
+    /// restic `--exclude` patterns.
+    pub exclude: Vec<String>,
+    pub dumps: Vec<Dump>,
+    /// systemd `OnCalendar=` expression.
+    pub schedule: Located<String>,
+    /// `RandomizedDelaySec=` of the timer, seconds.
+    pub randomized_delay: u64,
+    pub retention: Retention,
+    pub repository: Repository,
+    /// The NAME of the secret holding the repository password (never its value).
+    pub password: Located<String>,
+    /// Status marks the job as late when its newest backup is older than this (seconds).
+    pub max_age: u64,
+    /// Upload limit in KiB/s (restic `--limit-upload`), for the link between the sites.
+    pub bandwidth: Option<u64>,
+    pub place: Place,
+}
+
+/// Database engines picaops knows how to dump and load.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DumpKind {
+    Postgres,
+    Mysql,
+    Mariadb,
+    Mongodb,
+    Sqlite,
+}
+
+impl DumpKind {
+    pub const ALL: [(&'static str, DumpKind); 5] = [
+        ("postgres", DumpKind::Postgres),
+        ("mysql", DumpKind::Mysql),
+        ("mariadb", DumpKind::Mariadb),
+        ("mongodb", DumpKind::Mongodb),
+        ("sqlite", DumpKind::Sqlite),
+    ];
+
+    pub fn name(self) -> &'static str {
+        DumpKind::ALL
+            .iter()
+            .find(|(_, k)| *k == self)
+            .map(|(n, _)| *n)
+            .unwrap_or("?")
+    }
+}
+
+/// One database dump, streamed into restic from `docker exec` (or from the host for SQLite).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Dump {
+    pub kind: DumpKind,
+    /// The container to `docker exec` into; `None` only for SQLite on the host.
+    #[serde(default)]
+    pub container: Option<String>,
+    /// Database name (the file path for SQLite).
+    pub database: String,
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Environment variable inside the container that holds the database password.
+    #[serde(default)]
+    pub password_env: Option<String>,
+}
+
+impl Dump {
+    /// The file name of this dump inside its snapshot (`/postgres-mattermost-db-mattermost.sql`
+    /// without the slash): unique per job, stable across runs so restic deduplicates.
+    pub fn file_name(&self) -> String {
+        let db = if self.kind == DumpKind::Sqlite {
+            Path::new(&self.database)
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "db".into())
+        } else {
+            self.database.clone()
+        };
+        let ext = match self.kind {
+            DumpKind::Mongodb => "archive",
+            _ => "sql",
+        };
+        let mut name = format!("{}-", self.kind.name());
+        if let Some(c) = &self.container {
+            name.push_str(c);
+            name.push('-');
+        }
+        name.push_str(&db);
+        let name: String = name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        format!("{name}.{ext}")
+    }
+}
+
+/// How many snapshots `forget` keeps (restic's `--keep-*`); at least one is set.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Retention {
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub keep_last: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub keep_hourly: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub keep_daily: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub keep_weekly: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub keep_monthly: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub keep_yearly: Option<u32>,
+}
+
+impl Retention {
+    /// restic flags, e.g. `["--keep-daily", "7", "--keep-weekly", "4"]`.
+    pub fn flags(&self) -> Vec<String> {
+        [
+            ("--keep-last", self.keep_last),
+            ("--keep-hourly", self.keep_hourly),
+            ("--keep-daily", self.keep_daily),
+            ("--keep-weekly", self.keep_weekly),
+            ("--keep-monthly", self.keep_monthly),
+            ("--keep-yearly", self.keep_yearly),
+        ]
+        .into_iter()
+        .filter_map(|(flag, n)| {
+            n.filter(|n| *n > 0)
+                .map(|n| [flag.to_string(), n.to_string()])
+        })
+        .flatten()
+        .collect()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.flags().is_empty()
+    }
+}
+
+/// Where a repository lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RepositoryKind {
+    /// A directory reached over SSH (a dedicated account on a host at the peer site).
+    Sftp,
+    /// restic's rest-server, ideally `--append-only`.
+    Rest,
+}
+
+/// A repository at the peer site.
+#[derive(Clone, Debug, Serialize)]
+pub struct Repository {
+    pub kind: RepositoryKind,
+    /// A host or VM of the inventory.
+    pub host: Located<String>,
+    /// SFTP: the account on `host` (default `picaops-restic`).
+    pub user: String,
+    /// SFTP: the directory; REST: the repository's path on the server (may be empty).
+    pub path: String,
+    /// REST: the port (default 8000).
+    pub port: u16,
+    /// REST: the server refuses deletions; retention then runs on the repository's side.
+    pub append_only: bool,
+    /// REST: https instead of http.
+    pub tls: bool,
+    pub place: Place,
+}
+
+impl Repository {
+    /// What identifies one repository: two jobs with the same key share it.
+    pub fn key(&self) -> String {
+        match self.kind {
+            RepositoryKind::Sftp => format!("sftp:{}@{}:{}", self.user, self.host.value, self.path),
+            RepositoryKind::Rest => {
+                format!(
+                    "rest:{}:{}/{}",
+                    self.host.value,
+                    self.port,
+                    self.path.trim_matches('/')
+                )
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// From the YAML to the model: checks of each value alone.
+
+impl BackupJob {
+    /// Reads one job, reporting every value that is wrong on its own (whole-inventory checks are
+    /// in [`check`]). Always returns a job, so later checks still run; `diags` decides validity.
+    pub fn from_doc(
+        file: &Path,
+        name: &Spanned<String>,
+        doc: JobDoc,
+        diags: &mut Vec<Diagnostic>,
+    ) -> BackupJob {
+        let place = place_of(file, name);
+        let job_name = name.value.clone();
+        if !crate::values::valid_name(&job_name) {
+            diags.push(
+                Diagnostic::new(place.clone(), format!("backup job name `{job_name}` is not a valid name"))
+                    .help("it names a systemd unit and files: use lowercase letters, digits, `-` and `_` (at most 63)"),
+            );
+        }
+        let holder = match (doc.host, doc.service) {
+            (Some(h), None) => Holder::Host(located(file, h)),
+            (None, Some(s)) => Holder::Service(located(file, s)),
+            (Some(h), Some(s)) => {
+                diags.push(
+                    err(file, &s, format!("job `{job_name}` names both a host and a service"),
+                        "keep one: `service:` when the data belongs to a service (its host follows it), `host:` otherwise")
+                        .note(place_of(file, &h), "the host is named here"),
+                );
+                Holder::Host(located(file, h))
+            }
+            (None, None) => {
+                diags.push(
+                    Diagnostic::new(
+                        place.clone(),
+                        format!("job `{job_name}` does not say whose data it backs up"),
+                    )
+                    .help("add `host: pica01` (a host or VM) or `service: mattermost`"),
+                );
+                Holder::Host(Located {
+                    value: String::new(),
+                    place: place.clone(),
+                })
+            }
+        };
+        for p in &doc.paths {
+            if !p.value.starts_with('/') {
+                diags.push(err(
+                    file,
+                    p,
+                    format!("backup path `{}` is not absolute", p.value),
+                    "write the full path on the data host, e.g. /DATA/mattermost",
+                ));
+            }
+        }
+        if doc.paths.is_empty() && doc.dumps.is_empty() {
+            diags.push(
+                Diagnostic::new(place.clone(), format!("job `{job_name}` backs up nothing"))
+                    .help("add `paths:` (directories on the host) and/or `dumps:` (databases)"),
+            );
+        }
+        let mut dumps: Vec<Dump> = Vec::new();
+        for d in doc.dumps {
+            if let Some(dump) = dump_from_doc(file, &job_name, d, &dumps, diags) {
+                dumps.push(dump);
+            }
+        }
+        let schedule = located(file, doc.schedule);
+        if let Err(why) = check_schedule(&schedule) {
+            diags.push(
+                Diagnostic::new(schedule.place.clone(), format!("schedule `{}` is not valid: {why}", schedule.value.trim()))
+                    .help("systemd OnCalendar syntax, e.g. `daily`, `*-*-* 03:15`, `Mon..Fri 02:00`; check with `systemd-analyze calendar '…'`"),
+            );
+        }
+        let randomized_delay = match &doc.randomized_delay {
+            None => DEFAULT_RANDOMIZED_DELAY,
+            Some(d) => parse_duration(&d.value).unwrap_or_else(|why| {
+                diags.push(err(
+                    file,
+                    d,
+                    format!("randomized_delay `{}` is not a duration: {why}", d.value),
+                    "write e.g. `15min` or `1h`",
+                ));
+                DEFAULT_RANDOMIZED_DELAY
+            }),
+        };
+        let r = &doc.retention.value;
+        let retention = Retention {
+            keep_last: r.keep_last,
+            keep_hourly: r.keep_hourly,
+            keep_daily: r.keep_daily,
+            keep_weekly: r.keep_weekly,
+            keep_monthly: r.keep_monthly,
+            keep_yearly: r.keep_yearly,
+        };
+        if retention.is_empty() {
+            diags.push(err(
+                file,
+                &doc.retention,
+                format!("the retention of job `{job_name}` keeps nothing"),
+                "set at least one of keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly above 0 \
+                 (Picasoft: keep_daily: 7, keep_weekly: 4, keep_monthly: 6, keep_yearly: 2)",
+            ));
+        }
+        let repository = repository_from_doc(file, doc.repository, diags);
+        let password = located(file, doc.password);
+        if !crate::secrets::valid_name(&password) {
+            diags.push(
+                Diagnostic::new(password.place.clone(), "`password` must be the NAME of a secret, not a password")
+                    .help("write the name the secret is stored under (letters, digits, `-`, `_`, `.`, `/`), e.g. `restic/pica01`; \
+                           the value stays in the team's password store"),
+            );
+        }
+        let max_age = parse_duration(&doc.max_age.value).unwrap_or_else(|why| {
+            diags.push(err(
+                file,
+                &doc.max_age,
+                format!("max_age `{}` is not a duration: {why}", doc.max_age.value),
+                "a bit more than the time between two runs, e.g. `26h` for a daily job",
+            ));
+            0
+        });
+        let bandwidth = doc
+            .bandwidth
+            .as_ref()
+            .and_then(|b| match parse_rate(&b.value) {
+                Ok(kib) => Some(kib),
+                Err(why) => {
+                    diags.push(err(
+                        file,
+                        b,
+                        format!("bandwidth `{}` is not valid: {why}", b.value),
+                        "write an upload rate such as `10MiB/s` or `512KiB/s`",
+                    ));
+                    None
+                }
+            });
+        BackupJob {
+            name: job_name,
+            description: doc.description,
+            holder,
+            paths: doc.paths.into_iter().map(|p| located(file, p)).collect(),
+            exclude: doc.exclude.into_iter().map(|e| e.value).collect(),
+            dumps,
+            schedule,
+            randomized_delay,
+            retention,
+            repository,
+            password,
+            max_age,
+            bandwidth,
+            place,
+        }
+    }
+}
+
+fn dump_from_doc(
+    file: &Path,
+    job: &str,
+    d: Spanned<DumpDoc>,
+    earlier: &[Dump],
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Dump> {
+    let place = place_of(file, &d);
+    let d = d.value;
+    let names: Vec<&str> = DumpKind::ALL.iter().map(|(n, _)| *n).collect();
+    let Some(kind) = DumpKind::ALL
+        .iter()
+        .find(|(n, _)| *n == d.kind.value)
+        .map(|(_, k)| *k)
+    else {
+        let mut help = format!("known kinds: {}", names.join(", "));
+        if let Some(s) = did_you_mean(&d.kind.value, names.iter().copied()) {
+            help = format!("did you mean `{s}`? {help}");
+        }
+        diags.push(err(
+            file,
+            &d.kind,
+            format!("unknown dump kind `{}`", d.kind.value),
+            &help,
+        ));
+        return None;
+    };
+    let database = if kind == DumpKind::Sqlite {
+        if let Some(db) = &d.database {
+            diags.push(err(
+                file,
+                db,
+                "an SQLite dump names its file with `path:`, not `database:`".into(),
+                "write `path: /data/app.db` (inside the container when `container:` is set)",
+            ));
+        }
+        match d.path {
+            Some(p) if p.value.starts_with('/') => p.value,
+            Some(p) => {
+                diags.push(err(
+                    file,
+                    &p,
+                    format!("SQLite path `{}` is not absolute", p.value),
+                    "write the full path of the database file",
+                ));
+                return None;
+            }
+            None => {
+                diags.push(Diagnostic::new(place, format!("this SQLite dump of job `{job}` has no `path:`"))
+                    .help("add `path: /data/app.db`: the database file (inside the container when `container:` is set)"));
+                return None;
+            }
+        }
+    } else {
+        if let Some(p) = &d.path {
+            diags.push(err(
+                file,
+                p,
+                format!(
+                    "`path:` is for SQLite dumps; a {} dump names a `database:`",
+                    kind.name()
+                ),
+                "replace `path:` by `database: NAME`",
+            ));
+        }
+        if d.container.is_none() {
+            diags.push(Diagnostic::new(place.clone(), format!("this {} dump of job `{job}` has no `container:`", kind.name()))
+                .help("name the container running the database (`docker ps` on the host shows it): the dump runs `docker exec` in it"));
+        }
+        match d.database {
+            Some(db) => db.value,
+            None => {
+                diags.push(
+                    Diagnostic::new(
+                        place,
+                        format!(
+                            "this {} dump of job `{job}` has no `database:`",
+                            kind.name()
+                        ),
+                    )
+                    .help("add `database: NAME` (the database to dump)"),
+                );
+                return None;
+            }
+        }
+    };
+    if let Some(c) = d.container.as_ref() {
+        // Docker's own rule for names; a leading `-` would be read by `docker exec` as an option.
+        let ok = c.value.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && c.value
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+        if !ok {
+            diags.push(err(
+                file,
+                c,
+                format!(
+                    "container `{}` is not a container name",
+                    crate::values::shown(&c.value)
+                ),
+                "name the container running the database as `docker ps` shows it (letters, digits, _ . -, starting with a letter or digit)",
+            ));
+            return None;
+        }
+    }
+    if let Some(env) = d.password_env.as_ref() {
+        if !crate::values::valid_env_name(&env.value) {
+            diags.push(err(
+                file,
+                env,
+                format!(
+                    "password_env `{}` is not an environment variable name",
+                    crate::values::shown(&env.value)
+                ),
+                "name the variable of the container that holds the password (letters, digits and _, not starting with a digit): POSTGRES_PASSWORD",
+            ));
+            return None;
+        }
+    }
+    let dump = Dump {
+        kind,
+        container: d.container.map(|c| c.value),
+        database,
+        user: d.user.map(|u| u.value),
+        password_env: d.password_env.map(|p| p.value),
+    };
+    if earlier.iter().any(|e| e.file_name() == dump.file_name()) {
+        diags.push(
+            Diagnostic::new(place, format!("job `{job}` dumps this database twice"))
+                .help("remove one of the two entries"),
+        );
+        return None;
+    }
+    Some(dump)
+}
+
+fn repository_from_doc(
+    file: &Path,
+    doc: Spanned<RepositoryDoc>,
+    diags: &mut Vec<Diagnostic>,
+) -> Repository {
+    let place = place_of(file, &doc);
+    let r = doc.value;
+    let kind = match r.kind.value.as_str() {
+        "sftp" => RepositoryKind::Sftp,
+        "rest" => RepositoryKind::Rest,
+        other => {
+            diags.push(err(
+                file,
+                &r.kind,
+                format!("unknown repository kind `{other}`"),
+                "use `sftp` (a directory on a host at the other site, reached over SSH) or `rest` (restic's rest-server)",
+            ));
+            RepositoryKind::Sftp
+        }
+    };
+    let user = r
+        .user
+        .as_ref()
+        .map(|u| u.value.clone())
+        .unwrap_or_else(|| DEFAULT_SFTP_USER.to_string());
+    if let Some(u) = &r.user {
+        if u.value == "backup" {
+            diags.push(err(
+                file,
+                u,
+                "`backup` is a Debian system user (uid 34), not a repository account".into(),
+                "use the default `picaops-restic` (or another dedicated name)",
+            ));
+        } else if kind == RepositoryKind::Rest {
+            diags.push(err(
+                file,
+                u,
+                "`user:` is for SFTP repositories".into(),
+                "a rest repository has no SSH account: remove `user:`",
+            ));
+        }
+    }
+    let path = match (&r.path, kind) {
+        (Some(p), RepositoryKind::Sftp) if !p.value.starts_with('/') => {
+            diags.push(err(
+                file,
+                p,
+                format!("repository path `{}` is not absolute", p.value),
+                "write the full directory on the repository host, e.g. /srv/restic/pica01",
+            ));
+            p.value.clone()
+        }
+        (Some(p), _) => p.value.clone(),
+        (None, RepositoryKind::Sftp) => {
+            diags.push(
+                Diagnostic::new(place.clone(), "an SFTP repository needs a `path:`")
+                    .help("add `path: /srv/restic/JOB`: the directory on the repository host"),
+            );
+            String::new()
+        }
+        (None, RepositoryKind::Rest) => String::new(),
+    };
+    if kind == RepositoryKind::Sftp {
+        for (key, set) in [
+            ("port", r.port.is_some()),
+            ("append_only", r.append_only),
+            ("tls", r.tls),
+        ] {
+            if set {
+                diags.push(
+                    Diagnostic::new(place.clone(), format!("`{key}:` is for rest repositories"))
+                        .help("an SFTP repository uses the host's SSH settings: remove it"),
+                );
+            }
+        }
+    }
+    if let Some(p) = r.port.as_ref().filter(|p| p.value == 0) {
+        diags.push(err(
+            file,
+            p,
+            "port 0 is not usable".into(),
+            "rest-server listens on 8000 by default",
+        ));
+    }
+    Repository {
+        kind,
+        host: located(file, r.host),
+        user,
+        path,
+        port: r.port.map(|p| p.value).unwrap_or(DEFAULT_REST_PORT),
+        append_only: r.append_only,
+        tls: r.tls,
+        place,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dump(kind: DumpKind, container: Option<&str>, db: &str) -> Dump {
+        Dump {
+            kind,
+            container: container.map(String::from),
+            database: db.into(),
+            user: None,
+            password_env: None,
+        }
+    }
+
+    #[test]
+    fn dump_file_names_are_stable_and_safe() {
+        assert_eq!(
+            dump(DumpKind::Postgres, Some("mattermost-db"), "mattermost").file_name(),
+            "postgres-mattermost-db-mattermost.sql"
+        );
+        assert_eq!(
+            dump(DumpKind::Sqlite, None, "/srv/app/data.db").file_name(),
+            "sqlite-data.sql"
+        );
+        assert_eq!(
+            dump(DumpKind::Mongodb, Some("wekan-db"), "wekan").file_name(),
+            "mongodb-wekan-db-wekan.archive"
+        );
+        assert_eq!(
+            dump(DumpKind::Mysql, Some("a b"), "x/y").file_name(),
+            "mysql-a_b-x_y.sql"
+        );
+    }
+
+    #[test]
+    fn retention_flags() {
+        let r = Retention {
+            keep_daily: Some(7),
+            keep_weekly: Some(4),
+            keep_yearly: Some(0),
+            ..Default::default()
+        };
+        assert_eq!(r.flags(), ["--keep-daily", "7", "--keep-weekly", "4"]);
+        assert!(Retention::default().is_empty());
+    }
+}
