@@ -9,65 +9,9 @@
 
 use std::time::Duration;
 
-use super::libvirt::LibvirtError;
-use super::model::{HostVms, SpecError, VmSpec, VmState};
+pub use super::error::{DriverError, FieldError};
+use super::model::{HostVms, VmSpec, VmState};
 use super::plan::{ChangeKind, VmPlan};
-use super::proxmox::ProxmoxError;
-
-/// Why a driver could not build a script, or read what its read script printed.
-///
-/// One type for every driver: the engine holds drivers as `dyn Hypervisor` (the kind is chosen
-/// from the inventory at run time), so the trait's methods need one error type. What only one
-/// driver can get wrong lives in that driver's enum ([`LibvirtError`], [`ProxmoxError`]), wrapped
-/// here; what every driver checks the same way is a variant of its own, so a caller can match it
-/// without knowing the driver.
-#[derive(Debug, thiserror::Error)]
-pub enum DriverError {
-    #[error(
-        "`{name}` cannot be used as a VM name on a hypervisor (lowercase letters, digits, - and _)"
-    )]
-    BadName { name: String },
-    /// The inventory does not say enough to create the VM.
-    #[error(transparent)]
-    NotCreatable(#[from] SpecError),
-    /// An update plan without the VM's state (a bug in the caller).
-    #[error("an update needs the VM's state")]
-    UpdateWithoutState { vm: String },
-    /// `update_script` given a plan that is not an update (a bug in the caller).
-    #[error("{vm}: not an update")]
-    NotAnUpdate { vm: String },
-    /// A plan without the part its action needs (`spec` to create, `state` to adopt or delete;
-    /// a bug in the caller).
-    #[error("no {missing}")]
-    IncompletePlan { vm: String, missing: &'static str },
-    #[error("the {hypervisor} driver has no console for {vm}")]
-    NoConsole {
-        hypervisor: &'static str,
-        vm: String,
-    },
-    #[error(transparent)]
-    Libvirt(#[from] LibvirtError),
-    #[error(transparent)]
-    Proxmox(#[from] ProxmoxError),
-}
-
-/// A field of a read script's output that is not what the script writes (base64 of UTF-8 text).
-#[derive(Debug, thiserror::Error)]
-pub enum FieldError {
-    #[error("unreadable base64 from the read script: {0}")]
-    Base64(#[source] base64::DecodeError),
-    #[error("not UTF-8: {0}")]
-    Utf8(#[source] std::string::FromUtf8Error),
-}
-
-/// Names for a message: `a, b`, or `none`.
-pub(crate) fn listed(names: &[String]) -> String {
-    if names.is_empty() {
-        "none".to_string()
-    } else {
-        names.join(", ")
-    }
-}
 
 /// Decodes one base64 field of a read script's output.
 pub fn decode_field(text: &str) -> Result<String, FieldError> {

@@ -19,9 +19,9 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use super::driver::{
-    check_name, decode_field, fail, listed, write_file, DriverError, FieldError, Hypervisor,
-    PowerOp, SCRIPT_PRELUDE,
+    check_name, decode_field, fail, write_file, DriverError, Hypervisor, PowerOp, SCRIPT_PRELUDE,
 };
+pub use super::error::{DomainXmlError, LibvirtError};
 use super::model::{Accel, DiskState, HostVms, Power, VmSpec, VmState};
 use super::plan::{ChangeKind, VmAction, VmPlan};
 use crate::transport::quote::quote as q;
@@ -37,53 +37,6 @@ pub const DEFAULT_BRIDGE: &str = "vmbr0";
 
 /// Target device of the seed disk (data disks take vda, vdb, …).
 const SEED_DEV: &str = "vdz";
-
-/// What only the libvirt driver can get wrong: a host's read output it cannot use, or a disk it
-/// has nowhere to put. `host` is the hypervisor's inventory name.
-#[derive(Debug, thiserror::Error)]
-pub enum LibvirtError {
-    /// A field of the read script's output on `host` is not what the script writes.
-    #[error("{source}")]
-    ReadOutput {
-        host: String,
-        #[source]
-        source: FieldError,
-    },
-    #[error("the configuration of VM `{vm}` on {host}: {source}")]
-    Domain {
-        host: String,
-        vm: String,
-        #[source]
-        source: DomainXmlError,
-    },
-    /// `available`: the pools `host` has.
-    #[error(
-        "storage pool `{pool}` does not exist on {host} (pools there: {}). Define it with `virsh \
-         pool-define-as {pool} dir --target DIR`, or name an existing one in the inventory",
-        listed(.available)
-    )]
-    NoPool {
-        host: String,
-        pool: String,
-        available: Vec<String>,
-    },
-    #[error("image `{image}`: give the name of a base image in the pool, not a path")]
-    ImageIsPath { vm: String, image: String },
-}
-
-/// Why a domain's XML (`virsh dumpxml`) does not read as a VM.
-#[derive(Debug, thiserror::Error)]
-pub enum DomainXmlError {
-    #[error("not valid XML: {0}")]
-    NotXml(#[source] roxmltree::Error),
-    #[error("not a libvirt <domain>")]
-    NotADomain,
-    /// `element`: the tag, without brackets (`name`, `memory`).
-    #[error("no <{element}>")]
-    Missing { element: &'static str },
-    #[error("live XML not valid: {0}")]
-    LiveNotXml(#[source] roxmltree::Error),
-}
 
 pub struct Libvirt;
 

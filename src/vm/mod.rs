@@ -16,6 +16,7 @@
 
 pub mod driver;
 pub mod engine;
+pub mod error;
 pub mod libvirt;
 pub mod model;
 pub mod ops;

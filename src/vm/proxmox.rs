@@ -24,9 +24,9 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::driver::{
-    check_name, decode_field, fail, listed, write_file, DriverError, FieldError, Hypervisor,
-    PowerOp, SCRIPT_PRELUDE,
+    check_name, decode_field, fail, write_file, DriverError, Hypervisor, PowerOp, SCRIPT_PRELUDE,
 };
+pub use super::error::{ProxmoxError, ResourcesError};
 use super::model::{DiskState, HostVms, Power, VmSpec, VmState};
 use super::plan::{ChangeKind, VmAction, VmPlan};
 use crate::transport::quote::quote as q;
@@ -36,54 +36,6 @@ pub const TAG: &str = "picaops";
 
 /// Storage for new disks when the inventory names none.
 pub const DEFAULT_STORAGE: &str = "local-lvm";
-
-/// What only the Proxmox driver can get wrong. `host` is the hypervisor's inventory name.
-#[derive(Debug, thiserror::Error)]
-pub enum ProxmoxError {
-    /// A field of the read script's output on `host` is not what the script writes.
-    #[error("{source}")]
-    ReadOutput {
-        host: String,
-        #[source]
-        source: FieldError,
-    },
-    /// `pvesh get /cluster/resources` on `host` printed something picaops cannot read.
-    #[error("{source}")]
-    Resources {
-        host: String,
-        #[source]
-        source: ResourcesError,
-    },
-    #[error("VM {vm} has no numeric VMID")]
-    NoVmid { vm: String },
-    /// `available`: the templates `host` has.
-    #[error(
-        "no template named `{image}` on {host} (templates there: {}). Make one (a VM converted \
-         to a template, with a cloud-init drive), or fix image: in the inventory",
-        listed(.available)
-    )]
-    NoTemplate {
-        host: String,
-        vm: String,
-        image: String,
-        available: Vec<String>,
-    },
-    #[error(
-        "Proxmox cannot shrink a disk ({dev} of {vm}): copy the data to a smaller new disk by hand"
-    )]
-    CannotShrink { vm: String, dev: String },
-}
-
-/// Why `pvesh get /cluster/resources` output is not a list of guests.
-#[derive(Debug, thiserror::Error)]
-pub enum ResourcesError {
-    #[error("pvesh printed something other than JSON: {0}")]
-    NotJson(#[source] serde_json::Error),
-    #[error("no `data` array in pvesh's answer")]
-    NoData,
-    #[error("pvesh's answer is not a list")]
-    NotAList,
-}
 
 pub struct Proxmox;
 
