@@ -7,6 +7,59 @@ use std::process::{Command, Stdio};
 
 use serde::{Deserialize, Serialize};
 
+/// Why a secret cannot be had. Names the secret and the store, never a value.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("`{name}` is not a valid secret name (letters, digits, - _ . /; no leading / or ..)")]
+    InvalidName { name: String },
+    #[error("secret `{name}`: cannot read {}: {error}. Create it (one line, mode 0600) or fix `secrets.dir` in the inventory", .path.display())]
+    Unreadable {
+        name: String,
+        path: PathBuf,
+        #[source]
+        error: std::io::Error,
+    },
+    /// The mode of the file, or of a directory on the way to it, cannot be read.
+    #[error("secret `{name}`: cannot check the permissions of {}: {error}", .path.display())]
+    Unchecked {
+        name: String,
+        path: PathBuf,
+        #[source]
+        error: std::io::Error,
+    },
+    #[error("secret `{name}`: {} may be read by its group or by others (mode {mode:04o}); \
+             picaops refuses to use it, as ssh refuses such a private key. Run `chmod 600 {}`, \
+             and change the secret if others may have read it", .path.display(), .path.display())]
+    Readable {
+        name: String,
+        path: PathBuf,
+        mode: u32,
+    },
+    #[error("secret `{name}`: the directory {} may be written by its group or by others \
+             (mode {mode:04o}), so they could replace the secret; picaops refuses to use it. \
+             Run `chmod go-w {}`", .dir.display(), .dir.display())]
+    WritableDir {
+        name: String,
+        dir: PathBuf,
+        mode: u32,
+    },
+    #[error("secret `{name}`: cannot run `pass` ({error}); install pass, or use `secrets: {{store: files, dir: …}}` in the inventory")]
+    NoPass {
+        name: String,
+        #[source]
+        error: std::io::Error,
+    },
+    /// `pass show ENTRY` failed (what `pass` said on stderr).
+    #[error("secret `{name}`: `pass show {entry}` failed: {stderr}")]
+    PassFailed {
+        name: String,
+        entry: String,
+        stderr: String,
+    },
+    #[error("secret `{name}` is empty")]
+    Empty { name: String },
+}
+
 /// Where secret values come from (the inventory's `secrets:` section).
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 #[serde(tag = "store", rename_all = "lowercase")]
@@ -98,20 +151,19 @@ pub fn valid_name(name: &str) -> bool {
 
 impl SecretStore {
     /// The value of secret `name`. Errors name the secret and the store, never a value.
-    pub fn get(&self, name: &str) -> Result<Secret, String> {
+    pub fn get(&self, name: &str) -> Result<Secret, SecretError> {
         if !valid_name(name) {
-            return Err(format!(
-                "`{name}` is not a valid secret name (letters, digits, - _ . /; no leading / or ..)"
-            ));
+            return Err(SecretError::InvalidName {
+                name: name.to_string(),
+            });
         }
         match self {
             SecretStore::Files { dir } => {
                 let path = dir.join(name);
-                let cannot_read = |e: std::io::Error| {
-                    format!(
-                        "secret `{name}`: cannot read {}: {e}. Create it (one line, mode 0600) or fix `secrets.dir` in the inventory",
-                        path.display()
-                    )
+                let cannot_read = |error: std::io::Error| SecretError::Unreadable {
+                    name: name.to_string(),
+                    path: path.clone(),
+                    error,
                 };
                 let mut file = std::fs::File::open(&path).map_err(cannot_read)?;
                 check_private(name, dir, &path, &file)?;
@@ -125,14 +177,16 @@ impl SecretStore {
                     .args(["show", &entry])
                     .stdin(Stdio::null())
                     .output()
-                    .map_err(|e| {
-                        format!("secret `{name}`: cannot run `pass` ({e}); install pass, or use `secrets: {{store: files, dir: …}}` in the inventory")
+                    .map_err(|error| SecretError::NoPass {
+                        name: name.to_string(),
+                        error,
                     })?;
                 if !out.status.success() {
-                    return Err(format!(
-                        "secret `{name}`: `pass show {entry}` failed: {}",
-                        String::from_utf8_lossy(&out.stderr).trim()
-                    ));
+                    return Err(SecretError::PassFailed {
+                        name: name.to_string(),
+                        entry,
+                        stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+                    });
                 }
                 first_line(name, &String::from_utf8_lossy(&out.stdout))
             }
@@ -143,13 +197,17 @@ impl SecretStore {
 /// Like ssh with a private key: refuses a secret file its group or others may read (checked
 /// on the opened file, so it cannot be swapped in between), and a directory from the store's
 /// down to the file that its group or others may write (they could replace the secret).
-fn check_private(name: &str, dir: &Path, path: &Path, file: &std::fs::File) -> Result<(), String> {
+fn check_private(
+    name: &str,
+    dir: &Path,
+    path: &Path,
+    file: &std::fs::File,
+) -> Result<(), SecretError> {
     use std::os::unix::fs::PermissionsExt as _;
-    let cannot = |p: &Path, e: std::io::Error| {
-        format!(
-            "secret `{name}`: cannot check the permissions of {}: {e}",
-            p.display()
-        )
+    let cannot = |p: &Path, error: std::io::Error| SecretError::Unchecked {
+        name: name.to_string(),
+        path: p.to_path_buf(),
+        error,
     };
     let mode = file
         .metadata()
@@ -158,13 +216,11 @@ fn check_private(name: &str, dir: &Path, path: &Path, file: &std::fs::File) -> R
         .mode()
         & 0o7777;
     if mode & 0o077 != 0 {
-        return Err(format!(
-            "secret `{name}`: {} may be read by its group or by others (mode {mode:04o}); \
-             picaops refuses to use it, as ssh refuses such a private key. Run `chmod 600 {}`, \
-             and change the secret if others may have read it",
-            path.display(),
-            path.display()
-        ));
+        return Err(SecretError::Readable {
+            name: name.to_string(),
+            path: path.to_path_buf(),
+            mode,
+        });
     }
     let mut d = path.parent();
     while let Some(p) = d {
@@ -174,13 +230,11 @@ fn check_private(name: &str, dir: &Path, path: &Path, file: &std::fs::File) -> R
             .mode()
             & 0o7777;
         if mode & 0o022 != 0 {
-            return Err(format!(
-                "secret `{name}`: the directory {} may be written by its group or by others \
-                 (mode {mode:04o}), so they could replace the secret; picaops refuses to use it. \
-                 Run `chmod go-w {}`",
-                p.display(),
-                p.display()
-            ));
+            return Err(SecretError::WritableDir {
+                name: name.to_string(),
+                dir: p.to_path_buf(),
+                mode,
+            });
         }
         if p == dir {
             break;
@@ -190,10 +244,12 @@ fn check_private(name: &str, dir: &Path, path: &Path, file: &std::fs::File) -> R
     Ok(())
 }
 
-fn first_line(name: &str, text: &str) -> Result<Secret, String> {
+fn first_line(name: &str, text: &str) -> Result<Secret, SecretError> {
     let line = text.lines().next().unwrap_or("").trim_end_matches('\r');
     if line.is_empty() {
-        return Err(format!("secret `{name}` is empty"));
+        return Err(SecretError::Empty {
+            name: name.to_string(),
+        });
     }
     Ok(Secret(line.to_string()))
 }
@@ -219,14 +275,19 @@ mod tests {
         let s = store.get("ldap-admin").unwrap();
         assert_eq!(s.expose(), "s3cret-value");
         assert_eq!(format!("{s:?}"), "(secret)");
-        let e = store.get("missing").unwrap_err();
+        let e = store.get("missing").unwrap_err().to_string();
         assert!(e.contains("secret `missing`"), "{e}");
         assert!(store
             .get("../etc/passwd")
             .unwrap_err()
+            .to_string()
             .contains("not a valid secret name"));
         write_private(&dir.path().join("empty"), "\n");
-        assert!(store.get("empty").unwrap_err().contains("is empty"));
+        assert!(store
+            .get("empty")
+            .unwrap_err()
+            .to_string()
+            .contains("is empty"));
     }
 
     #[test]
@@ -244,7 +305,7 @@ mod tests {
         std::fs::write(&path, "s3cret-value\n").unwrap();
         for m in [0o644, 0o640, 0o604, 0o660] {
             mode(&path, m);
-            let e = store.get("restic/bob").unwrap_err();
+            let e = store.get("restic/bob").unwrap_err().to_string();
             assert!(
                 e.contains(&format!("chmod 600 {}", path.display())),
                 "{m:o}: {e}"
@@ -262,7 +323,7 @@ mod tests {
             (dir.path().into(), 0o770),
         ] {
             mode(&d, m);
-            let e = store.get("restic/bob").unwrap_err();
+            let e = store.get("restic/bob").unwrap_err().to_string();
             assert!(
                 e.contains(&format!("chmod go-w {}", d.display())),
                 "{}: {e}",

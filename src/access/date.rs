@@ -3,6 +3,36 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+/// A date, a duration or an end date that cannot be used, with what to type instead.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DateError {
+    #[error("`{0}` is not a date: write it as YYYY-MM-DD, for example 2027-03-15")]
+    NotADate(String),
+    #[error("{0} does not exist in the calendar")]
+    NoSuchDay(String),
+    #[error("`{0}` is not a month and day: write it as MM-DD, for example 09-01")]
+    NotAMonthDay(String),
+    #[error("`{0}` is not a duration: write a number and a unit, for example 90s, 30m, 6h or 2d")]
+    NotADuration(String),
+    #[error("`{0}` is far too long a duration: write at most a few days, for example 6h or 2d")]
+    DurationTooLong(String),
+    /// Neither `--until`, `--next-semester` nor `--cut-off-now`.
+    #[error("say until when: --until YYYY-MM-DD or --next-semester")]
+    NoEndDate,
+    /// `--next-semester` with a renewal policy that lists no semester start.
+    #[error("the renewal policy lists no semester start")]
+    NoSemester,
+    /// `--cut-off-now` with an `--until` (its last day) that is today or later.
+    #[error("--cut-off-now ends access today, but --until {} is not in the past: give one or the other", format_day(*.until))]
+    CutOffButNotPast { until: i64 },
+    /// An `--until` (its last day) before `today`, without `--cut-off-now`.
+    #[error("{} is before today ({}): the person could not log in from now on. If that is what you want, add --cut-off-now (or use `picaops access revoke LOGIN`, which also removes their keys); if it is a typo, check the year", format_day(*.until), format_day(*.today))]
+    InThePast { until: i64, today: i64 },
+    /// An `--until` more than [`MAX_DAYS_AHEAD`] days after `today`: a typo in the year.
+    #[error("{} is more than 10 years away: no semester policy goes that far, it is probably a typo in the year. Write the date again (for example --until {}), or use --next-semester", format_day(*.until), format_day(*.today + 180))]
+    TooFarAhead { until: i64, today: i64 },
+}
+
 /// Days since 1970-01-01 of a civil date (proleptic Gregorian calendar).
 pub fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
     let y = if month <= 2 { year - 1 } else { year };
@@ -38,8 +68,8 @@ fn days_in_month(year: i64, month: u32) -> u32 {
 }
 
 /// `YYYY-MM-DD` → day number, or why not.
-pub fn parse_date(text: &str) -> Result<i64, String> {
-    let bad = || format!("`{text}` is not a date: write it as YYYY-MM-DD, for example 2027-03-15");
+pub fn parse_date(text: &str) -> Result<i64, DateError> {
+    let bad = || DateError::NotADate(text.to_string());
     let parts: Vec<&str> = text.trim().split('-').collect();
     let [y, m, d] = parts.as_slice() else {
         return Err(bad());
@@ -51,14 +81,14 @@ pub fn parse_date(text: &str) -> Result<i64, String> {
         return Err(bad());
     };
     if !(1..=12).contains(&m) || d == 0 || d > days_in_month(y, m) {
-        return Err(format!("{text} does not exist in the calendar"));
+        return Err(DateError::NoSuchDay(text.to_string()));
     }
     Ok(days_from_civil(y, m, d))
 }
 
 /// `MM-DD` → (month, day), for semester starts.
-pub fn parse_month_day(text: &str) -> Result<(u32, u32), String> {
-    let bad = || format!("`{text}` is not a month and day: write it as MM-DD, for example 09-01");
+pub fn parse_month_day(text: &str) -> Result<(u32, u32), DateError> {
+    let bad = || DateError::NotAMonthDay(text.to_string());
     let (m, d) = text.trim().split_once('-').ok_or_else(bad)?;
     let (Ok(m), Ok(d)) = (m.parse::<u32>(), d.parse::<u32>()) else {
         return Err(bad());
@@ -99,13 +129,9 @@ pub fn next_semester_deadline(today: i64, starts: &[(u32, u32)], grace_days: u32
 }
 
 /// Parses a duration such as `90s`, `30m`, `6h`, `2d` into seconds.
-pub fn parse_duration(text: &str) -> Result<u64, String> {
+pub fn parse_duration(text: &str) -> Result<u64, DateError> {
     let t = text.trim();
-    let bad = || {
-        format!(
-            "`{text}` is not a duration: write a number and a unit, for example 90s, 30m, 6h or 2d"
-        )
-    };
+    let bad = || DateError::NotADuration(text.to_string());
     let split = t.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
     let (n, unit) = t.split_at(split);
     let n: u64 = n.parse().map_err(|_| bad())?;
@@ -116,11 +142,8 @@ pub fn parse_duration(text: &str) -> Result<u64, String> {
         "d" => 86400,
         _ => return Err(bad()),
     };
-    n.checked_mul(mult).ok_or_else(|| {
-        format!(
-            "`{text}` is far too long a duration: write at most a few days, for example 6h or 2d"
-        )
-    })
+    n.checked_mul(mult)
+        .ok_or_else(|| DateError::DurationTooLong(text.to_string()))
 }
 
 /// The furthest end date `--until` takes, in days from today: beyond any semester policy, so a
@@ -132,25 +155,16 @@ pub const MAX_DAYS_AHEAD: i64 = 10 * 366;
 /// `cut_off_now` says the person must be cut off now; then (and with `cut_off_now` alone) the
 /// value is `today`, refused from today on, as `access revoke` stores — never a date from long
 /// ago, which would read as a negative number.
-pub fn end_from(last_day: Option<i64>, cut_off_now: bool, today: i64) -> Result<i64, String> {
+pub fn end_from(last_day: Option<i64>, cut_off_now: bool, today: i64) -> Result<i64, DateError> {
     match (last_day, cut_off_now) {
         (None, true) => Ok(today),
-        (None, false) => Err("say until when: --until YYYY-MM-DD or --next-semester".into()),
-        (Some(d), true) if d >= today => Err(format!(
-            "--cut-off-now ends access today, but --until {} is not in the past: give one or the other",
-            format_day(d)
-        )),
+        (None, false) => Err(DateError::NoEndDate),
+        (Some(d), true) if d >= today => Err(DateError::CutOffButNotPast { until: d }),
         (Some(_), true) => Ok(today),
-        (Some(d), false) if d < today => Err(format!(
-            "{} is before today ({}): the person could not log in from now on. If that is what you want, add --cut-off-now (or use `picaops access revoke LOGIN`, which also removes their keys); if it is a typo, check the year",
-            format_day(d),
-            format_day(today)
-        )),
-        (Some(d), false) if d > today + MAX_DAYS_AHEAD => Err(format!(
-            "{} is more than 10 years away: no semester policy goes that far, it is probably a typo in the year. Write the date again (for example --until {}), or use --next-semester",
-            format_day(d),
-            format_day(today + 180)
-        )),
+        (Some(d), false) if d < today => Err(DateError::InThePast { until: d, today }),
+        (Some(d), false) if d > today + MAX_DAYS_AHEAD => {
+            Err(DateError::TooFarAhead { until: d, today })
+        }
         (Some(d), false) => Ok(d + 1),
     }
 }
@@ -175,8 +189,12 @@ mod tests {
     fn bad_dates_are_refused_with_the_format() {
         assert!(parse_date("2027-02-29")
             .unwrap_err()
+            .to_string()
             .contains("does not exist"));
-        assert!(parse_date("15/03/2027").unwrap_err().contains("YYYY-MM-DD"));
+        assert!(parse_date("15/03/2027")
+            .unwrap_err()
+            .to_string()
+            .contains("YYYY-MM-DD"));
         assert!(parse_date("2027-3-15").is_err());
         assert!(parse_month_day("13-01").is_err());
         assert_eq!(parse_month_day("09-01").unwrap(), (9, 1));
@@ -205,12 +223,14 @@ mod tests {
         assert_eq!(end_from(Some(today), false, today), Ok(today + 1));
         // The typo for 2027 and an absurd year: refused, with what to type instead.
         let typo = parse_date("1027-03-15").unwrap();
-        let e = end_from(Some(typo), false, today).unwrap_err();
+        let e = end_from(Some(typo), false, today).unwrap_err().to_string();
         assert!(
             e.contains("before today") && e.contains("--cut-off-now"),
             "{e}"
         );
-        let e = end_from(Some(parse_date("2207-03-15").unwrap()), false, today).unwrap_err();
+        let e = end_from(Some(parse_date("2207-03-15").unwrap()), false, today)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("10 years") && e.contains("--until 2027-"), "{e}");
         // Cut off now: today, never the long-ago date (which reads as a negative number).
         assert_eq!(end_from(Some(typo), true, today), Ok(today));
@@ -224,6 +244,7 @@ mod tests {
         // 213503982334602 d × 86400 wraps u64 to 61184 s (about 17 h, inside the 7-day bound): refused, not wrapped.
         assert!(parse_duration("213503982334602d")
             .unwrap_err()
+            .to_string()
             .contains("far too long"));
         assert_eq!(parse_duration("6h").unwrap(), 21600);
         assert_eq!(parse_duration("90s").unwrap(), 90);

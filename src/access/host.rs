@@ -40,6 +40,78 @@ pub const KEYS_GRACE_MS: u64 = 300;
 /// Largest job file, password file, CA file or cache entry the helper reads.
 const MAX_LOCAL_FILE: u64 = 1 << 20;
 
+/// What the helper refuses in a job file, as `picaops inventory check` does: system accounts under
+/// the directory, absurd lifetimes and timeouts.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JobFileError {
+    #[error("first_uid {0} would let the directory log in as system accounts (root is 0); it must be at least {MIN_FIRST_UID}")]
+    FirstUid(u32),
+    #[error("cache_lifetime_secs {0} is not between 1 and {MAX_CACHE_LIFETIME_SECS}")]
+    CacheLifetime(u64),
+    #[error("timeout_ms {0} is not between 1 and 10000 (sshd waits for the helper)")]
+    Timeout(u64),
+}
+
+/// Why the helper could not do what it was asked: its job file, the files it trusts, the local
+/// account tools, the directory during `sync`. Never a login decision: `keys` fails closed, with
+/// its reason in the [`Decision`] and the log.
+#[derive(Debug, thiserror::Error)]
+pub enum HelperError {
+    #[error("cannot read {}: {error} (run `picaops apply` to install it)", .path.display())]
+    JobFileUnreadable {
+        path: PathBuf,
+        #[source]
+        error: std::io::Error,
+    },
+    #[error("{} is not a valid access job file: {error}", .path.display())]
+    JobFileInvalid {
+        path: PathBuf,
+        #[source]
+        error: serde_json::Error,
+    },
+    #[error("{}: {error}; run `picaops inventory check`, fix the inventory's `access:` section and `picaops apply` again", .path.display())]
+    JobFileRefused {
+        path: PathBuf,
+        #[source]
+        error: JobFileError,
+    },
+    /// The CA file or the password file the job file names.
+    #[error("cannot read {path}: {error}")]
+    Unreadable {
+        path: String,
+        #[source]
+        error: std::io::Error,
+    },
+    /// The async runtime the directory calls need could not start.
+    #[error("cannot start: {0}")]
+    Runtime(#[source] std::io::Error),
+    /// A local command (`useradd`, `getent`…) could not be started.
+    #[error("{program}: {error}")]
+    Spawn {
+        program: String,
+        #[source]
+        error: std::io::Error,
+    },
+    /// A local command failed; `stderr` is what it said.
+    #[error("`{command}` failed: {stderr}")]
+    Command { command: String, stderr: String },
+    #[error("no uidNumber in the directory")]
+    NoUidNumber,
+    #[error("uidNumber {uid} is below first_uid {first_uid}: refusing to manage it")]
+    SystemUid { uid: u32, first_uid: u32 },
+    #[error("shadowExpire {0:?} is not a day count")]
+    InvalidExpiry(String),
+    /// The directory's uidNumber is already another local account's uid.
+    #[error("uid {uid} is already the local account {account}")]
+    UidTaken { uid: u32, account: String },
+    #[error("the local account has uid {local}, the directory says {directory}: fix one of them")]
+    UidMismatch { local: u32, directory: u32 },
+    #[error(transparent)]
+    Directory(#[from] DirectoryError),
+    #[error("cannot record managed accounts: {0}")]
+    Managed(#[source] std::io::Error),
+}
+
 /// The helper's job file (`/etc/picaops/access.json`, root-only).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -62,50 +134,42 @@ pub struct HostConfig {
 }
 
 impl HostConfig {
-    pub fn read(path: &Path) -> Result<Self, String> {
-        let bytes = read_private(path, MAX_LOCAL_FILE).map_err(|e| {
-            format!(
-                "cannot read {}: {e} (run `picaops apply` to install it)",
-                path.display()
-            )
+    pub fn read(path: &Path) -> Result<Self, HelperError> {
+        let bytes =
+            read_private(path, MAX_LOCAL_FILE).map_err(|error| HelperError::JobFileUnreadable {
+                path: path.to_path_buf(),
+                error,
+            })?;
+        let cfg: HostConfig =
+            serde_json::from_slice(&bytes).map_err(|error| HelperError::JobFileInvalid {
+                path: path.to_path_buf(),
+                error,
+            })?;
+        cfg.check().map_err(|error| HelperError::JobFileRefused {
+            path: path.to_path_buf(),
+            error,
         })?;
-        let cfg: HostConfig = serde_json::from_slice(&bytes)
-            .map_err(|e| format!("{} is not a valid access job file: {e}", path.display()))?;
-        cfg.check()
-            .map_err(|e| format!("{}: {e}; run `picaops inventory check`, fix the inventory's `access:` section and `picaops apply` again", path.display()))?;
         Ok(cfg)
     }
 
     /// What `picaops inventory check` refuses, refused again here (a job file written by hand or
     /// by an older picaops): system accounts under the directory, absurd lifetimes and timeouts.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), JobFileError> {
         if self.first_uid < MIN_FIRST_UID {
-            return Err(format!(
-                "first_uid {} would let the directory log in as system accounts (root is 0); it must be at least {MIN_FIRST_UID}",
-                self.first_uid
-            ));
+            return Err(JobFileError::FirstUid(self.first_uid));
         }
         if self.cache_lifetime_secs == 0 || self.cache_lifetime_secs > MAX_CACHE_LIFETIME_SECS {
-            return Err(format!(
-                "cache_lifetime_secs {} is not between 1 and {MAX_CACHE_LIFETIME_SECS}",
-                self.cache_lifetime_secs
-            ));
+            return Err(JobFileError::CacheLifetime(self.cache_lifetime_secs));
         }
         if !(1..=10_000).contains(&self.timeout_ms) {
-            return Err(format!(
-                "timeout_ms {} is not between 1 and 10000 (sshd waits for the helper)",
-                self.timeout_ms
-            ));
+            return Err(JobFileError::Timeout(self.timeout_ms));
         }
         Ok(())
     }
 
-    fn endpoint(&self) -> Result<Endpoint, String> {
+    fn endpoint(&self) -> Result<Endpoint, HelperError> {
         let ca_pem = match &self.ca_file {
-            Some(f) => Some(
-                read_private(Path::new(f), MAX_LOCAL_FILE)
-                    .map_err(|e| format!("cannot read {f}: {e}"))?,
-            ),
+            Some(f) => Some(read_local(f)?),
             None => None,
         };
         Ok(Endpoint {
@@ -117,11 +181,10 @@ impl HostConfig {
         })
     }
 
-    fn bind(&self) -> Result<Option<(String, Secret)>, String> {
+    fn bind(&self) -> Result<Option<(String, Secret)>, HelperError> {
         match (&self.bind_dn, &self.password_file) {
             (Some(dn), Some(f)) => {
-                let bytes = read_private(Path::new(f), MAX_LOCAL_FILE)
-                    .map_err(|e| format!("cannot read {f}: {e}"))?;
+                let bytes = read_local(f)?;
                 let text = String::from_utf8_lossy(&bytes);
                 Ok(Some((
                     dn.clone(),
@@ -291,6 +354,14 @@ pub fn read_private(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// A file the job file names (CA, password), read as [`read_private`] reads.
+fn read_local(path: &str) -> Result<Vec<u8>, HelperError> {
+    read_private(Path::new(path), MAX_LOCAL_FILE).map_err(|error| HelperError::Unreadable {
+        path: path.to_string(),
+        error,
+    })
+}
+
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     let dir = path.parent().unwrap_or(Path::new("/"));
@@ -369,11 +440,11 @@ pub fn log(msg: &str) {
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, String> {
+fn runtime() -> Result<tokio::runtime::Runtime, HelperError> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| format!("cannot start: {e}"))
+        .map_err(HelperError::Runtime)
 }
 
 /// Runs `f` against the directory, the whole of it (connect, TLS, bind, search) bounded by the
@@ -384,9 +455,11 @@ fn with_directory<T>(
         &'a mut Directory,
     ) -> futures::future::BoxFuture<'a, Result<T, DirectoryError>>,
 ) -> Result<T, DirectoryError> {
-    let ep = cfg.endpoint().map_err(DirectoryError::Invalid)?;
-    let bind = cfg.bind().map_err(DirectoryError::Invalid)?;
-    let rt = runtime().map_err(DirectoryError::Invalid)?;
+    // The helper's own trouble reads as the directory's: `keys` then answers from the cache.
+    let invalid = |e: HelperError| DirectoryError::Invalid(e.to_string());
+    let ep = cfg.endpoint().map_err(invalid)?;
+    let bind = cfg.bind().map_err(invalid)?;
+    let rt = runtime().map_err(invalid)?;
     let limit = ep.timeout;
     let r = rt.block_on(async {
         tokio::time::timeout(limit, async {
@@ -576,20 +649,22 @@ fn read_managed(cfg: &HostConfig) -> BTreeSet<String> {
         .collect()
 }
 
-fn run(argv: &[&str]) -> Result<String, String> {
+fn run(argv: &[&str]) -> Result<String, HelperError> {
     let out = Command::new(argv[0])
         .args(&argv[1..])
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| format!("{}: {e}", argv[0]))?;
+        .map_err(|error| HelperError::Spawn {
+            program: argv[0].to_string(),
+            error,
+        })?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
-        Err(format!(
-            "`{}` failed: {}",
-            argv.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
+        Err(HelperError::Command {
+            command: argv.join(" "),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        })
     }
 }
 
@@ -611,13 +686,13 @@ fn groups_of(login: &str) -> BTreeSet<String> {
 }
 
 /// Creates or updates the local account of an allowed person.
-fn ensure_account(cfg: &HostConfig, p: &Person, level: &Level) -> Result<String, String> {
-    let uid = p.uid_number.ok_or("no uidNumber in the directory")?;
+fn ensure_account(cfg: &HostConfig, p: &Person, level: &Level) -> Result<String, HelperError> {
+    let uid = p.uid_number.ok_or(HelperError::NoUidNumber)?;
     if uid < cfg.first_uid {
-        return Err(format!(
-            "uidNumber {uid} is below first_uid {}: refusing to manage it",
-            cfg.first_uid
-        ));
+        return Err(HelperError::SystemUid {
+            uid,
+            first_uid: cfg.first_uid,
+        });
     }
     if run(&["getent", "group", &level.gid.to_string()]).is_err() {
         run(&["groupadd", "-g", &level.gid.to_string(), &level.name])?;
@@ -625,7 +700,7 @@ fn ensure_account(cfg: &HostConfig, p: &Person, level: &Level) -> Result<String,
     let (expire, want_expire) = match &p.shadow_expire {
         Expiry::Until(e) => (date::format_day(*e), e.to_string()),
         Expiry::Never => (String::new(), String::new()),
-        Expiry::Invalid(raw) => return Err(format!("shadowExpire {raw:?} is not a day count")),
+        Expiry::Invalid(raw) => return Err(HelperError::InvalidExpiry(raw.clone())),
     };
     let all_level_groups: BTreeSet<&str> = cfg
         .levels
@@ -643,10 +718,10 @@ fn ensure_account(cfg: &HostConfig, p: &Person, level: &Level) -> Result<String,
     match local_account(&p.login) {
         None => {
             if let Ok(line) = run(&["getent", "passwd", &uid_s]) {
-                return Err(format!(
-                    "uid {uid} is already the local account {}",
-                    line.split(':').next().unwrap_or("?")
-                ));
+                return Err(HelperError::UidTaken {
+                    uid,
+                    account: line.split(':').next().unwrap_or("?").to_string(),
+                });
             }
             let groups = want.join(",");
             let comment = p.display_name();
@@ -675,7 +750,10 @@ fn ensure_account(cfg: &HostConfig, p: &Person, level: &Level) -> Result<String,
         }
         Some((have_uid, have_gid)) => {
             if have_uid != uid {
-                return Err(format!("the local account has uid {have_uid}, the directory says {uid}: fix one of them"));
+                return Err(HelperError::UidMismatch {
+                    local: have_uid,
+                    directory: uid,
+                });
             }
             let current = groups_of(&p.login);
             let mut desired: BTreeSet<String> = current
@@ -729,7 +807,7 @@ fn ensure_account(cfg: &HostConfig, p: &Person, level: &Level) -> Result<String,
 
 /// Locks a local account picaops manages whose person lost access: expired at once and out of
 /// the level groups. The home directory stays.
-fn lock_account(cfg: &HostConfig, login: &str) -> Result<String, String> {
+fn lock_account(cfg: &HostConfig, login: &str) -> Result<String, HelperError> {
     if local_account(login).is_none() {
         return Ok("gone".into());
     }
@@ -757,8 +835,8 @@ fn lock_account(cfg: &HostConfig, login: &str) -> Result<String, String> {
 /// Brings local accounts in line with the directory: creates/updates allowed people, locks the
 /// ones picaops created who lost access, refreshes the cache. Does nothing when the directory
 /// cannot be read (the cache and the existing accounts keep working until it can).
-pub fn sync(cfg: &HostConfig) -> Result<Vec<SyncAction>, String> {
-    let people = with_directory(cfg, |d| Box::pin(d.people())).map_err(|e| e.to_string())?;
+pub fn sync(cfg: &HostConfig) -> Result<Vec<SyncAction>, HelperError> {
+    let people = with_directory(cfg, |d| Box::pin(d.people()))?;
     let today = date::today();
     let mut managed = read_managed(cfg);
     let mut actions = Vec::new();
@@ -796,8 +874,7 @@ pub fn sync(cfg: &HostConfig) -> Result<Vec<SyncAction>, String> {
         actions.push(SyncAction { login, action });
     }
     let text: String = managed.iter().map(|l| format!("{l}\n")).collect();
-    write_private(&managed_file(cfg), text.as_bytes())
-        .map_err(|e| format!("cannot record managed accounts: {e}"))?;
+    write_private(&managed_file(cfg), text.as_bytes()).map_err(HelperError::Managed)?;
     Ok(actions)
 }
 
@@ -970,11 +1047,15 @@ mod tests {
         c.first_uid = 0;
         let path = tmp.path().join("access.json");
         std::fs::write(&path, serde_json::to_vec(&c).unwrap()).unwrap();
-        let e = HostConfig::read(&path).unwrap_err();
+        let e = HostConfig::read(&path).unwrap_err().to_string();
         assert!(e.contains("first_uid 0") && e.contains("root"), "{e}");
         c.first_uid = 2000;
         c.cache_lifetime_secs = u64::MAX;
-        assert!(c.check().unwrap_err().contains("cache_lifetime_secs"));
+        assert!(c
+            .check()
+            .unwrap_err()
+            .to_string()
+            .contains("cache_lifetime_secs"));
     }
 
     #[test]

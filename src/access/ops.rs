@@ -18,17 +18,18 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::config::Access;
-use super::date;
+use super::date::{self, DateError};
 use super::directory::{
     login_error, mail_error, name_error, read_ca, valid_login, Directory, DirectoryError, Endpoint,
     Person,
 };
-use super::keys::{self, PublicKey};
+use super::keys::{self, KeyError, PublicKey};
 use super::manage::{self, Grant, Outcome, Row};
 use super::report::{Audit, HostAudit, HostSync, Listing, Mismatch, Rotation};
 use crate::inventory::Inventory;
 use crate::output::{EXIT_HOST_FAILED, EXIT_USAGE};
 use crate::run::{run_command, RunReport, RunRequest};
+use crate::secrets::SecretError;
 use crate::transport::{CommandLine, Target, TransportError};
 
 /// Where apply installs the helper on every host.
@@ -52,10 +53,10 @@ pub enum AccessError {
     InvalidField(String),
     /// `--until` / `--next-semester` / `--cut-off-now` give no end date to store.
     #[error("{0}; nothing was changed")]
-    EndDate(String),
+    EndDate(DateError),
     /// A `--key` file that is no public key file (which file, which line).
     #[error("{0}; nothing was changed")]
-    KeyFile(String),
+    KeyFile(KeyFileError),
     #[error("`{name}` is no machine of the inventory{}; nothing was changed", .hint.as_ref().map(|m| format!(" (did you mean `{m}`?)")).unwrap_or_default())]
     UnknownMachine { name: String, hint: Option<String> },
     #[error("`{0}` is not in the directory; nothing was changed")]
@@ -64,13 +65,13 @@ pub enum AccessError {
     NoSemester,
     /// `list --expiring` that is no duration.
     #[error("{0}")]
-    Duration(String),
+    Duration(DateError),
     /// `audit --limit` that selects nothing valid.
     #[error("{0}")]
     Limit(String),
     /// A directory password the secret store cannot give (names the secret, never a value).
     #[error("{0}")]
-    Secret(String),
+    Secret(SecretError),
     #[error("{0}")]
     Directory(#[from] DirectoryError),
     /// `grant` failed in the directory: it writes one entry at once, so nothing changed.
@@ -110,6 +111,36 @@ impl AccessError {
             _ => EXIT_HOST_FAILED,
         }
     }
+}
+
+/// A `--key` file that is no public key file: which file (or stdin), which line, what is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyFileError {
+    #[error("cannot read a key from stdin: {0}")]
+    Stdin(#[source] std::io::Error),
+    #[error("cannot read {}: {error}", .path.display())]
+    Unreadable {
+        path: PathBuf,
+        #[source]
+        error: std::io::Error,
+    },
+    #[error("{} is not a regular file: give the `.pub` file of the key (or `-` and the key on stdin)", .0.display())]
+    NotAFile(PathBuf),
+    /// `what`: the file's path, or `stdin`.
+    #[error("{what} is larger than {} KiB: that is no public key file; give the `.pub` file of the key", MAX_KEY_FILE >> 10)]
+    TooLarge { what: String },
+    #[error("{what} is not text: give the `.pub` file of the key")]
+    NotText { what: String },
+    #[error("{what}: no key in it")]
+    NoKey { what: String },
+    /// Line `line` (1-based, counting key lines only) is no acceptable key.
+    #[error("{what}:{line}: {error}")]
+    BadKey {
+        what: String,
+        line: usize,
+        #[source]
+        error: KeyError,
+    },
 }
 
 /// A non-fatal thing worth telling the person running the command, when it happens.
@@ -234,7 +265,7 @@ impl Session {
             return Ok(self
                 .access
                 .next_semester(today)
-                .ok_or_else(|| AccessError::EndDate(AccessError::NoSemester.to_string()))?
+                .ok_or(AccessError::EndDate(DateError::NoSemester))?
                 + 1);
         }
         let last_day = end
@@ -418,10 +449,11 @@ impl Session {
             .hosts
             .iter()
             .map(|h| {
+                let reason = h.failure_reason().unwrap_or_default();
                 let answer = if h.ok {
                     Ok(h.stdout.as_str())
                 } else {
-                    Err(h.failure_reason().unwrap_or_default().trim().to_string())
+                    Err(reason.trim())
                 };
                 host_audit(&self.access, &people, &h.name, answer, today)
             })
@@ -549,12 +581,13 @@ pub fn not_renewed(
         .collect()
 }
 
-/// One host of the audit from the helper's `status` answer (its JSON list) or why it failed.
+/// One host of the audit from the helper's `status` answer (its JSON list) or why it could not
+/// be asked (the run's failure reason, as the report shows it).
 pub fn host_audit(
     access: &Access,
     people: &[Person],
     host: &str,
-    answer: Result<&str, String>,
+    answer: Result<&str, &str>,
     today: i64,
 ) -> HostAudit {
     let directory = manage::allowed_on(access, people, host, today);
@@ -576,7 +609,7 @@ pub fn host_audit(
             ),
             Err(e) => (None, Some(format!("the helper's answer is not JSON: {e}"))),
         },
-        Err(why) => (None, Some(why)),
+        Err(why) => (None, Some(why.to_string())),
     };
     let mut mismatches = Vec::new();
     if let Some(helper) = &helper {
@@ -603,27 +636,27 @@ pub fn host_audit(
 
 /// Reads at most `MAX_KEY_FILE` bytes of a key file, which must be a regular file (or `-`,
 /// stdin): `--key /dev/zero` or a FIFO is refused, not read until memory runs out.
-fn read_key_file(f: &Path) -> Result<(String, String), String> {
+fn read_key_file(f: &Path) -> Result<(String, String), KeyFileError> {
     let mut bytes = Vec::new();
     let what = if f.as_os_str() == "-" {
         std::io::stdin()
             .take(MAX_KEY_FILE + 1)
             .read_to_end(&mut bytes)
-            .map_err(|e| format!("cannot read a key from stdin: {e}"))?;
+            .map_err(KeyFileError::Stdin)?;
         "stdin".to_string()
     } else {
         use std::os::unix::fs::OpenOptionsExt;
-        let cannot = |e: std::io::Error| format!("cannot read {}: {e}", f.display());
+        let cannot = |error: std::io::Error| KeyFileError::Unreadable {
+            path: f.to_path_buf(),
+            error,
+        };
         let file = std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NONBLOCK)
             .open(f)
             .map_err(cannot)?;
         if !file.metadata().map_err(cannot)?.is_file() {
-            return Err(format!(
-                "{} is not a regular file: give the `.pub` file of the key (or `-` and the key on stdin)",
-                f.display()
-            ));
+            return Err(KeyFileError::NotAFile(f.to_path_buf()));
         }
         file.take(MAX_KEY_FILE + 1)
             .read_to_end(&mut bytes)
@@ -631,14 +664,12 @@ fn read_key_file(f: &Path) -> Result<(String, String), String> {
         f.display().to_string()
     };
     if bytes.len() as u64 > MAX_KEY_FILE {
-        return Err(format!(
-            "{what} is larger than {} KiB: that is no public key file; give the `.pub` file of the key",
-            MAX_KEY_FILE >> 10
-        ));
+        return Err(KeyFileError::TooLarge { what });
     }
-    let text = String::from_utf8(bytes)
-        .map_err(|_| format!("{what} is not text: give the `.pub` file of the key"))?;
-    Ok((text, what))
+    match String::from_utf8(bytes) {
+        Ok(text) => Ok((text, what)),
+        Err(_) => Err(KeyFileError::NotText { what }),
+    }
 }
 
 /// Every key of every file (`#` comments and blank lines skipped); a file with none, or a
@@ -653,11 +684,16 @@ pub fn read_keys(files: &[PathBuf]) -> Result<Vec<PublicKey>, AccessError> {
             .filter(|l| !l.is_empty() && !l.starts_with('#'))
             .collect();
         if lines.is_empty() {
-            return Err(AccessError::KeyFile(format!("{what}: no key in it")));
+            return Err(AccessError::KeyFile(KeyFileError::NoKey { what }));
         }
         for (i, l) in lines.iter().enumerate() {
-            let k = keys::parse(l)
-                .map_err(|e| AccessError::KeyFile(format!("{what}:{}: {e}", i + 1)))?;
+            let k = keys::parse(l).map_err(|error| {
+                AccessError::KeyFile(KeyFileError::BadKey {
+                    what: what.clone(),
+                    line: i + 1,
+                    error,
+                })
+            })?;
             out.push(k);
         }
     }
@@ -901,7 +937,7 @@ mod tests {
             .error
             .unwrap()
             .starts_with("the helper's answer is not JSON"));
-        let h = host_audit(s.access(), &people, "bob", Err("exit 127".into()), today);
+        let h = host_audit(s.access(), &people, "bob", Err("exit 127"), today);
         assert_eq!((h.helper, h.error.as_deref()), (None, Some("exit 127")));
     }
 

@@ -9,37 +9,59 @@ use serde_json::json;
 
 use super::manage::host_config;
 use crate::inventory::{Inventory, Var};
+use crate::secrets::SecretError;
+
+/// Why the access variables cannot be given to playbooks: nothing was contacted.
+#[derive(Debug, thiserror::Error)]
+pub enum VarsError {
+    #[error("cannot find picaops's own path: {0}")]
+    OwnPath(#[source] std::io::Error),
+    #[error("the access helper {} is missing: it is built with picaops (`cargo build --release` builds both), or set PICAOPS_ACCESS_HELPER", .0.display())]
+    NoHelper(PathBuf),
+    #[error("cannot read the directory's CA {}: {error}", .path.display())]
+    Ca {
+        path: PathBuf,
+        #[source]
+        error: std::io::Error,
+    },
+    /// The reader's password (`access.directory.reader_password`).
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    /// The job file of `machine` cannot be written as JSON.
+    #[error("the access job file of {machine}: {error}")]
+    JobFile {
+        machine: String,
+        #[source]
+        error: serde_json::Error,
+    },
+}
 
 /// The `picaops-access` binary to install: `PICAOPS_ACCESS_HELPER`, or the one built beside
 /// this `picaops` (cargo builds both).
-pub fn helper_binary() -> Result<PathBuf, String> {
+pub fn helper_binary() -> Result<PathBuf, VarsError> {
     if let Some(p) = std::env::var_os("PICAOPS_ACCESS_HELPER") {
         return Ok(PathBuf::from(p));
     }
-    let exe =
-        std::env::current_exe().map_err(|e| format!("cannot find picaops's own path: {e}"))?;
+    let exe = std::env::current_exe().map_err(VarsError::OwnPath)?;
     let helper = exe.with_file_name("picaops-access");
     if helper.is_file() {
         Ok(helper)
     } else {
-        Err(format!(
-            "the access helper {} is missing: it is built with picaops (`cargo build --release` builds both), or set PICAOPS_ACCESS_HELPER",
-            helper.display()
-        ))
+        Err(VarsError::NoHelper(helper))
     }
 }
 
 /// Adds the access variables to every machine of `inv` (nothing without an `access:` section).
-pub fn add_engine_vars(inv: &mut Inventory) -> Result<(), String> {
+pub fn add_engine_vars(inv: &mut Inventory) -> Result<(), VarsError> {
     let Some(access) = inv.access.clone() else {
         return Ok(());
     };
     let helper = helper_binary()?;
     let ca = match &access.directory.ca_file {
-        Some(f) => Some(
-            std::fs::read_to_string(f)
-                .map_err(|e| format!("cannot read the directory's CA {}: {e}", f.display()))?,
-        ),
+        Some(f) => Some(std::fs::read_to_string(f).map_err(|error| VarsError::Ca {
+            path: f.clone(),
+            error,
+        })?),
         None => None,
     };
     let password = match &access.directory.reader_password {
@@ -53,9 +75,13 @@ pub fn add_engine_vars(inv: &mut Inventory) -> Result<(), String> {
     };
     let names: Vec<String> = inv.machines().map(|m| m.name().to_string()).collect();
     for name in names {
-        let config = serde_json::to_string_pretty(&host_config(&access, &name))
-            .map_err(|e| e.to_string())?
-            + "\n";
+        let config =
+            serde_json::to_string_pretty(&host_config(&access, &name)).map_err(|error| {
+                VarsError::JobFile {
+                    machine: name.clone(),
+                    error,
+                }
+            })? + "\n";
         let mut vars = vec![(
             "picaops_access",
             var(json!({

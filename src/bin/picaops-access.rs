@@ -37,7 +37,7 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             eprintln!("picaops-access: {e}");
-            host::log(&e);
+            host::log(&e.to_string());
             return ExitCode::from(2);
         }
     };

@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use crate::diagnostic::{Diagnostic, Place, Sources};
 use crate::inventory::{self, Inventory, Machine};
-use crate::modules::{self, Action, Resource};
+use crate::modules::{self, Action, Resource, SourceError};
 use crate::playbook::load::{strip_braces, template_place};
 use crate::playbook::template::{from_json_value, is_strict_bool, TemplateError, Templates};
 use crate::playbook::{Args, Play, Playbook, Task};
@@ -557,14 +557,16 @@ impl<'a> HostExpander<'a> {
             }
         };
         let template_error: Mutex<Option<Diagnostic>> = Mutex::new(None);
-        let copy_src = |src: &str| -> Result<Vec<u8>, String> {
+        let copy_src = |src: &str| -> Result<Vec<u8>, SourceError> {
             let path = find_local(&book.dir, "files", src)?;
-            std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+            std::fs::read(&path).map_err(|error| SourceError::Unreadable { path, error })
         };
-        let template_src = |src: &str| -> Result<Vec<u8>, String> {
+        let template_src = |src: &str| -> Result<Vec<u8>, SourceError> {
             let path = find_local(&book.dir, "templates", src)?;
-            let text = std::fs::read_to_string(&path)
-                .map_err(|e| format!("cannot read the template {}: {e}", path.display()))?;
+            let text = match std::fs::read_to_string(&path) {
+                Ok(text) => text,
+                Err(error) => return Err(SourceError::TemplateUnreadable { path, error }),
+            };
             self.cx
                 .sources
                 .lock()
@@ -595,7 +597,7 @@ impl<'a> HostExpander<'a> {
                         format!("rendered by task `{}`", task.name),
                     );
                     *template_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(d);
-                    format!("the template {} did not render", path.display())
+                    SourceError::NotRendered { path: path.clone() }
                 })
         };
         let sources = modules::Sources {
@@ -630,27 +632,25 @@ impl<'a> HostExpander<'a> {
 
 /// `src:` of copy/template: relative to the playbook's `files/` (or `templates/`) directory,
 /// then the playbook's own directory. Absolute paths are taken as they are.
-fn find_local(dir: &Path, sub: &str, src: &str) -> Result<PathBuf, String> {
+fn find_local(dir: &Path, sub: &str, src: &str) -> Result<PathBuf, SourceError> {
     let p = Path::new(src);
     if p.is_absolute() {
         return if p.is_file() {
             Ok(p.to_path_buf())
         } else {
-            Err(format!("{src} does not exist on this workstation"))
+            Err(SourceError::Missing {
+                src: src.to_string(),
+            })
         };
     }
     let candidates = [dir.join(sub).join(p), dir.join(p)];
-    candidates
-        .iter()
-        .find(|c| c.is_file())
-        .cloned()
-        .ok_or_else(|| {
-            format!(
-                "{src} was not found: looked in {} and {}",
-                candidates[0].display(),
-                candidates[1].display()
-            )
-        })
+    match candidates.iter().find(|c| c.is_file()) {
+        Some(c) => Ok(c.clone()),
+        None => Err(SourceError::NotFound {
+            src: src.to_string(),
+            looked: candidates,
+        }),
+    }
 }
 
 fn collect_strings(v: &Value, out: &mut Vec<String>) {

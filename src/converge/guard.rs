@@ -4,34 +4,105 @@
 //! still works, and if it does not, puts the guarded files back through the connection it kept
 //! open all along and reloads sshd.
 
+use std::path::PathBuf;
+
 use base64::Engine;
 
 use super::{Job, StepReport};
 use crate::modules::Action;
-use crate::transport::{Connector, RemoteCommand, Target, Transport};
+use crate::transport::{Connector, RemoteCommand, Target, Transport, TransportError};
+
+/// Why a fresh login (a new SSH master running `true`) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    /// Connecting or running `true` failed (the transport's words, without the host).
+    #[error("{}", .0.message)]
+    Transport(#[source] TransportError),
+    #[error("`true` exited with {0}")]
+    Exit(i32),
+}
+
+/// What guarded steps changed that a rollback cannot put back.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RollbackError {
+    #[error("task \"{task}\" changed something picaops cannot put back (not a file's content)")]
+    NotAFile { task: String },
+    #[error("{path} was too large to keep a copy of; put it back by hand")]
+    NoCopy { path: String },
+}
+
+/// Why login settings were not changed, or what happened when a change locked logins out.
+#[derive(Debug, thiserror::Error)]
+pub enum GuardError {
+    /// The break-glass login does not work: nothing guarded is applied.
+    #[error("the break-glass login ({user}@{address} with {}) does not work ({error}); picaops will not change login settings until it does", .identity_file.display())]
+    BreakGlass {
+        user: String,
+        address: String,
+        identity_file: PathBuf,
+        #[source]
+        error: LoginError,
+    },
+    /// Logging in fails after the change, and nothing could be put back.
+    #[error("after the change a fresh SSH login fails ({login}) and {rollback}. The connection picaops kept is closed now: use the break-glass key or the console")]
+    NoRollback {
+        login: LoginError,
+        #[source]
+        rollback: RollbackError,
+    },
+    /// Logging in failed after the change; `paths` were put back and logging in works again.
+    #[error("after the change a fresh SSH login failed ({login}); picaops put back {} and reloaded sshd, and logging in works again. Fix the playbook before applying again", .paths.join(", "))]
+    RolledBack {
+        login: LoginError,
+        paths: Vec<String>,
+    },
+    /// `paths` were put back, and logging in still fails (`again`).
+    #[error("after the change a fresh SSH login failed ({login}); picaops put back {} but logging in still fails ({again}): use the break-glass key or the console", .paths.join(", "))]
+    StillLockedOut {
+        login: LoginError,
+        paths: Vec<String>,
+        again: LoginError,
+    },
+    /// The rollback script failed (its stderr).
+    #[error("after the change a fresh SSH login failed ({login}) and putting back {} failed: {stderr}", .paths.join(", "))]
+    RollbackFailed {
+        login: LoginError,
+        paths: Vec<String>,
+        stderr: String,
+    },
+    /// The connection kept for the rollback failed too.
+    #[error("after the change a fresh SSH login failed ({login}) and the kept connection failed too ({}): use the break-glass key or the console", .kept.message)]
+    KeptConnectionFailed {
+        login: LoginError,
+        kept: TransportError,
+    },
+}
 
 /// Logs in afresh as `target` says (a new SSH master, not the kept one) and runs `true`.
-async fn fresh_login(job: &Job, target: &Target) -> Result<(), String> {
+async fn fresh_login(job: &Job, target: &Target) -> Result<(), LoginError> {
     let connector = Connector::new(
         &job.known_hosts,
         job.connect_timeout,
         Some(job.connect_timeout),
     )
-    .map_err(|e| e.message)?;
-    let t = connector.connect(target).await.map_err(|e| e.message)?;
+    .map_err(LoginError::Transport)?;
+    let t = connector
+        .connect(target)
+        .await
+        .map_err(LoginError::Transport)?;
     let r = t
         .exec(&RemoteCommand::argv(["true"]).with_become(false))
         .await;
     let _ = t.close().await;
     match r {
         Ok(o) if o.success() => Ok(()),
-        Ok(o) => Err(format!("`true` exited with {}", o.exit_code)),
-        Err(e) => Err(e.message),
+        Ok(o) => Err(LoginError::Exit(o.exit_code)),
+        Err(e) => Err(LoginError::Transport(e)),
     }
 }
 
 /// The break-glass login works (`Ok(None)`), or is not configured (`Ok(Some(warning))`).
-pub async fn check_break_glass(job: &Job, target: &Target) -> Result<Option<String>, String> {
+pub async fn check_break_glass(job: &Job, target: &Target) -> Result<Option<String>, GuardError> {
     let Some(bg) = job
         .inventory
         .access
@@ -46,14 +117,15 @@ pub async fn check_break_glass(job: &Job, target: &Target) -> Result<Option<Stri
     t.user = Some(bg.user.clone());
     t.identity_file = Some(bg.identity_file.clone());
     t.become_root = false;
-    fresh_login(job, &t).await.map(|_| None).map_err(|e| {
-        format!(
-            "the break-glass login ({}@{} with {}) does not work ({e}); picaops will not change login settings until it does",
-            bg.user,
-            target.address,
-            bg.identity_file.display()
-        )
-    })
+    fresh_login(job, &t)
+        .await
+        .map(|_| None)
+        .map_err(|error| GuardError::BreakGlass {
+            user: bg.user.clone(),
+            address: target.address.clone(),
+            identity_file: bg.identity_file.clone(),
+            error,
+        })
 }
 
 /// Guarded steps that changed something on the host.
@@ -71,14 +143,13 @@ pub fn guarded_changes(steps: &[StepReport]) -> Vec<&StepReport> {
 
 /// A script putting back what guarded steps replaced (or removing what they created), then
 /// reloading sshd. `Err` names what cannot be put back.
-pub fn rollback_script(steps: &[&StepReport]) -> Result<String, String> {
+pub fn rollback_script(steps: &[&StepReport]) -> Result<String, RollbackError> {
     let mut s = String::from("set -u\nrc=0\n");
     for step in steps {
         let Some(c) = &step.content else {
-            return Err(format!(
-                "task \"{}\" changed something picaops cannot put back (not a file's content)",
-                step.task
-            ));
+            return Err(RollbackError::NotAFile {
+                task: step.task.clone(),
+            });
         };
         let path = crate::transport::quote::quote(&c.path);
         match &c.old {
@@ -92,10 +163,9 @@ pub fn rollback_script(steps: &[&StepReport]) -> Result<String, String> {
                 s.push_str(&format!("rm -f -- {path} || rc=1\n"))
             }
             None => {
-                return Err(format!(
-                    "{} was too large to keep a copy of; put it back by hand",
-                    c.path
-                ))
+                return Err(RollbackError::NoCopy {
+                    path: c.path.clone(),
+                })
             }
         }
     }
@@ -109,17 +179,17 @@ pub async fn verify_or_roll_back(
     target: &Target,
     transport: &dyn Transport,
     steps: &[StepReport],
-) -> Result<(), String> {
+) -> Result<(), GuardError> {
     let changed = guarded_changes(steps);
     if changed.is_empty() {
         return Ok(());
     }
-    let Err(why) = fresh_login(job, target).await else {
+    let Err(login) = fresh_login(job, target).await else {
         return Ok(());
     };
     let script = match rollback_script(&changed) {
         Ok(s) => s,
-        Err(e) => return Err(format!("after the change a fresh SSH login fails ({why}) and {e}. The connection picaops kept is closed now: use the break-glass key or the console")),
+        Err(rollback) => return Err(GuardError::NoRollback { login, rollback }),
     };
     let undo = RemoteCommand::shell("sh -s")
         .with_stdin(script.into_bytes())
@@ -131,13 +201,18 @@ pub async fn verify_or_roll_back(
         .collect();
     match undone {
         Ok(o) if o.success() => match fresh_login(job, target).await {
-            Ok(()) => Err(format!(
-                "after the change a fresh SSH login failed ({why}); picaops put back {} and reloaded sshd, and logging in works again. Fix the playbook before applying again",
-                paths.join(", ")
-            )),
-            Err(e) => Err(format!("after the change a fresh SSH login failed ({why}); picaops put back {} but logging in still fails ({e}): use the break-glass key or the console", paths.join(", "))),
+            Ok(()) => Err(GuardError::RolledBack { login, paths }),
+            Err(again) => Err(GuardError::StillLockedOut {
+                login,
+                paths,
+                again,
+            }),
         },
-        Ok(o) => Err(format!("after the change a fresh SSH login failed ({why}) and putting back {} failed: {}", paths.join(", "), o.stderr_lossy().trim())),
-        Err(e) => Err(format!("after the change a fresh SSH login failed ({why}) and the kept connection failed too ({}): use the break-glass key or the console", e.message)),
+        Ok(o) => Err(GuardError::RollbackFailed {
+            login,
+            paths,
+            stderr: o.stderr_lossy().trim().to_string(),
+        }),
+        Err(kept) => Err(GuardError::KeptConnectionFailed { login, kept }),
     }
 }

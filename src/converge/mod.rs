@@ -329,7 +329,7 @@ pub async fn converge_host(job: &Job, target: &Target, transport: &dyn Transport
         if let Err(e) = guard::verify_or_roll_back(job, target, transport, &report.steps).await {
             report.error = Some(match report.error.take() {
                 Some(first) => format!("{first}; {e}"),
-                None => e,
+                None => e.to_string(),
             });
         }
     }
@@ -407,7 +407,7 @@ async fn run_segment(
     let state: HostState = match crate::modules::parse_probe(&stdout) {
         Ok(s) => s,
         Err(e) => {
-            report.error = Some(e);
+            report.error = Some(e.to_string());
             return (SegmentOutcome::Stop, steps.len());
         }
     };
@@ -462,7 +462,13 @@ async fn run_segment(
                 (Some((a, why)), _) => (*a, vec![why.clone()], None, Vec::new(), None),
                 (None, Some(r)) => match r.diff(&overlay.state(r, state.step(s.id)), &state) {
                     Ok(p) => (p.action, p.details, p.content, p.ops, None),
-                    Err(e) => (Action::Unknown, Vec::new(), None, Vec::new(), Some(e)),
+                    Err(e) => (
+                        Action::Unknown,
+                        Vec::new(),
+                        None,
+                        Vec::new(),
+                        Some(e.to_string()),
+                    ),
                 },
                 (None, None) => (Action::Unknown, Vec::new(), None, Vec::new(), None),
             };
@@ -604,7 +610,7 @@ async fn run_segment(
                 report.warnings.extend(warning);
             }
             Err(e) => {
-                report.error = Some(e);
+                report.error = Some(e.to_string());
                 mark_not_run(&mut report.steps[first..]);
                 return (SegmentOutcome::Stop, steps.len());
             }

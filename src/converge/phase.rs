@@ -27,14 +27,25 @@ use crate::output::Output;
 use crate::playbook::template::Templates;
 use crate::transport::{PoolEvent, Target};
 
+/// Why an engine's variables cannot be given to playbooks (a secret, a file, the helper binary).
+#[derive(Debug, thiserror::Error)]
+pub enum EngineVarsError {
+    #[error(transparent)]
+    Access(#[from] crate::access::vars::VarsError),
+    #[error(transparent)]
+    Backup(#[from] crate::backup::deploy::DeployError),
+}
+
 /// Adds the variables one engine gives playbooks (reading the secrets they need).
-type AddEngineVars = fn(&mut Inventory) -> Result<(), String>;
+type AddEngineVars = fn(&mut Inventory) -> Result<(), EngineVarsError>;
 
 /// The engine variables playbooks may use, by the name a playbook mentions.
 const ENGINES: [(&str, AddEngineVars); 2] = [
-    ("picaops_access", crate::access::vars::add_engine_vars),
+    ("picaops_access", |inv| {
+        Ok(crate::access::vars::add_engine_vars(inv)?)
+    }),
     ("picaops_backup", |inv| {
-        crate::backup::deploy::add_engine_vars(inv).map_err(|e| e.to_string())
+        Ok(crate::backup::deploy::add_engine_vars(inv)?)
     }),
 ];
 

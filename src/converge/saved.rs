@@ -17,6 +17,26 @@ use serde::{Deserialize, Serialize};
 use super::Report;
 use crate::lifecycle::{MachinePlan, PhaseKind};
 
+/// Why a saved plan cannot be applied: nothing was contacted.
+#[derive(Debug, thiserror::Error)]
+pub enum SavedPlanError {
+    #[error("cannot read the saved plan {}: {error}", .path.display())]
+    Unreadable {
+        path: PathBuf,
+        #[source]
+        error: std::io::Error,
+    },
+    /// Not JSON, or not the shape of a saved plan (the line and column are the JSON's).
+    #[error("{}:{}:{}: this is not a plan saved by `picaops plan --out` ({error})", .path.display(), .error.line(), .error.column())]
+    NotAPlan {
+        path: PathBuf,
+        #[source]
+        error: serde_json::Error,
+    },
+    #[error("{}: saved by another picaops version (format {format}, this one reads {MAGIC}); make the plan again", .path.display())]
+    OtherVersion { path: PathBuf, format: String },
+}
+
 /// Version 2: every phase of the run (version 1 covered the converge phase only).
 pub const MAGIC: &str = "picaops-plan/2";
 
@@ -91,23 +111,21 @@ impl SavedPlan {
         Ok(())
     }
 
-    pub fn read(path: &Path) -> Result<SavedPlan, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read the saved plan {}: {e}", path.display()))?;
-        let plan: SavedPlan = serde_json::from_str(&text).map_err(|e| {
-            format!(
-                "{}:{}:{}: this is not a plan saved by `picaops plan --out` ({e})",
-                path.display(),
-                e.line(),
-                e.column()
-            )
+    pub fn read(path: &Path) -> Result<SavedPlan, SavedPlanError> {
+        let text = std::fs::read_to_string(path).map_err(|error| SavedPlanError::Unreadable {
+            path: path.to_path_buf(),
+            error,
         })?;
+        let plan: SavedPlan =
+            serde_json::from_str(&text).map_err(|error| SavedPlanError::NotAPlan {
+                path: path.to_path_buf(),
+                error,
+            })?;
         if plan.format != MAGIC {
-            return Err(format!(
-                "{}: saved by another picaops version (format {}, this one reads {MAGIC}); make the plan again",
-                path.display(),
-                plan.format
-            ));
+            return Err(SavedPlanError::OtherVersion {
+                path: path.to_path_buf(),
+                format: plan.format,
+            });
         }
         Ok(plan)
     }

@@ -281,7 +281,7 @@ fn build_one(
     let mut cmd;
     match img {
         Image::Base => {
-            let mirror = mirror::detect().map_err(LabError::Mirror)?;
+            let mirror = mirror::detect()?;
             write("base.sh", script)?;
             cmd = Command::new("bash");
             cmd.arg(work.path().join("base.sh"))
@@ -426,13 +426,19 @@ fn remove_outdated(docker: &Docker, progress: &mut dyn FnMut(&str)) {
 
 /// `docker save IMAGES | gzip -1 > cache` (written under a temporary name, then renamed);
 /// older saved sets are removed.
-fn save_cache(docker: &Docker, cache: &Path, progress: &mut dyn FnMut(&str)) -> Result<(), String> {
-    let dir = cache.parent().ok_or("no cache directory")?;
-    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+fn save_cache(
+    docker: &Docker,
+    cache: &Path,
+    progress: &mut dyn FnMut(&str),
+) -> Result<(), LabError> {
+    let dir = cache
+        .parent()
+        .ok_or_else(|| LabError::io(cache, std::io::Error::other("no cache directory")))?;
+    std::fs::create_dir_all(dir).map_err(|e| LabError::io(dir, e))?;
     progress(&format!("images: saving a copy to {}", cache.display()));
     let t = Instant::now();
     let partial = cache.with_extension("partial");
-    let out = File::create(&partial).map_err(|e| e.to_string())?;
+    let out = File::create(&partial).map_err(|e| LabError::io(&partial, e))?;
     let mut save = docker
         .command(
             ["save".to_string()]
@@ -442,19 +448,25 @@ fn save_cache(docker: &Docker, cache: &Path, progress: &mut dyn FnMut(&str)) -> 
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| tool("docker save", e))?;
     let gzip = Command::new("gzip")
         .arg("-1")
         .stdin(save.stdout.take().expect("piped"))
         .stdout(out)
         .status()
-        .map_err(|e| format!("gzip: {e}"))?;
-    let saved = save.wait_with_output().map_err(|e| e.to_string())?;
+        .map_err(|e| tool("gzip", e))?;
+    let saved = save
+        .wait_with_output()
+        .map_err(|e| tool("docker save", e))?;
     if !saved.status.success() || !gzip.success() {
         let _ = std::fs::remove_file(&partial);
-        return Err(String::from_utf8_lossy(&saved.stderr).trim().to_string());
+        return Err(if saved.status.success() {
+            tool("gzip", gzip)
+        } else {
+            tool("docker save", String::from_utf8_lossy(&saved.stderr).trim())
+        });
     }
-    std::fs::rename(&partial, cache).map_err(|e| e.to_string())?;
+    std::fs::rename(&partial, cache).map_err(|e| LabError::io(cache, e))?;
     if let Ok(rd) = std::fs::read_dir(dir) {
         for entry in rd.flatten() {
             let p = entry.path();
@@ -469,25 +481,39 @@ fn save_cache(docker: &Docker, cache: &Path, progress: &mut dyn FnMut(&str)) -> 
 }
 
 /// `gzip -dc cache | docker load`.
-fn load_cache(docker: &Docker, cache: &Path) -> Result<(), String> {
+fn load_cache(docker: &Docker, cache: &Path) -> Result<(), LabError> {
     let mut gunzip = Command::new("gzip")
         .arg("-dc")
         .arg(cache)
         .stdout(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("gzip: {e}"))?;
+        .map_err(|e| tool("gzip", e))?;
     let load = docker
         .command(["load", "--quiet"])
         .stdin(gunzip.stdout.take().expect("piped"))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .output()
-        .map_err(|e| e.to_string())?;
-    let unzipped = gunzip.wait().map_err(|e| e.to_string())?;
-    if !load.status.success() || !unzipped.success() {
-        return Err(String::from_utf8_lossy(&load.stderr).trim().to_string());
+        .map_err(|e| tool("docker load", e))?;
+    let unzipped = gunzip.wait().map_err(|e| tool("gzip", e))?;
+    if !load.status.success() {
+        return Err(tool(
+            "docker load",
+            String::from_utf8_lossy(&load.stderr).trim(),
+        ));
+    }
+    if !unzipped.success() {
+        return Err(tool("gzip", unzipped));
     }
     Ok(())
+}
+
+/// What a tool of the image cache (`docker save`/`load`, `gzip`) said, or why it did not run.
+fn tool(tool: &str, detail: impl std::fmt::Display) -> LabError {
+    LabError::Tool {
+        tool: tool.to_string(),
+        detail: detail.to_string(),
+    }
 }
 
 #[cfg(test)]

@@ -3,12 +3,14 @@
 
 use std::path::Path;
 
+use super::LabError;
+
 /// Environment variable that overrides the mirror found in the apt configuration.
 pub const MIRROR_ENV: &str = "PICAOPS_DEBIAN_MIRROR";
 
 /// The mirror to debootstrap from: `PICAOPS_DEBIAN_MIRROR`, else the first Debian (non-security)
 /// source in /etc/apt/sources.list.d/*.sources, else in /etc/apt/sources.list.
-pub fn detect() -> Result<String, String> {
+pub fn detect() -> Result<String, LabError> {
     if let Ok(m) = std::env::var(MIRROR_ENV) {
         if !m.trim().is_empty() {
             return Ok(m.trim().trim_end_matches('/').to_string());
@@ -18,7 +20,7 @@ pub fn detect() -> Result<String, String> {
 }
 
 /// Same as [`detect`] without the environment, reading apt's files under `etc_apt`.
-pub fn detect_in(etc_apt: &Path) -> Result<String, String> {
+pub fn detect_in(etc_apt: &Path) -> Result<String, LabError> {
     let mut sources: Vec<_> = std::fs::read_dir(etc_apt.join("sources.list.d"))
         .map(|rd| {
             rd.filter_map(|e| e.ok().map(|e| e.path()))
@@ -40,12 +42,10 @@ pub fn detect_in(etc_apt: &Path) -> Result<String, String> {
             return Ok(m);
         }
     }
-    Err(format!(
-        "no Debian mirror found in {}/sources.list.d/*.sources nor {}. \
-         Set {MIRROR_ENV} to the mirror's URL (the one `apt-get update` uses on this machine).",
-        etc_apt.display(),
-        list.display()
-    ))
+    Err(LabError::NoMirror {
+        etc_apt: etc_apt.to_path_buf(),
+        list,
+    })
 }
 
 /// First `URIs:` of an enabled `deb` stanza that is not the security archive.
@@ -173,6 +173,9 @@ deb [arch=amd64 signed-by=/k.gpg] http://mirror.example/debian/ bookworm main
         std::fs::remove_file(dir.path().join("sources.list.d/debian.sources")).unwrap();
         assert_eq!(detect_in(dir.path()).unwrap(), "http://old.example/debian");
         std::fs::remove_file(dir.path().join("sources.list")).unwrap();
-        assert!(detect_in(dir.path()).unwrap_err().contains(MIRROR_ENV));
+        assert!(detect_in(dir.path())
+            .unwrap_err()
+            .to_string()
+            .contains(MIRROR_ENV));
     }
 }

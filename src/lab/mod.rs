@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use docker::Docker;
+use mirror::MIRROR_ENV;
 use topology::{HostSpec, Role, HOSTS, LABEL, ROUTER_CONTAINER, SITES};
 
 /// How long `lab up` and `lab start` wait for every host to accept an SSH login.
@@ -63,8 +64,10 @@ pub enum LabError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{0}")]
-    Mirror(String),
+    /// No Debian mirror in apt's configuration (`etc_apt`'s `.sources` files nor `list`).
+    #[error("no Debian mirror found in {}/sources.list.d/*.sources nor {}. \
+         Set {MIRROR_ENV} to the mirror's URL (the one `apt-get update` uses on this machine).", .etc_apt.display(), .list.display())]
+    NoMirror { etc_apt: PathBuf, list: PathBuf },
     #[error("{0}")]
     Usage(String),
     #[error("the lab is not up: {0}")]

@@ -4,7 +4,7 @@
 //! Supplementary `groups` are added, never taken away (other tools and people add groups too).
 
 use super::probe::StepState;
-use super::{q, Action, Op, OptionError, Opts, Planned};
+use super::{q, Action, DiffError, Op, OptionError, Opts, Planned};
 
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
@@ -78,12 +78,9 @@ impl UserRes {
         s.push_str(&format!("pusr {i} {}\n", q(&self.name)));
     }
 
-    pub(super) fn diff(&self, st: &StepState) -> Result<Planned, String> {
+    pub(super) fn diff(&self, st: &StepState) -> Result<Planned, DiffError> {
         let n = q(&self.name);
-        let entry = st
-            .passwd
-            .clone()
-            .ok_or("the probe did not report this user")?;
+        let entry = st.passwd.clone().ok_or(DiffError::Unprobed("user"))?;
         let mut details = Vec::new();
         let Some((fields, primary, all_groups)) = entry else {
             if !self.present {
@@ -206,12 +203,9 @@ impl GroupRes {
         s.push_str(&format!("pgrp {i} {}\n", q(&self.name)));
     }
 
-    pub(super) fn diff(&self, st: &StepState) -> Result<Planned, String> {
+    pub(super) fn diff(&self, st: &StepState) -> Result<Planned, DiffError> {
         let n = q(&self.name);
-        let entry = st
-            .group
-            .clone()
-            .ok_or("the probe did not report this group")?;
+        let entry = st.group.clone().ok_or(DiffError::Unprobed("group"))?;
         let planned = |action, details: Vec<String>, cmd: String| Planned {
             action,
             details,

@@ -22,9 +22,20 @@ pub struct CommandRes {
     pub unless: Option<String>,
 }
 
+/// A `cmd:` line that does not split into words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SplitError {
+    #[error("a ' quote is not closed")]
+    SingleQuote,
+    #[error("a \" quote is not closed")]
+    DoubleQuote,
+    #[error("the line ends with \\")]
+    Backslash,
+}
+
 /// Splits a command line into words the way a shell would for plain words and quotes, without
 /// expanding anything (`command` runs no shell).
-pub fn split_words(line: &str) -> Result<Vec<String>, String> {
+pub fn split_words(line: &str) -> Result<Vec<String>, SplitError> {
     let mut words = Vec::new();
     let mut cur = String::new();
     let mut in_word = false;
@@ -37,7 +48,7 @@ pub fn split_words(line: &str) -> Result<Vec<String>, String> {
                     match chars.next() {
                         Some('\'') => break,
                         Some(c) => cur.push(c),
-                        None => return Err("a ' quote is not closed".into()),
+                        None => return Err(SplitError::SingleQuote),
                     }
                 }
             }
@@ -48,10 +59,10 @@ pub fn split_words(line: &str) -> Result<Vec<String>, String> {
                         Some('"') => break,
                         Some('\\') => match chars.next() {
                             Some(c) => cur.push(c),
-                            None => return Err("the line ends with \\".into()),
+                            None => return Err(SplitError::Backslash),
                         },
                         Some(c) => cur.push(c),
-                        None => return Err("a \" quote is not closed".into()),
+                        None => return Err(SplitError::DoubleQuote),
                     }
                 }
             }
@@ -59,7 +70,7 @@ pub fn split_words(line: &str) -> Result<Vec<String>, String> {
                 in_word = true;
                 match chars.next() {
                     Some(c) => cur.push(c),
-                    None => return Err("the line ends with \\".into()),
+                    None => return Err(SplitError::Backslash),
                 }
             }
             c if c.is_whitespace() => {
@@ -100,7 +111,9 @@ impl CommandRes {
                 (Some(_), Some(_)) => {
                     return Err(OptionError::new("argv", "give `cmd` or `argv`, not both"))
                 }
-                (Some(c), None) => split_words(&c).map_err(|e| OptionError::new("cmd", e))?,
+                (Some(c), None) => {
+                    split_words(&c).map_err(|e| OptionError::new("cmd", e.to_string()))?
+                }
                 (None, Some(a)) => a,
                 (None, None) => {
                     return Err(OptionError::new("cmd", "`command` needs `cmd` or `argv`"))

@@ -8,8 +8,8 @@ use sha2::{Digest, Sha256};
 
 use super::probe::StepState;
 use super::{
-    attr_changes, fmt_mode, q, Action, Attrs, ContentChange, Op, OptionError, Opts, Planned,
-    Sources,
+    attr_changes, fmt_mode, q, Action, Attrs, ContentChange, DiffError, Op, OptionError, Opts,
+    Planned, Sources,
 };
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -93,7 +93,7 @@ impl FileRes {
         s.push_str(&format!("pst {i} {} -\n", q(&self.path)));
     }
 
-    pub(super) fn diff(&self, st: &StepState) -> Result<Planned, String> {
+    pub(super) fn diff(&self, st: &StepState) -> Result<Planned, DiffError> {
         let p = q(&self.path);
         let mut details = Vec::new();
         let mut ops = Vec::new();
@@ -125,10 +125,9 @@ impl FileRes {
                 Action::Create
             }
             (FileState::File, None) => {
-                return Err(format!(
-                    "{} does not exist, and `state: file` only manages an existing file; use `state: touch` to create it empty, or `copy`",
-                    self.path
-                ))
+                return Err(DiffError::FileMissing {
+                    path: self.path.clone(),
+                })
             }
             (FileState::Link(target), None) => {
                 details.push(format!("→ {target}"));
@@ -146,10 +145,10 @@ impl FileRes {
                 }
             }
             (FileState::Link(_), Some(k)) => {
-                return Err(format!(
-                    "{} is a {k}, not a link; picaops will not replace it. Move it away first if the link should replace it",
-                    self.path
-                ))
+                return Err(DiffError::NotALink {
+                    path: self.path.clone(),
+                    kind: k.to_string(),
+                })
             }
             (FileState::Directory, Some("directory"))
             | (FileState::File | FileState::Touch, Some("file")) => Action::Unchanged,
@@ -158,10 +157,11 @@ impl FileRes {
                     FileState::Directory => "directory",
                     _ => "file",
                 };
-                return Err(format!(
-                    "{} is a {k}, and this task wants a {want}; picaops will not replace one by the other. Remove it first (`state: absent`) if that is really meant",
-                    self.path
-                ));
+                return Err(DiffError::WrongKind {
+                    path: self.path.clone(),
+                    kind: k.to_string(),
+                    want,
+                });
             }
         };
         if action == Action::Unchanged
@@ -205,7 +205,9 @@ impl ContentRes {
                 return Err(OptionError::new("src", "give `content` or `src`, not both"))
             }
             (Some(c), None) => c.into_bytes(),
-            (None, Some(s)) => (src.copy_src)(&s).map_err(|e| OptionError::new("src", e))?,
+            (None, Some(s)) => {
+                (src.copy_src)(&s).map_err(|e| OptionError::new("src", e.to_string()))?
+            }
             (None, None) => {
                 return Err(OptionError::new(
                     "content",
@@ -218,8 +220,8 @@ impl ContentRes {
 
     pub(super) fn parse_template(o: &Opts<'_>, src: &Sources<'_>) -> Result<Self, OptionError> {
         let path = absolute("dest", o.req_str("dest")?)?;
-        let content =
-            (src.template_src)(&o.req_str("src")?).map_err(|e| OptionError::new("src", e))?;
+        let content = (src.template_src)(&o.req_str("src")?)
+            .map_err(|e| OptionError::new("src", e.to_string()))?;
         Ok(Self::new(path, content, o.attrs()?))
     }
 
@@ -227,7 +229,7 @@ impl ContentRes {
         s.push_str(&format!("pst {i} {} c {}\n", q(&self.path), self.sha256));
     }
 
-    pub(super) fn diff(&self, st: &StepState) -> Result<Planned, String> {
+    pub(super) fn diff(&self, st: &StepState) -> Result<Planned, DiffError> {
         let mut details = Vec::new();
         let mut ops = Vec::new();
         stale_cleanup(st, &mut details, &mut ops);
@@ -241,7 +243,11 @@ impl ContentRes {
         match st.stat.as_ref() {
             None => {
                 let a = &self.attrs;
-                ops.push(put(a.mode.unwrap_or(0o644), a.owner.clone(), a.group.clone()));
+                ops.push(put(
+                    a.mode.unwrap_or(0o644),
+                    a.owner.clone(),
+                    a.group.clone(),
+                ));
                 details.insert(0, format!("{} bytes", self.content.len()));
                 Ok(Planned {
                     action: Action::Create,
@@ -254,15 +260,21 @@ impl ContentRes {
                     ops,
                 })
             }
-            Some(stat) if stat.kind != "file" => Err(format!(
-                "{} is a {}, not a regular file; picaops will not replace it. Remove it first if a file should be there",
-                self.path, stat.kind
-            )),
+            Some(stat) if stat.kind != "file" => Err(DiffError::NotAFile {
+                path: self.path.clone(),
+                kind: stat.kind.clone(),
+            }),
             Some(stat) => {
                 if st.sha256.as_deref() == Some(self.sha256.as_str()) {
                     return Ok(match attr_changes(&self.attrs, stat, &mut details) {
                         Some((m, o, g)) => {
-                            ops.push(Op::Call(format!("attrs {} {} {} {}", q(&self.path), q(&m), q(&o), q(&g))));
+                            ops.push(Op::Call(format!(
+                                "attrs {} {} {} {}",
+                                q(&self.path),
+                                q(&m),
+                                q(&o),
+                                q(&g)
+                            )));
                             Planned::with(Action::Update, details, ops)
                         }
                         None if !ops.is_empty() => Planned::with(Action::Update, details, ops),
@@ -274,8 +286,18 @@ impl ContentRes {
                 // Keep what is there for what the task does not say.
                 ops.push(put(
                     self.attrs.mode.unwrap_or(stat.mode),
-                    Some(self.attrs.owner.clone().unwrap_or_else(|| stat.uid.to_string())),
-                    Some(self.attrs.group.clone().unwrap_or_else(|| stat.gid.to_string())),
+                    Some(
+                        self.attrs
+                            .owner
+                            .clone()
+                            .unwrap_or_else(|| stat.uid.to_string()),
+                    ),
+                    Some(
+                        self.attrs
+                            .group
+                            .clone()
+                            .unwrap_or_else(|| stat.gid.to_string()),
+                    ),
                 ));
                 Ok(Planned {
                     action: Action::Update,
@@ -372,7 +394,7 @@ impl LineRes {
         out
     }
 
-    pub(super) fn diff(&self, st: &StepState) -> Result<Planned, String> {
+    pub(super) fn diff(&self, st: &StepState) -> Result<Planned, DiffError> {
         let mut details = Vec::new();
         let mut ops = Vec::new();
         stale_cleanup(st, &mut details, &mut ops);
@@ -389,31 +411,29 @@ impl LineRes {
                 ))
             }
             None if !self.create => {
-                return Err(format!(
-                    "{} does not exist; add `create: true` to create it with this line",
-                    self.path
-                ))
+                return Err(DiffError::NoLineFile {
+                    path: self.path.clone(),
+                })
             }
             None => (None, None),
             Some(stat) if stat.kind != "file" => {
-                return Err(format!("{} is a {}, not a text file", self.path, stat.kind))
+                return Err(DiffError::NotText {
+                    path: self.path.clone(),
+                    kind: stat.kind.clone(),
+                })
             }
             Some(stat) => match &st.content {
                 Some(c) => (Some(c.clone()), Some(stat)),
                 None => {
-                    return Err(format!(
-                        "{} is larger than 4 MiB; `line` edits text files only",
-                        self.path
-                    ))
+                    return Err(DiffError::TooLarge {
+                        path: self.path.clone(),
+                    })
                 }
             },
         };
         let old_text = match &old {
-            Some(bytes) => String::from_utf8(bytes.clone()).map_err(|_| {
-                format!(
-                    "{} is not UTF-8 text; `line` edits text files only",
-                    self.path
-                )
+            Some(bytes) => String::from_utf8(bytes.clone()).map_err(|_| DiffError::NotUtf8 {
+                path: self.path.clone(),
             })?,
             None => String::new(),
         };

@@ -14,6 +14,7 @@ pub mod probe;
 pub mod systemd;
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use serde::Serialize;
 use serde_json::Value;
@@ -145,9 +146,73 @@ pub enum Resource {
 /// Where a `copy`/`template`/`unit` gets its bytes, resolved by the engine before parsing.
 pub struct Sources<'a> {
     /// Reads a local file for `copy: src=` (relative to the playbook's `files/`).
-    pub copy_src: &'a dyn Fn(&str) -> Result<Vec<u8>, String>,
+    pub copy_src: &'a dyn Fn(&str) -> Result<Vec<u8>, SourceError>,
     /// Renders a template file for `template: src=` / `unit: src=`.
-    pub template_src: &'a dyn Fn(&str) -> Result<Vec<u8>, String>,
+    pub template_src: &'a dyn Fn(&str) -> Result<Vec<u8>, SourceError>,
+}
+
+/// Why the `src:` of a `copy`/`template`/`unit` gives no bytes (on the workstation).
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// An absolute `src:` that is no file.
+    #[error("{src} does not exist on this workstation")]
+    Missing { src: String },
+    /// A relative `src:` found in neither place looked in.
+    #[error("{src} was not found: looked in {} and {}", .looked[0].display(), .looked[1].display())]
+    NotFound { src: String, looked: [PathBuf; 2] },
+    #[error("cannot read {}: {error}", .path.display())]
+    Unreadable {
+        path: PathBuf,
+        #[source]
+        error: std::io::Error,
+    },
+    #[error("cannot read the template {}: {error}", .path.display())]
+    TemplateUnreadable {
+        path: PathBuf,
+        #[source]
+        error: std::io::Error,
+    },
+    /// The template failed to render (the engine keeps the located diagnostic).
+    #[error("the template {} did not render", .path.display())]
+    NotRendered { path: PathBuf },
+}
+
+/// A `mode:` that is no octal mode.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`mode: {0}` is not an octal mode: write 3 or 4 octal digits, e.g. \"0644\" or \"0755\"")]
+pub struct ModeError(pub String);
+
+/// Why the desired state of a step cannot be reached safely from what the probe found, with
+/// what to do. picaops never replaces one kind of thing (a directory) by another (a file).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DiffError {
+    /// `file` with `state: file` on a path that does not exist.
+    #[error("{path} does not exist, and `state: file` only manages an existing file; use `state: touch` to create it empty, or `copy`")]
+    FileMissing { path: String },
+    #[error("{path} is a {kind}, not a link; picaops will not replace it. Move it away first if the link should replace it")]
+    NotALink { path: String, kind: String },
+    /// `file` wanting a directory where a file is, or the reverse.
+    #[error("{path} is a {kind}, and this task wants a {want}; picaops will not replace one by the other. Remove it first (`state: absent`) if that is really meant")]
+    WrongKind {
+        path: String,
+        kind: String,
+        want: &'static str,
+    },
+    /// `copy`/`template` onto something that is no regular file.
+    #[error("{path} is a {kind}, not a regular file; picaops will not replace it. Remove it first if a file should be there")]
+    NotAFile { path: String, kind: String },
+    /// `line` on a missing file, without `create: true`.
+    #[error("{path} does not exist; add `create: true` to create it with this line")]
+    NoLineFile { path: String },
+    #[error("{path} is a {kind}, not a text file")]
+    NotText { path: String, kind: String },
+    #[error("{path} is larger than 4 MiB; `line` edits text files only")]
+    TooLarge { path: String },
+    #[error("{path} is not UTF-8 text; `line` edits text files only")]
+    NotUtf8 { path: String },
+    /// The probe output has no record of this step's `user` or `group`.
+    #[error("the probe did not report this {0}")]
+    Unprobed(&'static str),
 }
 
 /// An option that could not be used, and why (the engine adds the place).
@@ -259,7 +324,9 @@ impl Opts<'_> {
     fn attrs(&self) -> Result<Attrs, OptionError> {
         let mode = match self.map.get("mode") {
             None | Some(Value::Null) => None,
-            Some(Value::String(s)) => Some(parse_mode(s).map_err(|m| OptionError::new("mode", m))?),
+            Some(Value::String(s)) => Some(
+                parse_mode(s).map_err(|m| OptionError::new("mode", m.to_string()))?,
+            ),
             Some(Value::Number(n)) => {
                 return Err(OptionError::new(
                     "mode",
@@ -279,15 +346,14 @@ impl Opts<'_> {
 }
 
 /// `"0644"`, `"644"`, `"u=rw,g=r,o=r"` is not supported: octal only, with a clear error.
-pub fn parse_mode(s: &str) -> Result<u32, String> {
+pub fn parse_mode(s: &str) -> Result<u32, ModeError> {
     let t = s.trim();
     let digits = t.strip_prefix("0o").unwrap_or(t);
     if digits.is_empty() || digits.len() > 4 || !digits.chars().all(|c| ('0'..='7').contains(&c)) {
-        return Err(format!(
-            "`mode: {s}` is not an octal mode: write 3 or 4 octal digits, e.g. \"0644\" or \"0755\""
-        ));
+        return Err(ModeError(s.to_string()));
     }
-    u32::from_str_radix(digits, 8).map_err(|e| e.to_string())
+    // At most 4 octal digits: always a u32.
+    u32::from_str_radix(digits, 8).map_err(|_| ModeError(s.to_string()))
 }
 
 pub fn fmt_mode(mode: u32) -> String {
@@ -465,7 +531,7 @@ impl Resource {
 
     /// Compares the probed state with the desired one. `Err`: the desired state cannot be
     /// reached safely (a directory where a file should go...), with what to do.
-    pub fn diff(&self, state: &StepState, host: &HostState) -> Result<Planned, String> {
+    pub fn diff(&self, state: &StepState, host: &HostState) -> Result<Planned, DiffError> {
         match self {
             Resource::File(r) => r.diff(state),
             Resource::Content(r) => r.diff(state),

@@ -62,25 +62,34 @@ impl HostState {
     }
 }
 
-fn b64(s: &str) -> Result<Vec<u8>, String> {
-    base64::engine::general_purpose::STANDARD
-        .decode(s.trim())
-        .map_err(|e| format!("bad base64 from the host ({e})"))
+/// Probe output picaops did not write: the host's shell or tools answered something else.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProbeError {
+    #[error("bad base64 from the host ({0})")]
+    Base64(#[source] base64::DecodeError),
+    #[error("unexpected line in the probe output: {0:?}")]
+    UnexpectedLine(String),
 }
 
-fn b64_text(s: &str) -> Result<String, String> {
+fn b64(s: &str) -> Result<Vec<u8>, ProbeError> {
+    base64::engine::general_purpose::STANDARD
+        .decode(s.trim())
+        .map_err(ProbeError::Base64)
+}
+
+fn b64_text(s: &str) -> Result<String, ProbeError> {
     Ok(String::from_utf8_lossy(&b64(s)?).into_owned())
 }
 
 /// Parses the probe output. Lines starting with `@@` (lock notes) are left to the caller.
-pub fn parse_probe(out: &str) -> Result<HostState, String> {
+pub fn parse_probe(out: &str) -> Result<HostState, ProbeError> {
     let mut host = HostState::default();
     for line in out.lines() {
         if line.is_empty() || line.starts_with("@@") {
             continue;
         }
         let f: Vec<&str> = line.split('\t').collect();
-        let bad = || format!("unexpected line in the probe output: {line:?}");
+        let bad = || ProbeError::UnexpectedLine(line.to_string());
         match f[0] {
             "pkg" => {
                 // pkg NAME STATUS VERSION; STATUS like "install ok installed".

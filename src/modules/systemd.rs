@@ -6,7 +6,7 @@
 
 use super::files::ContentRes;
 use super::probe::{PackageState, StepState};
-use super::{q, Action, Attrs, Op, OptionError, Opts, Planned, Sources};
+use super::{q, Action, Attrs, DiffError, Op, OptionError, Opts, Planned, Sources};
 
 #[derive(Clone, Debug)]
 pub struct PackageRes {
@@ -263,7 +263,7 @@ impl UnitRes {
             }
             (Some(c), None) => Some(c.into_bytes()),
             (None, Some(s)) => {
-                Some((src.template_src)(&s).map_err(|e| OptionError::new("src", e))?)
+                Some((src.template_src)(&s).map_err(|e| OptionError::new("src", e.to_string()))?)
             }
             (None, None) => None,
         };
@@ -292,7 +292,7 @@ impl UnitRes {
         s.push_str(&format!("punit {i} {}\n", q(&self.name)));
     }
 
-    pub(super) fn diff(&self, st: &StepState) -> Result<Planned, String> {
+    pub(super) fn diff(&self, st: &StepState) -> Result<Planned, DiffError> {
         let mut planned = match &self.file {
             Some(f) => f.diff(st)?,
             None => Planned::unchanged(),

@@ -50,6 +50,20 @@ pub const SECONDS_VAR: &str = "PICAOPS_TEMPLATE_SECONDS";
 /// which needs more than the 2 MiB a thread gets by default (pages are only used when touched).
 const STACK_BYTES: usize = 64 << 20;
 
+/// A limit variable of the environment that cannot be used (every render then says so).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LimitsError {
+    #[error("{var}={text:?} is not a positive whole number; unset it for the default ({default})")]
+    NotPositive {
+        var: &'static str,
+        text: String,
+        default: u64,
+    },
+    /// `PICAOPS_TEMPLATE_MEMORY_MB` beyond what the address space holds.
+    #[error("{MEMORY_VAR}={0} is more memory than exists")]
+    TooMuchMemory(u64),
+}
+
 /// The limits of one render.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Limits {
@@ -71,15 +85,13 @@ impl Default for Limits {
 impl Limits {
     /// The defaults, overridden by the environment. `Err` names the variable that is not a
     /// positive whole number.
-    pub fn from_env() -> Result<Limits, String> {
-        let read = |var: &str, default: u64| -> Result<u64, String> {
+    pub fn from_env() -> Result<Limits, LimitsError> {
+        let read = |var: &'static str, default: u64| -> Result<u64, LimitsError> {
             match std::env::var(var) {
                 Err(_) => Ok(default),
                 Ok(text) => match text.trim().parse::<u64>() {
                     Ok(n) if n > 0 => Ok(n),
-                    _ => Err(format!(
-                        "{var}={text:?} is not a positive whole number; unset it for the default ({default})"
-                    )),
+                    _ => Err(LimitsError::NotPositive { var, text, default }),
                 },
             }
         };
@@ -90,7 +102,7 @@ impl Limits {
                 .ok()
                 .and_then(|mb| mb.checked_mul(1 << 20))
                 .filter(|b| *b <= isize::MAX as usize / 2)
-                .ok_or_else(|| format!("{MEMORY_VAR}={memory_mb} is more memory than exists"))?,
+                .ok_or(LimitsError::TooMuchMemory(memory_mb))?,
             time: Duration::from_secs(read(SECONDS_VAR, DEFAULT_SECONDS)?),
         })
     }

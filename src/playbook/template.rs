@@ -25,14 +25,14 @@ use std::sync::Arc;
 use minijinja::value::ValueKind;
 use minijinja::{AutoEscape, Environment, Error, ErrorKind, UndefinedBehavior, Value};
 
-use super::budget::{self, Limits, Usage};
+use super::budget::{self, Limits, LimitsError, Usage};
 
 /// A minijinja environment set up the way playbooks expect: strict undefined, no HTML escaping,
 /// trailing newlines kept, Ansible filters registered; renders run under `super::budget`'s limits.
 pub struct Templates {
     engine: Arc<Engine>,
     /// `Err`: a limit variable of the environment is wrong; every render says so.
-    limits: Result<Limits, String>,
+    limits: Result<Limits, LimitsError>,
     usage: Usage,
 }
 
@@ -105,7 +105,7 @@ impl Templates {
     }
 
     /// With these limits (tests; `Err` makes every render fail with that message).
-    pub fn with_limits(limits: Result<Limits, String>) -> Self {
+    pub fn with_limits(limits: Result<Limits, LimitsError>) -> Self {
         let fuel = limits.as_ref().map_or(budget::DEFAULT_FUEL, |l| l.fuel);
         Templates {
             engine: Arc::new(Engine::new(fuel)),
@@ -189,9 +189,9 @@ impl Templates {
         ctx: &Value,
         work: impl FnOnce(&Engine, &Value) -> Result<T, TemplateError> + Send + 'static,
     ) -> Result<T, TemplateError> {
-        let limits = self.limits.as_ref().map_err(|message| TemplateError {
+        let limits = self.limits.as_ref().map_err(|e| TemplateError {
             kind: TemplateErrorKind::Limit,
-            message: message.clone(),
+            message: e.to_string(),
             line: None,
             column: None,
         })?;

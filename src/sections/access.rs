@@ -268,7 +268,7 @@ impl AccessDoc {
                 for s in &r.semester_starts {
                     match date::parse_month_day(&s.value) {
                         Ok(md) => starts.push(md),
-                        Err(e) => diags.push(Diagnostic::new(place_of(file, s), e)),
+                        Err(e) => diags.push(Diagnostic::new(place_of(file, s), e.to_string())),
                     }
                 }
                 if r.semester_starts.is_empty() {
@@ -289,7 +289,7 @@ impl AccessDoc {
                     0
                 }
                 Err(e) => {
-                    diags.push(Diagnostic::new(place_of(file, &c), e));
+                    diags.push(Diagnostic::new(place_of(file, &c), e.to_string()));
                     0
                 }
             },

@@ -27,6 +27,56 @@ use crate::transport::{
 
 const APPLY: &str = include_str!("scripts/apply.sh");
 
+/// Why a service could not be deployed, taken down, restarted or looked at on its machine.
+/// Secrets are redacted from anything the machine said.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    /// Reading the machine or running a command on it failed.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    #[error("{machine} has no `docker` command: install the Docker engine first (the base playbooks' Docker play), then apply again")]
+    NoDocker { machine: String },
+    #[error("the Docker engine on {machine} does not answer ({error}): start it (`systemctl start docker`) and apply again")]
+    DockerDown { machine: String, error: String },
+    #[error("{machine} has no Compose v2: install the `docker compose` plugin or `docker-compose` 2.x (Debian trixie: `apt install docker-compose`), then apply again")]
+    NoCompose { machine: String },
+    /// The staging directory for the new files could not be made.
+    #[error("cannot prepare {dir} on {machine}: {stderr}")]
+    Stage {
+        machine: String,
+        dir: String,
+        stderr: String,
+    },
+    #[error("uploading {path} failed: {error}")]
+    Upload {
+        path: String,
+        #[source]
+        error: TransportError,
+    },
+    /// The connection failed while the apply script ran.
+    #[error("{0} (the deployment may still be running on the host; `picaops service list` shows where it got)")]
+    ApplyInterrupted(#[source] TransportError),
+    /// The apply script ended without a result: its last `why`, exit code and stderr's last lines.
+    #[error("{why} (exit {exit_code}){}", .stderr.as_ref().map(|t| format!(": {t}")).unwrap_or_default())]
+    ApplyScript {
+        why: String,
+        exit_code: i32,
+        stderr: Option<String>,
+    },
+    #[error("taking {service} down failed (exit {exit_code}): {stderr}")]
+    TakeDown {
+        service: String,
+        exit_code: i32,
+        stderr: String,
+    },
+    /// `service restart` of a project never applied.
+    #[error("{service} is not deployed on {machine} yet: run `picaops service apply` first")]
+    NotDeployedYet { service: String, machine: String },
+    /// `service logs` of a project never applied.
+    #[error("{service} is not deployed on {machine}")]
+    NotDeployed { service: String, machine: String },
+}
+
 /// Everything a services run needs, checked (rendered, secrets resolved) before connecting.
 pub struct Job {
     pub projects: Vec<Project>,
@@ -195,7 +245,7 @@ pub async fn machine(job: &Job, target: &Target, transport: &dyn Transport) -> M
         .any(|(_, c)| c.action.changes() && !c.held_back);
     if needs_compose && job.mode == Mode::Apply {
         if let Some(why) = unusable(&state, &target.name) {
-            report.error = Some(why);
+            report.error = Some(why.to_string());
             report.changes = changes
                 .into_iter()
                 .map(|(_, mut c)| {
@@ -220,7 +270,7 @@ pub async fn machine(job: &Job, target: &Target, transport: &dyn Transport) -> M
             };
             if let Err(e) = result {
                 change.status = Some("failed".into());
-                change.error = Some(e);
+                change.error = Some(e.to_string());
             }
             tracing::info!(service = %change.service, elapsed = ?started.elapsed(), "service applied");
         }
@@ -229,15 +279,19 @@ pub async fn machine(job: &Job, target: &Target, transport: &dyn Transport) -> M
     report
 }
 
-fn unusable(state: &MachineState, machine: &str) -> Option<String> {
+fn unusable(state: &MachineState, machine: &str) -> Option<DeployError> {
+    let machine = machine.to_string();
     if !state.docker {
-        return Some(format!("{machine} has no `docker` command: install the Docker engine first (the base playbooks' Docker play), then apply again"));
+        return Some(DeployError::NoDocker { machine });
     }
     if let Some(e) = &state.docker_error {
-        return Some(format!("the Docker engine on {machine} does not answer ({e}): start it (`systemctl start docker`) and apply again"));
+        return Some(DeployError::DockerDown {
+            machine,
+            error: e.clone(),
+        });
     }
     if state.compose == ComposeKind::None {
-        return Some(format!("{machine} has no Compose v2: install the `docker compose` plugin or `docker-compose` 2.x (Debian trixie: `apt install docker-compose`), then apply again"));
+        return Some(DeployError::NoCompose { machine });
     }
     None
 }
@@ -249,7 +303,7 @@ async fn apply_project(
     project: &Project,
     change: &mut ServiceChange,
     compose: ComposeKind,
-) -> Result<(), String> {
+) -> Result<(), DeployError> {
     let host = &transport.target().name;
     let switch = matches!(change.action, Action::Create | Action::Update);
     if switch {
@@ -264,12 +318,13 @@ async fn apply_project(
             &next,
         ])
         .with_become(true);
-        let out = transport.exec(&prepare).await.map_err(|e| e.to_string())?;
+        let out = transport.exec(&prepare).await?;
         if !out.success() {
-            return Err(format!(
-                "cannot prepare {next} on {host}: {}",
-                out.stderr_lossy().trim()
-            ));
+            return Err(DeployError::Stage {
+                machine: host.clone(),
+                dir: next,
+                stderr: out.stderr_lossy().trim().to_string(),
+            });
         }
         let attrs = FileAttrs {
             mode: Some(0o600),
@@ -281,7 +336,10 @@ async fn apply_project(
             transport
                 .upload(&content, &format!("{next}/{}", f.path), &attrs)
                 .await
-                .map_err(|e| format!("uploading {} failed: {e}", f.path))?;
+                .map_err(|error| DeployError::Upload {
+                    path: f.path.clone(),
+                    error,
+                })?;
         }
     }
     let argv = apply_argv(project, if switch { "yes" } else { "no" }, compose);
@@ -293,9 +351,7 @@ async fn apply_project(
                 .with_timeout(limit),
         )
         .await
-        .map_err(|e| {
-            format!("{e} (the deployment may still be running on the host; `picaops service list` shows where it got)")
-        })?;
+        .map_err(DeployError::ApplyInterrupted)?;
     let r = parse_apply(&out.stdout_lossy(), &job.secrets);
     change.compose_version = r.version.clone();
     change.logs = r.logs;
@@ -321,15 +377,15 @@ async fn apply_project(
             why(1),
             project.service
         ))),
-        _ => Err(format!(
-            "{} (exit {}){}",
-            r.why
+        _ => Err(DeployError::ApplyScript {
+            why: r
+                .why
                 .first()
                 .cloned()
                 .unwrap_or_else(|| "the apply script ended early".into()),
-            out.exit_code,
-            tail_of(&out.stderr_lossy(), &job.secrets)
-        ))?,
+            exit_code: out.exit_code,
+            stderr: tail_of(&out.stderr_lossy(), &job.secrets),
+        })?,
     };
     change.status = Some(status.into());
     change.error = error;
@@ -361,7 +417,7 @@ async fn remove_project(
     transport: &dyn Transport,
     change: &mut ServiceChange,
     compose: ComposeKind,
-) -> Result<(), String> {
+) -> Result<(), DeployError> {
     let script = format!(
         "set -e\ncd \"$1/$2\"\n{} -p \"$2\" -f compose.yaml down --remove-orphans 2>&1 | tail -n 20\n\
          mkdir -p \"$1/.removed\"\nmv \"$1/$2\" \"$1/.removed/$2-$(date -u +%Y%m%dT%H%M%SZ)\"\n",
@@ -379,15 +435,13 @@ async fn remove_project(
             ])
             .with_become(true),
         )
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     if !out.success() {
-        return Err(format!(
-            "taking {} down failed (exit {}): {}",
-            change.service,
-            out.exit_code,
-            out.stderr_lossy().trim()
-        ));
+        return Err(DeployError::TakeDown {
+            service: change.service.clone(),
+            exit_code: out.exit_code,
+            stderr: out.stderr_lossy().trim().to_string(),
+        });
     }
     change.status = Some("done".into());
     Ok(())
@@ -420,13 +474,14 @@ pub fn parse_apply(text: &str, secrets: &[String]) -> ApplyOutput {
     r
 }
 
-fn tail_of(text: &str, secrets: &[String]) -> String {
+/// The last 5 non-blank lines of `text`, secrets redacted (`None`: there are none).
+fn tail_of(text: &str, secrets: &[String]) -> Option<String> {
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     if lines.is_empty() {
-        return String::new();
+        return None;
     }
     let tail = lines[lines.len().saturating_sub(5)..].join("\n");
-    format!(": {}", crate::converge::report::redact(&tail, secrets))
+    Some(crate::converge::report::redact(&tail, secrets))
 }
 
 /// Runs the apply script in `restart` mode (restart, wait for health) for one project.
@@ -434,19 +489,16 @@ pub async fn restart(
     transport: &dyn Transport,
     project: &Project,
     secrets: &[String],
-) -> Result<ApplyOutput, String> {
-    let state = state::read(transport, &[project.service.as_str()])
-        .await
-        .map_err(|e| e.to_string())?;
+) -> Result<ApplyOutput, DeployError> {
+    let state = state::read(transport, &[project.service.as_str()]).await?;
     if let Some(why) = unusable(&state, &transport.target().name) {
         return Err(why);
     }
     if !state.deployed.contains(&project.service) {
-        return Err(format!(
-            "{} is not deployed on {} yet: run `picaops service apply` first",
-            project.service,
-            transport.target().name
-        ));
+        return Err(DeployError::NotDeployedYet {
+            service: project.service.clone(),
+            machine: transport.target().name.clone(),
+        });
     }
     let argv = apply_argv(project, "restart", state.compose);
     let out = transport
@@ -455,8 +507,7 @@ pub async fn restart(
                 .with_become(true)
                 .with_timeout(Duration::from_secs(project.health.timeout + 600)),
         )
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     Ok(parse_apply(&out.stdout_lossy(), secrets))
 }
 
@@ -466,18 +517,16 @@ pub async fn logs(
     service: &str,
     tail: u32,
     secrets: &[String],
-) -> Result<String, String> {
-    let state = state::read(transport, &[service])
-        .await
-        .map_err(|e| e.to_string())?;
+) -> Result<String, DeployError> {
+    let state = state::read(transport, &[service]).await?;
     if let Some(why) = unusable(&state, &transport.target().name) {
         return Err(why);
     }
     if !state.deployed.contains(service) {
-        return Err(format!(
-            "{service} is not deployed on {}",
-            transport.target().name
-        ));
+        return Err(DeployError::NotDeployed {
+            service: service.to_string(),
+            machine: transport.target().name.clone(),
+        });
     }
     let script = format!(
         "cd \"$1/$2\" && {} -p \"$2\" -f compose.yaml logs --no-color --tail \"$3\" 2>&1",
@@ -496,8 +545,7 @@ pub async fn logs(
             ])
             .with_become(true),
         )
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     Ok(crate::converge::report::redact(
         &strip_ansi(&out.stdout_lossy()),
         secrets,

@@ -39,12 +39,17 @@ pub enum ServiceOpError {
     },
     #[error("{0}")]
     Failed(String),
+    /// On the machine (not deployed there, Docker down, the restart failed…).
+    #[error(transparent)]
+    Deploy(#[from] deploy::DeployError),
 }
 
 impl ServiceOpError {
     pub fn exit_code(&self) -> i32 {
         match self {
-            ServiceOpError::Failed(_) => crate::output::EXIT_HOST_FAILED,
+            ServiceOpError::Failed(_) | ServiceOpError::Deploy(_) => {
+                crate::output::EXIT_HOST_FAILED
+            }
             _ => crate::output::EXIT_USAGE,
         }
     }
@@ -103,5 +108,5 @@ pub async fn one(
             .map(Outcome::Restarted),
     };
     let _ = transport.close().await;
-    result.map_err(failed)
+    Ok(result?)
 }

@@ -19,7 +19,7 @@ use super::config::{env_value_problem, Deploy};
 use crate::diagnostic::{Diagnostic, Place, Sources};
 use crate::inventory::{Inventory, Machine, Service};
 use crate::playbook::template::{from_json_value, Templates};
-use crate::secrets::{Secret, SecretStore};
+use crate::secrets::{Secret, SecretError, SecretStore};
 
 /// Where every project lives on its machine: `PROJECTS_DIR/NAME`.
 pub const PROJECTS_DIR: &str = "/var/lib/picaops/services";
@@ -145,15 +145,16 @@ pub fn fingerprint<'a>(files: impl Iterator<Item = (&'a str, &'a str)>) -> Strin
 /// Resolves secrets once per name, remembering failures (each reported at every place using it).
 struct SecretCache<'a> {
     store: &'a SecretStore,
-    values: BTreeMap<String, Result<Secret, String>>,
+    values: BTreeMap<String, Result<Secret, SecretError>>,
 }
 
 impl SecretCache<'_> {
-    fn get(&mut self, name: &str) -> Result<Secret, String> {
+    fn get(&mut self, name: &str) -> Result<Secret, &SecretError> {
         self.values
             .entry(name.to_string())
             .or_insert_with(|| self.store.get(name))
-            .clone()
+            .as_ref()
+            .map(Secret::clone)
     }
 }
 
@@ -391,7 +392,7 @@ fn render_one(
                 secrets_text.push_str(&line);
                 secrets_text.push('\n');
             }
-            Err(why) => diags.push(unresolved(&name.place, &name.value, &why, inv)),
+            Err(why) => diags.push(unresolved(&name.place, &name.value, why, inv)),
         }
     }
     let mut files = vec![
@@ -406,7 +407,7 @@ fn render_one(
                 format!("{}\n", value.expose()).into_bytes(),
                 true,
             )),
-            Err(why) => diags.push(unresolved(&name.place, &name.value, &why, inv)),
+            Err(why) => diags.push(unresolved(&name.place, &name.value, why, inv)),
         }
     }
     if !diags.is_empty() {
@@ -450,13 +451,14 @@ fn render_one(
     ))
 }
 
-fn unresolved(place: &Place, name: &str, why: &str, inv: &Inventory) -> Diagnostic {
+fn unresolved(place: &Place, name: &str, why: &SecretError, inv: &Inventory) -> Diagnostic {
     let store = match &inv.secrets {
         SecretStore::Pass { .. } => "the `pass` store",
         SecretStore::Files { .. } => "the secrets directory",
     };
+    let why = why.to_string();
     let prefix = format!("secret `{name}`: ");
-    let why = why.strip_prefix(&prefix).unwrap_or(why);
+    let why = why.strip_prefix(&prefix).unwrap_or(&why);
     Diagnostic::new(
         place.clone(),
         format!("secret `{name}` cannot be resolved: {why}"),
@@ -524,32 +526,69 @@ fn parse_compose(text: &str) -> Result<ComposeDoc, serde_saphyr::Error> {
         .map(|d| d.unwrap_or_default())
 }
 
+/// Why an image reference has no exact version. The text follows the image's name: "image
+/// `nginx` of service `web` has no version tag…".
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ImageError {
+    #[error("is empty")]
+    Empty,
+    #[error("has no version tag (Docker would take `latest`)")]
+    NoTag,
+    #[error("is tagged `latest`, not an exact version")]
+    Latest,
+    #[error("has a tag Compose would interpolate; write the version in the inventory")]
+    Interpolated,
+    #[error("is tagged `{0}`, a moving tag, not an exact version")]
+    Moving(String),
+}
+
+/// Why a `ports:` entry of a Compose file cannot be read. The text follows the entry: "port
+/// `x:80` of container `web`: …".
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PortError {
+    /// Neither a number, a string nor a map.
+    #[error("not a port")]
+    NotAPort,
+    /// The long form's `published:` is neither a number nor a string.
+    #[error("`published: {0}` is not a port")]
+    Published(String),
+    #[error("an IPv6 address in brackets must be followed by `:`")]
+    Bracket,
+    #[error("too many `:`")]
+    TooManyColons,
+    #[error("expected HOST:CONTAINER")]
+    NotHostContainer,
+    #[error("`{0}` is not a port number (1-65535)")]
+    Number(String),
+    /// Reversed, or more than 1000 ports.
+    #[error("`{0}` is not a usable port range")]
+    Range(String),
+}
+
 /// An image reference with an exact version: a tag that is not `latest` and names a version (it
 /// has a digit), or a digest.
-pub fn check_image(image: &str) -> Result<(), String> {
+pub fn check_image(image: &str) -> Result<(), ImageError> {
     if image.trim().is_empty() {
-        return Err("is empty".into());
+        return Err(ImageError::Empty);
     }
     if image.contains("@sha256:") {
         return Ok(());
     }
     let last = image.rsplit('/').next().unwrap_or(image);
     match last.split_once(':') {
-        None => Err("has no version tag (Docker would take `latest`)".into()),
-        Some((_, "latest")) => Err("is tagged `latest`, not an exact version".into()),
-        Some((_, tag)) if tag.contains("{{") || tag.contains('$') => {
-            Err("has a tag Compose would interpolate; write the version in the inventory".into())
+        None => Err(ImageError::NoTag),
+        Some((_, "latest")) => Err(ImageError::Latest),
+        Some((_, tag)) if tag.contains("{{") || tag.contains('$') => Err(ImageError::Interpolated),
+        Some((_, tag)) if !tag.chars().any(|c| c.is_ascii_digit()) => {
+            Err(ImageError::Moving(tag.to_string()))
         }
-        Some((_, tag)) if !tag.chars().any(|c| c.is_ascii_digit()) => Err(format!(
-            "is tagged `{tag}`, a moving tag, not an exact version"
-        )),
         Some(_) => Ok(()),
     }
 }
 
 /// The host side of one `ports:` entry: (host ip, host port, protocol) for each published port.
 /// An entry publishing no host port (`"80"`: Docker picks one) gives nothing.
-fn parse_port(v: &serde_json::Value) -> Result<Vec<(String, u32, String)>, String> {
+fn parse_port(v: &serde_json::Value) -> Result<Vec<(String, u32, String)>, PortError> {
     use serde_json::Value;
     match v {
         Value::Number(_) => Ok(vec![]),
@@ -571,7 +610,7 @@ fn parse_port(v: &serde_json::Value) -> Result<Vec<(String, u32, String)>, Strin
                     .into_iter()
                     .map(|p| (ip.clone(), p, protocol.clone()))
                     .collect()),
-                Some(other) => Err(format!("`published: {other}` is not a port")),
+                Some(other) => Err(PortError::Published(other.to_string())),
             }
         }
         Value::String(s) => {
@@ -581,9 +620,7 @@ fn parse_port(v: &serde_json::Value) -> Result<Vec<(String, u32, String)>, Strin
             };
             // [ip:]host:container, the ip possibly in brackets (IPv6).
             let (ip, rest) = if let Some(stripped) = spec.strip_prefix('[') {
-                let (ip, rest) = stripped
-                    .split_once("]:")
-                    .ok_or("an IPv6 address in brackets must be followed by `:`")?;
+                let (ip, rest) = stripped.split_once("]:").ok_or(PortError::Bracket)?;
                 (ip.to_string(), rest)
             } else {
                 let parts: Vec<&str> = spec.split(':').collect();
@@ -591,7 +628,7 @@ fn parse_port(v: &serde_json::Value) -> Result<Vec<(String, u32, String)>, Strin
                     1 => return Ok(vec![]),
                     2 => (String::new(), spec),
                     3 => (parts[0].to_string(), &spec[parts[0].len() + 1..]),
-                    _ => return Err("too many `:`".into()),
+                    _ => return Err(PortError::TooManyColons),
                 }
             };
             let parts: Vec<&str> = rest.split(':').collect();
@@ -599,7 +636,7 @@ fn parse_port(v: &serde_json::Value) -> Result<Vec<(String, u32, String)>, Strin
                 return Ok(vec![]);
             }
             if parts.len() != 2 {
-                return Err("expected HOST:CONTAINER".into());
+                return Err(PortError::NotHostContainer);
             }
             if parts[0].is_empty() {
                 return Ok(vec![]);
@@ -609,23 +646,23 @@ fn parse_port(v: &serde_json::Value) -> Result<Vec<(String, u32, String)>, Strin
                 .map(|p| (ip.clone(), p, protocol.clone()))
                 .collect())
         }
-        _ => Err("not a port".into()),
+        _ => Err(PortError::NotAPort),
     }
 }
 
-fn range(s: &str) -> Result<Vec<u32>, String> {
+fn range(s: &str) -> Result<Vec<u32>, PortError> {
     let num = |t: &str| {
         t.trim()
             .parse::<u32>()
             .ok()
             .filter(|p| (1..=65535).contains(p))
-            .ok_or_else(|| format!("`{t}` is not a port number (1-65535)"))
+            .ok_or_else(|| PortError::Number(t.to_string()))
     };
     match s.split_once('-') {
         Some((a, b)) => {
             let (a, b) = (num(a)?, num(b)?);
             if a > b || b - a > 1000 {
-                return Err(format!("`{s}` is not a usable port range"));
+                return Err(PortError::Range(s.to_string()));
             }
             Ok((a..=b).collect())
         }
@@ -723,13 +760,21 @@ mod tests {
         assert!(check_image("mattermost/mattermost-team-edition:9.11.1").is_ok());
         assert!(check_image("registry.picasoft.net:5000/pica/etherpad:2.2.6").is_ok());
         assert!(check_image("postgres@sha256:0123abcd").is_ok());
-        assert!(check_image("nginx").unwrap_err().contains("no version tag"));
-        assert!(check_image("nginx:latest").unwrap_err().contains("latest"));
+        assert!(check_image("nginx")
+            .unwrap_err()
+            .to_string()
+            .contains("no version tag"));
+        assert!(check_image("nginx:latest")
+            .unwrap_err()
+            .to_string()
+            .contains("latest"));
         assert!(check_image("registry:5000/nginx")
             .unwrap_err()
+            .to_string()
             .contains("no version tag"));
         assert!(check_image("traefik:stable")
             .unwrap_err()
+            .to_string()
             .contains("moving tag"));
     }
 

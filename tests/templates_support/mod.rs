@@ -42,7 +42,7 @@ pub fn expand_all(
         };
     let text = std::fs::read_to_string(playbook).unwrap_or_default();
     if engine_vars && text.contains("picaops_access") {
-        picaops::access::vars::add_engine_vars(&mut inv)?;
+        picaops::access::vars::add_engine_vars(&mut inv).map_err(|e| e.to_string())?;
     }
     if engine_vars && text.contains("picaops_backup") {
         picaops::backup::deploy::add_engine_vars(&mut inv).map_err(|e| e.to_string())?;
