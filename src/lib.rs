@@ -6,6 +6,7 @@
 pub mod access;
 pub mod backup;
 pub mod converge;
+pub mod date;
 pub mod diagnostic;
 pub mod human;
 pub mod inventory;

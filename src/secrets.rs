@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 /// Why a secret cannot be had. Names the secret and the store, never a value.
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
+    #[error("`store: files` needs `dir:` (the directory holding one file per secret)")]
+    NoStoreDir,
     #[error("`{name}` is not a valid secret name (letters, digits, - _ . /; no leading / or ..)")]
     InvalidName { name: String },
     #[error("secret `{name}`: cannot read {}: {error}. Create it (one line, mode 0600) or fix `secrets.dir` in the inventory", .path.display())]
@@ -99,7 +101,7 @@ pub enum StoreKind {
 
 impl SecretsDoc {
     /// The store, with `dir` resolved against the directory of the file that declared it.
-    pub fn resolve(self, file_dir: &Path) -> Result<SecretStore, String> {
+    pub fn resolve(self, file_dir: &Path) -> Result<SecretStore, SecretError> {
         match self.store {
             StoreKind::Pass => Ok(SecretStore::Pass {
                 prefix: self.prefix.unwrap_or_default(),
@@ -108,10 +110,7 @@ impl SecretsDoc {
                 Some(d) => Ok(SecretStore::Files {
                     dir: file_dir.join(d),
                 }),
-                None => Err(
-                    "`store: files` needs `dir:` (the directory holding one file per secret)"
-                        .into(),
-                ),
+                None => Err(SecretError::NoStoreDir),
             },
         }
     }

@@ -76,7 +76,9 @@ fn limit_patterns_select_by_name_group_site_and_glob() {
 #[test]
 fn a_limit_term_that_matches_nothing_is_an_error_with_a_suggestion() {
     let (_d, inv) = picasoft_like();
-    let err = select::select(&inv, Some("bob,carbou")).unwrap_err();
+    let err = select::select(&inv, Some("bob,carbou"))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("`carbou` matches no machine"), "{err}");
     assert!(err.contains("Did you mean `caribou`?"), "{err}");
 }

@@ -4,7 +4,7 @@
 //! helper that sshd asks for keys.
 
 pub mod config;
-pub mod date;
+pub use crate::date;
 pub mod directory;
 pub mod host;
 pub mod keys;

@@ -67,8 +67,8 @@ pub enum AccessError {
     #[error("{0}")]
     Duration(DateError),
     /// `audit --limit` that selects nothing valid.
-    #[error("{0}")]
-    Limit(String),
+    #[error(transparent)]
+    Limit(#[from] crate::inventory::select::LimitError),
     /// A directory password the secret store cannot give (names the secret, never a value).
     #[error("{0}")]
     Secret(SecretError),
@@ -85,8 +85,8 @@ pub enum AccessError {
         renewed: Vec<Outcome>,
     },
     /// A machine the inventory gives no way to reach.
-    #[error("{0}")]
-    Target(String),
+    #[error(transparent)]
+    Target(#[from] crate::inventory::NoAddress),
     #[error("{0}")]
     KnownHosts(std::io::Error),
     #[error("{0}")]

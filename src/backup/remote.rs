@@ -135,8 +135,8 @@ pub enum CallError {
     #[error("`{0}` is not in the inventory")]
     UnknownMachine(String),
     /// The machine cannot be reached as declared (no address…).
-    #[error("{0}")]
-    Target(String),
+    #[error(transparent)]
+    Target(#[from] crate::inventory::NoAddress),
     #[error("{0}")]
     KnownHosts(String),
     #[error("{0}")]

@@ -102,7 +102,7 @@ pub fn load_inventory_and_targets(
         eprintln!("{}: {message}", out.paint(Style::Red, "picaops"));
         EXIT_USAGE
     };
-    let machines = select::select(&inv, limit).map_err(usage)?;
+    let machines = select::select(&inv, limit).map_err(|e| usage(e.to_string()))?;
     if machines.is_empty() {
         return Err(usage(
             "--limit excludes every machine: nothing to do".into(),
@@ -112,7 +112,7 @@ pub fn load_inventory_and_targets(
         .into_iter()
         .map(inventory::target)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(usage)?;
+        .map_err(|e| usage(e.to_string()))?;
     let known_hosts = inventory::write_known_hosts(&inv).map_err(|e| {
         usage(format!(
             "cannot write the known_hosts file picaops passes to ssh: {e}"

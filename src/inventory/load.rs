@@ -516,7 +516,7 @@ fn merge(dir: &Path, docs: Vec<(PathBuf, FileDoc)>, diags: &mut Vec<Diagnostic>)
                 let dir = f.parent().unwrap_or(Path::new("."));
                 match secrets.value.resolve(dir) {
                     Ok(store) => inv.secrets = store,
-                    Err(e) => diags.push(Diagnostic::new(place, e)),
+                    Err(e) => diags.push(Diagnostic::new(place, e.to_string())),
                 }
             }
         }

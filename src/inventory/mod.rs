@@ -21,6 +21,6 @@ pub use load::{load, parse_size, Loaded};
 pub use model::*;
 pub use reach::{
     fingerprint, is_pinned, known_hosts_text, line_names, pin, record_host_key, runtime_dir,
-    target, write_known_hosts,
+    target, write_known_hosts, KnownHostsError, NoAddress, PinError,
 };
 pub use sections::backup_data_host;

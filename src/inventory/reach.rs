@@ -10,19 +10,60 @@ use std::process::Command;
 
 use sha2::{Digest, Sha256};
 
+use super::check::HostKeyError;
 use super::model::{Inventory, Machine};
+use crate::diagnostic::Place;
 use crate::transport::{known_hosts_name, Target};
 
+/// A machine the inventory gives no address, so it cannot be reached (yet).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{kind} `{machine}` has no `address:`, so picaops cannot reach it; add one ({place})")]
+pub struct NoAddress {
+    /// `host` or `VM`.
+    pub kind: &'static str,
+    pub machine: String,
+    pub place: Place,
+}
+
+/// Why `inventory pin` could not record a machine's host key.
+#[derive(Debug, thiserror::Error)]
+pub enum PinError {
+    #[error("its key is already pinned by `host_key:` at {0}; if the machine was reinstalled, edit it there")]
+    AlreadyPinned(Place),
+    #[error("no `address:` ({0})")]
+    NoAddress(Place),
+    #[error("cannot run ssh-keyscan: {0} (install openssh-client)")]
+    Keyscan(#[source] std::io::Error),
+    #[error(
+        "{address} port {port} gave no ed25519 host key (is sshd running and reachable?): {stderr}"
+    )]
+    NoKey {
+        address: String,
+        port: String,
+        stderr: String,
+    },
+    #[error("the key it sent is not valid: {0}")]
+    BadKey(#[source] HostKeyError),
+    #[error(transparent)]
+    Record(#[from] KnownHostsError),
+}
+
+/// The pinned `known_hosts` file could not be written.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write {}: {source}", .path.display())]
+pub struct KnownHostsError {
+    pub path: PathBuf,
+    #[source]
+    pub source: std::io::Error,
+}
+
 /// The transport's view of a machine. A machine without an address cannot be reached yet.
-pub fn target(machine: Machine<'_>) -> Result<Target, String> {
+pub fn target(machine: Machine<'_>) -> Result<Target, NoAddress> {
     let ssh = machine.ssh();
-    let address = ssh.address.clone().ok_or_else(|| {
-        format!(
-            "{} `{}` has no `address:`, so picaops cannot reach it; add one ({})",
-            machine.kind(),
-            machine.name(),
-            machine.place()
-        )
+    let address = ssh.address.clone().ok_or_else(|| NoAddress {
+        kind: machine.kind(),
+        machine: machine.name().to_string(),
+        place: machine.place().clone(),
     })?;
     Ok(Target {
         name: machine.name().to_string(),
@@ -131,23 +172,20 @@ fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
 /// Asks the machine for its ed25519 host key (`ssh-keyscan`) and records it in
 /// `<inventory>/known_hosts`, replacing an older entry for the same address. Returns the
 /// fingerprint to verify out of band.
-pub fn pin(inv: &Inventory, machine: Machine<'_>) -> Result<String, String> {
+pub fn pin(inv: &Inventory, machine: Machine<'_>) -> Result<String, PinError> {
     let ssh = machine.ssh();
     if let Some(key) = &ssh.host_key {
-        return Err(format!(
-            "its key is already pinned by `host_key:` at {}; if the machine was reinstalled, edit it there",
-            key.place
-        ));
+        return Err(PinError::AlreadyPinned(key.place.clone()));
     }
     let address = ssh
         .address
         .as_deref()
-        .ok_or_else(|| format!("no `address:` ({})", machine.place()))?;
+        .ok_or_else(|| PinError::NoAddress(machine.place().clone()))?;
     let port = ssh.port.unwrap_or(22).to_string();
     let scan = Command::new("ssh-keyscan")
         .args(["-T", "5", "-t", "ed25519", "-p", &port, address])
         .output()
-        .map_err(|e| format!("cannot run ssh-keyscan: {e} (install openssh-client)"))?;
+        .map_err(PinError::Keyscan)?;
     let name = known_hosts_name(address, ssh.port);
     let key = String::from_utf8_lossy(&scan.stdout)
         .lines()
@@ -157,20 +195,23 @@ pub fn pin(inv: &Inventory, machine: Machine<'_>) -> Result<String, String> {
             let (_host, kind, blob) = (parts.next()?, parts.next()?, parts.next()?);
             Some(format!("{kind} {blob}"))
         })
-        .ok_or_else(|| {
-            format!(
-                "{address} port {port} gave no ed25519 host key (is sshd running and reachable?): {}",
-                String::from_utf8_lossy(&scan.stderr).trim()
-            )
+        .ok_or_else(|| PinError::NoKey {
+            address: address.to_string(),
+            port: port.clone(),
+            stderr: String::from_utf8_lossy(&scan.stderr).trim().to_string(),
         })?;
-    super::check_host_key(&key).map_err(|e| format!("the key it sent is not valid: {e}"))?;
+    super::check_host_key(&key).map_err(PinError::BadKey)?;
     record_host_key(&inv.dir, &name, &key)?;
     Ok(fingerprint(&key))
 }
 
 /// Records `key` for the known_hosts name `name` in `<inventory>/known_hosts`, replacing an
 /// older entry for the same name (atomically: temporary file, then rename).
-pub fn record_host_key(dir: &std::path::Path, name: &str, key: &str) -> Result<(), String> {
+pub fn record_host_key(
+    dir: &std::path::Path,
+    name: &str,
+    key: &str,
+) -> Result<(), KnownHostsError> {
     let path = dir.join("known_hosts");
     let old = std::fs::read_to_string(&path).unwrap_or_default();
     let mut text: String = old
@@ -182,10 +223,14 @@ pub fn record_host_key(dir: &std::path::Path, name: &str, key: &str) -> Result<(
         text.push_str("# Host keys pinned by `picaops inventory pin` (trust on first use).\n");
     }
     text.push_str(&format!("{name} {key}\n"));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| e.to_string())?;
-    tmp.write_all(text.as_bytes()).map_err(|e| e.to_string())?;
-    tmp.as_file().sync_all().map_err(|e| e.to_string())?;
-    tmp.persist(&path).map_err(|e| e.error.to_string())?;
+    let failed = |source| KnownHostsError {
+        path: path.clone(),
+        source,
+    };
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(failed)?;
+    tmp.write_all(text.as_bytes()).map_err(failed)?;
+    tmp.as_file().sync_all().map_err(failed)?;
+    tmp.persist(&path).map_err(|e| failed(e.error))?;
     Ok(())
 }
 

@@ -12,8 +12,44 @@
 use super::model::{Inventory, Machine};
 use crate::diagnostic::did_you_mean;
 
+/// Why a `--limit` was refused (nothing was done).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LimitError {
+    #[error(
+        "--limit is empty ({pattern:?}): picaops refuses it rather than act on every \
+         machine. An empty limit usually comes from an unset shell variable \
+         (`-l \"$HOSTS\"`). To act on every machine on purpose, give `-l all` \
+         (or leave out --limit)."
+    )]
+    Empty { pattern: String },
+    /// `term`: its position, from 1, among `of` terms.
+    #[error(
+        "--limit {pattern:?} has an empty term (term {term} of {of}), often an unset shell \
+         variable between commas: nothing was done. Remove the extra comma or `!`, or \
+         fill in the missing name."
+    )]
+    EmptyTerm {
+        pattern: String,
+        term: usize,
+        of: usize,
+    },
+    /// `suggestion`: the closest name the inventory has.
+    #[error(
+        "--limit: `{term}` matches no machine, group or site.{} \
+         See `picaops inventory graph` for the names.",
+        .suggestion.as_ref().map(|s| format!(" Did you mean `{s}`?")).unwrap_or_default()
+    )]
+    NoMatch {
+        term: String,
+        suggestion: Option<String>,
+    },
+}
+
 /// Machines matching `pattern` (every machine when `None`), in inventory order.
-pub fn select<'a>(inv: &'a Inventory, pattern: Option<&str>) -> Result<Vec<Machine<'a>>, String> {
+pub fn select<'a>(
+    inv: &'a Inventory,
+    pattern: Option<&str>,
+) -> Result<Vec<Machine<'a>>, LimitError> {
     let Some(pattern) = pattern else {
         return Ok(inv.machines().collect());
     };
@@ -29,14 +65,10 @@ pub fn select<'a>(inv: &'a Inventory, pattern: Option<&str>) -> Result<Vec<Machi
     for term in include.iter().chain(&exclude) {
         if !inv.machines().any(|m| matches(inv, m, term)) {
             let names = all_names(inv);
-            let hint = match did_you_mean(term, names.iter().copied()) {
-                Some(s) => format!(" Did you mean `{s}`?"),
-                None => String::new(),
-            };
-            return Err(format!(
-                "--limit: `{term}` matches no machine, group or site.{hint} \
-                 See `picaops inventory graph` for the names."
-            ));
+            return Err(LimitError::NoMatch {
+                term: term.to_string(),
+                suggestion: did_you_mean(term, names.iter().copied()).map(String::from),
+            });
         }
     }
     Ok(inv
@@ -47,27 +79,22 @@ pub fn select<'a>(inv: &'a Inventory, pattern: Option<&str>) -> Result<Vec<Machi
 }
 
 /// The trimmed terms of a `--limit`, refusing an empty limit or an empty term.
-fn terms(pattern: &str) -> Result<Vec<&str>, String> {
+fn terms(pattern: &str) -> Result<Vec<&str>, LimitError> {
     if pattern.split(',').all(|t| t.trim().is_empty()) {
-        return Err(format!(
-            "--limit is empty ({pattern:?}): picaops refuses it rather than act on every \
-             machine. An empty limit usually comes from an unset shell variable \
-             (`-l \"$HOSTS\"`). To act on every machine on purpose, give `-l all` \
-             (or leave out --limit)."
-        ));
+        return Err(LimitError::Empty {
+            pattern: pattern.to_string(),
+        });
     }
     let terms: Vec<&str> = pattern.split(',').map(str::trim).collect();
     if let Some(n) = terms
         .iter()
         .position(|t| t.strip_prefix('!').unwrap_or(t).trim().is_empty())
     {
-        return Err(format!(
-            "--limit {pattern:?} has an empty term (term {} of {}), often an unset shell \
-             variable between commas: nothing was done. Remove the extra comma or `!`, or \
-             fill in the missing name.",
-            n + 1,
-            terms.len()
-        ));
+        return Err(LimitError::EmptyTerm {
+            pattern: pattern.to_string(),
+            term: n + 1,
+            of: terms.len(),
+        });
     }
     Ok(terms)
 }

@@ -9,7 +9,7 @@ use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 
-use crate::access::date;
+use crate::date;
 use crate::diagnostic::{Diagnostic, Place};
 use crate::yaml::{place_of, Name};
 

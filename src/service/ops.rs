@@ -39,6 +39,9 @@ pub enum ServiceOpError {
     },
     #[error("{0}")]
     Failed(String),
+    /// The inventory gives the service's machine no address.
+    #[error(transparent)]
+    Unreachable(#[from] crate::inventory::NoAddress),
     /// On the machine (not deployed there, Docker down, the restart failed…).
     #[error(transparent)]
     Deploy(#[from] deploy::DeployError),
@@ -79,7 +82,7 @@ pub async fn one(
         )));
     }
     let machine = inv.machine(&svc.host).expect("checked by the inventory");
-    let target = crate::inventory::target(machine).map_err(usage)?;
+    let target = crate::inventory::target(machine)?;
     let only: BTreeSet<String> = [target.name.clone()].into();
     let mut sources = Sources::default();
     let projects = super::prepare(inv, Some(&only), &mut sources).map_err(|diagnostics| {

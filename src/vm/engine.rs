@@ -36,7 +36,10 @@ pub enum HypervisorError {
     UnknownHost { host: String },
     /// The inventory does not say how to reach it (its reason).
     #[error("{reason}")]
-    Unreachable { host: String, reason: String },
+    Unreachable {
+        host: String,
+        reason: crate::inventory::NoAddress,
+    },
     /// The script could not be sent or did not finish (the error names the host).
     #[error(transparent)]
     Transport(#[from] TransportError),

@@ -15,8 +15,8 @@ use crate::transport::{Connector, Target, Transport, TransportError};
 #[derive(Debug, thiserror::Error)]
 pub enum VmOpError {
     /// `--limit` selects nothing the inventory has (the inventory's reason).
-    #[error("{0}")]
-    Limit(String),
+    #[error(transparent)]
+    Limit(#[from] crate::inventory::select::LimitError),
     #[error("no hypervisor selected (hosts with `hypervisor: libvirt` or `proxmox`)")]
     NoHypervisorSelected,
     #[error(
@@ -31,7 +31,10 @@ pub enum VmOpError {
     NoDriver { host: String },
     /// The inventory does not say how to reach the hypervisor (its reason).
     #[error("{reason}")]
-    Unreachable { host: String, reason: String },
+    Unreachable {
+        host: String,
+        reason: crate::inventory::NoAddress,
+    },
     /// The hypervisor could not be connected to (the error names it).
     #[error(transparent)]
     Connect(TransportError),
