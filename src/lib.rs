@@ -17,6 +17,7 @@ pub mod modules;
 pub mod output;
 pub mod playbook;
 pub mod progress;
+pub mod recovery;
 pub mod run;
 pub mod secrets;
 pub mod sections;

@@ -69,3 +69,40 @@ fn message(in_flight: &BTreeMap<usize, (String, &'static str)>, failed: usize) -
     }
     msg
 }
+
+/// Runs multi-host work on a fresh async runtime, with the progress display when `out` wants
+/// one (the commands that are not a site run use it). `Ok(None)`: interrupted by Ctrl-C. `Err`: the runtime could not start. Dropping the
+/// runtime drops unfinished host tasks; each closes its SSH master.
+pub fn run_with_progress<T, F, Fut>(
+    out: &crate::output::Output,
+    hosts: usize,
+    work: F,
+) -> Result<Option<T>, String>
+where
+    F: FnOnce(Option<tokio::sync::mpsc::UnboundedSender<crate::transport::PoolEvent>>) -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    let result = runtime.block_on(async {
+        let (events, display) = if out.progress {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            (Some(tx), Some(spawn(hosts, rx)))
+        } else {
+            (None, None)
+        };
+        let result = tokio::select! {
+            result = work(events) => Some(result),
+            _ = tokio::signal::ctrl_c() => None,
+        };
+        // The sender was moved into the work and is dropped by now: the bar clears itself.
+        if let Some(display) = display {
+            let _ = display.await;
+        }
+        result
+    });
+    drop(runtime);
+    Ok(result)
+}

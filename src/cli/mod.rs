@@ -100,6 +100,9 @@ pub enum Command {
     /// VMs on the hypervisors: list (with drift from the inventory), start, stop, reboot, console.
     #[command(subcommand)]
     Vm(vm::VmCommand),
+    /// A whole site at once: `site recover SITE` when it is lost.
+    #[command(subcommand)]
+    Site(site::SiteCommand),
 }
 
 pub fn dispatch(cli: Cli) -> i32 {
@@ -115,6 +118,7 @@ pub fn dispatch(cli: Cli) -> i32 {
         Command::Backup(cmd) => backup::run(cmd, &cli.global, &out),
         Command::Service(cmd) => service::run(cmd, &cli.global, &out),
         Command::Vm(cmd) => vm::run(cmd, &cli.global, &out),
+        Command::Site(cmd) => site::run_site(cmd, &cli.global, &out),
     }
 }
 
@@ -170,39 +174,4 @@ pub fn print_diagnostics(
     }
 }
 
-/// Runs multi-host work on a fresh async runtime, with the progress display when `out` wants
-/// one. `Ok(None)`: interrupted by Ctrl-C. `Err`: the runtime could not start. Dropping the
-/// runtime drops unfinished host tasks; each closes its SSH master.
-pub fn run_with_progress<T, F, Fut>(
-    out: &Output,
-    hosts: usize,
-    work: F,
-) -> Result<Option<T>, String>
-where
-    F: FnOnce(Option<tokio::sync::mpsc::UnboundedSender<picaops::transport::PoolEvent>>) -> Fut,
-    Fut: std::future::Future<Output = T>,
-{
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
-    let result = runtime.block_on(async {
-        let (events, display) = if out.progress {
-            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-            (Some(tx), Some(picaops::progress::spawn(hosts, rx)))
-        } else {
-            (None, None)
-        };
-        let result = tokio::select! {
-            result = work(events) => Some(result),
-            _ = tokio::signal::ctrl_c() => None,
-        };
-        // The sender was moved into the work and is dropped by now: the bar clears itself.
-        if let Some(display) = display {
-            let _ = display.await;
-        }
-        result
-    });
-    drop(runtime);
-    Ok(result)
-}
+pub use picaops::progress::run_with_progress;

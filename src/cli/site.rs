@@ -92,3 +92,46 @@ pub fn print(summary: &Summary, out: &Output) {
         }
     }
 }
+
+/// A whole site at once: recover it at the other site when it is lost.
+#[derive(clap::Subcommand, Debug)]
+pub enum SiteCommand {
+    /// Bring every VM and service of a lost SITE back at the site that keeps its backups.
+    ///
+    /// Without --apply, prints the plan and contacts nothing: which VM comes back on which
+    /// hypervisor, which service on which machine with which backup job's data, and what must
+    /// be done by hand. Refused (exit 2, file:line:column) when it cannot work: no room on the
+    /// hypervisors (by how much), a service with data and no backup job at the recovery site,
+    /// a port published twice at the new place.
+    Recover {
+        /// The lost site (`toulouse`, `compiegne`).
+        site: String,
+    },
+}
+
+/// `picaops site …`.
+pub fn run_site(cmd: SiteCommand, global: &super::Global, out: &Output) -> i32 {
+    let SiteCommand::Recover { site } = cmd;
+    let Some(inv) = super::inventory::load(global, out) else {
+        return picaops::output::EXIT_USAGE;
+    };
+    let mut sources = picaops::diagnostic::Sources::default();
+    match picaops::recovery::plan(&inv, &site, &mut sources) {
+        Err(diags) => {
+            super::print_diagnostics(&diags, &sources, out, "in the recovery plan");
+            picaops::output::EXIT_USAGE
+        }
+        Ok(plan) => {
+            match out.format {
+                Format::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&plan).unwrap_or_default()
+                ),
+                Format::Human => {
+                    let _ = plan.render_human(out, &mut std::io::stdout().lock());
+                }
+            }
+            picaops::output::EXIT_OK
+        }
+    }
+}

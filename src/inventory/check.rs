@@ -18,6 +18,7 @@ pub(super) fn check(inv: &Inventory, diags: &mut Vec<Diagnostic>) {
     check_machines(inv, diags);
     check_services(inv, diags);
     super::sections::check(inv, diags);
+    super::recovery::check(inv, diags);
 }
 
 fn valid_var_name(name: &str) -> bool {

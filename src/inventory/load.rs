@@ -11,7 +11,8 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 use super::model::{
-    Disk, Group, HypervisorKind, Inventory, Located, Oob, Service, Site, Ssh, Var, Vm, VmNetwork,
+    Capacity, Disk, Group, HypervisorKind, Inventory, Located, Oob, Service, Site, SiteRecovery,
+    Ssh, Var, Vm, VmNetwork,
 };
 use super::{check, values, Host};
 use crate::diagnostic::{Diagnostic, Place, Sources};
@@ -33,6 +34,7 @@ struct FileDoc {
     access: Option<Spanned<crate::sections::access::AccessDoc>>,
     secrets: Option<Spanned<crate::secrets::SecretsDoc>>,
     backups: Option<Named<crate::sections::backup::JobDoc>>,
+    recovery: Option<Spanned<crate::sections::recovery::RecoveryDoc>>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -40,8 +42,27 @@ struct FileDoc {
 struct SiteDoc {
     description: Option<String>,
     backs_up_to: Option<Spanned<String>>,
+    recovery: Option<SiteRecoveryDoc>,
     #[serde(default)]
     vars: VarsDoc,
+}
+
+/// A site's `recovery:` as written.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct SiteRecoveryDoc {
+    site: Option<Spanned<String>>,
+    hypervisor: Option<Spanned<String>>,
+    host: Option<Spanned<String>>,
+}
+
+/// A hypervisor's `capacity:` as written.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct CapacityDoc {
+    vcpus: Option<Spanned<u32>>,
+    memory: Option<Spanned<String>>,
+    disk: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -58,6 +79,7 @@ struct HostDoc {
     host_key: Option<Spanned<String>>,
     #[serde(default)]
     hypervisor: HypervisorKind,
+    capacity: Option<Spanned<CapacityDoc>>,
     oob: Option<Oob>,
     #[serde(default)]
     groups: Vec<Spanned<String>>,
@@ -69,6 +91,7 @@ struct HostDoc {
 #[serde(deny_unknown_fields)]
 struct VmDoc {
     host: Spanned<String>,
+    recover_to: Option<Spanned<String>>,
     description: Option<String>,
     address: Option<Spanned<String>>,
     port: Option<Spanned<u16>>,
@@ -153,6 +176,7 @@ pub fn load(dir: &Path) -> Loaded {
         check::check(&inv, &mut diags);
     }
     if diags.is_empty() && unread.is_empty() {
+        super::recovery::apply(&mut inv);
         reach_vms_through_their_host(&mut inv);
     }
     let by_place = |a: &Diagnostic, b: &Diagnostic| {
@@ -244,7 +268,7 @@ fn read_file(file: &Path, sources: &mut Sources) -> Result<FileDoc, Diagnostic> 
             Place::new(file, 1, 1),
             "this inventory file is empty",
         )
-        .help("add a section (sites:, hosts:, vms:, groups:, vars:, services:, access:, secrets:, backups:) or delete the file")),
+        .help("add a section (sites:, hosts:, vms:, groups:, vars:, services:, access:, secrets:, backups:, recovery:) or delete the file")),
     }
 }
 
@@ -356,7 +380,9 @@ fn merge(dir: &Path, docs: Vec<(PathBuf, FileDoc)>, diags: &mut Vec<Diagnostic>)
         secrets: Default::default(),
         backups: IndexMap::new(),
         known_hosts: Vec::new(),
+        recovery: None,
     };
+    let mut recovery_place: Option<Place> = None;
     let mut access_place: Option<Place> = None;
     let mut secrets_place: Option<Place> = None;
     let mut backup_places: IndexMap<String, Place> = IndexMap::new();
@@ -368,6 +394,14 @@ fn merge(dir: &Path, docs: Vec<(PathBuf, FileDoc)>, diags: &mut Vec<Diagnostic>)
                 name: name.0.value.clone(),
                 description: s.description,
                 backs_up_to: s.backs_up_to.map(|b| located(f, b)),
+                recovery: s
+                    .recovery
+                    .map(|r| SiteRecovery {
+                        site: r.site.map(|x| located(f, x)),
+                        hypervisor: r.hypervisor.map(|x| located(f, x)),
+                        host: r.host.map(|x| located(f, x)),
+                    })
+                    .unwrap_or_default(),
                 vars: vars(f, s.vars),
                 place,
             };
@@ -390,6 +424,7 @@ fn merge(dir: &Path, docs: Vec<(PathBuf, FileDoc)>, diags: &mut Vec<Diagnostic>)
                     jump: None,
                 },
                 hypervisor: h.hypervisor,
+                capacity: h.capacity.map(|c| capacity(f, c, diags)),
                 oob: h.oob,
                 groups: h.groups.into_iter().map(|g| located(f, g)).collect(),
                 vars: vars(f, h.vars),
@@ -448,6 +483,8 @@ fn merge(dir: &Path, docs: Vec<(PathBuf, FileDoc)>, diags: &mut Vec<Diagnostic>)
             let vm = Vm {
                 name: name.0.value.clone(),
                 host: located(f, v.host),
+                recover_to: v.recover_to.map(|r| located(f, r)),
+                moved_from: None,
                 description: v.description,
                 ssh: Ssh {
                     address: v.address.map(|a| a.value),
@@ -492,6 +529,8 @@ fn merge(dir: &Path, docs: Vec<(PathBuf, FileDoc)>, diags: &mut Vec<Diagnostic>)
             let service = Service {
                 name: name.0.value.clone(),
                 host: read.host,
+                recover_to: read.recover_to,
+                moved_from: None,
                 description: read.description,
                 deploy: read.deploy,
                 place,
@@ -536,8 +575,45 @@ fn merge(dir: &Path, docs: Vec<(PathBuf, FileDoc)>, diags: &mut Vec<Diagnostic>)
             let job = crate::sections::backup::BackupJob::from_doc(f, &name.0, job, diags);
             inv.backups.insert(name.0.value, job);
         }
+        if let Some(recovery) = doc.recovery {
+            let place = place_of(f, &recovery);
+            if let Some(first) = &recovery_place {
+                diags.push(once_only(place, first, "recovery"));
+            } else {
+                recovery_place = Some(place.clone());
+                inv.recovery = Some(recovery.value.read(f, place, diags));
+            }
+        }
     }
     inv
+}
+
+/// A hypervisor's `capacity:`, sizes parsed.
+fn capacity(file: &Path, doc: Spanned<CapacityDoc>, diags: &mut Vec<Diagnostic>) -> Capacity {
+    let place = place_of(file, &doc);
+    let doc = doc.value;
+    let mut size = |s: Option<Spanned<String>>| {
+        let s = s?;
+        match parse_size(&s.value) {
+            Ok(bytes) => Some(bytes),
+            Err(why) => {
+                diags.push(
+                    Diagnostic::new(
+                        place_of(file, &s),
+                        format!("`{}` is not a size: {why}", s.value),
+                    )
+                    .help("write a number and a unit: 64GiB, 2TiB"),
+                );
+                None
+            }
+        }
+    };
+    Capacity {
+        vcpus: doc.vcpus.map(|v| v.value),
+        memory: size(doc.memory),
+        disk: size(doc.disk),
+        place,
+    }
 }
 
 /// Reports `value` at its place when `check` refuses it.

@@ -9,6 +9,7 @@ pub mod graph;
 mod load;
 pub mod model;
 mod reach;
+pub mod recovery;
 mod sections;
 pub mod select;
 pub mod show;

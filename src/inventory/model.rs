@@ -18,7 +18,32 @@ pub struct Site {
     pub description: Option<String>,
     /// The site that keeps this site's backups (each site backs up to the other).
     pub backs_up_to: Option<Located<String>>,
+    /// Where this site's VMs and services come back if it is lost (`recovery:`).
+    pub recovery: SiteRecovery,
     pub vars: IndexMap<String, Var>,
+    pub place: Place,
+}
+
+/// A site's `recovery:`: where its VMs and services come back when it is lost. Every part is
+/// optional: the site defaults to `backs_up_to`, VMs go to that site's hypervisors (the first
+/// with room), services of a physical host to the first host there sharing one of its groups.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SiteRecovery {
+    pub site: Option<Located<String>>,
+    /// The hypervisor lost VMs come back on.
+    pub hypervisor: Option<Located<String>>,
+    /// The machine the services of a lost physical host come back on.
+    pub host: Option<Located<String>>,
+}
+
+/// What a hypervisor can hold (`capacity:`), for the checks of a recovery plan.
+#[derive(Clone, Debug, Serialize)]
+pub struct Capacity {
+    pub vcpus: Option<u32>,
+    /// Bytes.
+    pub memory: Option<u64>,
+    /// Bytes of VM disks.
+    pub disk: Option<u64>,
     pub place: Place,
 }
 
@@ -75,6 +100,8 @@ pub struct Host {
     pub description: Option<String>,
     pub ssh: Ssh,
     pub hypervisor: HypervisorKind,
+    /// What it can hold, for recovery plans (hypervisors).
+    pub capacity: Option<Capacity>,
     pub oob: Option<Oob>,
     pub groups: Vec<Located<String>>,
     pub vars: IndexMap<String, Var>,
@@ -107,7 +134,12 @@ pub struct VmNetwork {
 #[derive(Clone, Debug, Serialize)]
 pub struct Vm {
     pub name: String,
+    /// Its hypervisor: where it runs now (its recovery place while its site is lost).
     pub host: Located<String>,
+    /// Where it comes back if its site is lost (`recover_to:`, a hypervisor).
+    pub recover_to: Option<Located<String>>,
+    /// The hypervisor of its lost site, while `recovery.yml` moves it (`host` is the new one).
+    pub moved_from: Option<Located<String>>,
     pub description: Option<String>,
     pub ssh: Ssh,
     pub vcpus: Option<u32>,
@@ -136,8 +168,12 @@ pub struct Group {
 #[derive(Clone, Debug, Serialize)]
 pub struct Service {
     pub name: String,
-    /// A VM or a host.
+    /// A VM or a host: where it runs now (its recovery place while its site is lost).
     pub host: Located<String>,
+    /// Where it comes back if its site is lost (`recover_to:`, a machine).
+    pub recover_to: Option<Located<String>>,
+    /// The machine of its lost site, while `recovery.yml` moves it (`host` is the new one).
+    pub moved_from: Option<Located<String>>,
     pub description: Option<String>,
     /// What picaops deploys (Compose template, environment, secrets, data, health); `None`
     /// for a service only declared (no `compose:`), which picaops never touches.
@@ -165,6 +201,9 @@ pub struct Inventory {
     pub backups: IndexMap<String, crate::sections::backup::BackupJob>,
     /// Host keys picaops pinned with `inventory pin` (the `known_hosts` file beside the YAML).
     pub known_hosts: Vec<String>,
+    /// A lost site and what moved where (`recovery.yml`), already applied to `vms` and
+    /// `services`.
+    pub recovery: Option<crate::sections::recovery::Recovery>,
 }
 
 /// A machine picaops can log in to: a physical host or a VM.

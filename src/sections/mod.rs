@@ -7,6 +7,7 @@
 
 pub mod access;
 pub mod backup;
+pub mod recovery;
 pub mod schedule;
 pub mod service;
 

@@ -26,6 +26,8 @@ pub const DEFAULT_HEALTH_TIMEOUT: u64 = 120;
 #[serde(deny_unknown_fields)]
 pub struct ServiceDoc {
     host: Spanned<String>,
+    /// Where it comes back if its site is lost (a machine at another site).
+    recover_to: Option<Spanned<String>>,
     description: Option<String>,
     /// The Compose file template (minijinja), relative to the inventory file.
     compose: Option<Spanned<String>>,
@@ -116,6 +118,7 @@ fn valid_file_name(name: &str) -> bool {
 /// A service read from its file: the parts every service has, and what picaops deploys.
 pub struct Read {
     pub host: Located<String>,
+    pub recover_to: Option<Located<String>>,
     pub description: Option<String>,
     pub deploy: Option<Deploy>,
 }
@@ -300,6 +303,7 @@ impl ServiceDoc {
         };
         Read {
             host: located(file, self.host),
+            recover_to: self.recover_to.map(|r| located(file, r)),
             description: self.description,
             deploy,
         }

@@ -1,0 +1,260 @@
+//! Recovery places checked against the whole inventory (a site's `recovery:`, a VM's or a
+//! service's `recover_to:`, the lost site of `recovery.yml`), and `recovery.yml` applied: while a
+//! site is lost, its moved VMs and services are placed at their recovery place for every run.
+
+use super::model::{HypervisorKind, Inventory, Machine};
+use crate::diagnostic::{did_you_mean, Diagnostic};
+use crate::located::Located;
+
+pub(super) fn check(inv: &Inventory, diags: &mut Vec<Diagnostic>) {
+    let site_of_name = |name: &str| {
+        inv.machine(name)
+            .and_then(|m| inv.site_of(m))
+            .map(|s| s.name.as_str())
+    };
+    for site in inv.sites.values() {
+        let r = &site.recovery;
+        let to = r.site.as_ref().or(site.backs_up_to.as_ref());
+        if let Some(s) = &r.site {
+            if !inv.sites.contains_key(s.as_str()) {
+                diags.push(unknown(inv, "site", s, inv.sites.keys()));
+            } else if s.value == site.name {
+                diags.push(
+                    Diagnostic::new(
+                        s.place.clone(),
+                        format!("site `{}` cannot recover onto itself", site.name),
+                    )
+                    .help("name the other site, where its backups are (`backs_up_to:`)"),
+                );
+            }
+        }
+        if let Some(h) = &r.hypervisor {
+            check_hypervisor(inv, h, to.map(|t| t.as_str()), Some(&site.name), diags);
+        }
+        if let Some(h) = &r.host {
+            check_machine_at(inv, h, to.map(|t| t.as_str()), &site.name, diags);
+        }
+    }
+    for vm in inv.vms.values() {
+        if let Some(to) = &vm.recover_to {
+            let home = inv
+                .hosts
+                .get(vm.host.as_str())
+                .map(|h| h.site.value.as_str());
+            check_hypervisor(inv, to, None, home, diags);
+        }
+    }
+    for service in inv.services.values() {
+        if let Some(to) = &service.recover_to {
+            let home = site_of_name(&service.host).unwrap_or_default().to_string();
+            check_machine_at(inv, to, None, &home, diags);
+        }
+    }
+    let Some(rec) = &inv.recovery else {
+        return;
+    };
+    if !inv.sites.contains_key(rec.lost.as_str()) {
+        diags.push(unknown(inv, "site", &rec.lost, inv.sites.keys()));
+        return;
+    }
+    for (name, to) in &rec.vms {
+        match inv.vms.get(name) {
+            None => diags.push(unknown_name(inv, "VM", name, &rec.place, inv.vms.keys())),
+            Some(_) => check_hypervisor(inv, to, None, Some(&rec.lost.value), diags),
+        }
+    }
+    for (name, to) in &rec.services {
+        if !inv.services.contains_key(name) {
+            diags.push(unknown_name(
+                inv,
+                "service",
+                name,
+                &rec.place,
+                inv.services.keys(),
+            ));
+            continue;
+        }
+        // A service may move onto a VM that moves too: its site is where that VM goes.
+        let moved_vm_site = rec
+            .vms
+            .get(to.as_str())
+            .and_then(|h| inv.hosts.get(h.as_str()))
+            .map(|h| h.site.value.as_str());
+        match (inv.machine(to), moved_vm_site) {
+            (None, _) => diags.push(unknown(
+                inv,
+                "machine",
+                to,
+                inv.hosts.keys().chain(inv.vms.keys()),
+            )),
+            (Some(_), Some(site)) if site != rec.lost.value => {}
+            (Some(m), _) => {
+                if inv.site_of(m).map(|s| s.name.as_str()) == Some(rec.lost.as_str()) {
+                    diags.push(
+                        Diagnostic::new(
+                            to.place.clone(),
+                            format!("`{}` is at the lost site `{}`", to.value, rec.lost.value),
+                        )
+                        .help("a service of the lost site comes back on a machine of another site"),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// `name` must be a hypervisor at `site` (when given) and not at `not_at` (when given).
+fn check_hypervisor(
+    inv: &Inventory,
+    name: &Located<String>,
+    site: Option<&str>,
+    not_at: Option<&str>,
+    diags: &mut Vec<Diagnostic>,
+) {
+    let Some(host) = inv.hosts.get(name.as_str()) else {
+        diags.push(unknown(inv, "hypervisor", name, inv.hosts.keys()));
+        return;
+    };
+    if host.hypervisor == HypervisorKind::None {
+        diags.push(
+            Diagnostic::new(
+                name.place.clone(),
+                format!("`{}` is not a hypervisor", name.value),
+            )
+            .note(
+                host.place.clone(),
+                "declared here without `hypervisor: libvirt` or `proxmox`",
+            )
+            .help("name a host that runs VMs"),
+        );
+    } else if let Some(site) = site.filter(|s| *s != host.site.value) {
+        diags.push(
+            Diagnostic::new(
+                name.place.clone(),
+                format!(
+                    "`{}` is at site `{}`, not at the recovery site `{site}`",
+                    name.value, host.site.value
+                ),
+            )
+            .help("name a hypervisor of the recovery site"),
+        );
+    } else if not_at == Some(host.site.as_str()) {
+        diags.push(same_site(name, &host.site.value));
+    }
+}
+
+/// `name` must be a machine at `site` (when given), at another site than `home`.
+fn check_machine_at(
+    inv: &Inventory,
+    name: &Located<String>,
+    site: Option<&str>,
+    home: &str,
+    diags: &mut Vec<Diagnostic>,
+) {
+    let Some(m) = inv.machine(name) else {
+        diags.push(unknown(
+            inv,
+            "machine",
+            name,
+            inv.hosts.keys().chain(inv.vms.keys()),
+        ));
+        return;
+    };
+    let at = inv.site_of(m).map(|s| s.name.as_str()).unwrap_or_default();
+    if let Some(site) = site.filter(|s| *s != at) {
+        diags.push(
+            Diagnostic::new(
+                name.place.clone(),
+                format!(
+                    "`{}` is at site `{at}`, not at the recovery site `{site}`",
+                    name.value
+                ),
+            )
+            .help("name a machine of the recovery site"),
+        );
+    } else if at == home {
+        diags.push(same_site(name, at));
+    }
+}
+
+fn same_site(name: &Located<String>, site: &str) -> Diagnostic {
+    Diagnostic::new(
+        name.place.clone(),
+        format!(
+            "`{}` is at site `{site}` too: it would be lost with it",
+            name.value
+        ),
+    )
+    .help("a recovery place is at another site (the one that keeps the backups)")
+}
+
+fn unknown<'a>(
+    inv: &Inventory,
+    kind: &str,
+    name: &Located<String>,
+    known: impl Iterator<Item = &'a String>,
+) -> Diagnostic {
+    let _ = inv;
+    let known: Vec<&str> = known.map(String::as_str).collect();
+    let mut d = Diagnostic::new(
+        name.place.clone(),
+        format!("unknown {kind} `{}`", name.value),
+    );
+    if let Some(s) = did_you_mean(name, known.iter().copied()) {
+        d = d.help(format!("did you mean `{s}`?"));
+    }
+    d
+}
+
+fn unknown_name<'a>(
+    inv: &Inventory,
+    kind: &str,
+    name: &str,
+    place: &crate::diagnostic::Place,
+    known: impl Iterator<Item = &'a String>,
+) -> Diagnostic {
+    unknown(
+        inv,
+        kind,
+        &Located {
+            value: name.to_string(),
+            place: place.clone(),
+        },
+        known,
+    )
+}
+
+/// Places the VMs and services `recovery.yml` moves at their recovery place.
+pub(super) fn apply(inv: &mut Inventory) {
+    let Some(rec) = inv.recovery.clone() else {
+        return;
+    };
+    for (name, to) in &rec.vms {
+        if let Some(vm) = inv.vms.get_mut(name) {
+            vm.moved_from = Some(std::mem::replace(&mut vm.host, to.clone()));
+        }
+    }
+    for (name, to) in &rec.services {
+        if let Some(service) = inv.services.get_mut(name) {
+            service.moved_from = Some(std::mem::replace(&mut service.host, to.clone()));
+        }
+    }
+}
+
+/// `inv` as it is while `recovery` is in effect (what `site recover` plans against).
+pub fn with(inv: &Inventory, recovery: crate::sections::recovery::Recovery) -> Inventory {
+    let mut moved = inv.clone();
+    moved.recovery = Some(recovery);
+    apply(&mut moved);
+    moved
+}
+
+/// Is `machine` at the site `recovery.yml` declares lost (after the moves)?
+pub fn is_lost(inv: &Inventory, machine: Machine<'_>) -> bool {
+    match &inv.recovery {
+        Some(rec) => inv
+            .site_of(machine)
+            .is_some_and(|s| s.name == rec.lost.value),
+        None => false,
+    }
+}
