@@ -98,25 +98,9 @@ pub fn load_inventory_and_targets(
     out: &Output,
 ) -> Result<(Inventory, Vec<Target>, PathBuf), i32> {
     let inv = load(global, out).ok_or(EXIT_USAGE)?;
-    let usage = |message: String| {
-        eprintln!("{}: {message}", out.paint(Style::Red, "picaops"));
+    let (targets, known_hosts) = select::targets(&inv, limit).map_err(|e| {
+        eprintln!("{}: {e}", out.paint(Style::Red, "picaops"));
         EXIT_USAGE
-    };
-    let machines = select::select(&inv, limit).map_err(|e| usage(e.to_string()))?;
-    if machines.is_empty() {
-        return Err(usage(
-            "--limit excludes every machine: nothing to do".into(),
-        ));
-    }
-    let targets = machines
-        .into_iter()
-        .map(inventory::target)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| usage(e.to_string()))?;
-    let known_hosts = inventory::write_known_hosts(&inv).map_err(|e| {
-        usage(format!(
-            "cannot write the known_hosts file picaops passes to ssh: {e}"
-        ))
     })?;
     Ok((inv, targets, known_hosts))
 }

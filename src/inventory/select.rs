@@ -45,6 +45,37 @@ pub enum LimitError {
     },
 }
 
+/// Why a run's machines could not be made ready to contact (nothing was contacted).
+#[derive(Debug, thiserror::Error)]
+pub enum TargetsError {
+    #[error(transparent)]
+    Limit(#[from] LimitError),
+    #[error("--limit excludes every machine: nothing to do")]
+    Nothing,
+    #[error(transparent)]
+    NoAddress(#[from] super::NoAddress),
+    #[error("cannot write the known_hosts file picaops passes to ssh: {0}")]
+    KnownHosts(#[source] std::io::Error),
+}
+
+/// The transport targets of the machines `pattern` selects, and the known_hosts file made of
+/// the inventory's pinned keys that ssh is given for them.
+pub fn targets(
+    inv: &Inventory,
+    pattern: Option<&str>,
+) -> Result<(Vec<crate::transport::Target>, std::path::PathBuf), TargetsError> {
+    let machines = select(inv, pattern)?;
+    if machines.is_empty() {
+        return Err(TargetsError::Nothing);
+    }
+    let targets = machines
+        .into_iter()
+        .map(super::target)
+        .collect::<Result<Vec<_>, _>>()?;
+    let known_hosts = super::write_known_hosts(inv).map_err(TargetsError::KnownHosts)?;
+    Ok((targets, known_hosts))
+}
+
 /// Machines matching `pattern` (every machine when `None`), in inventory order.
 pub fn select<'a>(
     inv: &'a Inventory,

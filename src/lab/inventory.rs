@@ -36,7 +36,12 @@ pub fn hosts_yml(host_key: &dyn Fn(&str) -> String) -> String {
         s.push_str(&format!(
             "  {name}:\n    site: {site}\n    description: {desc}\n    address: {addr}\n    \
              port: 22\n    user: root\n    identity_file: ../id_ed25519\n    host_key: {key}\n    \
-             hypervisor: {hypervisor}\n    groups: [{group}]\n",
+             hypervisor: {hypervisor}\n{capacity}    groups: [{group}]\n",
+            capacity = match h.role {
+                // Small: what the lab's TCG guests take, so a recovery plan is checked for real.
+                Role::Hypervisor => "    capacity: { vcpus: 4, memory: 1GiB, disk: 4GiB }\n",
+                Role::Directory => "",
+            },
             name = h.name,
             site = h.site,
             desc = h.description,
@@ -85,7 +90,8 @@ pub fn access_yml() -> String {
 
 /// backups.yml: one job per site, each to the other site: Toulouse's over SFTP to an account on
 /// alice, Compiègne's to bob's append-only rest-server. Each backs up a directory and a
-/// PostgreSQL database from the container `lab-db` (the tests start it).
+/// PostgreSQL database from the container `lab-db` (the tests start it). And the data of two
+/// services, each to the other site: hello's files (bob) and notes' database (alice).
 pub fn backups_yml() -> String {
     let mut s = String::from(HEADER);
     s.push_str(
@@ -106,7 +112,21 @@ pub fn backups_yml() -> String {
          schedule: \"*-*-* 03:00\"\n    \
          retention: { keep_daily: 7, keep_weekly: 4, keep_monthly: 6 }\n    \
          repository: { kind: rest, host: bob, path: alice, append_only: true }\n    \
-         password: restic-alice\n    max_age: 26h\n",
+         password: restic-alice\n    max_age: 26h\n  \
+         hello:\n    service: hello\n    \
+         description: the hello service's files (Toulouse) to Compiègne, what `site recover toulouse` brings back\n    \
+         paths: [/DATA/hello]\n    \
+         schedule: \"*-*-* 02:45\"\n    \
+         retention: { keep_daily: 7, keep_weekly: 4 }\n    \
+         repository: { kind: sftp, host: alice, path: /srv/restic/hello }\n    \
+         password: restic-hello\n    max_age: 26h\n  \
+         notes:\n    service: notes\n    \
+         description: the notes service's PostgreSQL (Compiègne) to Toulouse, what `site recover compiegne` brings back\n    \
+         dumps:\n      - { kind: postgres, container: notes-db-1, database: notes }\n    \
+         schedule: \"*-*-* 03:15\"\n    \
+         retention: { keep_daily: 7, keep_weekly: 4 }\n    \
+         repository: { kind: rest, host: bob, path: notes, append_only: true }\n    \
+         password: restic-notes\n    max_age: 26h\n",
     );
     s
 }
@@ -190,6 +210,8 @@ pub fn write_secrets(dir: &Path) -> Result<(), LabError> {
         ("ldap-reader", "picaops-lab-reader"),
         ("restic-bob", "picaops-lab-restic-bob"),
         ("restic-alice", "picaops-lab-restic-alice"),
+        ("restic-hello", "picaops-lab-restic-hello"),
+        ("restic-notes", "picaops-lab-restic-notes"),
     ] {
         let path = dir.join(name);
         write_atomically(&path, &format!("{value}\n"))?;
@@ -224,6 +246,7 @@ pub fn services_yml() -> String {
          hello:\n    host: bob\n    description: lab web service in Toulouse\n    \
          compose: ../services/hello/compose.yml.j2\n    vars: {version: \"1.0\", port: 18080}\n    \
          env: {GREETING: bonjour}\n    secrets: {API_TOKEN: hello-api-token}\n    \
+         data: [/DATA/hello]\n    backup: hello\n    \
          health: {timeout: 60s}\n  \
          pad:\n    host: alice\n    description: lab web service in Compiègne (a secret file, an HTTP probe)\n    \
          compose: ../services/pad/compose.yml.j2\n    vars: {version: \"1.0\", port: 18081}\n    \
@@ -232,7 +255,7 @@ pub fn services_yml() -> String {
          notes:\n    host: alice\n    description: lab web service and its PostgreSQL\n    \
          compose: ../services/notes/compose.yml.j2\n    vars: {version: \"1.0\", port: 18082}\n    \
          env: {GREETING: coucou}\n    secrets: {NOTES_TOKEN: notes-token}\n    \
-         data: [/DATA/notes/db]\n    health: {timeout: 90s}\n",
+         data: [/DATA/notes/db]\n    backup: notes\n    health: {timeout: 90s}\n",
     );
     s
 }
