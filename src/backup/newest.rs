@@ -60,10 +60,7 @@ impl SnapshotInfo {
             .iter()
             .filter_map(|s| Some((s, s.unix_time()?)))
             .collect();
-        let (newest, at) = timed
-            .iter()
-            .copied()
-            .max_by(|a, b| a.1.total_cmp(&b.1))?;
+        let (newest, at) = timed.iter().copied().max_by(|a, b| a.1.total_cmp(&b.1))?;
         // The newest snapshot of each part: `files`, or one per dump file name.
         let mut parts: BTreeMap<(u8, String), (&Snapshot, f64)> = BTreeMap::new();
         for &(s, t) in &timed {

@@ -201,7 +201,10 @@ pub struct Rows(Vec<StatusRow>, Vec<(String, String)>);
 
 impl From<StatusReport> for Rows {
     fn from(r: StatusReport) -> Rows {
-        Rows(render::status_rows(&r.statuses, time::now()), r.warnings)
+        Rows(
+            render::status_rows_seen(&r.statuses, &r.seen, time::now()),
+            r.warnings,
+        )
     }
 }
 
@@ -218,7 +221,7 @@ impl Render for Rows {
         let paint = |state: State, text: &str| match state {
             State::Ok => out.paint(Style::Green, text),
             State::Late => out.paint(Style::Yellow, text),
-            State::Failing => out.paint(Style::Red, text),
+            State::Failing | State::Unknown => out.paint(Style::Red, text),
         };
         print!("{}", render::render_status(&self.0, &paint));
     }
