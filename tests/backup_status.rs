@@ -38,7 +38,8 @@ impl Silent {
     }
 }
 
-const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
+const KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
 
 /// Two sites, a data host at one and the repository's host at the other, both silent.
 fn inventory(dir: &std::path::Path, data: &Silent, repo: &Silent) {

@@ -67,7 +67,7 @@ pub enum OpError {
         job: String,
         machine: String,
         #[source]
-        source: AnswerError,
+        source: Box<AnswerError>,
     },
     /// The units `apply` would install cannot be computed (the inventory says why).
     #[error(transparent)]
@@ -611,7 +611,7 @@ pub fn newest_snapshots(
             .map_err(|source| OpError::Listing {
                 job: a.call.job.clone(),
                 machine: a.call.machine.clone(),
-                source,
+                source: Box::new(source),
             });
         out.push(JobNewest {
             job: a.call.job,
