@@ -5,7 +5,8 @@
 //! (argv, JSON, exit codes); `dump` knows each database engine; `manifest` proves restores;
 //! `lock` keeps jobs on one repository apart and clears provably stale restic locks; `host`
 //! runs the operations on a host (`hostcmd`: as the hidden `backup host-…` commands report them); `status` records them (JSON and node_exporter metrics);
-//! `units` writes the systemd units; `render` shows status and snapshots. The workstation side:
+//! `units` writes the systemd units; `render` shows status and snapshots; `newest` reads a
+//! job's newest data from its repository's listing. The workstation side:
 //! `remote` builds the host-side calls and runs them over SSH, `ops` is each workstation
 //! command (which jobs, which machine and side, what came back, the exit code).
 
@@ -17,6 +18,7 @@ pub mod hostcmd;
 pub mod jobfile;
 pub mod lock;
 pub mod manifest;
+pub mod newest;
 pub mod ops;
 pub mod remote;
 pub mod render;

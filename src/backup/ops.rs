@@ -12,7 +12,9 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::config::{data_host, select_jobs, BackupJob, RepositoryKind, UnknownJob};
+use super::newest::SnapshotInfo;
 use super::remote::{self, Answer, AnswerError, Call, CallError, HostDoc, Side};
+use super::render::{DataSide, RepoSide, Seen};
 use super::restic::Snapshot;
 use super::units::{self, UnitFile, UnitOptions};
 use super::{JobFile, JobStatus};
@@ -58,6 +60,14 @@ pub enum OpError {
         path: PathBuf,
         #[source]
         source: super::restic::ResticError,
+    },
+    /// A job's snapshots could not be listed on its repository's side.
+    #[error("cannot list job {job}'s snapshots on {machine}: {source}")]
+    Listing {
+        job: String,
+        machine: String,
+        #[source]
+        source: Box<AnswerError>,
     },
     /// The units `apply` would install cannot be computed (the inventory says why).
     #[error(transparent)]
@@ -534,21 +544,97 @@ pub fn snapshots(inv: &Inventory, names: &[String], exec: &mut Exec) -> Result<S
         .map(|a| JobSnapshots {
             job: a.call.job.clone(),
             machine: a.call.machine.clone(),
-            snapshots: match a.document::<HostDoc>() {
-                Ok(HostDoc {
-                    ok: true,
-                    result: Some(v),
-                    ..
-                }) => Ok(serde_json::from_value(v).unwrap_or_default()),
-                Ok(d) => Err(AnswerError::Failed {
-                    machine: a.call.machine.clone(),
-                    message: d.error.unwrap_or_default(),
-                }),
-                Err(e) => Err(e),
-            },
+            snapshots: listing(a),
         })
         .collect();
     Ok(Snapshots { skipped, jobs })
+}
+
+/// The snapshots in a `host-snapshots` answer (restic's `null` for none: none), or why there
+/// are none.
+fn listing(a: &Answer) -> Result<Vec<Snapshot>, AnswerError> {
+    match a.document::<HostDoc>()? {
+        HostDoc {
+            ok: true, result, ..
+        } => Ok(result
+            .and_then(|v| serde_json::from_value(v).ok())
+            .unwrap_or_default()),
+        d => Err(AnswerError::Failed {
+            machine: a.call.machine.clone(),
+            message: d.error.unwrap_or_default(),
+        }),
+    }
+}
+
+/// Per-call limit of a listing on the repository's side (a large repository takes a while).
+const LISTING_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// One job's newest data, as its repository lists it.
+#[derive(Debug)]
+pub struct JobNewest {
+    pub job: String,
+    /// The repository's machine.
+    pub machine: String,
+    /// `Ok(None)`: the repository holds no snapshot of the job.
+    pub newest: Result<Option<SnapshotInfo>, OpError>,
+}
+
+/// The newest snapshot of each job in `names`, read on its repository's side only (root on
+/// the repository's machine, restic without a lock): the data hosts are never contacted, so
+/// this holds with the data's site gone. One round of calls: each repository machine is
+/// connected to once, whatever the number of jobs. A job whose repository machine is not in
+/// the inventory gets its [`OpError::Call`].
+pub fn newest_snapshots(
+    inv: &Inventory,
+    names: &[String],
+    exec: &mut Exec,
+) -> Result<Vec<JobNewest>, OpError> {
+    let mut out = Vec::new();
+    let mut calls = Vec::new();
+    for job in jobs(inv, names) {
+        match remote::job_call(inv, job, Side::RepoRoot, "host-snapshots", &[]) {
+            Ok(c) => calls.push(c),
+            Err(e) => out.push(JobNewest {
+                job: job.name.clone(),
+                machine: job.repository.host.value.clone(),
+                newest: Err(OpError::Call(e)),
+            }),
+        }
+    }
+    if calls.is_empty() {
+        return Ok(out);
+    }
+    let now = super::time::now();
+    for a in exec(calls, Some(LISTING_TIMEOUT))? {
+        let newest = listing(&a)
+            .map(|s| SnapshotInfo::newest(&s, now))
+            .map_err(|source| OpError::Listing {
+                job: a.call.job.clone(),
+                machine: a.call.machine.clone(),
+                source: Box::new(source),
+            });
+        out.push(JobNewest {
+            job: a.call.job,
+            machine: a.call.machine,
+            newest,
+        });
+    }
+    Ok(out)
+}
+
+/// The newest snapshot of `job` in its repository (id, time, age, how many, what a restore of
+/// the latest data reads and its size), read on the repository's side only: see
+/// [`newest_snapshots`]. `Ok(None)`: the repository holds no snapshot of it.
+pub fn newest_snapshot(
+    inv: &Inventory,
+    job: &str,
+    exec: &mut Exec,
+) -> Result<Option<SnapshotInfo>, OpError> {
+    let names = selection(inv, &[job.to_string()], None)?;
+    newest_snapshots(inv, &names, exec)?
+        .into_iter()
+        .find(|n| n.job == job)
+        .map_or(Ok(None), |n| n.newest)
 }
 
 /// `snapshots --from-json FILE`: a listing saved from restic's `snapshots --json`.
@@ -679,6 +765,9 @@ pub struct StatusReport {
     pub statuses: Vec<JobStatus>,
     /// (job, why a side's status could not be read)
     pub warnings: Vec<(String, String)>,
+    /// Per job, what was seen beyond the status files: whether its data host answered, and its
+    /// repository's listing when that was read (no entry: the status files were enough).
+    pub seen: BTreeMap<String, Seen>,
 }
 
 /// The inventory is the reference for names and thresholds; the hosts' files for what happened.
@@ -691,8 +780,39 @@ fn from_inventory(inv: &Inventory, job: &BackupJob, s: &mut JobStatus) {
     }
 }
 
+/// True when a status records nothing at all: no run, no data, no failure (a host whose job
+/// was just installed, a rebuilt host, a lost status file).
+fn records_nothing(s: &JobStatus) -> bool {
+    let bare = JobStatus {
+        job: s.job.clone(),
+        host: s.host.clone(),
+        repository: s.repository.clone(),
+        max_age_seconds: s.max_age_seconds,
+        ..JobStatus::default()
+    };
+    *s == bare
+}
+
+/// What the data side's answer says of the data host.
+fn data_side(answer: Option<&Answer>) -> DataSide {
+    let Some(a) = answer else {
+        return DataSide::NoStatus("its data host is not in the inventory".into());
+    };
+    match a.document::<Vec<JobStatus>>() {
+        Ok(v) if v.iter().all(records_nothing) => DataSide::Empty,
+        Ok(_) => DataSide::Answered,
+        Err(AnswerError::Transport(e)) if e.kind.is_connect_error() => {
+            DataSide::Unreachable(e.message)
+        }
+        Err(e) => DataSide::NoStatus(e.to_string()),
+    }
+}
+
 /// The data side's record of runs, merged with the repository side's records of checks,
-/// drills and retention.
+/// drills and retention. When a data host gives no status (unreachable, its site lost) or
+/// one that records nothing, the job's repository is listed on its side (a second round,
+/// to the repository machines that answered the first: no machine is tried twice), and its
+/// newest snapshot gives the age of the data.
 pub fn status(inv: &Inventory, names: &[String], exec: &mut Exec) -> Result<StatusReport, OpError> {
     let selected = jobs(inv, names);
     let mut calls = Vec::new();
@@ -704,7 +824,72 @@ pub fn status(inv: &Inventory, names: &[String], exec: &mut Exec) -> Result<Stat
         }
     }
     let answers = exec(calls, Some(Duration::from_secs(60)))?;
+    // Machines that failed in the transport: not tried again. (machine → connect error?)
+    let mut failed: BTreeMap<&str, bool> = BTreeMap::new();
+    for a in &answers {
+        if let Err(e) = &a.result {
+            let connect = failed.entry(a.call.machine.as_str()).or_default();
+            *connect |= e.kind.is_connect_error();
+        }
+    }
     let mut report = StatusReport::default();
+    let mut listings = Vec::new();
+    for job in &selected {
+        let data = answers
+            .iter()
+            .find(|a| a.call.job == job.name && a.call.side == Side::Data);
+        let data = data_side(data);
+        if data == DataSide::Answered {
+            continue;
+        }
+        let machine = job.repository.host.value.clone();
+        let repository = match failed.get(machine.as_str()) {
+            Some(true) => RepoSide::Unreachable { machine },
+            Some(false) => RepoSide::Failed {
+                message: "it did not answer for the job's status".into(),
+                machine,
+            },
+            None => {
+                match remote::job_call(inv, job, Side::RepoRoot, "host-snapshots", &[]) {
+                    Ok(c) => listings.push(c),
+                    Err(e) => report.warnings.push((job.name.clone(), e.to_string())),
+                }
+                RepoSide::NotAsked
+            }
+        };
+        report
+            .seen
+            .insert(job.name.clone(), Seen { data, repository });
+    }
+    if !listings.is_empty() {
+        let now = super::time::now();
+        for a in exec(listings, Some(LISTING_TIMEOUT))? {
+            let machine = a.call.machine.clone();
+            let repository = match listing(&a) {
+                Ok(s) => RepoSide::Listed {
+                    machine,
+                    newest: SnapshotInfo::newest(&s, now),
+                },
+                Err(e) => {
+                    report
+                        .warnings
+                        .push((a.call.job.clone(), format!("listing its snapshots: {e}")));
+                    match e {
+                        AnswerError::Transport(t) if t.kind.is_connect_error() => {
+                            RepoSide::Unreachable { machine }
+                        }
+                        e => RepoSide::Failed {
+                            machine,
+                            message: e.to_string(),
+                        },
+                    }
+                }
+            };
+            if let Some(seen) = report.seen.get_mut(&a.call.job) {
+                seen.repository = repository;
+            }
+        }
+    }
     for job in selected {
         let mut merged: Option<JobStatus> = None;
         for a in answers.iter().filter(|a| a.call.job == job.name) {
@@ -755,7 +940,7 @@ pub fn status_from_dir(
     }
     Ok(StatusReport {
         statuses,
-        warnings: Vec::new(),
+        ..StatusReport::default()
     })
 }
 
@@ -1124,6 +1309,314 @@ mod tests {
         assert_eq!(s.max_age_seconds, inv.backups["mattermost"].max_age);
         assert_eq!(report.warnings.len(), 1, "{:?}", report.warnings);
         assert!(report.warnings[0].1.contains("runuser: failed"));
+    }
+
+    /// An executor answering each call with `answer(call)`, recording each round of calls.
+    fn rounds<'a>(
+        seen: &'a mut Vec<Vec<Call>>,
+        answer: impl Fn(&Call) -> Result<CommandOutput, TransportError> + 'a,
+    ) -> impl FnMut(Vec<Call>, Option<Duration>) -> Result<Vec<Answer>, OpError> + 'a {
+        move |calls, _| {
+            seen.push(calls.clone());
+            Ok(calls
+                .into_iter()
+                .map(|call| {
+                    let result = answer(&call);
+                    Answer { call, result }
+                })
+                .collect())
+        }
+    }
+
+    fn unreachable(c: &Call) -> Result<CommandOutput, TransportError> {
+        Err(TransportError {
+            host: c.machine.clone(),
+            kind: ErrorKind::ConnectTimeout,
+            message: format!("no login at {} within 15 s", c.machine),
+            detail: None,
+        })
+    }
+
+    /// What `host-snapshots` prints on the repository's side: a files snapshot and a dump
+    /// `ago` seconds ago, and an older files snapshot.
+    fn listing_doc(job: &str, ago: f64) -> String {
+        let at = |s: f64| super::super::time::rfc3339(super::super::time::now() - s);
+        let tag = format!("job={job}");
+        let files = json!(["picaops", tag, "part=files"]);
+        let dump = json!([
+            "picaops",
+            tag,
+            "part=dump",
+            "dump=postgres-mattermost-db-mattermost.sql"
+        ]);
+        let snap = |id: &str, t: String, tags: &Value, bytes: u64| {
+            json!({"id": id, "short_id": &id[..8], "time": t, "hostname": "pica01",
+                   "paths": ["/DATA"], "tags": tags, "summary": {"total_bytes_processed": bytes}})
+        };
+        let result = json!([
+            snap("0ld0000000", at(ago + 86400.0), &files, 900),
+            snap("f11e500000", at(ago + 60.0), &files, 1000),
+            snap("d0e5000000", at(ago), &dump, 24),
+        ]);
+        json!({"job": job, "ok": true, "result": result, "repository": "sftp:caribou:/r"})
+            .to_string()
+    }
+
+    #[test]
+    fn status_with_the_data_host_gone_reads_the_newest_snapshot_from_the_repository() {
+        let inv = picasoft();
+        let names = vec!["mattermost".to_string()];
+        let data = inv.backups["mattermost"].clone();
+        let data_machine = remote::machine(&inv, &data, Side::Data).unwrap();
+        let mut seen = Vec::new();
+        let empty = serde_json::to_string(&vec![JobStatus {
+            job: "mattermost".into(),
+            ..Default::default()
+        }])
+        .unwrap();
+        let listing = listing_doc("mattermost", 3600.0);
+        let report = status(
+            &inv,
+            &names,
+            &mut rounds(&mut seen, |c| match (c.side, c.command.to_shell_line()) {
+                (Side::Data, _) => unreachable(c),
+                (Side::RepoRoot, line) if line.contains("host-snapshots") => {
+                    output(0, &listing, "")
+                }
+                _ => output(0, &empty, ""),
+            }),
+        )
+        .unwrap();
+        // The data host is tried once, in the first round; the second round asks only the
+        // repository's side, as root, for the listing.
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        let tried = |m: &str| seen.iter().flatten().filter(|c| c.machine == m).count();
+        assert_eq!(tried(&data_machine), 1);
+        assert_eq!(seen[1].len(), 1);
+        assert_eq!(
+            (seen[1][0].machine.as_str(), seen[1][0].side),
+            ("caribou", Side::RepoRoot)
+        );
+        assert!(seen[1][0]
+            .command
+            .to_shell_line()
+            .contains("host-snapshots --job-file /etc/picaops/backup/jobs/mattermost.repo.json"));
+        let rows = super::super::render::status_rows_seen(
+            &report.statuses,
+            &report.seen,
+            super::super::time::now(),
+        );
+        let r = &rows[0];
+        let reason = r.reason.clone().unwrap_or_default();
+        assert_eq!(r.state, super::super::render::State::Ok, "{reason}");
+        assert!(
+            reason.starts_with(&format!(
+                "data host {data_machine} unreachable (since unknown); newest snapshot d0e50000 of "
+            )),
+            "{reason}"
+        );
+        assert!(
+            reason.ends_with("(1h old), 3 snapshot(s) in the repository"),
+            "{reason}"
+        );
+        assert!(!reason.contains("no successful backup yet"), "{reason}");
+        let age = r.data_age_seconds.unwrap();
+        assert!((3600..3700).contains(&age), "{age}");
+        let v = serde_json::to_value(r).unwrap();
+        assert_eq!(v["source"], "repository");
+        assert_eq!(v["data_host_reachable"], false);
+        assert_eq!(v["repository_reachable"], true);
+        assert_eq!(v["newest_snapshot"]["id"], "d0e5000000");
+        assert_eq!(v["newest_snapshot"]["short_id"], "d0e50000");
+        assert!(v["newest_snapshot"]["time"]
+            .as_str()
+            .unwrap()
+            .ends_with('Z'));
+        assert_eq!(v["newest_snapshot"]["age_seconds"], age);
+        assert_eq!(v["snapshot_count"], 3);
+        // The keys scripts already read are all still there.
+        for key in [
+            "job",
+            "host",
+            "repository",
+            "state",
+            "last_success",
+            "data_age_seconds",
+            "max_age_seconds",
+            "consecutive_failures",
+            "last_check",
+            "last_drill",
+        ] {
+            assert!(v.get(key).is_some(), "{key} missing: {v}");
+        }
+        assert!(
+            report.warnings.iter().any(|(j, w)| j == "mattermost"
+                && w == &format!("no login at {data_machine} within 15 s")),
+            "{:?}",
+            report.warnings
+        );
+    }
+
+    #[test]
+    fn status_judges_staleness_from_the_repository_s_newest_snapshot() {
+        let inv = picasoft();
+        let names = vec!["mattermost".to_string()];
+        let max_age = inv.backups["mattermost"].max_age as f64;
+        let listing = listing_doc("mattermost", max_age + 7200.0);
+        let mut seen = Vec::new();
+        let report = status(
+            &inv,
+            &names,
+            &mut rounds(&mut seen, |c| match c.side {
+                Side::RepoRoot if c.command.to_shell_line().contains("host-snapshots") => {
+                    output(0, &listing, "")
+                }
+                // The repository's own status files are gone too (a fresh account).
+                Side::Data => unreachable(c),
+                _ => output(0, "[]", ""),
+            }),
+        )
+        .unwrap();
+        let rows = super::super::render::status_rows_seen(
+            &report.statuses,
+            &report.seen,
+            super::super::time::now(),
+        );
+        let reason = rows[0].reason.clone().unwrap_or_default();
+        assert_eq!(rows[0].state, super::super::render::State::Late, "{reason}");
+        assert!(reason.contains("unreachable (since unknown); newest data is 1d 4h old, more than max_age 1d 2h; newest snapshot d0e50000"), "{reason}");
+    }
+
+    #[test]
+    fn status_with_both_sides_gone_says_it_cannot_tell_and_tries_each_machine_once() {
+        let inv = picasoft();
+        let names = vec!["mattermost".to_string()];
+        let mut seen = Vec::new();
+        let report = status(&inv, &names, &mut rounds(&mut seen, unreachable)).unwrap();
+        // No second round: the repository's machine did not answer the first.
+        assert_eq!(seen.len(), 1, "{seen:?}");
+        let rows = super::super::render::status_rows_seen(
+            &report.statuses,
+            &report.seen,
+            super::super::time::now(),
+        );
+        let r = &rows[0];
+        let reason = r.reason.clone().unwrap_or_default();
+        assert_eq!(r.state, super::super::render::State::Unknown, "{reason}");
+        assert!(!reason.contains("no successful backup yet"), "{reason}");
+        assert!(reason.contains("unreachable (since unknown); nothing tells how its backups stand; repository host caribou unreachable too"), "{reason}");
+        let v = serde_json::to_value(r).unwrap();
+        assert_eq!(v["state"], "unknown");
+        assert_eq!(v["repository_reachable"], false);
+        assert_eq!(v["newest_snapshot"], Value::Null);
+        let text = super::super::render::render_status(&rows, &|_, s| s.to_string());
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("mattermost") && l.contains("UNKNOWN")),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn status_without_snapshots_in_the_repository_is_still_no_successful_backup_yet() {
+        let inv = picasoft();
+        let names = vec!["mattermost".to_string()];
+        let none =
+            json!({"job": "mattermost", "ok": true, "result": [], "repository": "r"}).to_string();
+        let fresh = serde_json::to_string(&vec![JobStatus {
+            job: "mattermost".into(),
+            ..Default::default()
+        }])
+        .unwrap();
+        for data_gone in [true, false] {
+            let mut seen = Vec::new();
+            let report = status(
+                &inv,
+                &names,
+                &mut rounds(&mut seen, |c| match c.side {
+                    Side::Data if data_gone => unreachable(c),
+                    Side::RepoRoot if c.command.to_shell_line().contains("host-snapshots") => {
+                        output(0, &none, "")
+                    }
+                    _ => output(0, &fresh, ""),
+                }),
+            )
+            .unwrap();
+            // A data host whose status records nothing (a new job, a rebuilt host): the
+            // repository is asked as well.
+            assert_eq!(seen.len(), 2, "{seen:?}");
+            let rows = super::super::render::status_rows_seen(
+                &report.statuses,
+                &report.seen,
+                super::super::time::now(),
+            );
+            let reason = rows[0].reason.clone().unwrap_or_default();
+            assert_eq!(rows[0].state, super::super::render::State::Late, "{reason}");
+            let v = serde_json::to_value(&rows[0]).unwrap();
+            assert_eq!(v["snapshot_count"], 0);
+            if data_gone {
+                assert!(reason.ends_with("unreachable (since unknown); no successful backup yet; the repository on caribou holds no snapshot of it"), "{reason}");
+            } else {
+                assert_eq!(reason, "no successful backup yet");
+            }
+        }
+    }
+
+    #[test]
+    fn newest_snapshot_reads_only_the_repository_side() {
+        let inv = picasoft();
+        let listing = listing_doc("mattermost", 600.0);
+        let mut seen = Vec::new();
+        let n = newest_snapshot(
+            &inv,
+            "mattermost",
+            &mut rounds(&mut seen, |c| match c.side {
+                Side::RepoRoot => output(0, &listing, ""),
+                _ => unreachable(c),
+            }),
+        )
+        .unwrap()
+        .expect("a snapshot");
+        assert_eq!(seen.len(), 1);
+        assert_eq!(
+            (seen[0].len(), seen[0][0].machine.as_str(), seen[0][0].side),
+            (1, "caribou", Side::RepoRoot)
+        );
+        assert_eq!((n.id.as_str(), n.count), ("d0e5000000", 3));
+        assert!((600..700).contains(&n.age_seconds), "{}", n.age_seconds);
+        assert_eq!(n.latest.len(), 2);
+        assert_eq!(n.latest[0].id, "f11e500000");
+        assert_eq!(n.restore_bytes, Some(1024));
+        // No snapshot at all, and a repository side that cannot be reached.
+        let none = json!({"job": "mattermost", "ok": true, "result": null}).to_string();
+        let n = newest_snapshot(
+            &inv,
+            "mattermost",
+            &mut rounds(&mut seen, |_| output(0, &none, "")),
+        );
+        assert_eq!(n.unwrap(), None);
+        let e =
+            newest_snapshot(&inv, "mattermost", &mut rounds(&mut seen, unreachable)).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "cannot list job mattermost's snapshots on caribou: no login at caribou within 15 s"
+        );
+        assert_eq!(e.exit_code(), EXIT_HOST_FAILED);
+        let e =
+            newest_snapshot(&inv, "mattermots", &mut rounds(&mut seen, unreachable)).unwrap_err();
+        assert_eq!(e.exit_code(), EXIT_USAGE);
+        // Several jobs: one round, each repository machine once.
+        let names = selection(&inv, &[], None).unwrap();
+        let mut seen = Vec::new();
+        let all = newest_snapshots(
+            &inv,
+            &names,
+            &mut rounds(&mut seen, |_| output(0, &none, "")),
+        )
+        .unwrap();
+        assert_eq!(all.len(), names.len());
+        assert_eq!(seen.len(), 1);
+        assert!(seen[0].iter().all(|c| c.side == Side::RepoRoot));
     }
 
     #[test]

@@ -290,12 +290,17 @@ pub fn authorize_calls(inv: &Inventory, keys: &BTreeMap<String, String>) -> Vec<
         .collect()
 }
 
-/// Runs every call over SSH: one connection per machine, each machine's calls in order.
-/// `timeout`: per call (`None`: none, for backups that take hours).
+/// How long the backup commands wait for a machine to let them in, unless told otherwise.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Runs every call over SSH: one connection per machine (a machine that does not let us in
+/// within `connect_timeout` fails all its calls at once, tried once), each machine's calls in
+/// order. `timeout`: per call (`None`: none, for backups that take hours).
 pub async fn run_calls(
     inv: &Inventory,
     calls: Vec<Call>,
     timeout: Option<Duration>,
+    connect_timeout: Duration,
     events: Option<mpsc::UnboundedSender<PoolEvent>>,
 ) -> Result<Vec<Answer>, CallError> {
     let mut per_machine: BTreeMap<String, Vec<Call>> = BTreeMap::new();
@@ -311,7 +316,7 @@ pub async fn run_calls(
     }
     let kh = crate::inventory::write_known_hosts(inv)
         .map_err(|e| CallError::KnownHosts(e.to_string()))?;
-    let connector = Connector::new(&kh, Duration::from_secs(15), timeout)
+    let connector = Connector::new(&kh, connect_timeout, timeout)
         .map_err(|e| CallError::Connector(e.message))?;
     let per_machine = Arc::new(per_machine);
     let work_calls = per_machine.clone();

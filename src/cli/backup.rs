@@ -4,13 +4,14 @@
 //! Only argument parsing and rendering; the work is in `picaops::backup`.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use picaops::backup::hostcmd::{self, HostOutcome, HostUsage};
 use picaops::backup::{ops, HostJob, JobStatus};
 use picaops::output::{Format, Output, Style, EXIT_HOST_FAILED, EXIT_OK, EXIT_USAGE};
 
-use super::backup_remote::{fail, offline, operate, show, JobSelect, Rows};
+use super::backup_remote::{fail, offline, operate, operate_within, show, JobSelect, Rows};
 use super::Global;
 
 const AFTER_HELP: &str = "\
@@ -104,6 +105,10 @@ pub enum BackupCommand {
         /// /var/lib/picaops/backup/status) instead of fetching them over SSH.
         #[arg(long, value_name = "DIR")]
         status_dir: Option<PathBuf>,
+        /// Give up on a machine that does not let picaops in within this many seconds (once
+        /// per machine: a data host that is gone costs this, then its repository is asked).
+        #[arg(long, value_name = "SECS", default_value_t = 15)]
+        connect_timeout: u64,
     },
     /// Print the systemd units `picaops apply` installs for each job (service + timer), and the
     /// retention units of each repository.
@@ -193,12 +198,21 @@ pub fn run(cmd: BackupCommand, global: &Global, out: &Output) -> i32 {
         BackupCommand::Status {
             select,
             status_dir: Some(dir),
+            ..
         } => offline(&select, g, o, |inv, names| {
             ops::status_from_dir(inv, names, &dir).map(Rows::from)
         }),
-        BackupCommand::Status { select, .. } => operate(&select, g, o, |inv, names, exec| {
-            ops::status(inv, names, exec).map(Rows::from)
-        }),
+        BackupCommand::Status {
+            select,
+            connect_timeout,
+            ..
+        } => operate_within(
+            &select,
+            Duration::from_secs(connect_timeout.max(1)),
+            g,
+            o,
+            |inv, names, exec| ops::status(inv, names, exec).map(Rows::from),
+        ),
         BackupCommand::Snapshots {
             from_json: Some(from),
             ..

@@ -36,11 +36,22 @@ pub fn operate<R: Render>(
     out: &Output,
     op: impl FnOnce(&Inventory, &[String], &mut Exec) -> Result<R, OpError>,
 ) -> i32 {
+    operate_within(select, remote::CONNECT_TIMEOUT, global, out, op)
+}
+
+/// [`operate`], giving up on a machine that does not let us in within `connect_timeout`.
+pub fn operate_within<R: Render>(
+    select: &JobSelect,
+    connect_timeout: Duration,
+    global: &Global,
+    out: &Output,
+    op: impl FnOnce(&Inventory, &[String], &mut Exec) -> Result<R, OpError>,
+) -> i32 {
     let Some(inv) = super::inventory::load(global, out) else {
         return EXIT_USAGE;
     };
     let result = ops::selection(&inv, &select.jobs, select.host.as_deref()).and_then(|names| {
-        let mut exec = |calls, timeout| ssh(&inv, calls, timeout, out);
+        let mut exec = |calls, timeout| ssh(&inv, calls, timeout, connect_timeout, out);
         op(&inv, &names, &mut exec)
     });
     match result {
@@ -75,12 +86,13 @@ fn ssh(
     inv: &Inventory,
     calls: Vec<Call>,
     timeout: Option<Duration>,
+    connect_timeout: Duration,
     out: &Output,
 ) -> Result<Vec<Answer>, OpError> {
     let machines: std::collections::BTreeSet<&str> =
         calls.iter().map(|c| c.machine.as_str()).collect();
     match super::run_with_progress(out, machines.len(), |events| {
-        remote::run_calls(inv, calls, timeout, events)
+        remote::run_calls(inv, calls, timeout, connect_timeout, events)
     }) {
         Ok(Some(answers)) => Ok(answers?),
         Ok(None) => Err(OpError::Interrupted),
@@ -201,7 +213,10 @@ pub struct Rows(Vec<StatusRow>, Vec<(String, String)>);
 
 impl From<StatusReport> for Rows {
     fn from(r: StatusReport) -> Rows {
-        Rows(render::status_rows(&r.statuses, time::now()), r.warnings)
+        Rows(
+            render::status_rows_seen(&r.statuses, &r.seen, time::now()),
+            r.warnings,
+        )
     }
 }
 
@@ -218,7 +233,7 @@ impl Render for Rows {
         let paint = |state: State, text: &str| match state {
             State::Ok => out.paint(Style::Green, text),
             State::Late => out.paint(Style::Yellow, text),
-            State::Failing => out.paint(Style::Red, text),
+            State::Failing | State::Unknown => out.paint(Style::Red, text),
         };
         print!("{}", render::render_status(&self.0, &paint));
     }
