@@ -168,6 +168,31 @@ pub fn did_you_mean<'a>(
         .map(|(_, c)| c)
 }
 
+/// Prints diagnostics (gcc-style on stderr, or one JSON document on stdout) and a last line
+/// saying nothing was contacted.
+pub fn print_all(diags: &[Diagnostic], sources: &Sources, out: &crate::output::Output, what: &str) {
+    use std::io::Write as _;
+    match out.format {
+        crate::output::Format::Json => {
+            let doc = serde_json::json!({ "ok": false, "errors": diags });
+            println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+        }
+        crate::output::Format::Human => {
+            let mut err = std::io::stderr().lock();
+            for d in diags {
+                let _ = writeln!(err, "{}", render(d, sources, out.color));
+            }
+            let n = diags.len();
+            let _ = writeln!(
+                err,
+                "{}: {n} error{} {what}; nothing was contacted.",
+                out.paint(crate::output::Style::Red, "picaops"),
+                if n == 1 { "" } else { "s" },
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

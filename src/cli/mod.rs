@@ -140,38 +140,5 @@ fn init_logging(global: &Global) {
         .try_init();
 }
 
-/// Prints diagnostics (gcc-style on stderr, or one JSON document on stdout) and a last line
-/// saying nothing was contacted.
-pub fn print_diagnostics(
-    diags: &[picaops::diagnostic::Diagnostic],
-    sources: &picaops::diagnostic::Sources,
-    out: &Output,
-    what: &str,
-) {
-    use std::io::Write as _;
-    match out.format {
-        Format::Json => {
-            let doc = serde_json::json!({ "ok": false, "errors": diags });
-            println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
-        }
-        Format::Human => {
-            let mut err = std::io::stderr().lock();
-            for d in diags {
-                let _ = writeln!(
-                    err,
-                    "{}",
-                    picaops::diagnostic::render(d, sources, out.color)
-                );
-            }
-            let n = diags.len();
-            let _ = writeln!(
-                err,
-                "{}: {n} error{} {what}; nothing was contacted.",
-                out.paint(picaops::output::Style::Red, "picaops"),
-                if n == 1 { "" } else { "s" },
-            );
-        }
-    }
-}
-
+pub use picaops::diagnostic::print_all as print_diagnostics;
 pub use picaops::progress::run_with_progress;
