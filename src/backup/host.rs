@@ -53,6 +53,9 @@ pub enum HostError {
     },
     #[error("the job's retention keeps nothing: refusing to forget every snapshot")]
     RetentionKeepsNothing { job: String },
+    /// A site is lost: no snapshot may go (`why` says which site, since when, what thaws it).
+    #[error("job {job}: {why}")]
+    RetentionFrozen { job: String, why: String },
     /// `restic check` read the repository and found damage. `message`: restic's own words.
     #[error(
         "restic check found {errors} error(s){}: {message}",
@@ -592,6 +595,7 @@ impl HostJob {
         let started = now();
         let clock = Instant::now();
         let result = (|| {
+            self.retention_allowed()?;
             let _lock = self.lock("forget")?;
             let mut args = os(&[
                 "forget",
@@ -624,11 +628,23 @@ impl HostJob {
         result
     }
 
+    /// Refuses retention while the job file says it is frozen (a site is lost).
+    fn retention_allowed(&self) -> Result<(), HostError> {
+        match &self.job.retention_frozen {
+            Some(why) => Err(HostError::RetentionFrozen {
+                job: self.job.job.clone(),
+                why: why.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// `restic prune`: frees the space of forgotten snapshots and aborted runs.
     pub fn prune(&self, say: Say<'_>) -> Result<(), HostError> {
         let started = now();
         let clock = Instant::now();
         let result = (|| {
+            self.retention_allowed()?;
             let _lock = self.lock("prune")?;
             self.with_lock_retry(&os(&["prune"]), say, &mut |_| {})?;
             Ok(())

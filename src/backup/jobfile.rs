@@ -119,6 +119,10 @@ pub struct JobFile {
     /// account writes.
     #[serde(default)]
     pub read_only: bool,
+    /// Why retention may not run now (a site is lost and this repository may be the only copy
+    /// of its data): `forget` and `prune` refuse with this reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_frozen: Option<String>,
 }
 
 fn default_state_dir() -> PathBuf {
@@ -292,6 +296,34 @@ impl JobFile {
     }
 }
 
+/// While `recovery.yml` declares a site lost, retention is frozen on every repository: the
+/// surviving ones may hold the only copy of the lost site's data, and nothing of their history
+/// may go before the failback.
+pub fn retention_frozen(inv: &crate::inventory::Inventory) -> Option<String> {
+    inv.recovery.as_ref().map(|r| {
+        format!(
+            "retention is frozen while site `{}` is lost (since {}, {}): the surviving \
+             repositories may hold the only copy of its data. `picaops site failback {}` thaws it",
+            r.lost.value, r.since.value, r.place, r.lost.value
+        )
+    })
+}
+
+/// The host name a job's snapshots are recorded under, when it is not the machine that runs it
+/// now: while `recovery.yml` moves a service, its job runs at the recovery place but goes on
+/// with the snapshots of its home machine (one history: listings, restores, retention and the
+/// failback see every snapshot, before and after the loss).
+pub fn restic_host(inv: &crate::inventory::Inventory, job: &super::config::BackupJob) -> Option<String> {
+    match &job.holder {
+        super::config::Holder::Service(s) => inv
+            .services
+            .get(s.as_str())
+            .and_then(|s| s.moved_from.as_ref())
+            .map(|home| home.value.clone()),
+        super::config::Holder::Host(_) => None,
+    }
+}
+
 /// Where apply puts things a job needs on its host (phase 2 installs them; tests replace them).
 pub mod host_paths {
     /// The data host's own SSH key for SFTP repositories (root-only).
@@ -339,7 +371,7 @@ impl JobFile {
         Some(JobFile {
             version: JOB_FILE_VERSION,
             job: job.name.clone(),
-            host: data.name().to_string(),
+            host: restic_host(inv, job).unwrap_or_else(|| data.name().to_string()),
             repository,
             password_file: Path::new(host_paths::SECRETS_DIR)
                 .join(job.password.value.replace('/', "_")),
@@ -356,6 +388,7 @@ impl JobFile {
             retry_lock_seconds: default_retry_lock(),
             lock_wait_seconds: default_lock_wait(),
             cache_dir: None,
+            retention_frozen: retention_frozen(inv),
             read_only: false,
         })
     }

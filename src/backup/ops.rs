@@ -77,6 +77,8 @@ pub enum OpError {
     Runtime(String),
     #[error("interrupted; runs already started on the hosts go on under systemd")]
     Interrupted,
+    #[error("{0}")]
+    RetentionFrozen(String),
 }
 
 impl OpError {
@@ -386,6 +388,15 @@ fn run_line(a: &Answer) -> JobLine {
     line(a, ok, text, data)
 }
 
+/// Refuses retention from the workstation while a site is lost (the hosts refuse it too: the
+/// job files say so, for their timers).
+fn frozen(inv: &Inventory) -> Result<(), OpError> {
+    match super::jobfile::retention_frozen(inv) {
+        Some(why) => Err(OpError::RetentionFrozen(why)),
+        None => Ok(()),
+    }
+}
+
 /// `forget` (then `prune` with `prune_after`): once per repository, on its side, as the
 /// account owning it: a compromised data host cannot delete its own history.
 pub fn forget(
@@ -394,6 +405,7 @@ pub fn forget(
     prune_after: bool,
     exec: &mut Exec,
 ) -> Result<Report, OpError> {
+    frozen(inv)?;
     per_repository(inv, names, exec, "forget", Side::Account, |files| {
         let mut args = vec!["host-forget".to_string()];
         for f in files {
@@ -408,6 +420,7 @@ pub fn forget(
 }
 
 pub fn prune(inv: &Inventory, names: &[String], exec: &mut Exec) -> Result<Report, OpError> {
+    frozen(inv)?;
     per_repository(inv, names, exec, "prune", Side::Account, |files| {
         vec!["host-prune".into(), "--job-file".into(), files[0].clone()]
     })

@@ -82,7 +82,7 @@ pub fn offline<R: Render>(
 }
 
 /// Runs `calls` over SSH with the progress display.
-fn ssh(
+pub fn ssh(
     inv: &Inventory,
     calls: Vec<Call>,
     timeout: Option<Duration>,

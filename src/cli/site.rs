@@ -106,32 +106,74 @@ pub enum SiteCommand {
     Recover {
         /// The lost site (`toulouse`, `compiegne`).
         site: String,
+        /// Do it: mark the site lost (inventory/recovery.yml), create and converge its VMs on
+        /// the surviving hypervisors, restore each service's data from its newest snapshot,
+        /// deploy the services behind their health gate, load their dumps. The lost site is
+        /// never contacted. Exit 1 if any service did not come back (the others did).
+        #[arg(long)]
+        apply: bool,
+        /// Playbooks to converge the recovered machines with (default: playbooks/site.yml
+        /// beside the inventory); repeat for several.
+        #[arg(long = "playbook", value_name = "FILE")]
+        playbooks: Vec<std::path::PathBuf>,
+        #[arg(long, default_value_t = 10)]
+        forks: u32,
+        /// Seconds to wait for each machine to answer.
+        #[arg(long, default_value_t = 10)]
+        connect_timeout: u64,
     },
 }
 
 /// `picaops site …`.
 pub fn run_site(cmd: SiteCommand, global: &super::Global, out: &Output) -> i32 {
-    let SiteCommand::Recover { site } = cmd;
+    let SiteCommand::Recover { site, apply, playbooks, forks, connect_timeout } = cmd;
     let Some(inv) = super::inventory::load(global, out) else {
         return picaops::output::EXIT_USAGE;
     };
     let mut sources = picaops::diagnostic::Sources::default();
-    match picaops::recovery::plan(&inv, &site, &mut sources) {
+    let home = picaops::inventory::recovery::home(&inv);
+    let plan = match picaops::recovery::plan(&home, &site, &mut sources) {
+        Ok(plan) => plan,
         Err(diags) => {
             super::print_diagnostics(&diags, &sources, out, "in the recovery plan");
+            return picaops::output::EXIT_USAGE;
+        }
+    };
+    if !apply {
+        return show(&plan, out, |w| plan.render_human(out, w), picaops::output::EXIT_OK);
+    }
+    let req = picaops::recovery::apply::Request {
+        site,
+        playbooks,
+        settings: settings(Mode::Apply, forks, connect_timeout, false, out),
+        now: picaops::backup::time::rfc3339(picaops::backup::time::now()),
+    };
+    let mut exec = |calls, timeout| super::backup_remote::ssh(&inv, calls, timeout, out);
+    match picaops::recovery::apply::apply(&global.inventory, &req, &mut exec) {
+        Ok(done) => show(&done, out, |w| done.render_human(out, w), done.exit_code()),
+        Err(picaops::recovery::apply::RecoverError::Invalid { diagnostics, sources, what }) => {
+            super::print_diagnostics(&diagnostics, &sources, out, what);
             picaops::output::EXIT_USAGE
         }
-        Ok(plan) => {
-            match out.format {
-                Format::Json => println!(
-                    "{}",
-                    serde_json::to_string_pretty(&plan).unwrap_or_default()
-                ),
-                Format::Human => {
-                    let _ = plan.render_human(out, &mut std::io::stdout().lock());
-                }
-            }
-            picaops::output::EXIT_OK
+        Err(e) => {
+            eprintln!("{}: {e}", out.paint(Style::Red, "picaops"));
+            EXIT_HOST_FAILED
         }
     }
+}
+
+/// Prints `value` as JSON or through `human`; returns `code`.
+fn show(
+    value: &impl serde::Serialize,
+    out: &Output,
+    human: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
+    code: i32,
+) -> i32 {
+    match out.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(value).unwrap_or_default()),
+        Format::Human => {
+            let _ = human(&mut std::io::stdout().lock());
+        }
+    }
+    code
 }

@@ -249,6 +249,24 @@ pub fn with(inv: &Inventory, recovery: crate::sections::recovery::Recovery) -> I
     moved
 }
 
+/// `inv` with every VM and service of `recovery.yml` put back home (what a recovery or a
+/// failback plans from).
+pub fn home(inv: &Inventory) -> Inventory {
+    let mut home = inv.clone();
+    for vm in home.vms.values_mut() {
+        if let Some(from) = vm.moved_from.take() {
+            vm.host = from;
+        }
+    }
+    for service in home.services.values_mut() {
+        if let Some(from) = service.moved_from.take() {
+            service.host = from;
+        }
+    }
+    home.recovery = None;
+    home
+}
+
 /// Is `machine` at the site `recovery.yml` declares lost (after the moves)?
 pub fn is_lost(inv: &Inventory, machine: Machine<'_>) -> bool {
     match &inv.recovery {
