@@ -60,7 +60,10 @@ fn have_tools(test: &str) -> bool {
         .unwrap_or_default();
     let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
     if (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) < (0, 17) {
-        return skip(test, "restic 0.17 or later is not on PATH: run `bash .ci/setup`");
+        return skip(
+            test,
+            "restic 0.17 or later is not on PATH: run `bash .ci/setup`",
+        );
     }
     if unsafe { libc::geteuid() } != 0 {
         return skip(test, "needs root (slapd's files, their owner)");
@@ -214,7 +217,16 @@ impl Slapd {
     /// The uids the running slapd serves (through its socket, as a client sees them).
     fn uids(&self) -> Vec<String> {
         let out = sh(Command::new("ldapsearch")
-            .args(["-Q", "-LLL", "-Y", "EXTERNAL", "-H", &self.url(), "-b", SUFFIX])
+            .args([
+                "-Q",
+                "-LLL",
+                "-Y",
+                "EXTERNAL",
+                "-H",
+                &self.url(),
+                "-b",
+                SUFFIX,
+            ])
             .args(["(objectClass=posixAccount)", "uid"]));
         let mut uids: Vec<String> = String::from_utf8_lossy(&out.stdout)
             .lines()
@@ -356,7 +368,12 @@ fn an_ldap_directory_is_dumped_drilled_and_loaded_back_exactly() {
     let snaps: Value = serde_json::from_slice(&snaps.stdout).unwrap();
     assert_eq!(
         snaps[0]["tags"],
-        json!(["picaops", "job=directory", "part=dump", format!("dump={DUMP}")])
+        json!([
+            "picaops",
+            "job=directory",
+            "part=dump",
+            format!("dump={DUMP}")
+        ])
     );
 
     // Changes after the backup: a modified entry, a deleted one, a new one.
@@ -374,7 +391,11 @@ fn an_ldap_directory_is_dumped_drilled_and_loaded_back_exactly() {
     // The drill loads the dump into a scratch slapd; the live directory is not touched.
     let drill = ok(&host(&s, &["host-drill"], &job, &[]));
     let d = &drill["result"]["dumps"][0];
-    assert_eq!((d["name"].as_str(), d["ok"].as_bool()), (Some(DUMP), Some(true)), "{drill:#}");
+    assert_eq!(
+        (d["name"].as_str(), d["ok"].as_bool()),
+        (Some(DUMP), Some(true)),
+        "{drill:#}"
+    );
     assert_eq!(s.slapcat(), changed, "the drill changed the live directory");
     let status: Value = serde_json::from_str(
         &std::fs::read_to_string(s.path("state/status/directory.json")).unwrap(),
@@ -398,7 +419,12 @@ fn an_ldap_directory_is_dumped_drilled_and_loaded_back_exactly() {
 
     // The restore into production: back exactly as backed up, served by a running slapd, the
     // previous database kept aside with its owner.
-    let loaded = ok(&host(&s, &["host-restore"], &job, &["--dump", DUMP, "--load"]));
+    let loaded = ok(&host(
+        &s,
+        &["host-restore"],
+        &job,
+        &["--dump", DUMP, "--load"],
+    ));
     let r = &loaded["result"];
     assert_eq!(r["entries"], 5, "{loaded:#}");
     assert_eq!(s.uids(), ["alice", "bob", "carol"]);
@@ -415,7 +441,8 @@ fn an_ldap_directory_is_dumped_drilled_and_loaded_back_exactly() {
     // The kept cn=config still names the live path; the kept database holds the replaced entries.
     let kept = std::fs::read(old.join("data.mdb")).unwrap();
     assert!(
-        kept.windows(b"uid=mallory".len()).any(|w| w == b"uid=mallory"),
+        kept.windows(b"uid=mallory".len())
+            .any(|w| w == b"uid=mallory"),
         "the kept database is the one replaced"
     );
     if let Some((uid, gid)) = openldap() {
@@ -428,10 +455,9 @@ fn an_ldap_directory_is_dumped_drilled_and_loaded_back_exactly() {
 }
 
 fn status_restore_ok(s: &Slapd) -> Option<bool> {
-    let status: Value = serde_json::from_str(
-        &std::fs::read_to_string(s.path("state/status/directory.json")).ok()?,
-    )
-    .ok()?;
+    let status: Value =
+        serde_json::from_str(&std::fs::read_to_string(s.path("state/status/directory.json")).ok()?)
+            .ok()?;
     status["last_restore"]["ok"].as_bool()
 }
 
@@ -464,7 +490,9 @@ fn a_slapd_that_does_not_start_on_the_loaded_directory_gets_the_old_one_back() {
     let error = d["error"].as_str().unwrap();
     assert!(
         error.starts_with("slapd did not start on the loaded directory")
-            && error.contains("the previous database and cn=config are back in place and slapd was started again"),
+            && error.contains(
+                "the previous database and cn=config are back in place and slapd was started again"
+            ),
         "{error}"
     );
     assert_eq!(s.uids(), ["dave"], "the previous directory is served again");
@@ -475,6 +503,10 @@ fn a_slapd_that_does_not_start_on_the_loaded_directory_gets_the_old_one_back() {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|n| n.contains(".picaops-failed-"))
         .collect();
-    assert_eq!(failed.len(), 2, "the loaded directories are kept: {failed:?}");
+    assert_eq!(
+        failed.len(),
+        2,
+        "the loaded directories are kept: {failed:?}"
+    );
     assert_eq!(status_restore_ok(&s), Some(false));
 }

@@ -988,7 +988,9 @@ impl HostJob {
     fn dump_to_file(&self, snap: &Snapshot, dump: &Dump, dir: &Path) -> Result<String, LoadError> {
         let file = dir.join("dump.ldif");
         std::fs::create_dir_all(dir)
-            .and_then(|()| std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)))
+            .and_then(|()| {
+                std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            })
             .map_err(|source| LoadError::ReadDump {
                 path: dir.to_path_buf(),
                 source,
@@ -1029,9 +1031,11 @@ impl HostJob {
                     dump: dump_name.to_string(),
                     dumps: None,
                 })?;
-            std::fs::create_dir_all(&self.job.state_dir).map_err(|source| HostError::ScratchDir {
-                dir: self.job.state_dir.clone(),
-                source,
+            std::fs::create_dir_all(&self.job.state_dir).map_err(|source| {
+                HostError::ScratchDir {
+                    dir: self.job.state_dir.clone(),
+                    source,
+                }
             })?;
             let work = tempfile::Builder::new()
                 .prefix("ldap-load-")

@@ -189,12 +189,7 @@ fn value_of(line: &str, attr: &str) -> Option<String> {
 /// A DN compared as slapd does for these purposes: lower case, no spaces around `,` and `=`.
 pub fn norm_dn(dn: &str) -> String {
     dn.split(',')
-        .map(|rdn| {
-            rdn.split('=')
-                .map(str::trim)
-                .collect::<Vec<_>>()
-                .join("=")
-        })
+        .map(|rdn| rdn.split('=').map(str::trim).collect::<Vec<_>>().join("="))
         .collect::<Vec<_>>()
         .join(",")
         .to_lowercase()
@@ -311,7 +306,11 @@ impl LdapDump {
 
     /// cn=config with each data database's `olcDbDirectory` replaced by `dir(i, n)` (`n`: its
     /// rank among the data databases; `i == target`).
-    fn config_with(&self, mut dir: impl FnMut(bool, usize) -> Option<String>, target: usize) -> String {
+    fn config_with(
+        &self,
+        mut dir: impl FnMut(bool, usize) -> Option<String>,
+        target: usize,
+    ) -> String {
         let mut config = self.config.clone();
         for (n, i) in self.databases().into_iter().enumerate() {
             if let Some(d) = dir(i == target, n) {
@@ -359,7 +358,11 @@ impl Tools<'_> {
                 .map(String::from),
             );
             v.push(format!("{}:{MOUNT}", self.scratch.display()));
-            v.extend(["--entrypoint".to_string(), tool.to_string(), image.to_string()]);
+            v.extend([
+                "--entrypoint".to_string(),
+                tool.to_string(),
+                image.to_string(),
+            ]);
         } else {
             v.push(tool.to_string());
         }
@@ -437,15 +440,15 @@ fn run(argv: &[String]) -> Result<String, LdapError> {
     let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
     // A tool started through docker names itself; on the host, the program is the tool.
     let shown: Vec<&String> = match argv.iter().position(|a| a == "--entrypoint") {
-        Some(i) => argv[i + 1..].iter().take(1).chain(argv.iter().skip(i + 3).take(3)).collect(),
+        Some(i) => argv[i + 1..]
+            .iter()
+            .take(1)
+            .chain(argv.iter().skip(i + 3).take(3))
+            .collect(),
         None => argv.iter().take(4).collect(),
     };
     Err(LdapError::Failed {
-        command: shown
-            .into_iter()
-            .cloned()
-            .collect::<Vec<_>>()
-            .join(" "),
+        command: shown.into_iter().cloned().collect::<Vec<_>>().join(" "),
         status: out.status,
         stderr: lines[lines.len().saturating_sub(3)..].join("; "),
     })
@@ -474,7 +477,12 @@ fn compare(dumped: &[String], loaded: &[String]) -> Result<(), LdapError> {
 /// Loads `dump` into a scratch cn=config and database under `scratch` (slapd's tools on this
 /// host, or in a throwaway container of `image`), reads the database back and compares it with
 /// the dump. Returns what the drill report shows (`12 entries`).
-pub fn drill(text: &str, dump: &Dump, image: Option<&str>, scratch: &Path) -> Result<String, LdapError> {
+pub fn drill(
+    text: &str,
+    dump: &Dump,
+    image: Option<&str>,
+    scratch: &Path,
+) -> Result<String, LdapError> {
     let parsed = LdapDump::parse(text)?;
     let suffix = dump.database.as_str();
     let target = parsed.target(suffix)?;
@@ -489,7 +497,11 @@ pub fn drill(text: &str, dump: &Dump, image: Option<&str>, scratch: &Path) -> Re
     let cfg = tools.path("slapd.d");
     run(&tools.argv(
         "slapadd",
-        &[strings(&["-n", "0", "-F", &cfg, "-l"]), vec![tools.path("config.ldif")]].concat(),
+        &[
+            strings(&["-n", "0", "-F", &cfg, "-l"]),
+            vec![tools.path("config.ldif")],
+        ]
+        .concat(),
     ))?;
     let mut args = strings(&["-F", &cfg]);
     args.extend(which(suffix));
@@ -526,7 +538,11 @@ fn owner_for(path: &Path) -> (u32, u32, u32) {
             (f.next() == Some("openldap")).then(|| f.nth(1)?.parse().ok())?
         })
     };
-    (id("/etc/passwd").unwrap_or(0), id("/etc/group").unwrap_or(0), 0o750)
+    (
+        id("/etc/passwd").unwrap_or(0),
+        id("/etc/group").unwrap_or(0),
+        0o750,
+    )
 }
 
 /// `chown -R` (and the top directory's mode) without following symbolic links.
@@ -736,13 +752,22 @@ mod tests {
     fn a_dump_splits_into_its_configuration_and_its_data() {
         let d = LdapDump::parse(DUMP).unwrap();
         assert_eq!(d.config.len(), 3);
-        assert_eq!(d.dns, ["dc=picasoft,dc=net", "uid=alice,ou=people,dc=picasoft,dc=net"]);
+        assert_eq!(
+            d.dns,
+            [
+                "dc=picasoft,dc=net",
+                "uid=alice,ou=people,dc=picasoft,dc=net"
+            ]
+        );
         assert!(d.data.starts_with("dn: dc=picasoft,dc=net\n"), "{}", d.data);
         assert_eq!(
             d.target_directory("dc=Picasoft, dc=net").unwrap(),
             ("{1}mdb".to_string(), PathBuf::from("/var/lib/ldap"))
         );
-        assert_eq!(d.target("").unwrap(), d.target("dc=picasoft,dc=net").unwrap());
+        assert_eq!(
+            d.target("").unwrap(),
+            d.target("dc=picasoft,dc=net").unwrap()
+        );
         assert!(matches!(
             d.target("dc=nowhere"),
             Err(LdapError::NoDatabase { .. })
@@ -760,7 +785,10 @@ mod tests {
         let text = d.config_with(|is_target, n| Some(format!("/s/{is_target}/{n}")), t);
         assert!(text.contains("olcDbDirectory: /s/true/0\n"), "{text}");
         assert!(text.contains("olcDbDirectory: /s/false/1\n"), "{text}");
-        assert!(!text.contains("/var/lib/ldap") && !text.contains("L3Nydi9"), "{text}");
+        assert!(
+            !text.contains("/var/lib/ldap") && !text.contains("L3Nydi9"),
+            "{text}"
+        );
         assert_eq!(entries(&text).len(), 3);
     }
 

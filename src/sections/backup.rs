@@ -494,7 +494,10 @@ fn dump_from_doc(
         diags.push(err(
             file,
             c,
-            format!("`config_dir:` is for LDAP dumps, not a {} dump", kind.name()),
+            format!(
+                "`config_dir:` is for LDAP dumps, not a {} dump",
+                kind.name()
+            ),
             "remove `config_dir:`",
         ));
     }
@@ -613,12 +616,7 @@ fn dump_from_doc(
 /// The checks of an LDAP dump's own keys; its suffix (`database:`, empty for slapd's first
 /// database). `slapcat` reads slapd's files as root: no user, no password; a host directory
 /// needs no container.
-fn ldap_suffix(
-    file: &Path,
-    job: &str,
-    d: &DumpDoc,
-    diags: &mut Vec<Diagnostic>,
-) -> Option<String> {
+fn ldap_suffix(file: &Path, job: &str, d: &DumpDoc, diags: &mut Vec<Diagnostic>) -> Option<String> {
     let before = diags.len();
     for (key, value) in [
         ("path", &d.path),
