@@ -362,6 +362,20 @@ mod tests {
     }
 
     #[test]
+    fn an_ldap_dump_runs_slapcat_on_the_host_or_in_its_container() {
+        let host = dump_command(&dump(DumpKind::Ldap, None, "dc=picasoft,dc=net", None)).unwrap();
+        assert_eq!(&host[..2], ["sh", "-c"]);
+        assert_eq!(&host[3..], ["picaops", "", "dc=picasoft,dc=net"]);
+        let inside = dump_command(&dump(DumpKind::Ldap, Some("ldap"), "", None)).unwrap();
+        assert_eq!(&inside[..5], ["docker", "exec", "ldap", "sh", "-c"]);
+        let d = dump(DumpKind::Ldap, None, "", None);
+        assert!(matches!(
+            drill_steps(&d, None, "drill", "/tmp/x"),
+            Err(DumpError::OwnDrill { .. })
+        ));
+    }
+
+    #[test]
     fn passwords_are_read_inside_the_container_never_passed() {
         for kind in [DumpKind::Postgres, DumpKind::Mysql, DumpKind::Mongodb] {
             let cmd = dump_command(&dump(kind, Some("c"), "d", Some("DB_PASS"))).unwrap();

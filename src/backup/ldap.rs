@@ -438,14 +438,15 @@ fn run(argv: &[String]) -> Result<String, LdapError> {
     }
     let stderr = String::from_utf8_lossy(&out.stderr);
     let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-    // A tool started through docker names itself; on the host, the program is the tool.
+    // The whole command (paths and a suffix, never a secret); through docker, the tool and its
+    // arguments without the `docker run` words.
     let shown: Vec<&String> = match argv.iter().position(|a| a == "--entrypoint") {
         Some(i) => argv[i + 1..]
             .iter()
             .take(1)
-            .chain(argv.iter().skip(i + 3).take(3))
+            .chain(argv.iter().skip(i + 3))
             .collect(),
-        None => argv.iter().take(4).collect(),
+        None => argv.iter().collect(),
     };
     Err(LdapError::Failed {
         command: shown.into_iter().cloned().collect::<Vec<_>>().join(" "),
@@ -806,6 +807,47 @@ mod tests {
         assert_eq!(argv[..2], ["sh", "-c"]);
         assert_eq!(argv[3..], ["picaops", "", "dc=picasoft,dc=net"]);
         assert!(!argv[2].contains("picasoft"));
+    }
+
+    /// The dump's script under a real `sh`, with a stand-in `slapcat` printing its arguments one a
+    /// line: the values arrive whole, as arguments, and a hostile one runs nothing.
+    #[test]
+    fn the_dump_script_gives_slapcat_its_values_as_whole_arguments() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("slapcat");
+        std::fs::write(&bin, "#!/bin/sh\nfor a; do echo \"[$a]\"; done\n").unwrap();
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let run = |config: Option<&str>, suffix: &str| {
+            let dump = Dump {
+                kind: super::super::config::DumpKind::Ldap,
+                container: None,
+                database: suffix.into(),
+                user: None,
+                password_env: None,
+                config_dir: config.map(String::from),
+            };
+            let argv = dump_argv(&dump);
+            let out = Command::new(&argv[0])
+                .args(&argv[1..])
+                .current_dir(dir.path())
+                .env("PATH", format!("{}:/usr/bin:/bin", dir.path().display()))
+                .output()
+                .unwrap();
+            assert!(out.status.success());
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        assert_eq!(
+            run(None, ""),
+            format!("[-n]\n[0]\n[-o]\n[ldif-wrap=no]\n{MARKER}\n[-n]\n[1]\n[-o]\n[ldif-wrap=no]\n")
+        );
+        let hostile = "dc=x$(touch pwned1); touch pwned2";
+        let out = run(Some("/etc/my ldap"), hostile);
+        assert!(
+            out.starts_with("[-F]\n[/etc/my ldap]\n[-n]\n[0]\n"),
+            "{out}"
+        );
+        assert!(out.contains(&format!("[-b]\n[{hostile}]\n")), "{out}");
+        assert!(!dir.path().join("pwned1").exists() && !dir.path().join("pwned2").exists());
     }
 
     #[test]

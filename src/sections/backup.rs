@@ -806,6 +806,19 @@ mod tests {
     }
 
     #[test]
+    fn ldap_dump_file_names_name_the_container_and_the_suffix() {
+        assert_eq!(dump(DumpKind::Ldap, None, "").file_name(), "ldap.ldif");
+        assert_eq!(
+            dump(DumpKind::Ldap, None, "dc=picasoft,dc=net").file_name(),
+            "ldap-dc_picasoft_dc_net.ldif"
+        );
+        assert_eq!(
+            dump(DumpKind::Ldap, Some("ldap"), "").file_name(),
+            "ldap-ldap.ldif"
+        );
+    }
+
+    #[test]
     fn retention_flags() {
         let r = Retention {
             keep_daily: Some(7),
