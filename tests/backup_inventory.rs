@@ -213,3 +213,76 @@ fn the_example_job_files_carry_the_inventory_settings() {
     let wekan = picaops::backup::JobFile::from_inventory(&inv, &inv.backups["wekan"]).unwrap();
     assert!(wekan.repository.append_only());
 }
+
+#[test]
+fn ldap_dumps_are_checked_at_their_place() {
+    let dumps = |d: &str| {
+        job_with(&[(
+            "    paths: [/DATA/mattermost]\n",
+            &format!("    dumps:\n      - {d}\n"),
+        )])
+    };
+    for valid in [
+        "{ kind: ldap }",
+        "{ kind: ldap, database: \"dc=picasoft,dc=net\" }",
+        "{ kind: ldap, container: ldap, database: \"dc=picasoft,dc=net\", config_dir: /etc/ldap/slapd.d }",
+    ] {
+        let (code, errors, stderr) = check(&dumps(valid));
+        assert_eq!(code, Some(0), "{valid}: {errors:?}\n{stderr}");
+    }
+    let cases: Vec<(&str, &str, Vec<&str>)> = vec![
+        (
+            "a suffix that is not a DN",
+            "{ kind: ldap, database: picasoft.net }",
+            vec!["backups.yml:5:33: `picasoft.net` is not an LDAP suffix (this ldap dump of job `mattermost`)"],
+        ),
+        (
+            "a password for a tool that needs none",
+            "{ kind: ldap, password_env: LDAP_ADMIN_PASSWORD }",
+            vec!["backups.yml:5:37: an LDAP dump takes no `password_env:`"],
+        ),
+        (
+            "a path, as for SQLite",
+            "{ kind: ldap, path: /var/lib/ldap }",
+            vec!["backups.yml:5:29: an LDAP dump takes no `path:`"],
+        ),
+        (
+            "a relative config_dir",
+            "{ kind: ldap, config_dir: etc/ldap/slapd.d }",
+            vec!["backups.yml:5:35: config_dir `etc/ldap/slapd.d` is not an absolute directory"],
+        ),
+        (
+            "config_dir on another kind",
+            "{ kind: postgres, container: db, database: mm, config_dir: /etc/x }",
+            vec!["backups.yml:5:68: `config_dir:` is for LDAP dumps, not a postgres dump"],
+        ),
+        (
+            "the same directory twice",
+            "{ kind: ldap }\n      - { kind: ldap }",
+            vec!["backups.yml:6:9: job `mattermost` dumps this database twice"],
+        ),
+        (
+            "a misspelt kind",
+            "{ kind: lDAP }",
+            vec!["backups.yml:5:17: unknown dump kind `lDAP`"],
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (name, dump, want) in &cases {
+        let yaml = dumps(dump);
+        let (code, got, stderr) = check(&yaml);
+        if code != Some(2) || &got != want || stderr.contains("panicked") {
+            failures.push(format!(
+                "{name}: exit {code:?}\n  want: {want:#?}\n  got:  {got:#?}\n{stderr}\n{yaml}"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    let (_, _, stderr) = check(&dumps("{ kind: ldap, user: admin }"));
+    assert!(
+        stderr.contains("slapcat reads slapd's own files as root"),
+        "{stderr}"
+    );
+    let (_, _, stderr) = check(&dumps("{ kind: lap }"));
+    assert!(stderr.contains("did you mean `ldap`?"), "{stderr}");
+}

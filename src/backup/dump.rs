@@ -32,6 +32,9 @@ pub enum DumpError {
         .kind.name()
     )]
     NoImage { kind: DumpKind, dump: String },
+    /// An LDAP dump is proven by `backup::ldap::drill` (a scratch slapd), not by these steps.
+    #[error("the LDAP dump `{dump}` is drilled by picaops's own scratch slapd, not by a database container")]
+    OwnDrill { dump: String },
 }
 
 fn strings(v: &[&str]) -> Vec<String> {
@@ -42,7 +45,7 @@ fn default_user(kind: DumpKind) -> &'static str {
     match kind {
         DumpKind::Postgres => "postgres",
         DumpKind::Mysql | DumpKind::Mariadb => "root",
-        DumpKind::Mongodb | DumpKind::Sqlite => "",
+        DumpKind::Mongodb | DumpKind::Sqlite | DumpKind::Ldap => "",
     }
 }
 
@@ -131,6 +134,8 @@ fn dump_argv(dump: &Dump) -> Vec<String> {
         )),
         // `.dump` reads inside one transaction: a consistent copy of a live database.
         (DumpKind::Sqlite, _) => cmd.extend(["sqlite3".into(), "-bail".into(), db, ".dump".into()]),
+        // cn=config then the data, both by slapcat (reads MDB while slapd serves it).
+        (DumpKind::Ldap, _) => cmd.extend(super::ldap::dump_argv(dump)),
     }
     cmd
 }
@@ -168,6 +173,16 @@ pub fn load_command(
         DumpKind::Mariadb => cmd.extend(["mariadb".into(), format!("--user={user}")]),
         DumpKind::Mongodb => cmd.extend(strings(&["mongorestore", "--archive", "--drop"])),
         DumpKind::Sqlite => cmd.extend(["sqlite3".into(), "-bail".into(), database.into()]),
+        // By hand, into a slapd that is stopped and already has the dump's cn=config: the data
+        // part only (after the marker line). picaops's own loads build a fresh slapd instead
+        // (`backup::ldap`).
+        DumpKind::Ldap => cmd.extend(strings(&[
+            "sh",
+            "-c",
+            "sed '1,/^# picaops-ldap-dump: data$/d' | if [ -n \"$1\" ]; then exec slapadd -b \"$1\"; else exec slapadd -n 1; fi",
+            "picaops",
+            database,
+        ])),
     }
     cmd
 }
@@ -216,6 +231,7 @@ pub fn drill_steps(
             dump: dump.file_name(),
         })
     };
+
     Ok(match dump.kind {
         DumpKind::Postgres => DrillSteps {
             start: Some(run(&["POSTGRES_HOST_AUTH_METHOD=trust"], need_image()?)),
@@ -267,6 +283,11 @@ pub fn drill_steps(
                 "db.getCollectionNames().length",
             ]),
         },
+        DumpKind::Ldap => {
+            return Err(DumpError::OwnDrill {
+                dump: dump.file_name(),
+            })
+        }
         DumpKind::Sqlite => match (image, &dump.container) {
             (Some(image), Some(_)) => {
                 let script = "sqlite3 -bail /tmp/drill.db && sqlite3 /tmp/drill.db 'PRAGMA integrity_check;' | tee /dev/stderr | grep -qx ok";
@@ -302,6 +323,7 @@ mod tests {
             database: db.into(),
             user: None,
             password_env: env.map(String::from),
+            config_dir: None,
         }
     }
 
@@ -337,6 +359,20 @@ mod tests {
             &mysql[6..],
             ["picaops", "MARIADB_ROOT_PASSWORD", "root", "wiki"]
         );
+    }
+
+    #[test]
+    fn an_ldap_dump_runs_slapcat_on_the_host_or_in_its_container() {
+        let host = dump_command(&dump(DumpKind::Ldap, None, "dc=picasoft,dc=net", None)).unwrap();
+        assert_eq!(&host[..2], ["sh", "-c"]);
+        assert_eq!(&host[3..], ["picaops", "", "dc=picasoft,dc=net"]);
+        let inside = dump_command(&dump(DumpKind::Ldap, Some("ldap"), "", None)).unwrap();
+        assert_eq!(&inside[..5], ["docker", "exec", "ldap", "sh", "-c"]);
+        let d = dump(DumpKind::Ldap, None, "", None);
+        assert!(matches!(
+            drill_steps(&d, None, "drill", "/tmp/x"),
+            Err(DumpError::OwnDrill { .. })
+        ));
     }
 
     #[test]

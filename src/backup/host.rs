@@ -18,6 +18,7 @@ use serde::Serialize;
 use super::config::{Dump, DumpKind};
 use super::dump::{drill_steps, dump_command, DumpError};
 use super::jobfile::JobFile;
+use super::ldap::{self, LdapError, LiveLoad};
 use super::lock::{self, LockError, RepoLock};
 use super::manifest;
 use super::restic::{
@@ -91,6 +92,19 @@ pub enum HostError {
         "`{dump}` is an SQLite file on the host, not a database server: restore it with --to FILE"
     )]
     SqliteOnHost { job: String, dump: String },
+    /// An LDAP dump goes back into slapd with `--load`, never into a side container.
+    #[error(
+        "`{dump}` is an LDAP dump: load it into this host's slapd with --load (the old database is kept aside), \
+         or write it out with --to FILE"
+    )]
+    LdapIntoContainer { job: String, dump: String },
+    /// `--load` exists for LDAP dumps only (so far).
+    #[error(
+        "loading a {} dump into the live database is not automated: restore `{dump}` with --to FILE \
+         (then the engine's client) or --into-container NAME",
+        .kind.name()
+    )]
+    LoadNotAutomated { dump: String, kind: DumpKind },
     #[error("cannot create the drill directory {}: {source}", .dir.display())]
     DrillDir {
         dir: PathBuf,
@@ -190,6 +204,15 @@ pub enum LoadError {
     Command(#[from] CommandError),
     #[error("PRAGMA integrity_check says: {said}")]
     Integrity { said: String },
+    /// An LDAP dump's drill or load (`backup::ldap`).
+    #[error(transparent)]
+    Ldap(#[from] LdapError),
+    #[error("cannot read the restored dump {}: {source}", .path.display())]
+    ReadDump {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("no command to load the dump into")]
     NoLoadCommand,
     /// restic could not be started for `restic dump`.
@@ -967,8 +990,98 @@ impl HostJob {
         snap: &Snapshot,
         scratch: &Path,
     ) -> Result<String, LoadError> {
+        if dump.kind == DumpKind::Ldap {
+            let dir = scratch.join("ldap");
+            let text = self.dump_to_file(snap, dump, &dir)?;
+            return Ok(ldap::drill(&text, dump, snap.tag("image"), &dir)?);
+        }
         let name = format!("picaops-drill-{}-{}", self.job.job, std::process::id());
         self.load_into_new_server(dump, snap, &name, &scratch.join("drill.db"), false)
+    }
+
+    /// `restic dump` of `dump` into `DIR/dump.ldif` (root only: it holds password hashes); its
+    /// text.
+    fn dump_to_file(&self, snap: &Snapshot, dump: &Dump, dir: &Path) -> Result<String, LoadError> {
+        let file = dir.join("dump.ldif");
+        std::fs::create_dir_all(dir)
+            .and_then(|()| {
+                std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            })
+            .map_err(|source| LoadError::ReadDump {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        let save = ["sh", "-c", "umask 077; exec cat > \"$1\"", "picaops"]
+            .map(String::from)
+            .into_iter()
+            .chain([file.display().to_string()])
+            .collect::<Vec<_>>();
+        pipe_dump(&self.restic, &snap.id, &dump.file_name(), &save)?;
+        // slapcat writes every value that is not plain ASCII in base64 (RFC 2849): text.
+        std::fs::read(&file)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .map_err(|source| LoadError::ReadDump { path: file, source })
+    }
+
+    /// Loads a dump into the job's own live database server, replacing its content: for an
+    /// LDAP dump, this host's slapd (`backup::ldap::load_live`: built beside the live directory,
+    /// swapped in while slapd is stopped, the old directories kept).
+    pub fn load_dump(
+        &self,
+        dump_name: &str,
+        snapshot: Option<&str>,
+        say: Say<'_>,
+    ) -> Result<LiveLoad, HostError> {
+        self.recording_restore(|| {
+            let dump = self.find_dump(dump_name)?;
+            if dump.kind != DumpKind::Ldap {
+                return Err(HostError::LoadNotAutomated {
+                    dump: dump_name.to_string(),
+                    kind: dump.kind,
+                });
+            }
+            let snapshots = self.snapshots()?;
+            let snap = pick(&snapshots, snapshot, |s| s.tag("dump") == Some(dump_name))
+                .ok_or_else(|| HostError::NoDumpSnapshot {
+                    job: self.job.job.clone(),
+                    dump: dump_name.to_string(),
+                    dumps: None,
+                })?;
+            std::fs::create_dir_all(&self.job.state_dir).map_err(|source| {
+                HostError::ScratchDir {
+                    dir: self.job.state_dir.clone(),
+                    source,
+                }
+            })?;
+            let work = tempfile::Builder::new()
+                .prefix("ldap-load-")
+                .tempdir_in(&self.job.state_dir)
+                .map_err(|source| HostError::ScratchDir {
+                    dir: self.job.state_dir.clone(),
+                    source,
+                })?;
+            let text = self.dump_to_file(&snap, dump, work.path())?;
+            say(&format!(
+                "dump {dump_name}: snapshot {} of {}",
+                snap.short_id, snap.time
+            ));
+            let stamp = super::time::rfc3339(now()).replace([':', '-'], "");
+            let loaded = ldap::load_live(&text, dump, work.path(), &stamp, &mut *say)
+                .map_err(LoadError::from)?;
+            Ok(loaded)
+        })
+    }
+
+    fn find_dump(&self, dump_name: &str) -> Result<&Dump, HostError> {
+        self.job
+            .dumps
+            .iter()
+            .find(|d| d.file_name() == dump_name)
+            .ok_or_else(|| HostError::NoSuchDump {
+                job: self.job.job.clone(),
+                dump: dump_name.to_string(),
+                dumps: self.job.dumps.iter().map(Dump::file_name).collect(),
+            })
     }
 
     /// Restores a dump into a new database container `container` (of the image recorded with
@@ -980,16 +1093,13 @@ impl HostJob {
         container: &str,
     ) -> Result<String, HostError> {
         self.recording_restore(|| {
-            let dump = self
-                .job
-                .dumps
-                .iter()
-                .find(|d| d.file_name() == dump_name)
-                .ok_or_else(|| HostError::NoSuchDump {
+            let dump = self.find_dump(dump_name)?;
+            if dump.kind == DumpKind::Ldap {
+                return Err(HostError::LdapIntoContainer {
                     job: self.job.job.clone(),
                     dump: dump_name.to_string(),
-                    dumps: self.job.dumps.iter().map(Dump::file_name).collect(),
-                })?;
+                });
+            }
             if dump.kind == DumpKind::Sqlite && dump.container.is_none() {
                 return Err(HostError::SqliteOnHost {
                     job: self.job.job.clone(),

@@ -127,12 +127,29 @@ pub struct RestoreTarget {
     pub dump: Option<String>,
     pub to: Option<PathBuf>,
     pub into_container: Option<String>,
+    /// For a dump: load it into the job's own live server (`HostJob::load_dump`).
+    pub load: bool,
     /// For a dump: the command reading it on stdin.
     pub command: Vec<String>,
 }
 
-pub fn restore(job: &HostJob, t: RestoreTarget) -> Result<HostOutcome, HostUsage> {
+pub fn restore(job: &HostJob, t: RestoreTarget, say: Say<'_>) -> Result<HostOutcome, HostUsage> {
     let snapshot = t.snapshot.as_deref();
+    if let (Some(name), true) = (&t.dump, t.load) {
+        let result = job.load_dump(name, snapshot, say);
+        return Ok(outcome(job, "restore", result, |l| {
+            let kept = l
+                .old_database
+                .as_ref()
+                .map(|p| format!("; the previous database is kept in {}", p.display()))
+                .unwrap_or_default();
+            format!(
+                "dump {name}: {} entries loaded into slapd ({}){kept}",
+                l.entries,
+                l.database.display()
+            )
+        }));
+    }
     if let (Some(name), Some(container)) = (&t.dump, &t.into_container) {
         let result = job.restore_dump_into_container(name, snapshot, container);
         return Ok(outcome(job, "restore", result, |check| {

@@ -2,7 +2,7 @@
 //!
 //! `config` reads and checks the inventory's `backups:` section; `schedule` checks OnCalendar
 //! expressions and reads durations; `jobfile` is what a host is given; `restic` drives restic
-//! (argv, JSON, exit codes); `dump` knows each database engine; `manifest` proves restores;
+//! (argv, JSON, exit codes); `dump` knows each database engine (`ldap`: OpenLDAP's dump, drill and load); `manifest` proves restores;
 //! `lock` keeps jobs on one repository apart and clears provably stale restic locks; `host`
 //! runs the operations on a host (`hostcmd`: as the hidden `backup host-…` commands report them); `status` records them (JSON and node_exporter metrics);
 //! `units` writes the systemd units; `render` shows status and snapshots; `newest` reads a
@@ -16,6 +16,7 @@ pub mod dump;
 pub mod host;
 pub mod hostcmd;
 pub mod jobfile;
+pub mod ldap;
 pub mod lock;
 pub mod manifest;
 pub mod newest;

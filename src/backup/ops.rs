@@ -674,6 +674,8 @@ pub struct RestoreRequest<'a> {
     pub host: Option<&'a str>,
     pub dump: Option<&'a str>,
     pub into_container: Option<&'a str>,
+    /// Load the dump into the job's own live server (`--load`; LDAP: the host's slapd).
+    pub load: bool,
 }
 
 /// The call of a restore (checked against the inventory: job, host, an absolute `--to`).
@@ -711,6 +713,9 @@ pub fn restore_call(inv: &Inventory, req: &RestoreRequest<'_>) -> Result<Call, O
             extra.extend([flag, v]);
         }
     }
+    if req.load {
+        extra.push("--load");
+    }
     Ok(remote::job_call(inv, job, side, "host-restore", &extra)?)
 }
 
@@ -729,6 +734,14 @@ pub fn restore(
                     "{} files, {} restored into {to}",
                     x[0],
                     crate::human::bytes(x[1].as_u64().unwrap_or(0))
+                ),
+                Value::Object(l) if req.load => format!(
+                    "{} entries loaded into slapd{}",
+                    l.get("entries").and_then(Value::as_u64).unwrap_or(0),
+                    l.get("old_database")
+                        .and_then(Value::as_str)
+                        .map(|p| format!("; the previous database is kept in {p}"))
+                        .unwrap_or_default()
                 ),
                 Value::String(check) => match req.into_container {
                     Some(c) => format!("loaded into the new container {c} ({check})"),

@@ -73,7 +73,7 @@ pub enum BackupCommand {
         #[arg(long)]
         snapshot: Option<String>,
         /// Directory to restore into (created if missing), or the file for a --dump.
-        #[arg(long, value_name = "PATH", required_unless_present = "into_container")]
+        #[arg(long, value_name = "PATH", required_unless_present_any = ["into_container", "load"])]
         to: Option<PathBuf>,
         /// Restore on this host instead of the data host: the repository's host, at the other
         /// site (what is left when the data's site is lost).
@@ -92,6 +92,10 @@ pub enum BackupCommand {
             conflicts_with = "to"
         )]
         into_container: Option<String>,
+        /// With --dump of an LDAP dump: load it into the host's slapd, replacing its directory
+        /// (built beside it, swapped in while slapd is stopped; the old one is kept aside).
+        #[arg(long, requires = "dump", conflicts_with_all = ["to", "into_container"])]
+        load: bool,
     },
     /// Restore the latest snapshot at the other site into a scratch place and verify it; records
     /// the restore time and the age of the data.
@@ -161,6 +165,9 @@ pub enum BackupCommand {
         /// For --dump: a new database container to load it into.
         #[arg(long, value_name = "CONTAINER")]
         into_container: Option<String>,
+        /// For --dump: load it into the job's own live server (LDAP: this host's slapd).
+        #[arg(long, requires = "dump", conflicts_with_all = ["to", "into_container"])]
+        load: bool,
         /// For --dump: the command that reads the dump on stdin.
         #[arg(last = true)]
         command: Vec<String>,
@@ -238,6 +245,7 @@ pub fn run(cmd: BackupCommand, global: &Global, out: &Output) -> i32 {
             host,
             dump,
             into_container,
+            load,
         } => {
             let req = ops::RestoreRequest {
                 job: &job,
@@ -246,6 +254,7 @@ pub fn run(cmd: BackupCommand, global: &Global, out: &Output) -> i32 {
                 host: host.as_deref(),
                 dump: dump.as_deref(),
                 into_container: into_container.as_deref(),
+                load,
             };
             let select = JobSelect {
                 jobs: vec![job.clone()],
@@ -327,6 +336,7 @@ fn host_side(cmd: BackupCommand, out: &Output) -> i32 {
             dump,
             to,
             into_container,
+            load,
             command,
         } => {
             let target = hostcmd::RestoreTarget {
@@ -334,10 +344,14 @@ fn host_side(cmd: BackupCommand, out: &Output) -> i32 {
                 dump,
                 to,
                 into_container,
+                load,
                 command,
             };
-            read(&host.job_file, false)
-                .and_then(|j| hostcmd::restore(&j, target).map(|o| vec![o]).map_err(usage))
+            read(&host.job_file, false).and_then(|j| {
+                hostcmd::restore(&j, target, &mut say)
+                    .map(|o| vec![o])
+                    .map_err(usage)
+            })
         }
         BackupCommand::HostDrill { host, scratch } => read(&host.job_file, false)
             .map(|j| vec![hostcmd::drill(&j, scratch.as_deref(), &mut say)]),

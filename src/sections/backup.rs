@@ -61,6 +61,8 @@ struct DumpDoc {
     path: Option<Spanned<String>>,
     /// The name of an environment variable inside the container holding the database password.
     password_env: Option<Spanned<String>>,
+    /// LDAP: slapd's configuration directory (cn=config), when not the default one.
+    config_dir: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -134,15 +136,18 @@ pub enum DumpKind {
     Mariadb,
     Mongodb,
     Sqlite,
+    /// An OpenLDAP directory (slapd): its cn=config and its data, as LDIF (`slapcat`).
+    Ldap,
 }
 
 impl DumpKind {
-    pub const ALL: [(&'static str, DumpKind); 5] = [
+    pub const ALL: [(&'static str, DumpKind); 6] = [
         ("postgres", DumpKind::Postgres),
         ("mysql", DumpKind::Mysql),
         ("mariadb", DumpKind::Mariadb),
         ("mongodb", DumpKind::Mongodb),
         ("sqlite", DumpKind::Sqlite),
+        ("ldap", DumpKind::Ldap),
     ];
 
     pub fn name(self) -> &'static str {
@@ -154,25 +159,32 @@ impl DumpKind {
     }
 }
 
-/// One database dump, streamed into restic from `docker exec` (or from the host for SQLite).
+/// One database dump, streamed into restic from `docker exec` (or from the host for SQLite
+/// and LDAP).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Dump {
     pub kind: DumpKind,
-    /// The container to `docker exec` into; `None` only for SQLite on the host.
+    /// The container to `docker exec` into; `None` only for SQLite and LDAP on the host.
     #[serde(default)]
     pub container: Option<String>,
-    /// Database name (the file path for SQLite).
+    /// Database name (the file path for SQLite; for LDAP the suffix of the data database, or
+    /// empty for slapd's first one, `slapcat -n 1`).
     pub database: String,
     #[serde(default)]
     pub user: Option<String>,
     /// Environment variable inside the container that holds the database password.
     #[serde(default)]
     pub password_env: Option<String>,
+    /// LDAP: slapd's cn=config directory (`slapcat -F`); `None`: slapd's own default
+    /// (`/etc/ldap/slapd.d` on Debian).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_dir: Option<String>,
 }
 
 impl Dump {
     /// The file name of this dump inside its snapshot (`/postgres-mattermost-db-mattermost.sql`
-    /// without the slash): unique per job, stable across runs so restic deduplicates.
+    /// without the slash): unique per job, stable across runs so restic deduplicates. An LDAP
+    /// dump is `ldap[-CONTAINER][-SUFFIX].ldif` (`ldap-dc_picasoft_dc_net.ldif`).
     pub fn file_name(&self) -> String {
         let db = if self.kind == DumpKind::Sqlite {
             Path::new(&self.database)
@@ -184,14 +196,15 @@ impl Dump {
         };
         let ext = match self.kind {
             DumpKind::Mongodb => "archive",
+            DumpKind::Ldap => "ldif",
             _ => "sql",
         };
-        let mut name = format!("{}-", self.kind.name());
-        if let Some(c) = &self.container {
-            name.push_str(c);
-            name.push('-');
+        let mut parts = vec![self.kind.name()];
+        parts.extend(self.container.as_deref());
+        if !(self.kind == DumpKind::Ldap && db.is_empty()) {
+            parts.push(&db);
         }
-        name.push_str(&db);
+        let name = parts.join("-");
         let name: String = name
             .chars()
             .map(|c| {
@@ -477,7 +490,20 @@ fn dump_from_doc(
         ));
         return None;
     };
-    let database = if kind == DumpKind::Sqlite {
+    if let (Some(c), false) = (&d.config_dir, kind == DumpKind::Ldap) {
+        diags.push(err(
+            file,
+            c,
+            format!(
+                "`config_dir:` is for LDAP dumps, not a {} dump",
+                kind.name()
+            ),
+            "remove `config_dir:`",
+        ));
+    }
+    let database = if kind == DumpKind::Ldap {
+        ldap_suffix(file, job, &d, diags)?
+    } else if kind == DumpKind::Sqlite {
         if let Some(db) = &d.database {
             diags.push(err(
                 file,
@@ -575,6 +601,7 @@ fn dump_from_doc(
         database,
         user: d.user.map(|u| u.value),
         password_env: d.password_env.map(|p| p.value),
+        config_dir: d.config_dir.map(|c| c.value),
     };
     if earlier.iter().any(|e| e.file_name() == dump.file_name()) {
         diags.push(
@@ -584,6 +611,67 @@ fn dump_from_doc(
         return None;
     }
     Some(dump)
+}
+
+/// The checks of an LDAP dump's own keys; its suffix (`database:`, empty for slapd's first
+/// database). `slapcat` reads slapd's files as root: no user, no password; a host directory
+/// needs no container.
+fn ldap_suffix(file: &Path, job: &str, d: &DumpDoc, diags: &mut Vec<Diagnostic>) -> Option<String> {
+    let before = diags.len();
+    for (key, value) in [
+        ("path", &d.path),
+        ("user", &d.user),
+        ("password_env", &d.password_env),
+    ] {
+        if let Some(v) = value {
+            diags.push(err(
+                file,
+                v,
+                format!("an LDAP dump takes no `{key}:`"),
+                "slapcat reads slapd's own files as root, with no account or password: keep `container:` (when slapd runs in one), \
+                 `database:` (the suffix, e.g. `dc=picasoft,dc=net`) and `config_dir:` (when cn=config is not in /etc/ldap/slapd.d)",
+            ));
+        }
+    }
+    if let Some(c) = &d.config_dir {
+        if !c.value.starts_with('/') || c.value.chars().any(char::is_control) {
+            diags.push(err(
+                file,
+                c,
+                format!(
+                    "config_dir `{}` is not an absolute directory",
+                    crate::values::shown(&c.value)
+                ),
+                "write the full path of slapd's cn=config directory, e.g. /etc/ldap/slapd.d",
+            ));
+        }
+    }
+    let suffix = match &d.database {
+        None => String::new(),
+        Some(db) => {
+            let v = db.value.trim();
+            // A DN: `attribute=value` parts; slapcat -b takes it as one argument, never parsed
+            // by a shell, but a leading `-` or a line break has no business in a suffix.
+            let ok = !v.is_empty()
+                && !v.starts_with('-')
+                && !v.chars().any(char::is_control)
+                && v.split(',').all(|rdn| {
+                    rdn.split_once('=')
+                        .is_some_and(|(a, b)| !a.trim().is_empty() && !b.trim().is_empty())
+                });
+            if !ok {
+                diags.push(Diagnostic::new(
+                    place_of(file, db),
+                    format!(
+                        "`{}` is not an LDAP suffix (this ldap dump of job `{job}`)",
+                        crate::values::shown(&db.value)
+                    ),
+                ).help("write the base DN of the directory, e.g. `database: dc=picasoft,dc=net`, or leave `database:` out to dump slapd's first database (`slapcat -n 1`)"));
+            }
+            v.to_string()
+        }
+    };
+    (diags.len() == before).then_some(suffix)
 }
 
 fn repository_from_doc(
@@ -693,6 +781,7 @@ mod tests {
             database: db.into(),
             user: None,
             password_env: None,
+            config_dir: None,
         }
     }
 
@@ -713,6 +802,19 @@ mod tests {
         assert_eq!(
             dump(DumpKind::Mysql, Some("a b"), "x/y").file_name(),
             "mysql-a_b-x_y.sql"
+        );
+    }
+
+    #[test]
+    fn ldap_dump_file_names_name_the_container_and_the_suffix() {
+        assert_eq!(dump(DumpKind::Ldap, None, "").file_name(), "ldap.ldif");
+        assert_eq!(
+            dump(DumpKind::Ldap, None, "dc=picasoft,dc=net").file_name(),
+            "ldap-dc_picasoft_dc_net.ldif"
+        );
+        assert_eq!(
+            dump(DumpKind::Ldap, Some("ldap"), "").file_name(),
+            "ldap-ldap.ldif"
         );
     }
 
