@@ -80,3 +80,38 @@ pub enum Style {
     Cyan,
     Dim,
 }
+
+/// A result a command prints: JSON for scripts or text for people, notes on stderr, and the
+/// exit code it stands for. Every command's result goes out through [`show`].
+pub trait Shown {
+    fn json(&self) -> serde_json::Value;
+    /// The text for people (stdout).
+    fn human(&self, out: &Output, w: &mut dyn std::io::Write) -> std::io::Result<()>;
+    /// Said on stderr before the result, whatever the format (what did not answer…).
+    fn notes(&self, _out: &Output, _w: &mut dyn std::io::Write) -> std::io::Result<()> {
+        Ok(())
+    }
+    /// Said on stderr after the text for people (a summary line).
+    fn footer(&self, _out: &Output, _w: &mut dyn std::io::Write) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn exit_code(&self) -> i32 {
+        EXIT_OK
+    }
+}
+
+/// Prints `r` the way `out` asks; returns its exit code.
+pub fn show(r: &dyn Shown, out: &Output) -> i32 {
+    let _ = r.notes(out, &mut std::io::stderr().lock());
+    match out.format {
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&r.json()).unwrap_or_default()
+        ),
+        Format::Human => {
+            let _ = r.human(out, &mut std::io::stdout().lock());
+            let _ = r.footer(out, &mut std::io::stderr().lock());
+        }
+    }
+    r.exit_code()
+}

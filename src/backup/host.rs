@@ -98,7 +98,8 @@ pub enum HostError {
          or write it out with --to FILE"
     )]
     LdapIntoContainer { job: String, dump: String },
-    /// `--load` exists for LDAP dumps only (so far).
+    /// `--load` of a database that runs outside a container (an LDAP directory is loaded into
+    /// the host's slapd; other engines only into their container).
     #[error(
         "loading a {} dump into the live database is not automated: restore `{dump}` with --to FILE \
          (then the engine's client) or --into-container NAME",
@@ -1072,7 +1073,7 @@ impl HostJob {
         })
     }
 
-    fn find_dump(&self, dump_name: &str) -> Result<&Dump, HostError> {
+    pub fn find_dump(&self, dump_name: &str) -> Result<&Dump, HostError> {
         self.job
             .dumps
             .iter()

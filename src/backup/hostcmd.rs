@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use super::config::{Dump, DumpKind};
 use super::host::{HostError, Say};
 use super::remote::HostDoc;
 use super::{render, schedule, HostJob, JobFile};
@@ -136,6 +137,23 @@ pub struct RestoreTarget {
 pub fn restore(job: &HostJob, t: RestoreTarget, say: Say<'_>) -> Result<HostOutcome, HostUsage> {
     let snapshot = t.snapshot.as_deref();
     if let (Some(name), true) = (&t.dump, t.load) {
+        // A database in a container: its engine's own client, in that live container.
+        if let Ok(Dump {
+            kind,
+            container: Some(c),
+            database,
+            user,
+            ..
+        }) = job.find_dump(name).cloned()
+        {
+            if kind != DumpKind::Ldap {
+                let command = super::dump::load_command(kind, Some(&c), &database, user.as_deref());
+                let result = job.restore_dump(name, snapshot, &command);
+                return Ok(outcome(job, "restore", result, |_| {
+                    format!("dump {name} loaded into its container {c}")
+                }));
+            }
+        }
         let result = job.load_dump(name, snapshot, say);
         return Ok(outcome(job, "restore", result, |l| {
             let kept = l

@@ -313,7 +313,10 @@ pub fn retention_frozen(inv: &crate::inventory::Inventory) -> Option<String> {
 /// now: while `recovery.yml` moves a service, its job runs at the recovery place but goes on
 /// with the snapshots of its home machine (one history: listings, restores, retention and the
 /// failback see every snapshot, before and after the loss).
-pub fn restic_host(inv: &crate::inventory::Inventory, job: &super::config::BackupJob) -> Option<String> {
+pub fn restic_host(
+    inv: &crate::inventory::Inventory,
+    job: &super::config::BackupJob,
+) -> Option<String> {
     match &job.holder {
         super::config::Holder::Service(s) => inv
             .services

@@ -11,8 +11,9 @@ use picaops::backup::hostcmd::{self, HostOutcome, HostUsage};
 use picaops::backup::{ops, HostJob, JobStatus};
 use picaops::output::{Format, Output, Style, EXIT_HOST_FAILED, EXIT_OK, EXIT_USAGE};
 
-use super::backup_remote::{fail, offline, operate, operate_within, show, JobSelect, Rows};
+use super::backup_remote::{fail, offline, operate, operate_within, show, JobSelect};
 use super::Global;
+use picaops::backup::show::{Listing, Rows, Units};
 
 const AFTER_HELP: &str = "\
 How backups work: each job in the inventory's `backups:` section runs ON the host holding the \
@@ -223,9 +224,9 @@ pub fn run(cmd: BackupCommand, global: &Global, out: &Output) -> i32 {
         BackupCommand::Snapshots {
             from_json: Some(from),
             ..
-        } => ops::snapshots_from_file(&from).map_or_else(|e| fail(&e, o), |s| show(&s, o)),
+        } => ops::snapshots_from_file(&from).map_or_else(|e| fail(&e, o), |s| show(&Listing(s), o)),
         BackupCommand::Snapshots { select, .. } => operate(&select, g, o, ops::snapshots),
-        BackupCommand::Units(select) => offline(&select, g, o, ops::units),
+        BackupCommand::Units(select) => offline(&select, g, o, |i, n| ops::units(i, n).map(Units)),
         BackupCommand::Init(select) => operate(&select, g, o, ops::init),
         BackupCommand::Run(select) => operate(&select, g, o, ops::run),
         BackupCommand::Forget { select, prune } => {

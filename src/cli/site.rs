@@ -126,7 +126,13 @@ pub enum SiteCommand {
 
 /// `picaops site …`.
 pub fn run_site(cmd: SiteCommand, global: &super::Global, out: &Output) -> i32 {
-    let SiteCommand::Recover { site, apply, playbooks, forks, connect_timeout } = cmd;
+    let SiteCommand::Recover {
+        site,
+        apply,
+        playbooks,
+        forks,
+        connect_timeout,
+    } = cmd;
     let Some(inv) = super::inventory::load(global, out) else {
         return picaops::output::EXIT_USAGE;
     };
@@ -140,7 +146,7 @@ pub fn run_site(cmd: SiteCommand, global: &super::Global, out: &Output) -> i32 {
         }
     };
     if !apply {
-        return show(&plan, out, |w| plan.render_human(out, w), picaops::output::EXIT_OK);
+        return picaops::output::show(&plan, out);
     }
     let req = picaops::recovery::apply::Request {
         site,
@@ -148,10 +154,15 @@ pub fn run_site(cmd: SiteCommand, global: &super::Global, out: &Output) -> i32 {
         settings: settings(Mode::Apply, forks, connect_timeout, false, out),
         now: picaops::backup::time::rfc3339(picaops::backup::time::now()),
     };
-    let mut exec = |calls, timeout| super::backup_remote::ssh(&inv, calls, timeout, out);
+    let wait = std::time::Duration::from_secs(connect_timeout.max(1));
+    let mut exec = |calls, timeout| super::backup_remote::ssh(&inv, calls, timeout, wait, out);
     match picaops::recovery::apply::apply(&global.inventory, &req, &mut exec) {
-        Ok(done) => show(&done, out, |w| done.render_human(out, w), done.exit_code()),
-        Err(picaops::recovery::apply::RecoverError::Invalid { diagnostics, sources, what }) => {
+        Ok(done) => picaops::output::show(&done, out),
+        Err(picaops::recovery::apply::RecoverError::Invalid {
+            diagnostics,
+            sources,
+            what,
+        }) => {
             super::print_diagnostics(&diagnostics, &sources, out, what);
             picaops::output::EXIT_USAGE
         }
@@ -160,20 +171,4 @@ pub fn run_site(cmd: SiteCommand, global: &super::Global, out: &Output) -> i32 {
             EXIT_HOST_FAILED
         }
     }
-}
-
-/// Prints `value` as JSON or through `human`; returns `code`.
-fn show(
-    value: &impl serde::Serialize,
-    out: &Output,
-    human: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
-    code: i32,
-) -> i32 {
-    match out.format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(value).unwrap_or_default()),
-        Format::Human => {
-            let _ = human(&mut std::io::stdout().lock());
-        }
-    }
-    code
 }

@@ -164,7 +164,9 @@ pub fn apply(dir: &Path, req: &Request, exec: &mut Exec) -> Result<Outcome, Reco
     let since_start = || start.elapsed().as_secs_f64();
     let inv = load(dir)?;
     let (home, since) = match &inv.recovery {
-        Some(r) if r.lost.value == req.site => (inventory::recovery::home(&inv), r.since.value.clone()),
+        Some(r) if r.lost.value == req.site => {
+            (inventory::recovery::home(&inv), r.since.value.clone())
+        }
         Some(r) => {
             return Err(RecoverError::OtherSiteLost {
                 lost: r.lost.value.clone(),
@@ -173,11 +175,12 @@ pub fn apply(dir: &Path, req: &Request, exec: &mut Exec) -> Result<Outcome, Reco
         None => (inv.clone(), req.now.clone()),
     };
     let mut sources = Sources::default();
-    let plan = plan(&home, &req.site, &mut sources).map_err(|diagnostics| RecoverError::Invalid {
-        diagnostics,
-        sources,
-        what: "in the recovery plan",
-    })?;
+    let plan =
+        plan(&home, &req.site, &mut sources).map_err(|diagnostics| RecoverError::Invalid {
+            diagnostics,
+            sources,
+            what: "in the recovery plan",
+        })?;
     let mut steps = Vec::new();
 
     // The newest snapshot of each service's job, on the surviving repositories.
@@ -202,23 +205,36 @@ pub fn apply(dir: &Path, req: &Request, exec: &mut Exec) -> Result<Outcome, Reco
         step: "snapshots",
         ok: newest.values().all(|n| n.is_ok()),
         seconds: clock.elapsed().as_secs_f64(),
-        detail: format!("{} job(s) listed on the surviving repositories", newest.len()),
+        detail: format!(
+            "{} job(s) listed on the surviving repositories",
+            newest.len()
+        ),
     });
 
     // The state of the emergency, for every later run.
     let clock = Instant::now();
     let recovery_file = dir.join(FILE_NAME);
     let r = plan.recovery(&home, &since);
-    let pairs = |m: &indexmap::IndexMap<String, crate::located::Located<String>>| -> Vec<(String, String)> {
-        m.iter().map(|(k, v)| (k.clone(), v.value.clone())).collect()
-    };
-    write_atomically(&recovery_file, &render(&req.site, &since, &pairs(&r.vms), &pairs(&r.services)))?;
+    let pairs =
+        |m: &indexmap::IndexMap<String, crate::located::Located<String>>| -> Vec<(String, String)> {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.value.clone()))
+                .collect()
+        };
+    write_atomically(
+        &recovery_file,
+        &render(&req.site, &since, &pairs(&r.vms), &pairs(&r.services)),
+    )?;
     let moved = Arc::new(load(dir)?);
     steps.push(Step {
         step: "recovery.yml",
         ok: true,
         seconds: clock.elapsed().as_secs_f64(),
-        detail: format!("site `{}` marked lost since {since} in {}", req.site, recovery_file.display()),
+        detail: format!(
+            "site `{}` marked lost since {since} in {}",
+            req.site,
+            recovery_file.display()
+        ),
     });
 
     // VMs created on the surviving hypervisors, then every receiving machine converged.
@@ -246,19 +262,32 @@ pub fn apply(dir: &Path, req: &Request, exec: &mut Exec) -> Result<Outcome, Reco
         mode: Mode::Apply,
         ..req.settings.clone()
     };
-    let converge = crate::site::prepare((*moved).clone(), targets.clone(), known_hosts.clone(), settings.clone(), &request)
-        .map_err(RecoverError::from)
-        .and_then(run_blocking);
+    let converge = crate::site::prepare(
+        (*moved).clone(),
+        targets.clone(),
+        known_hosts.clone(),
+        settings.clone(),
+        &request,
+    )
+    .map_err(RecoverError::from)
+    .and_then(run_blocking);
     let mut failed = match &converge {
         Ok(summary) => failed_machines(summary),
-        Err(e) => machines.iter().map(|m| (m.clone(), e.to_string())).collect(),
+        Err(e) => machines
+            .iter()
+            .map(|m| (m.clone(), e.to_string()))
+            .collect(),
     };
     steps.push(Step {
         step: "vms and converge",
         ok: failed.is_empty(),
         seconds: clock.elapsed().as_secs_f64(),
         detail: match &converge {
-            Ok(s) => format!("{} change(s), {} machine(s) failed", s.changes(), failed.len()),
+            Ok(s) => format!(
+                "{} change(s), {} machine(s) failed",
+                s.changes(),
+                failed.len()
+            ),
             Err(e) => e.to_string(),
         },
     });
@@ -270,7 +299,11 @@ pub fn apply(dir: &Path, req: &Request, exec: &mut Exec) -> Result<Outcome, Reco
         .map(|m| {
             let info = m.job.as_ref().and_then(|j| newest.get(j));
             let (snapshot, snapshot_time, rpo_seconds) = match info {
-                Some(Ok(Some(i))) => (Some(i.short_id.clone()), Some(i.time.clone()), Some(i.age_seconds)),
+                Some(Ok(Some(i))) => (
+                    Some(i.short_id.clone()),
+                    Some(i.time.clone()),
+                    Some(i.age_seconds),
+                ),
                 _ => (None, None, None),
             };
             let error = match (info, failed.get(&m.to)) {
@@ -323,7 +356,10 @@ pub fn apply(dir: &Path, req: &Request, exec: &mut Exec) -> Result<Outcome, Reco
         step: "data",
         ok: outcomes.iter().all(|o| o.ok),
         seconds: clock.elapsed().as_secs_f64(),
-        detail: format!("files restored for {} service(s)", outcomes.iter().filter(|o| o.ok && o.job.is_some()).count()),
+        detail: format!(
+            "files restored for {} service(s)",
+            outcomes.iter().filter(|o| o.ok && o.job.is_some()).count()
+        ),
     });
 
     // The services, behind their health gate, on the machines whose data came back.
@@ -349,10 +385,16 @@ pub fn apply(dir: &Path, req: &Request, exec: &mut Exec) -> Result<Outcome, Reco
             limited: true,
         };
         let mut run = SiteRun::new(cx, vec![Box::new(ServicesPhase::new(false, None))]);
-        let deployed = run.prepare().map_err(RecoverError::from).and_then(|_| run_blocking(run));
+        let deployed = run
+            .prepare()
+            .map_err(RecoverError::from)
+            .and_then(|_| run_blocking(run));
         failed = match &deployed {
             Ok(summary) => failed_machines(summary),
-            Err(e) => service_machines.iter().map(|m| (m.clone(), e.to_string())).collect(),
+            Err(e) => service_machines
+                .iter()
+                .map(|m| (m.clone(), e.to_string()))
+                .collect(),
         };
         for o in outcomes.iter_mut().filter(|o| o.ok) {
             if let Some(why) = failed.get(&o.machine) {
@@ -397,7 +439,10 @@ pub fn apply(dir: &Path, req: &Request, exec: &mut Exec) -> Result<Outcome, Reco
             o.rto_seconds = Some(since_start());
         }
     }
-    for o in outcomes.iter_mut().filter(|o| o.ok && o.rto_seconds.is_none()) {
+    for o in outcomes
+        .iter_mut()
+        .filter(|o| o.ok && o.rto_seconds.is_none())
+    {
         o.rto_seconds = Some(since_start());
     }
     steps.push(Step {
@@ -424,9 +469,20 @@ fn done(report: Result<ops::Report, OpError>) -> Result<(), String> {
     }
 }
 
-impl Outcome {
+impl crate::output::Shown for Outcome {
+    fn json(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or_default()
+    }
+    fn exit_code(&self) -> i32 {
+        Outcome::exit_code(self)
+    }
+
     /// The recovery for people: each step with its time, then each service with its RPO and RTO.
-    pub fn render_human(&self, out: &crate::output::Output, w: &mut dyn std::io::Write) -> std::io::Result<()> {
+    fn human(
+        &self,
+        out: &crate::output::Output,
+        w: &mut dyn std::io::Write,
+    ) -> std::io::Result<()> {
         use crate::output::Style;
         let human = |s: u64| crate::sections::schedule::human_duration(s);
         writeln!(
@@ -438,12 +494,26 @@ impl Outcome {
             self.recovery_file.display()
         )?;
         for s in &self.steps {
-            let mark = if s.ok { out.paint(Style::Green, "ok") } else { out.paint(Style::Red, "FAILED") };
-            writeln!(w, "  {:<18} {mark:<6} {:>6.1} s  {}", s.step, s.seconds, s.detail)?;
+            let mark = if s.ok {
+                out.paint(Style::Green, "ok")
+            } else {
+                out.paint(Style::Red, "FAILED")
+            };
+            writeln!(
+                w,
+                "  {:<18} {mark:<6} {:>6.1} s  {}",
+                s.step, s.seconds, s.detail
+            )?;
         }
         for o in &self.services {
-            let rpo = o.rpo_seconds.map(|s| format!("RPO {}", human(s))).unwrap_or_else(|| "no data".into());
-            let rto = o.rto_seconds.map(|s| format!("RTO {}", human(s as u64))).unwrap_or_default();
+            let rpo = o
+                .rpo_seconds
+                .map(|s| format!("RPO {}", human(s)))
+                .unwrap_or_else(|| "no data".into());
+            let rto = o
+                .rto_seconds
+                .map(|s| format!("RTO {}", human(s as u64)))
+                .unwrap_or_default();
             match &o.error {
                 None => writeln!(
                     w,
@@ -451,9 +521,18 @@ impl Outcome {
                     out.paint(Style::Green, "back"),
                     o.service,
                     o.machine,
-                    o.snapshot.as_ref().map(|s| format!(" (snapshot {s})")).unwrap_or_default()
+                    o.snapshot
+                        .as_ref()
+                        .map(|s| format!(" (snapshot {s})"))
+                        .unwrap_or_default()
                 )?,
-                Some(e) => writeln!(w, "  {} {} on {}: {e}", out.paint(Style::Red, "NOT BACK"), o.service, o.machine)?,
+                Some(e) => writeln!(
+                    w,
+                    "  {} {} on {}: {e}",
+                    out.paint(Style::Red, "NOT BACK"),
+                    o.service,
+                    o.machine
+                )?,
             }
         }
         for step in &self.plan.manual {

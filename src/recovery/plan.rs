@@ -465,9 +465,13 @@ fn job_of<'a>(
     }
 }
 
-impl RecoveryPlan {
+impl crate::output::Shown for RecoveryPlan {
+    fn json(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or_default()
+    }
+
     /// The plan for people: what comes back where, in the order `--apply` does it.
-    pub fn render_human(
+    fn human(
         &self,
         out: &crate::output::Output,
         w: &mut dyn std::io::Write,
