@@ -352,7 +352,8 @@ mod tests {
         assert!(text.contains(
             "  bob:\n    site: toulouse\n    description: lab hypervisor (container)\n    address: 172.30.1.11\n    \
              port: 22\n    user: root\n    identity_file: ../id_ed25519\n    host_key: ssh-ed25519 AAAAkeyofbob\n    \
-             hypervisor: libvirt\n    groups: [hypervisors, docker_hosts]\n"
+             hypervisor: libvirt\n    capacity: { vcpus: 4, memory: 1GiB, disk: 4GiB }\n    \
+             groups: [hypervisors, docker_hosts]\n"
         ));
         assert!(text.contains("  ldap:\n    site: compiegne\n"));
         assert!(text.contains("    hypervisor: none\n    groups: [directory]\n"));
