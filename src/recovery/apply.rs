@@ -292,6 +292,31 @@ pub fn apply(dir: &Path, req: &Request, exec: &mut Exec) -> Result<Outcome, Reco
         },
     });
 
+    // The moved jobs' keys made and authorized at their repositories (what `backup init` does;
+    // repositories that exist are left as they are).
+    let clock = Instant::now();
+    let init = if jobs.is_empty() {
+        Ok(())
+    } else {
+        // Only the moved jobs: `init` makes keys on every data host it is given, and the lost
+        // site's own jobs would send it there.
+        let mut only = (*moved).clone();
+        only.backups.retain(|name, _| jobs.contains(name));
+        done(ops::init(&only, &jobs, exec))
+    };
+    steps.push(Step {
+        step: "backup access",
+        ok: init.is_ok(),
+        seconds: clock.elapsed().as_secs_f64(),
+        detail: match &init {
+            Ok(()) => format!(
+                "{} job(s) can reach their repository from their new place",
+                jobs.len()
+            ),
+            Err(e) => e.clone(),
+        },
+    });
+
     // Each service's files, from its job's newest files snapshot, in place.
     let mut outcomes: Vec<ServiceOutcome> = plan
         .services

@@ -1,0 +1,251 @@
+//! Losing Toulouse on the lab: known files are written into the `hello` service on bob and
+//! backed up to Compiègne, bob is stopped, and `site recover toulouse --apply` brings hello and
+//! the Toulouse VM back at Compiègne (alice): the VM created and converged there, hello healthy
+//! with exactly the data of its last snapshot, the RPO that snapshot's age, the RTO measured.
+//! While Toulouse is lost, retention is refused. Afterwards: bob started again, alice's copies
+//! removed, recovery.yml gone.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Instant;
+
+use common::{json, ok, picaops_on, root, text, Lab};
+use serde_json::Value;
+
+/// The lab inventory with the VMs, in a directory beside the lab's own (so its `../` paths
+/// hold), removed when dropped with everything the test made on alice; bob started again.
+struct Recovery {
+    inventory: PathBuf,
+    lab: PathBuf,
+}
+
+impl Recovery {
+    fn new(lab: &Lab) -> Recovery {
+        let inventory = lab
+            .dir
+            .join(format!("inventory-recover-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&inventory);
+        std::fs::create_dir_all(&inventory).unwrap();
+        for entry in std::fs::read_dir(&lab.inventory).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "yml") {
+                std::fs::copy(&path, inventory.join(path.file_name().unwrap())).unwrap();
+            }
+        }
+        let vms = lab.dir.join("inventory-vms");
+        std::fs::copy(vms.join("vms.yml"), inventory.join("vms.yml")).unwrap();
+        if vms.join("known_hosts").exists() {
+            std::fs::copy(vms.join("known_hosts"), inventory.join("known_hosts")).unwrap();
+        }
+        Recovery {
+            inventory,
+            lab: lab.dir.clone(),
+        }
+    }
+
+    fn picaops(&self, args: &[&str]) -> Output {
+        picaops_on(&self.inventory, args)
+    }
+}
+
+impl Drop for Recovery {
+    fn drop(&mut self) {
+        let start = common::picaops()
+            .args(["lab", "start", "bob"])
+            .output()
+            .unwrap();
+        if !start.status.success() {
+            eprintln!("could not start bob again: {}", text(&start.stderr));
+        }
+        let cleanup = "virsh -q destroy vm-tls >/dev/null 2>&1; \
+            virsh -q undefine vm-tls --nvram >/dev/null 2>&1 || virsh -q undefine vm-tls >/dev/null 2>&1; \
+            rm -f /var/lib/libvirt/images/vm-tls-*; \
+            d=/var/lib/picaops/services/hello; if [ -d $d ]; then \
+            (cd $d && (docker compose -p hello down || docker-compose -p hello down)) >/dev/null 2>&1; \
+            rm -rf $d; fi; rm -rf /DATA/hello; true";
+        let _ = std::process::Command::new("docker")
+            .args(["exec", "picaops-lab-alice", "sh", "-c", cleanup])
+            .output();
+        let _ = std::fs::remove_dir_all(&self.inventory);
+        let _ = &self.lab;
+    }
+}
+
+fn sums(lab: &Lab, host: &str) -> String {
+    let out = root(lab, host, "cd /DATA/hello && sha256sum f1 f2 f3");
+    ok(&out, &format!("checksums on {host}"));
+    text(&out.stdout)
+}
+
+#[test]
+fn losing_toulouse_brings_its_service_and_vm_back_at_compiegne_with_the_last_snapshot() {
+    let Some(lab) = common::lab("site_recover_lab") else {
+        return;
+    };
+    let r = Recovery::new(&lab);
+    let vm_playbook = lab.dir.join("playbooks/lab-vms.yml");
+    let vm_playbook = vm_playbook.to_str().unwrap();
+    let backup_playbook = Path::new(env!("CARGO_MANIFEST_DIR")).join("playbooks/base/backup.yml");
+    let backup_playbook = backup_playbook.to_str().unwrap();
+
+    // hello on bob, with known files, backed up to alice.
+    ok(
+        &r.picaops(&["service", "apply", "-l", "bob"]),
+        "hello deployed on bob",
+    );
+    ok(
+        &root(
+            &lab,
+            "bob",
+            "set -e; mkdir -p /DATA/hello; for i in 1 2 3; do head -c 200000 /dev/urandom > /DATA/hello/f$i; done",
+        ),
+        "hello's files",
+    );
+    let before = sums(&lab, "bob");
+    ok(
+        &r.picaops(&["apply", "-l", "bob,alice", "--tags", "backup", backup_playbook]),
+        "backups installed",
+    );
+    ok(
+        &r.picaops(&["backup", "init", "--job", "hello"]),
+        "backup init",
+    );
+    ok(
+        &r.picaops(&["backup", "run", "--job", "hello"]),
+        "backup run",
+    );
+    let listing = json(&r.picaops(&["-o", "json", "backup", "snapshots", "--job", "hello"]));
+    let newest = listing["jobs"][0]["snapshots"]
+        .as_array()
+        .expect("snapshots")
+        .iter()
+        .max_by(|a, b| a["time"].as_str().cmp(&b["time"].as_str()))
+        .expect("a snapshot")
+        .clone();
+    let snapshot_time =
+        picaops::backup::time::parse_rfc3339(newest["time"].as_str().unwrap()).unwrap();
+
+    // Toulouse is lost.
+    ok(
+        &common::picaops()
+            .args(["lab", "stop", "bob"])
+            .output()
+            .unwrap(),
+        "lab stop bob",
+    );
+    let plan = r.picaops(&["site", "recover", "toulouse"]);
+    ok(&plan, "the recovery plan");
+    let said = text(&plan.stdout);
+    assert!(said.contains("VM vm-tls on alice (was on bob)"), "{said}");
+    assert!(
+        said.contains("service hello on alice (was on bob)"),
+        "{said}"
+    );
+    assert!(
+        !r.inventory.join("recovery.yml").exists(),
+        "the plan wrote nothing"
+    );
+
+    let started = picaops::backup::time::now();
+    let clock = Instant::now();
+    let out = r.picaops(&[
+        "-o",
+        "json",
+        "site",
+        "recover",
+        "toulouse",
+        "--apply",
+        "--playbook",
+        backup_playbook,
+        "--playbook",
+        vm_playbook,
+    ]);
+    let took = clock.elapsed();
+    let doc = json(&out);
+    assert_eq!(out.status.code(), Some(0), "{doc:#}\n{}", text(&out.stderr));
+    let hello: &Value = doc["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["service"] == "hello")
+        .unwrap_or_else(|| panic!("hello in {doc:#}"));
+    assert_eq!(hello["ok"], true, "{hello:#}");
+    assert_eq!(hello["machine"], "alice");
+    assert_eq!(
+        hello["snapshot"], newest["short_id"],
+        "{hello:#} vs {newest:#}"
+    );
+    // RPO: the snapshot's age when the recovery started (to the second of its listing).
+    let rpo = hello["rpo_seconds"].as_f64().unwrap();
+    let age = started - snapshot_time;
+    assert!(
+        (rpo - age).abs() <= 5.0,
+        "RPO {rpo} s, snapshot {age:.0} s old"
+    );
+    let rto = hello["rto_seconds"].as_f64().unwrap();
+    assert!(
+        rto > 0.0 && rto <= took.as_secs_f64(),
+        "RTO {rto} s of {took:?}"
+    );
+    assert!(took.as_secs() < 15 * 60, "the recovery took {took:?}");
+    eprintln!("recovery: RPO {rpo:.0} s, RTO {rto:.1} s, whole command {took:?}");
+
+    // hello healthy at alice with exactly the snapshot's files; the VM converged there.
+    assert_eq!(
+        sums(&lab, "alice"),
+        before,
+        "hello's files at alice are the snapshot's"
+    );
+    let ps = root(
+        &lab,
+        "alice",
+        "docker inspect -f '{{.State.Health.Status}}' hello-web-1",
+    );
+    assert_eq!(text(&ps.stdout).trim(), "healthy", "{}", text(&ps.stderr));
+    let vm = r.picaops(&[
+        "run",
+        "-l",
+        "vm-tls",
+        "--",
+        "cat",
+        "/data/picaops-converged",
+    ]);
+    ok(&vm, "vm-tls answers at alice");
+    assert!(
+        text(&vm.stdout).contains("vm-tls in compiegne"),
+        "{}",
+        text(&vm.stdout)
+    );
+    let recovery = std::fs::read_to_string(r.inventory.join("recovery.yml")).unwrap();
+    assert!(
+        recovery.contains("lost: toulouse") && recovery.contains("hello: alice"),
+        "{recovery}"
+    );
+
+    // While Toulouse is lost, the surviving repositories keep every snapshot.
+    let forget = r.picaops(&["backup", "forget", "--job", "hello", "--prune"]);
+    assert_ne!(forget.status.code(), Some(0));
+    let why = text(&forget.stderr);
+    assert!(
+        why.contains("retention is frozen while site `toulouse` is lost"),
+        "{why}"
+    );
+
+    // Run again: it goes on from where things are, and changes nothing of the data.
+    let again = r.picaops(&[
+        "-o",
+        "json",
+        "site",
+        "recover",
+        "toulouse",
+        "--apply",
+        "--playbook",
+        backup_playbook,
+        "--playbook",
+        vm_playbook,
+    ]);
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again.stdout));
+    assert_eq!(sums(&lab, "alice"), before);
+}
