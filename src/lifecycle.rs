@@ -52,6 +52,8 @@ pub struct Settings {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PhaseKind {
+    /// While a site is lost: its stale copies of what moved away are stopped first.
+    Fence,
     Vms,
     Converge,
     Services,
@@ -61,6 +63,7 @@ impl PhaseKind {
     /// How messages name the phase.
     pub fn label(self) -> &'static str {
         match self {
+            PhaseKind::Fence => "fence",
             PhaseKind::Vms => "VMs",
             PhaseKind::Converge => "converge",
             PhaseKind::Services => "services",

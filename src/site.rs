@@ -121,6 +121,10 @@ pub fn prepare(
     request: &Request,
 ) -> Result<SiteRun, PhaseError> {
     let mut phases: Vec<Box<dyn Phase>> = Vec::new();
+    let fence = crate::recovery::fence::FencePhase::new(&inventory);
+    if fence.has_work() && request.saved.is_none() {
+        phases.push(Box::new(fence));
+    }
     if request.with_vms() {
         phases.push(Box::new(VmPhase::new(request.vm.clone())));
     }
@@ -166,7 +170,11 @@ pub fn render_json(summary: &Summary) -> Value {
         Some(p) => p.detail.json(),
         None => serde_json::json!({ "mode": summary.mode, "hosts": [] }),
     };
-    for (kind, key) in [(PhaseKind::Vms, "vms"), (PhaseKind::Services, "services")] {
+    for (kind, key) in [
+        (PhaseKind::Fence, "fence"),
+        (PhaseKind::Vms, "vms"),
+        (PhaseKind::Services, "services"),
+    ] {
         if let Some(p) = summary.phase(kind) {
             doc[key] = p.detail.json();
         }

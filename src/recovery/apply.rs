@@ -148,6 +148,8 @@ fn run_blocking(run: SiteRun) -> Result<Summary, RecoverError> {
 fn failed_machines(summary: &Summary) -> BTreeMap<String, String> {
     summary
         .statuses()
+        // Fencing the lost site's machines is not what the recovery waits on (they are down).
+        .filter(|(kind, _)| *kind != crate::lifecycle::PhaseKind::Fence)
         .filter_map(|(_, m)| match &m.status {
             Status::Failed { reason }
             | Status::Refused { reason, .. }

@@ -379,10 +379,13 @@ fn plan_host(job: &VmJob, driver: &dyn Hypervisor, read: &HostVms) -> Vec<VmPlan
     }
     if job.scope.deletions_on.contains(&read.host) {
         for state in &read.vms {
-            if inv.vms.contains_key(&state.name) {
+            if let Some(vm) = inv.vms.get(&state.name) {
                 // Declared: on this host it was planned above; on another host it is a conflict
-                // (see `cross_host_conflicts`).
-                if inv.vms[&state.name].host.value == read.host {
+                // (see `cross_host_conflicts`). A copy left on the host of a lost site it moved
+                // away from is kept: fencing shut it down, the failback needs its disks.
+                if vm.host.value == read.host
+                    || vm.moved_from.as_ref().is_some_and(|h| h.value == read.host)
+                {
                     continue;
                 }
             }
@@ -402,9 +405,10 @@ fn cross_host_conflicts(inv: &Inventory, reads: &BTreeMap<String, HostVms>, plan
             continue;
         };
         let declared = &vm.host.value;
+        let home = vm.moved_from.as_ref().map(|h| h.value.as_str());
         let elsewhere: Vec<&String> = reads
             .iter()
-            .filter(|(h, r)| *h != declared && r.get(&p.name).is_some())
+            .filter(|(h, r)| *h != declared && Some(h.as_str()) != home && r.get(&p.name).is_some())
             .map(|(h, _)| h)
             .collect();
         if elsewhere.is_empty() {
