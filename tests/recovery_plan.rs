@@ -302,6 +302,22 @@ fn recovery_yml_places_moved_vms_and_services_for_every_run() {
         &moved,
         moved.machine("vm-tls").unwrap()
     ));
+    // hello's job now backs up from alice to alice: no off-site copy, said with the stopgap.
+    let gap =
+        picaops::backup::jobfile::offsite_gap(&moved, &moved.backups["hello"]).expect("a gap");
+    assert!(
+        gap.contains("no off-site backup while site `toulouse` is lost"),
+        "{gap}"
+    );
+    assert!(
+        gap.contains("another machine of `compiegne` (e.g. `caribou`)"),
+        "{gap}"
+    );
+    assert_eq!(
+        picaops::backup::jobfile::offsite_gap(&inv, &inv.backups["hello"]),
+        None,
+        "none before the loss"
+    );
 
     // A recovery that names what the inventory does not have, or moves onto the lost site.
     write(d, "inv/recovery.yml", "recovery:\n  lost: toulouse\n  since: \"2026-12-04 18:30\"\n  vms: { vm-tls: bob }\n  services: { hello: carbou }\n");

@@ -309,6 +309,44 @@ pub fn retention_frozen(inv: &crate::inventory::Inventory) -> Option<String> {
     })
 }
 
+/// While a site is lost, a moved service's job may back up to a repository at the very site its
+/// data now lives at: no off-site copy until the failback. Says so, with the stopgap (another
+/// job to a second machine of that site).
+pub fn offsite_gap(
+    inv: &crate::inventory::Inventory,
+    job: &super::config::BackupJob,
+) -> Option<String> {
+    let rec = inv.recovery.as_ref()?;
+    let data = super::config::data_host(inv, job)?;
+    restic_host(inv, job)?;
+    let site = inv.site_of(data)?.name.clone();
+    let repo_site = inv
+        .machine(&job.repository.host)
+        .and_then(|m| inv.site_of(m))?
+        .name
+        .clone();
+    if repo_site != site {
+        return None;
+    }
+    let other = inv
+        .hosts
+        .values()
+        .find(|h| {
+            h.site.value == site && h.name != data.name() && h.name != job.repository.host.value
+        })
+        .map(|h| format!(" (e.g. `{}`)", h.name))
+        .unwrap_or_default();
+    Some(format!(
+        "no off-site backup while site `{}` is lost: its data now lives at `{site}` ({}), where its \
+         repository is ({}). Until `picaops site failback {}`, a stopgap: a second job for the same \
+         data with its repository on another machine of `{site}`{other}",
+        rec.lost.value,
+        data.name(),
+        job.repository.host.value,
+        rec.lost.value
+    ))
+}
+
 /// The host name a job's snapshots are recorded under, when it is not the machine that runs it
 /// now: while `recovery.yml` moves a service, its job runs at the recovery place but goes on
 /// with the snapshots of its home machine (one history: listings, restores, retention and the

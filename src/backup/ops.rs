@@ -859,6 +859,11 @@ pub fn status(inv: &Inventory, names: &[String], exec: &mut Exec) -> Result<Stat
         }
     }
     let mut report = StatusReport::default();
+    for job in &selected {
+        if let Some(gap) = super::jobfile::offsite_gap(inv, job) {
+            report.warnings.push((job.name.clone(), gap));
+        }
+    }
     let mut listings = Vec::new();
     for job in &selected {
         let data = answers

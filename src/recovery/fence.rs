@@ -154,11 +154,23 @@ pub fn parse(machine: &str, stdout: &str) -> FenceOutcome {
 /// The fencing phase of a site run (only when `recovery.yml` is there).
 pub struct FencePhase {
     stale: BTreeMap<String, Stale>,
+    /// What every run of the emergency must say: moved services without an off-site backup.
+    warnings: Vec<String>,
 }
 
 impl FencePhase {
     pub fn new(inv: &Inventory) -> FencePhase {
-        FencePhase { stale: stale(inv) }
+        FencePhase {
+            stale: stale(inv),
+            warnings: inv
+                .backups
+                .values()
+                .filter_map(|j| {
+                    crate::backup::jobfile::offsite_gap(inv, j)
+                        .map(|g| format!("job {}: {g}", j.name))
+                })
+                .collect(),
+        }
     }
 
     /// Whether anything is left to fence.
@@ -230,6 +242,7 @@ impl Phase for FencePhase {
             let mut report = FenceReport {
                 mode: cx.settings.mode,
                 machines: Vec::new(),
+                warnings: self.warnings.clone(),
             };
             let mut machines = Vec::new();
             let mut hold_back = BTreeMap::new();
@@ -290,6 +303,7 @@ impl Phase for FencePhase {
 pub struct FenceReport {
     pub mode: Mode,
     pub machines: Vec<FenceOutcome>,
+    pub warnings: Vec<String>,
 }
 
 impl Rendered for FenceReport {
@@ -320,6 +334,9 @@ impl Rendered for FenceReport {
             if let Some(e) = &m.error {
                 writeln!(w, "{} {}: {e}", out.paint(Style::Red, "error"), m.machine)?;
             }
+        }
+        for warning in &self.warnings {
+            writeln!(w, "{} {warning}", out.paint(Style::Yellow, "warning:"))?;
         }
         Ok(())
     }
