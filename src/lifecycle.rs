@@ -144,6 +144,16 @@ pub trait Rendered: Send + Sync {
     fn as_any(&self) -> &dyn std::any::Any;
 }
 
+/// Every report a phase or a subsystem renders goes out through the one output path.
+impl<T: Rendered> crate::output::Shown for T {
+    fn json(&self) -> Value {
+        Rendered::json(self)
+    }
+    fn human(&self, out: &Output, w: &mut dyn Write) -> std::io::Result<()> {
+        Rendered::human(self, out, w)
+    }
+}
+
 /// What a phase reports.
 pub struct PhaseReport {
     pub kind: PhaseKind,

@@ -10,7 +10,6 @@ use picaops::access::date;
 use picaops::access::manage::Outcome;
 use picaops::access::ops::{AccessError, EndDate, GrantRequest, Notice, Session};
 use picaops::access::report::Changes;
-use picaops::lifecycle::Rendered;
 use picaops::output::{Format, Output, Style, EXIT_HOST_FAILED, EXIT_OK, EXIT_USAGE};
 
 use super::Global;
@@ -175,17 +174,9 @@ fn notice(out: &Output) -> impl FnMut(Notice) + '_ {
     }
 }
 
-/// The one output path: the result's JSON document, or its text.
-fn show(r: &dyn Rendered, out: &Output) {
-    match out.format {
-        Format::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&r.json()).unwrap_or_default()
-        ),
-        Format::Human => {
-            let _ = r.human(out, &mut std::io::stdout().lock());
-        }
-    }
+/// The one output path (the exit code is decided by the command).
+fn show(r: &dyn picaops::output::Shown, out: &Output) {
+    picaops::output::show(r, out);
 }
 
 pub fn run(cmd: AccessCommand, global: &Global, out: &Output) -> i32 {
