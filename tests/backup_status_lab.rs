@@ -22,12 +22,14 @@ fn backup(lab: &Lab, args: &[&str]) -> Output {
 }
 
 /// bob's data for its job (a directory and the `lab-db` PostgreSQL its dump reads), the job
-/// installed and its repository created: what tests/backup_lab.rs prepares, for bob only.
+/// installed and its repository created: what tests/backup_lab.rs prepares, for bob only. No
+/// file of its own beside backup_lab's f1…f1000 (their drill counts every file): one only in
+/// an empty directory, which backup_lab then overwrites.
 fn prepare(lab: &Lab) {
     let out = root(
         lab,
         "bob",
-        "set -e; mkdir -p /srv/lab-app/files; echo status-truth > /srv/lab-app/files/status-truth; \
+        "set -e; mkdir -p /srv/lab-app/files; [ -n \"$(ls -A /srv/lab-app/files)\" ] || echo status-truth > /srv/lab-app/files/f1; \
          if [ \"$(docker inspect -f '{{.State.Running}}' lab-db 2>/dev/null)\" != true ]; then \
            docker rm -f lab-db >/dev/null 2>&1 || true; \
            docker run -d --name lab-db -e POSTGRES_DB=app picaops-lab/postgres:17 >/dev/null; fi; \
