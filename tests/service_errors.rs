@@ -123,6 +123,8 @@ fn the_labs_services_pass_every_check_and_pin_versions_the_lab_loads() {
     std::fs::write(dir.join("inventory/sites.yml"), lab::sites_yml()).unwrap();
     std::fs::write(dir.join("inventory/hosts.yml"), lab::hosts_yml(&key)).unwrap();
     std::fs::write(dir.join("inventory/groups.yml"), lab::groups_yml()).unwrap();
+    // The lab's services name the backup jobs that keep their data.
+    std::fs::write(dir.join("inventory/backups.yml"), lab::backups_yml()).unwrap();
     std::fs::write(
         dir.join("inventory/secrets.yml"),
         "secrets: {store: files, dir: ../secrets}\n",
