@@ -2392,6 +2392,167 @@ impl crate::output::Shown for Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vm::driver::sandbox::{hostile, Sandbox};
+
+    /// A `virsh` keeping each domain as a directory (`state`, `autostart`, `xml`) under
+    /// `$SANDBOX/doms`, for the VM scripts.
+    const VIRSH: &str = r#"[ "$1" = -q ] && shift
+d="$SANDBOX/doms"; cmd=$1; shift
+echo "virsh $cmd $*" >> "$SANDBOX/virsh.log"
+case "$cmd" in
+  dominfo) [ -d "$d/$1" ] || exit 1; echo "Name: $1"; echo "Autostart: $(cat "$d/$1/autostart")" ;;
+  domstate) [ -d "$d/$1" ] || exit 1; cat "$d/$1/state" ;;
+  shutdown) echo "shut off" > "$d/$1/state" ;;
+  destroy) [ "$1" = --graceful ] && shift; echo "shut off" > "$d/$1/state" ;;
+  autostart) if [ "$1" = --disable ]; then echo disable > "$d/$2/autostart"; else echo enable > "$d/$1/autostart"; fi ;;
+  domrename) [ "$(cat "$d/$1/state")" = "shut off" ] || exit 1; [ ! -e "$d/$2" ] || exit 1; mv "$d/$1" "$d/$2" ;;
+  start) echo running > "$d/$1/state" ;;
+  dumpxml) [ "$1" = --inactive ] && shift; [ -d "$d/$1" ] || exit 1; cat "$d/$1/xml" ;;
+  *) exit 2 ;;
+esac"#;
+
+    fn domain(sb: &Sandbox, name: &str, state: &str, autostart: &str, xml: &str) {
+        let d = sb.path().join("doms").join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("state"), format!("{state}\n")).unwrap();
+        std::fs::write(d.join("autostart"), format!("{autostart}\n")).unwrap();
+        std::fs::write(d.join("xml"), xml).unwrap();
+    }
+
+    fn read(sb: &Sandbox, name: &str, what: &str) -> String {
+        std::fs::read_to_string(sb.path().join("doms").join(name).join(what))
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    }
+
+    fn tool(name: &str) -> bool {
+        std::env::var_os("PATH").is_some_and(|p| {
+            std::env::split_paths(&p).any(|d| d.join(name).is_file())
+        })
+    }
+
+    #[test]
+    fn a_vm_copy_is_set_aside_renamed_and_shut_off_and_comes_back_as_it_was() {
+        let sb = Sandbox::new(&[("virsh", VIRSH)]);
+        domain(&sb, "vm-tls", "running", "enable", "");
+        let aside = "vm-tls-failed-back-20261206-091500";
+        let script = vm_aside_script(HypervisorKind::Libvirt, "vm-tls", aside);
+        let (code, out) = sb.run(&script);
+        assert_eq!(code, 0, "{out}");
+        assert!(out.contains("@@autostart enable\n"), "{out}");
+        assert!(out.contains(&format!("@@aside {aside}\n")), "{out}");
+        assert!(!sb.path().join("doms/vm-tls").exists(), "{out}");
+        assert_eq!(read(&sb, aside, "state"), "shut off");
+        assert_eq!(read(&sb, aside, "autostart"), "disable");
+        // Again (a failback run twice): already aside, nothing more done.
+        let (code, out) = sb.run(&script);
+        assert_eq!((code, out.trim()), (0, format!("@@aside {aside}").as_str()));
+
+        // Undone: its name back, started with its host again, running.
+        let (code, out) = sb.run(&vm_back_script(HypervisorKind::Libvirt, "vm-tls", aside, true));
+        assert_eq!(code, 0, "{out}");
+        assert!(out.contains("@@started vm vm-tls"), "{out}");
+        assert!(!sb.path().join("doms").join(aside).exists());
+        assert_eq!(read(&sb, "vm-tls", "state"), "running");
+        assert_eq!(read(&sb, "vm-tls", "autostart"), "enable");
+        let log = std::fs::read_to_string(sb.path().join("virsh.log")).unwrap();
+        assert!(!log.contains("undefine") && !log.contains("destroy"), "{log}");
+
+        // No VM of that name: an error naming it.
+        let (code, out) = sb.run(&vm_aside_script(HypervisorKind::Libvirt, "vm-x", "vm-x-a"));
+        assert_eq!(code, 3, "{out}");
+        assert!(out.contains("@@error no VM named vm-x here"), "{out}");
+    }
+
+    #[test]
+    fn the_home_vm_is_started_and_its_own_host_key_read_from_the_seed_picaops_made() {
+        if !tool("genisoimage") || !tool("isoinfo") {
+            let why = "needs genisoimage and isoinfo (Debian's genisoimage): run `bash .ci/setup`";
+            assert!(std::env::var_os("PICAOPS_REQUIRE_LAB").is_none(), "{why}");
+            eprintln!("SKIPPED {why}");
+            return;
+        }
+        let sb = Sandbox::new(&[("virsh", VIRSH)]);
+        // A seed as the libvirt driver writes it (user-data with the VM's host key).
+        let seed = sb.path().join("seed");
+        std::fs::create_dir(&seed).unwrap();
+        let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHomeCopyOfTheVm0123456789abcdefghijk";
+        std::fs::write(
+            seed.join("user-data"),
+            format!("#cloud-config\nssh_keys:\n  ed25519_private: |\n    x\n  ed25519_public: {key} root@vm-tls\n"),
+        )
+        .unwrap();
+        std::fs::write(seed.join("meta-data"), "instance-id: vm-tls\n").unwrap();
+        let iso = sb.path().join("images/vm-tls-seed.iso");
+        std::fs::create_dir_all(iso.parent().unwrap()).unwrap();
+        let made = std::process::Command::new("genisoimage")
+            .args(["-quiet", "-output"])
+            .arg(&iso)
+            .args(["-volid", "cidata", "-joliet", "-rock"])
+            .arg(seed.join("user-data"))
+            .arg(seed.join("meta-data"))
+            .output()
+            .unwrap();
+        assert!(made.status.success(), "{made:?}");
+        let xml = format!(
+            "<domain><devices><disk type='file' device='cdrom'><source file='{}'/></disk></devices></domain>\n",
+            iso.display()
+        );
+        domain(&sb, "vm-tls", "shut off", "enable", &xml);
+        let (code, out) = sb.run(&vm_home_start_script(HypervisorKind::Libvirt, "vm-tls"));
+        assert_eq!(code, 0, "{out}");
+        assert!(out.contains(&format!("@@hostkey {key}\n")), "{out}");
+        assert!(out.contains("@@started vm vm-tls"), "{out}");
+        assert_eq!(read(&sb, "vm-tls", "state"), "running");
+        // Without a seed: started, no key said (the pin stays as it is).
+        domain(&sb, "vm-cpn", "shut off", "enable", "<domain/>");
+        let (code, out) = sb.run(&vm_home_start_script(HypervisorKind::Libvirt, "vm-cpn"));
+        assert_eq!(code, 0, "{out}");
+        assert!(!out.contains("@@hostkey"), "{out}");
+    }
+
+    #[test]
+    fn home_data_is_moved_aside_whole_and_kept_whatever_its_name() {
+        let sb = Sandbox::new(&[(
+            "systemctl",
+            "echo \"systemctl $*\" >> \"$SANDBOX/systemctl.log\"",
+        )]);
+        let data = sb.path().join(hostile("data"));
+        std::fs::create_dir_all(data.join("sub")).unwrap();
+        std::fs::write(data.join("sub/f1"), "stale").unwrap();
+        let path = data.display().to_string();
+        let script = home_prepare_script(
+            "picaops-test-absent",
+            Some("hello"),
+            std::slice::from_ref(&path),
+            "20261206-091500",
+        );
+        let (code, out) = sb.run(&script);
+        assert_eq!(code, 0, "{out}");
+        assert_eq!(sb.pwned(), Vec::<String>::new(), "{out}");
+        let aside = format!("{path}.before-failback-20261206-091500");
+        assert!(!data.exists(), "{out}");
+        assert_eq!(
+            std::fs::read_to_string(Path::new(&aside).join("sub/f1")).unwrap(),
+            "stale"
+        );
+        assert!(out.contains(&format!("@@aside {path} {aside}\n")), "{out}");
+        let log = std::fs::read_to_string(sb.path().join("systemctl.log")).unwrap();
+        assert_eq!(
+            log,
+            "systemctl stop picaops-backup-hello.timer picaops-backup-hello.service\n"
+        );
+        // Nothing there (a first failback of new data): nothing moved, no error.
+        let (code, out) = sb.run(&script);
+        assert_eq!((code, out.contains("@@aside")), (0, false), "{out}");
+        // A path that cannot be moved (a mount point): refused, saying what to do.
+        std::fs::create_dir_all(&data).unwrap();
+        let sb2 = Sandbox::new(&[("mv", "exit 1"), ("systemctl", "true")]);
+        let (code, out) = sb2.run(&script);
+        assert_eq!(code, 3, "{out}");
+        assert!(out.contains("(a mount point?): move what it holds aside by hand"), "{out}");
+    }
 
     #[test]
     fn names_of_what_is_set_aside() {
