@@ -265,24 +265,21 @@ fn the_plan_names_what_goes_home_and_what_is_kept_and_contacts_nothing() {
     let inv = load(dir.path());
     let plan = failback::plan(&inv, "toulouse", NOW).expect("a plan");
     assert_eq!(plan.at_site, "compiegne");
-    let services: Vec<(&str, &str, &str, Option<&str>, Option<&str>)> = plan
+    let services: Vec<String> = plan
         .services
         .iter()
         .map(|s| {
-            (
-                s.service.as_str(),
-                s.at.as_str(),
-                s.home.as_str(),
-                s.vm.as_deref(),
-                s.job.as_deref(),
+            format!(
+                "{} at {} home {} vm {:?} job {:?}",
+                s.service, s.at, s.home, s.vm, s.job
             )
         })
         .collect();
     assert_eq!(
         services,
         [
-            ("hello", "alice", "bob", None, Some("hello")),
-            ("api", "vm-tls", "vm-tls", Some("vm-tls"), None)
+            "hello at alice home bob vm None job Some(\"hello\")",
+            "api at vm-tls home vm-tls vm Some(\"vm-tls\") job None"
         ]
     );
     assert_eq!(plan.vms.len(), 1);

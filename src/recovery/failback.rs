@@ -865,6 +865,23 @@ impl Unit {
     }
 }
 
+/// The copies of services on one machine that a step acts on.
+#[derive(Default)]
+struct Copies {
+    services: Vec<String>,
+    jobs: Vec<String>,
+    /// Their indexes in the plan.
+    index: Vec<usize>,
+}
+
+impl Copies {
+    fn add(&mut self, i: usize, s: &ServiceBack) {
+        self.services.push(s.service.clone());
+        self.jobs.extend(s.job.clone());
+        self.index.push(i);
+    }
+}
+
 /// One line of a script's answer.
 struct Said {
     ok: bool,
@@ -1235,7 +1252,7 @@ impl<'a> Failback<'a> {
         m
     }
 
-    /// 0. Every machine taking part answers, or nothing is done.
+    /// Step 0: Every machine taking part answers, or nothing is done.
     fn probe(&mut self) -> Result<(), FailbackError> {
         let clock = Instant::now();
         let home_hosts: Vec<String> = self.plan.home_hosts().into_iter().collect();
@@ -1277,19 +1294,17 @@ impl<'a> Failback<'a> {
         Ok(())
     }
 
-    /// 1. Stopped at the recovery place (and their jobs' timers there), so that what the
+    /// Step 1: Stopped at the recovery place (and their jobs' timers there), so that what the
     /// backup reads is the last word.
     fn stop(&mut self) {
         let clock = Instant::now();
-        let mut per_machine: BTreeMap<String, (Vec<String>, Vec<String>)> = BTreeMap::new();
-        for s in &self.plan.services {
-            let e = per_machine.entry(s.at.clone()).or_default();
-            e.0.push(s.service.clone());
-            e.1.extend(s.job.clone());
+        let mut per_machine: BTreeMap<String, Copies> = BTreeMap::new();
+        for (i, s) in self.plan.services.iter().enumerate() {
+            per_machine.entry(s.at.clone()).or_default().add(i, s);
         }
         let calls = per_machine
             .iter()
-            .map(|(m, (services, jobs))| call(m, "(stop)", stop_script(services, jobs)))
+            .map(|(m, c)| call(m, "(stop)", stop_script(&c.services, &c.jobs)))
             .collect();
         let answers = round(self.remote, &self.moved, calls, STEP_TIMEOUT);
         let now = Instant::now();
@@ -1315,7 +1330,7 @@ impl<'a> Failback<'a> {
         self.step("stop", clock, ok, detail);
     }
 
-    /// 2. Backed up there: the snapshot this makes is what home gets (checked to be the
+    /// Step 2: Backed up there: the snapshot this makes is what home gets (checked to be the
     /// repository's newest: nothing else may have backed the job up since).
     fn backup(&mut self) {
         let clock = Instant::now();
@@ -1442,7 +1457,7 @@ impl<'a> Failback<'a> {
         errors
     }
 
-    /// 3. The moved VMs' recovery copies shut down, kept from starting with their host, and
+    /// Step 3: The moved VMs' recovery copies shut down, kept from starting with their host, and
     /// renamed (disks kept): the home copy is then the only one under its name.
     fn set_aside(&mut self) {
         let clock = Instant::now();
@@ -1481,7 +1496,7 @@ impl<'a> Failback<'a> {
         );
     }
 
-    /// 4. `recovery.yml` without what goes home (its old text kept beside it), and the
+    /// Step 4: `recovery.yml` without what goes home (its old text kept beside it), and the
     /// inventory reloaded: home placement for those.
     fn rewrite(&mut self) -> Result<(), FailbackError> {
         let clock = Instant::now();
@@ -1516,7 +1531,7 @@ impl<'a> Failback<'a> {
         Ok(())
     }
 
-    /// 5. The home VMs started, their own host keys (read from their seeds) pinned again in
+    /// Step 5: The home VMs started, their own host keys (read from their seeds) pinned again in
     /// place of their recovery copies', and answering.
     fn home_vms(&mut self) -> Result<(), FailbackError> {
         let clock = Instant::now();
@@ -1580,7 +1595,7 @@ impl<'a> Failback<'a> {
         Ok(())
     }
 
-    /// 6. Home converged: the VMs, then the playbooks (backup job files as the inventory now
+    /// Step 6: Home converged: the VMs, then the playbooks (backup job files as the inventory now
     /// says); not the services, whose data comes first.
     fn converge(&mut self) {
         let clock = Instant::now();
@@ -1613,7 +1628,7 @@ impl<'a> Failback<'a> {
         self.step("converge", clock, ok, detail);
     }
 
-    /// 7. At home, each service's stale copy stopped and its data moved aside (kept), then
+    /// Step 7: At home, each service's stale copy stopped and its data moved aside (kept), then
     /// the snapshot's files restored in its place.
     fn data(&mut self) {
         let clock = Instant::now();
@@ -1675,7 +1690,7 @@ impl<'a> Failback<'a> {
             .map_err(|e| format!("restoring {job}'s files at {}: {e}", s.home))
     }
 
-    /// 8. The services at home behind their health gate, then their dumps loaded.
+    /// Step 8: The services at home behind their health gate, then their dumps loaded.
     fn services(&mut self) {
         let clock = Instant::now();
         let machines: Vec<String> = self
@@ -1809,8 +1824,7 @@ impl<'a> Failback<'a> {
         let vms: Vec<String> = vm_ok.iter().cloned().collect();
         let silent = wait_for(self.remote, inv, &vms, self.req.vm_wait);
         vm_ok.retain(|vm| !silent.contains_key(vm));
-        let mut per_machine: BTreeMap<String, (Vec<String>, Vec<String>, Vec<usize>)> =
-            BTreeMap::new();
+        let mut per_machine: BTreeMap<String, Copies> = BTreeMap::new();
         for &k in &todo {
             let u = &self.units[k];
             let vm_down =
@@ -1819,21 +1833,20 @@ impl<'a> Failback<'a> {
                 continue;
             }
             for &i in &u.services {
-                let s = &plan.services[i];
-                let e = per_machine.entry(s.at.clone()).or_default();
-                e.0.push(s.service.clone());
-                e.1.extend(s.job.clone());
-                e.2.push(i);
+                per_machine
+                    .entry(plan.services[i].at.clone())
+                    .or_default()
+                    .add(i, &plan.services[i]);
             }
         }
         let calls = per_machine
             .iter()
-            .map(|(m, (services, jobs, _))| call(m, "(start)", start_script(services, jobs)))
+            .map(|(m, c)| call(m, "(start)", start_script(&c.services, &c.jobs)))
             .collect();
         let answers = round(self.remote, inv, calls, STEP_TIMEOUT);
-        for (m, (_, _, idx)) in &per_machine {
+        for (m, c) in &per_machine {
             if answers.get(m).is_some_and(|a| a.ok) {
-                self.restarted.extend(idx.iter().copied());
+                self.restarted.extend(c.index.iter().copied());
             }
         }
         for &k in &todo {
@@ -1841,14 +1854,14 @@ impl<'a> Failback<'a> {
         }
     }
 
-    /// 9. Home is healthy: the recovery place's copies taken down (data kept), their jobs'
+    /// Step 9: Home is healthy: the recovery place's copies taken down (data kept), their jobs'
     /// timers there disabled; home's timers started again.
     fn take_down(&mut self) {
         let clock = Instant::now();
         let done: Vec<usize> = (0..self.units.len())
             .filter(|&k| self.units[k].stage == Stage::Done)
             .collect();
-        let mut per_machine: BTreeMap<String, (Vec<String>, Vec<String>)> = BTreeMap::new();
+        let mut per_machine: BTreeMap<String, Copies> = BTreeMap::new();
         let mut home_jobs: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for &k in &done {
             for &i in &self.units[k].services {
@@ -1869,9 +1882,7 @@ impl<'a> Failback<'a> {
                     );
                     continue;
                 }
-                let e = per_machine.entry(s.at.clone()).or_default();
-                e.0.push(s.service.clone());
-                e.1.extend(s.job.clone());
+                per_machine.entry(s.at.clone()).or_default().add(i, s);
             }
         }
         if done.is_empty() {
@@ -1879,21 +1890,15 @@ impl<'a> Failback<'a> {
         }
         let calls = per_machine
             .iter()
-            .map(|(m, (services, jobs))| {
-                call(
-                    m,
-                    "(take down)",
-                    take_down_script(services, jobs, &self.stamp),
-                )
+            .map(|(m, c)| {
+                let script = take_down_script(&c.services, &c.jobs, &self.stamp);
+                call(m, "(take down)", script)
             })
             .collect();
         let answers = round(self.remote, &self.home, calls, STEP_TIMEOUT);
         let mut errors = Vec::new();
-        for (m, (services, _)) in &per_machine {
-            for name in services {
-                let Some(i) = self.plan.services.iter().position(|s| &s.service == name) else {
-                    continue;
-                };
+        for (m, c) in &per_machine {
+            for (&i, name) in c.index.iter().zip(&c.services) {
                 let data = &self.plan.services[i].data;
                 let left = match answers.get(m) {
                     Some(a) if a.ok => {
@@ -1928,7 +1933,10 @@ impl<'a> Failback<'a> {
         let detail = if errors.is_empty() {
             format!(
                 "{} service(s) taken down at the recovery place (no -v: volumes and data kept)",
-                per_machine.values().map(|(s, _)| s.len()).sum::<usize>()
+                per_machine
+                    .values()
+                    .map(|c| c.services.len())
+                    .sum::<usize>()
             )
         } else {
             errors.join("; ")
@@ -1936,7 +1944,7 @@ impl<'a> Failback<'a> {
         self.step("take down", clock, errors.is_empty(), detail);
     }
 
-    /// 10. The backup job files rewritten where they matter: once everything is home, on the
+    /// Step 10: The backup job files rewritten where they matter: once everything is home, on the
     /// repositories' hosts and the recovery place (retention thawed); when some went back to
     /// the recovery place after home's were written without a lost site, on those again (frozen).
     fn job_files(&mut self) {
@@ -2240,16 +2248,15 @@ impl crate::output::Shown for FailbackPlan {
                 }
                 None => "no data".into(),
             };
+            let route = match &s.vm {
+                Some(vm) => format!("on VM {vm} (goes home with it)"),
+                None => format!("from {} to {}", s.at, s.home),
+            };
             writeln!(
                 w,
-                "  {} service {} from {} to {}{}: {data}",
+                "  {} service {} {route}: {data}",
                 out.paint(Style::Green, "<"),
                 s.service,
-                s.at,
-                s.home,
-                s.vm.as_ref()
-                    .map(|v| format!(" (with VM {v})"))
-                    .unwrap_or_default()
             )?;
         }
         for v in &self.vms {
@@ -2427,9 +2434,8 @@ esac"#;
     }
 
     fn tool(name: &str) -> bool {
-        std::env::var_os("PATH").is_some_and(|p| {
-            std::env::split_paths(&p).any(|d| d.join(name).is_file())
-        })
+        std::env::var_os("PATH")
+            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
     }
 
     #[test]
@@ -2450,14 +2456,22 @@ esac"#;
         assert_eq!((code, out.trim()), (0, format!("@@aside {aside}").as_str()));
 
         // Undone: its name back, started with its host again, running.
-        let (code, out) = sb.run(&vm_back_script(HypervisorKind::Libvirt, "vm-tls", aside, true));
+        let (code, out) = sb.run(&vm_back_script(
+            HypervisorKind::Libvirt,
+            "vm-tls",
+            aside,
+            true,
+        ));
         assert_eq!(code, 0, "{out}");
         assert!(out.contains("@@started vm vm-tls"), "{out}");
         assert!(!sb.path().join("doms").join(aside).exists());
         assert_eq!(read(&sb, "vm-tls", "state"), "running");
         assert_eq!(read(&sb, "vm-tls", "autostart"), "enable");
         let log = std::fs::read_to_string(sb.path().join("virsh.log")).unwrap();
-        assert!(!log.contains("undefine") && !log.contains("destroy"), "{log}");
+        assert!(
+            !log.contains("undefine") && !log.contains("destroy"),
+            "{log}"
+        );
 
         // No VM of that name: an error naming it.
         let (code, out) = sb.run(&vm_aside_script(HypervisorKind::Libvirt, "vm-x", "vm-x-a"));
@@ -2551,7 +2565,10 @@ esac"#;
         let sb2 = Sandbox::new(&[("mv", "exit 1"), ("systemctl", "true")]);
         let (code, out) = sb2.run(&script);
         assert_eq!(code, 3, "{out}");
-        assert!(out.contains("(a mount point?): move what it holds aside by hand"), "{out}");
+        assert!(
+            out.contains("(a mount point?): move what it holds aside by hand"),
+            "{out}"
+        );
     }
 
     #[test]
