@@ -111,6 +111,8 @@ struct Machines {
     silent: BTreeSet<String>,
     /// Services whose deploy fails at home.
     unhealthy: BTreeSet<String>,
+    /// Kinds of call whose script fails.
+    failing: BTreeSet<&'static str>,
     /// recovery.yml's existence when home took over (the first call at home after the stops).
     recovery_at_home: Option<bool>,
 }
@@ -124,6 +126,7 @@ impl Machines {
             newest: "f11e5a1d00000000".into(),
             silent: BTreeSet::new(),
             unhealthy: BTreeSet::new(),
+            failing: BTreeSet::new(),
             recovery_at_home: None,
         }
     }
@@ -158,6 +161,9 @@ impl Machines {
                 message: format!("no login at {} within 10 s", c.machine),
                 detail: None,
             });
+        }
+        if self.failing.contains(Self::kind(c)) {
+            return output(3, "@@error virsh domrename failed\n");
         }
         match Self::kind(c) {
             "backup" => {
@@ -462,6 +468,61 @@ fn a_snapshot_newer_than_the_failbacks_own_keeps_the_service_at_the_recovery_pla
         .any(|l| l.ends_with(" bob") && l.starts_with("restore")));
     let text = std::fs::read_to_string(inv_dir.join("recovery.yml")).unwrap();
     assert!(text.contains("hello: alice"), "{text}");
+    // The step that failed says so; the VM's, which went home, do not.
+    let step = |name: &str| {
+        done.steps
+            .iter()
+            .find(|s| s.step == name)
+            .unwrap_or_else(|| panic!("no step {name}: {:#?}", done.steps))
+            .ok
+    };
+    assert!(!step("backup") && step("converge") && step("services"));
+    assert_eq!(done.exit_code(), 1);
+}
+
+#[test]
+fn when_nothing_can_go_home_home_is_not_touched_and_everything_runs_where_it_was() {
+    let dir = recovered();
+    let inv_dir = dir.path().join("inv");
+    let before = std::fs::read_to_string(inv_dir.join("recovery.yml")).unwrap();
+    let mut m = Machines::new(dir.path());
+    m.newest = "5ta1e0000000bbbb".into();
+    m.failing.insert("aside");
+    let done = failback::apply(&inv_dir, &request(), &mut m).expect("a failback");
+    assert_eq!(done.exit_code(), 1);
+    assert!(
+        done.vms[0]
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("setting VM vm-tls aside on alice: virsh domrename failed")),
+        "{:#?}",
+        done.vms
+    );
+    // Started again where they were, and nothing at home was touched.
+    let log = &m.log;
+    assert!(log.iter().any(|l| l == "start alice") && log.iter().any(|l| l == "start vm-tls"));
+    assert!(
+        !log.iter()
+            .any(|l| l.ends_with(" bob") && !l.starts_with("answer")
+                || l.starts_with("converge")
+                || l.starts_with("deploy")),
+        "{log:#?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(inv_dir.join("recovery.yml")).unwrap(),
+        before
+    );
+    assert!(done.kept_copy.is_none() && !done.recovery_removed);
+    let steps: Vec<&str> = done.steps.iter().map(|s| s.step).collect();
+    assert_eq!(steps, ["answer", "stop", "backup", "set aside"]);
+    assert!(
+        done.services.iter().all(|s| s
+            .left
+            .as_deref()
+            .is_some_and(|l| l.starts_with("runs again on "))),
+        "{:#?}",
+        done.services
+    );
 }
 
 #[test]

@@ -658,6 +658,10 @@ pub fn apply(dir: &Path, req: &Request, remote: &mut dyn Remote) -> Result<Outco
     // What failed so far runs again at the recovery place; nothing of it changed at home.
     let moved = f.moved.clone();
     f.undo_place(&moved);
+    if f.live().is_empty() {
+        // Nothing goes home: everything runs at the recovery place as before.
+        return Ok(f.outcome());
+    }
     f.rewrite()?;
     f.home_vms()?;
     f.converge();
@@ -777,8 +781,9 @@ impl<'a> Failback<'a> {
         });
     }
 
-    fn all_live(&self) -> bool {
-        self.units.iter().all(Unit::live)
+    /// How many units have failed so far (a step is ok when it adds none).
+    fn failures(&self) -> usize {
+        self.units.iter().filter(|u| !u.live()).count()
     }
 
     /// The live units' indexes.
@@ -851,6 +856,7 @@ impl<'a> Failback<'a> {
     /// backup reads is the last word.
     fn stop(&mut self) {
         let clock = Instant::now();
+        let failed_before = self.failures();
         let mut per_machine: BTreeMap<String, Copies> = BTreeMap::new();
         for (i, s) in self.plan.services.iter().enumerate() {
             per_machine.entry(s.at.clone()).or_default().add(i, s);
@@ -879,7 +885,7 @@ impl<'a> Failback<'a> {
             "{} service(s) stopped at the recovery place (nothing removed)",
             self.stopped_at.len()
         );
-        let ok = self.all_live();
+        let ok = self.failures() == failed_before;
         self.step("stop", clock, ok, detail);
     }
 
@@ -1014,6 +1020,7 @@ impl<'a> Failback<'a> {
     /// renamed (disks kept): the home copy is then the only one under its name.
     fn set_aside(&mut self) {
         let clock = Instant::now();
+        let failed_before = self.failures();
         let calls: Vec<Call> = self
             .live()
             .into_iter()
@@ -1040,7 +1047,7 @@ impl<'a> Failback<'a> {
                 None => u.fail(format!("setting VM {} aside on {}: no answer", v.vm, v.at)),
             }
         }
-        let ok = self.all_live();
+        let ok = self.failures() == failed_before;
         self.step(
             "set aside",
             clock,
@@ -1088,6 +1095,7 @@ impl<'a> Failback<'a> {
     /// place of their recovery copies', and answering.
     fn home_vms(&mut self) -> Result<(), FailbackError> {
         let clock = Instant::now();
+        let failed_before = self.failures();
         let calls: Vec<Call> = self
             .live()
             .into_iter()
@@ -1138,7 +1146,7 @@ impl<'a> Failback<'a> {
                 u.fail(format!("its home VM does not answer SSH: {why}"));
             }
         }
-        let ok = self.all_live();
+        let ok = self.failures() == failed_before;
         self.step(
             "home VMs",
             clock,
@@ -1152,6 +1160,7 @@ impl<'a> Failback<'a> {
     /// says); not the services, whose data comes first.
     fn converge(&mut self) {
         let clock = Instant::now();
+        let failed_before = self.failures();
         let machines: Vec<String> = self
             .live()
             .into_iter()
@@ -1176,7 +1185,7 @@ impl<'a> Failback<'a> {
             .filter(|m| !f.machines.contains_key(*m))
             .cloned()
             .collect();
-        let ok = self.all_live();
+        let ok = self.failures() == failed_before;
         let detail = format!("{} machine(s) converged at home", self.converged.len());
         self.step("converge", clock, ok, detail);
     }
@@ -1185,6 +1194,7 @@ impl<'a> Failback<'a> {
     /// the snapshot's files restored in its place.
     fn data(&mut self) {
         let clock = Instant::now();
+        let failed_before = self.failures();
         for k in self.live() {
             for i in self.units[k].services.clone() {
                 if let Err(why) = self.restore_home(i) {
@@ -1193,7 +1203,7 @@ impl<'a> Failback<'a> {
                 }
             }
         }
-        let ok = self.all_live();
+        let ok = self.failures() == failed_before;
         let detail = format!(
             "files restored at home for {} service(s); the home data from before is kept beside it",
             self.home_aside.len()
@@ -1246,6 +1256,7 @@ impl<'a> Failback<'a> {
     /// Step 8: The services at home behind their health gate, then their dumps loaded.
     fn services(&mut self) {
         let clock = Instant::now();
+        let failed_before = self.failures();
         let machines: Vec<String> = self
             .live()
             .into_iter()
@@ -1281,7 +1292,7 @@ impl<'a> Failback<'a> {
                 self.healthy.insert(i, Instant::now());
             }
         }
-        let ok = self.all_live();
+        let ok = self.failures() == failed_before;
         let detail = format!(
             "{} service(s) healthy at home with their data",
             self.healthy.len()
