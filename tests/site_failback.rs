@@ -163,6 +163,11 @@ impl Machines {
             });
         }
         if self.failing.contains(Self::kind(c)) {
+            if Self::kind(c) == "restore" {
+                let doc = json!({"job": c.job, "ok": false, "repository": "sftp:alice:/srv/restic/hello",
+                                 "error": "restic: no space left on device"});
+                return output(1, &doc.to_string());
+            }
             return output(3, "@@error virsh domrename failed\n");
         }
         match Self::kind(c) {
@@ -549,4 +554,27 @@ fn a_home_machine_that_does_not_answer_refuses_before_anything_is_stopped() {
         std::fs::read_to_string(inv_dir.join("recovery.yml")).unwrap(),
         before
     );
+}
+
+#[test]
+fn a_restore_that_fails_at_home_says_where_and_why_and_the_service_goes_back() {
+    let dir = recovered();
+    let inv_dir = dir.path().join("inv");
+    let mut m = Machines::new(dir.path());
+    m.failing.insert("restore");
+    let done = failback::apply(&inv_dir, &request(), &mut m).expect("a failback");
+    let hello = &done.services[0];
+    assert_eq!(
+        hello.error.as_deref(),
+        Some("restoring hello's files at bob: bob: restic: no space left on device")
+    );
+    assert!(!done.steps.iter().find(|s| s.step == "data").unwrap().ok);
+    // Never deployed at home; back at alice, moved again.
+    assert!(!m
+        .log
+        .iter()
+        .any(|l| l.starts_with("deploy") && l.contains("bob,")));
+    assert!(m.log.iter().any(|l| l == "start alice"), "{:#?}", m.log);
+    let text = std::fs::read_to_string(inv_dir.join("recovery.yml")).unwrap();
+    assert!(text.contains("hello: alice"), "{text}");
 }

@@ -1198,7 +1198,7 @@ impl<'a> Failback<'a> {
         for k in self.live() {
             for i in self.units[k].services.clone() {
                 if let Err(why) = self.restore_home(i) {
-                    self.units[k].fail(why);
+                    self.units[k].fail(why.to_string());
                     break;
                 }
             }
@@ -1211,7 +1211,7 @@ impl<'a> Failback<'a> {
         self.step("data", clock, ok, detail);
     }
 
-    fn restore_home(&mut self, i: usize) -> Result<(), String> {
+    fn restore_home(&mut self, i: usize) -> Result<(), HomeError> {
         let s = self.plan.services[i].clone();
         let script = home_prepare_script(&s.service, s.job.as_deref(), &s.data, &self.stamp);
         let answer = round(
@@ -1230,8 +1230,12 @@ impl<'a> Failback<'a> {
                     .collect();
                 self.home_aside.insert(i, kept);
             }
-            Some(a) => return Err(format!("preparing its data at {}: {}", s.home, a.error)),
-            None => return Err(format!("preparing its data at {}: no answer", s.home)),
+            other => {
+                return Err(HomeError::Prepare {
+                    machine: s.home.clone(),
+                    why: other.map_or("no answer".into(), |a| a.error.clone()),
+                })
+            }
         }
         let (Some(job), Some(info)) = (&s.job, s.job.as_ref().and_then(|j| self.snapshots.get(j)))
         else {
@@ -1249,8 +1253,11 @@ impl<'a> Failback<'a> {
         let home = &self.home;
         let remote = &mut *self.remote;
         let mut exec = |calls, t| remote.exec(home, calls, t);
-        done(ops::restore(home, &r, &mut exec))
-            .map_err(|e| format!("restoring {job}'s files at {}: {e}", s.home))
+        done(ops::restore(home, &r, &mut exec)).map_err(|source| HomeError::Restore {
+            job: job.clone(),
+            machine: s.home.clone(),
+            source: Box::new(source),
+        })
     }
 
     /// Step 8: The services at home behind their health gate, then their dumps loaded.
@@ -1281,7 +1288,7 @@ impl<'a> Failback<'a> {
         for k in self.live() {
             for i in self.units[k].services.clone() {
                 if let Err(why) = self.load_dumps(i) {
-                    self.units[k].fail(why);
+                    self.units[k].fail(why.to_string());
                     break;
                 }
             }
@@ -1300,7 +1307,7 @@ impl<'a> Failback<'a> {
         self.step("services", clock, ok, detail);
     }
 
-    fn load_dumps(&mut self, i: usize) -> Result<(), String> {
+    fn load_dumps(&mut self, i: usize) -> Result<(), HomeError> {
         let s = self.plan.services[i].clone();
         let (Some(job), Some(info)) = (&s.job, s.job.as_ref().and_then(|j| self.snapshots.get(j)))
         else {
@@ -1318,8 +1325,11 @@ impl<'a> Failback<'a> {
                 ..Default::default()
             };
             let mut exec = |calls, t| remote.exec(home, calls, t);
-            done(ops::restore(home, &r, &mut exec))
-                .map_err(|e| format!("loading {dump} at {}: {e}", s.home))?;
+            done(ops::restore(home, &r, &mut exec)).map_err(|source| HomeError::Load {
+                dump: dump.clone(),
+                machine: s.home.clone(),
+                source: Box::new(source),
+            })?;
         }
         Ok(())
     }
@@ -1767,11 +1777,45 @@ fn undo_home(
     }
 }
 
-/// `Ok` when every line of the report is, else the first failed line's message.
-fn done(report: Result<ops::Report, OpError>) -> Result<(), String> {
-    let report = report.map_err(|e| e.to_string())?;
-    match report.jobs.iter().find(|l| !l.ok) {
-        Some(l) => Err(format!("{}: {}", l.host, l.message)),
+/// Why a backup operation of a step did not succeed.
+#[derive(Debug, thiserror::Error)]
+enum OpFailed {
+    #[error(transparent)]
+    Op(#[from] OpError),
+    /// The host side's own message for the job's line.
+    #[error("{host}: {message}")]
+    Line { host: String, message: String },
+}
+
+/// Why one service did not come home; its text goes into the report.
+#[derive(Debug, thiserror::Error)]
+enum HomeError {
+    /// `why`: what the home machine's script said.
+    #[error("preparing its data at {machine}: {why}")]
+    Prepare { machine: String, why: String },
+    #[error("restoring {job}'s files at {machine}: {source}")]
+    Restore {
+        job: String,
+        machine: String,
+        #[source]
+        source: Box<OpFailed>,
+    },
+    #[error("loading {dump} at {machine}: {source}")]
+    Load {
+        dump: String,
+        machine: String,
+        #[source]
+        source: Box<OpFailed>,
+    },
+}
+
+/// `Ok` when every line of the report is, else the first failed line.
+fn done(report: Result<ops::Report, OpError>) -> Result<(), OpFailed> {
+    match report?.jobs.into_iter().find(|l| !l.ok) {
+        Some(l) => Err(OpFailed::Line {
+            host: l.host,
+            message: l.message,
+        }),
         None => Ok(()),
     }
 }
