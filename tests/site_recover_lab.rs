@@ -4,7 +4,10 @@
 //! with exactly the data of its last snapshot, the RPO that snapshot's age, the RTO measured.
 //! While Toulouse is lost, retention is refused. When bob comes back, its stale hello and VM are
 //! stopped before anything else (data and disks kept) and the recovered copies are untouched.
-//! Afterwards: bob as it was, alice's copies removed, recovery.yml gone.
+//! Then `site failback toulouse --apply` brings them home with the data written at alice in the
+//! meantime: hello healthy on bob with alice's files, recovery.yml gone, retention thawed,
+//! alice's hello taken down (its data kept) and its vm-tls shut off under another name, bob's
+//! vm-tls reached with its own host key. Afterwards: bob as it was, alice's copies removed.
 
 mod common;
 
@@ -63,14 +66,16 @@ impl Drop for Recovery {
         let cleanup = "virsh -q destroy vm-tls >/dev/null 2>&1; \
             virsh -q undefine vm-tls --nvram >/dev/null 2>&1 || virsh -q undefine vm-tls >/dev/null 2>&1; \
             rm -f /var/lib/libvirt/images/vm-tls-*; \
+            for v in $(virsh -q list --all --name | grep '^vm-tls-failed-back-'); do \
+            virsh -q destroy $v >/dev/null 2>&1; virsh -q undefine $v --nvram >/dev/null 2>&1 || virsh -q undefine $v >/dev/null 2>&1; done; \
             d=/var/lib/picaops/services/hello; if [ -d $d ]; then \
             (cd $d && (docker compose -p hello down || docker-compose -p hello down)) >/dev/null 2>&1; \
-            rm -rf $d; fi; rm -rf /DATA/hello; true";
+            rm -rf $d; fi; rm -rf /DATA/hello /var/lib/picaops/services/.removed/hello-* /etc/picaops/backup/jobs/.failed-back; true";
         let _ = std::process::Command::new("docker")
             .args(["exec", "picaops-lab-alice", "sh", "-c", cleanup])
             .output();
         // bob as the other tests expect it: its hello and the demo's VM running.
-        let restart = "virsh -q start vm-tls >/dev/null 2>&1; \
+        let restart = "rm -rf /DATA/hello.before-failback-*; virsh -q start vm-tls >/dev/null 2>&1; \
             cd /var/lib/picaops/services/hello 2>/dev/null && docker compose -p hello start >/dev/null 2>&1; true";
         let _ = std::process::Command::new("docker")
             .args(["exec", "picaops-lab-bob", "sh", "-c", restart])
@@ -317,4 +322,149 @@ fn losing_toulouse_brings_its_service_and_vm_back_at_compiegne_with_the_last_sna
         "healthy"
     );
     assert_eq!(running("alice", "virsh domstate vm-tls"), "running");
+
+    // Toulouse comes home. hello keeps working at alice until then: one more file there.
+    ok(
+        &root(
+            &lab,
+            "alice",
+            "head -c 100000 /dev/urandom > /DATA/hello/f4",
+        ),
+        "a file written at alice during the emergency",
+    );
+    let files = "cd /DATA/hello && sha256sum f1 f2 f3 f4";
+    let at_alice = text(&root(&lab, "alice", files).stdout);
+    assert_eq!(at_alice.lines().count(), 4, "{at_alice}");
+    let plan = r.picaops(&["site", "failback", "toulouse"]);
+    ok(&plan, "the failback plan");
+    let said = text(&plan.stdout);
+    assert!(said.contains("service hello from alice to bob"), "{said}");
+    assert!(said.contains("VM vm-tls from alice to bob"), "{said}");
+    assert!(
+        r.inventory.join("recovery.yml").exists(),
+        "the plan changed nothing"
+    );
+    let clock = Instant::now();
+    let out = r.picaops(&[
+        "-o",
+        "json",
+        "site",
+        "failback",
+        "toulouse",
+        "--apply",
+        "--playbook",
+        backup_playbook,
+        "--playbook",
+        vm_playbook,
+    ]);
+    let took = clock.elapsed();
+    let doc = json(&out);
+    assert_eq!(out.status.code(), Some(0), "{doc:#}\n{}", text(&out.stderr));
+    let hello: &Value = doc["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["service"] == "hello")
+        .unwrap_or_else(|| panic!("hello in {doc:#}"));
+    assert_eq!(
+        (&hello["ok"], &hello["home"]),
+        (&Value::Bool(true), &Value::from("bob")),
+        "{hello:#}"
+    );
+    eprintln!(
+        "failback: hello down {:.1} s, healthy at home after {:.1} s, whole command {took:?}",
+        hello["downtime_seconds"].as_f64().unwrap_or_default(),
+        hello["healthy_after_seconds"].as_f64().unwrap_or_default()
+    );
+    // Home got the snapshot the failback made at alice (the repository's newest now), and with
+    // it exactly alice's files, the one written there included; bob's own copy is kept aside.
+    let listing = json(&r.picaops(&["-o", "json", "backup", "snapshots", "--job", "hello"]));
+    let newest = listing["jobs"][0]["snapshots"]
+        .as_array()
+        .expect("snapshots")
+        .iter()
+        .max_by(|a, b| a["time"].as_str().cmp(&b["time"].as_str()))
+        .expect("a snapshot")
+        .clone();
+    assert_eq!(
+        hello["snapshot"], newest["short_id"],
+        "{hello:#} vs {newest:#}"
+    );
+    assert_eq!(text(&root(&lab, "bob", files).stdout), at_alice);
+    assert_eq!(
+        running(
+            "bob",
+            "docker inspect -f '{{.State.Health.Status}}' hello-web-1"
+        ),
+        "healthy"
+    );
+    ok(
+        &root(
+            &lab,
+            "bob",
+            "cat /DATA/hello.before-failback-*/f1 >/dev/null",
+        ),
+        "bob's data from before the failback, kept",
+    );
+    // recovery.yml is gone (its text kept beside it) and retention runs again.
+    assert!(!r.inventory.join("recovery.yml").exists());
+    let kept = doc["kept_copy"].as_str().expect("a kept copy");
+    assert!(
+        std::fs::read_to_string(kept).is_ok_and(|t| t.contains("lost: toulouse")),
+        "{kept}"
+    );
+    let forget = r.picaops(&["backup", "forget", "--job", "hello"]);
+    assert_eq!(
+        forget.status.code(),
+        Some(0),
+        "{}{}",
+        text(&forget.stdout),
+        text(&forget.stderr)
+    );
+    // alice's hello taken down (no -v: its data stays); its vm-tls shut off under another name.
+    assert_eq!(
+        running(
+            "alice",
+            "docker ps -aq --filter label=com.docker.compose.project=hello"
+        ),
+        ""
+    );
+    ok(
+        &root(
+            &lab,
+            "alice",
+            "test ! -e /var/lib/picaops/services/hello && ls -d /var/lib/picaops/services/.removed/hello-* && test -f /DATA/hello/f4",
+        ),
+        "alice's hello taken down, its project and data kept",
+    );
+    let aside = running("alice", "virsh -q list --all --name | grep '^vm-tls'");
+    assert!(aside.starts_with("vm-tls-failed-back-"), "{aside}");
+    assert_eq!(
+        running("alice", &format!("virsh domstate {aside}")),
+        "shut off"
+    );
+    // bob's vm-tls runs, converged, reached with its own host key pinned again.
+    assert_eq!(running("bob", "virsh domstate vm-tls"), "running");
+    let vm = r.picaops(&[
+        "run",
+        "-l",
+        "vm-tls",
+        "--",
+        "cat",
+        "/data/picaops-converged",
+    ]);
+    ok(&vm, "vm-tls answers at bob");
+    assert!(
+        text(&vm.stdout).contains("vm-tls in toulouse"),
+        "{}",
+        text(&vm.stdout)
+    );
+    // Nothing is lost any more: a second failback is refused, nothing done.
+    let again = r.picaops(&["site", "failback", "toulouse", "--apply"]);
+    assert_eq!(again.status.code(), Some(2), "{}", text(&again.stderr));
+    assert!(
+        text(&again.stderr).contains("site `toulouse` is not lost"),
+        "{}",
+        text(&again.stderr)
+    );
 }

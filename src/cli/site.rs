@@ -122,17 +122,60 @@ pub enum SiteCommand {
         #[arg(long, default_value_t = 10)]
         connect_timeout: u64,
     },
+    /// Bring what `site recover` moved back home to SITE, with its newest data.
+    ///
+    /// Without --apply, prints the plan and contacts nothing. Refused (exit 2, nothing done)
+    /// when inventory/recovery.yml does not say SITE is lost, or a machine of home or of the
+    /// recovery place does not answer.
+    Failback {
+        /// The site that was lost and is back (`toulouse`, `compiegne`).
+        site: String,
+        /// Do it: each moved service stopped at its recovery place, backed up there, its VM
+        /// shut down and renamed (kept); recovery.yml removed (a copy kept beside it); at home
+        /// the VMs started and converged, the home data moved aside (kept), that snapshot
+        /// restored, the services deployed behind their health gate, their dumps loaded; then
+        /// the recovery place's copies taken down (no -v, data kept) and retention thawed.
+        /// Exit 1 if any did not come home (it runs at the recovery place again).
+        #[arg(long)]
+        apply: bool,
+        /// Playbooks to converge home with (default: playbooks/site.yml); repeat for several.
+        #[arg(long = "playbook", value_name = "FILE")]
+        playbooks: Vec<std::path::PathBuf>,
+        #[arg(long, default_value_t = 10)]
+        forks: u32,
+        /// Seconds to wait for each machine to answer.
+        #[arg(long, default_value_t = 10)]
+        connect_timeout: u64,
+    },
 }
 
 /// `picaops site …`.
 pub fn run_site(cmd: SiteCommand, global: &super::Global, out: &Output) -> i32 {
-    let SiteCommand::Recover {
-        site,
-        apply,
-        playbooks,
-        forks,
-        connect_timeout,
-    } = cmd;
+    let (site, apply, playbooks, forks, connect_timeout) = match cmd {
+        SiteCommand::Recover {
+            site,
+            apply,
+            playbooks,
+            forks,
+            connect_timeout,
+        } => (site, apply, playbooks, forks, connect_timeout),
+        SiteCommand::Failback {
+            site,
+            apply,
+            playbooks,
+            forks,
+            connect_timeout,
+        } => {
+            return failback(
+                &site,
+                apply,
+                playbooks,
+                (forks, connect_timeout),
+                global,
+                out,
+            )
+        }
+    };
     let Some(inv) = super::inventory::load(global, out) else {
         return picaops::output::EXIT_USAGE;
     };
@@ -171,4 +214,53 @@ pub fn run_site(cmd: SiteCommand, global: &super::Global, out: &Output) -> i32 {
             EXIT_HOST_FAILED
         }
     }
+}
+
+/// `picaops site failback SITE [--apply]`: the work and its rendering are in the library.
+fn failback(
+    site: &str,
+    apply: bool,
+    playbooks: Vec<std::path::PathBuf>,
+    (forks, connect_timeout): (u32, u64),
+    global: &super::Global,
+    out: &Output,
+) -> i32 {
+    use picaops::recovery::failback::{self, FailbackError, Live, Request};
+    let Some(inv) = super::inventory::load(global, out) else {
+        return picaops::output::EXIT_USAGE;
+    };
+    let now = picaops::backup::time::rfc3339(picaops::backup::time::now());
+    let result = if apply {
+        let wait = std::time::Duration::from_secs(connect_timeout.max(1));
+        let mut exec = |inv: &picaops::inventory::Inventory, calls, timeout| {
+            super::backup_remote::ssh(inv, calls, timeout, wait, out)
+        };
+        let mut live = Live {
+            exec: &mut exec,
+            playbooks,
+            settings: settings(Mode::Apply, forks, connect_timeout, false, out),
+        };
+        let req = Request {
+            site: site.to_string(),
+            now,
+            vm_wait: std::time::Duration::from_secs(180),
+        };
+        failback::apply(&global.inventory, &req, &mut live).map(|o| picaops::output::show(&o, out))
+    } else {
+        failback::plan(&inv, site, &now).map(|p| picaops::output::show(&p, out))
+    };
+    result.unwrap_or_else(|e| match e {
+        FailbackError::Invalid {
+            diagnostics,
+            sources,
+            what,
+        } => {
+            super::print_diagnostics(&diagnostics, &sources, out, what);
+            picaops::output::EXIT_USAGE
+        }
+        e => {
+            eprintln!("{}: {e}", out.paint(Style::Red, "picaops"));
+            e.exit_code()
+        }
+    })
 }

@@ -107,7 +107,7 @@ pub enum RecoverError {
     Runtime(String),
 }
 
-fn load(dir: &Path) -> Result<Inventory, RecoverError> {
+pub(super) fn load(dir: &Path) -> Result<Inventory, RecoverError> {
     let loaded = inventory::load(dir);
     loaded.result.map_err(|diagnostics| RecoverError::Invalid {
         diagnostics,
@@ -117,7 +117,7 @@ fn load(dir: &Path) -> Result<Inventory, RecoverError> {
 }
 
 /// Writes `text` to `path` atomically (a temporary file beside it, then a rename).
-fn write_atomically(path: &Path, text: &str) -> Result<(), RecoverError> {
+pub(super) fn write_atomically(path: &Path, text: &str) -> Result<(), RecoverError> {
     use std::io::Write as _;
     let failed = |source| RecoverError::Write {
         path: path.to_path_buf(),
@@ -131,7 +131,7 @@ fn write_atomically(path: &Path, text: &str) -> Result<(), RecoverError> {
     Ok(())
 }
 
-fn run_blocking(run: SiteRun) -> Result<Summary, RecoverError> {
+pub(super) fn run_blocking(run: SiteRun) -> Result<Summary, RecoverError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -145,7 +145,7 @@ fn run_blocking(run: SiteRun) -> Result<Summary, RecoverError> {
 }
 
 /// The machines of `summary` that did not end well, with why.
-fn failed_machines(summary: &Summary) -> BTreeMap<String, String> {
+pub(super) fn failed_machines(summary: &Summary) -> BTreeMap<String, String> {
     summary
         .statuses()
         // Fencing the lost site's machines is not what the recovery waits on (they are down).

@@ -3,6 +3,7 @@
 //! service with data at the recovery site, no port published twice at the new place).
 
 pub mod apply;
+pub mod failback;
 pub mod fence;
 pub mod plan;
 
