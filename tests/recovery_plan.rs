@@ -319,6 +319,32 @@ fn recovery_yml_places_moved_vms_and_services_for_every_run() {
         "none before the loss"
     );
 
+    // backup init while Toulouse is lost: alice's key is authorised for hello's repository and
+    // bob's line (hello's home, which needs it after the failback) is kept, not dropped.
+    let keys = [(
+        "alice".to_string(),
+        "ssh-ed25519 AAAAalice picaops-backup@alice".to_string(),
+    )]
+    .into();
+    let calls = picaops::backup::remote::authorize_calls(&moved, &keys);
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    let line = calls[0].command.to_shell_line();
+    assert!(
+        line.contains("grep -E") && line.contains(" picaops-backup@(bob)$"),
+        "{line}"
+    );
+    assert!(
+        picaops::backup::remote::key_calls(&moved)
+            .iter()
+            .all(|c| c.machine != "bob"),
+        "the lost site is not asked"
+    );
+    let before = picaops::backup::remote::authorize_calls(&inv, &keys);
+    assert!(
+        before.is_empty(),
+        "bob gave no key and is hello's only sender: alice's file is left alone"
+    );
+
     // A recovery that names what the inventory does not have, or moves onto the lost site.
     write(d, "inv/recovery.yml", "recovery:\n  lost: toulouse\n  since: \"2026-12-04 18:30\"\n  vms: { vm-tls: bob }\n  services: { hello: carbou }\n");
     let diags = match inventory::load(&d.join("inv")).result {

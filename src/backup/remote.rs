@@ -209,6 +209,12 @@ pub fn by_repository<'a>(jobs: &[&'a BackupJob]) -> Vec<Vec<&'a BackupJob>> {
     groups.into_iter().map(|(_, g)| g).collect()
 }
 
+/// Is `machine` at the site `recovery.yml` declares lost?
+fn lost(inv: &Inventory, machine: &str) -> bool {
+    inv.machine(machine)
+        .is_some_and(|m| crate::inventory::recovery::is_lost(inv, m))
+}
+
 /// `backup init`, step 1: each data host with SFTP jobs makes its key once and prints the
 /// public half.
 pub fn key_calls(inv: &Inventory) -> Vec<Call> {
@@ -218,7 +224,8 @@ pub fn key_calls(inv: &Inventory) -> Vec<Call> {
             continue;
         }
         if let Some(m) = machine(inv, job, Side::Data) {
-            if !hosts.contains(&m) {
+            // While a site is lost its machines are not asked (their lines are kept, step 2).
+            if !hosts.contains(&m) && !lost(inv, &m) {
                 hosts.push(m);
             }
         }
@@ -245,13 +252,29 @@ pub fn key_calls(inv: &Inventory) -> Vec<Call> {
 /// public key line. Written atomically, through stdin (no key on a command line).
 pub fn authorize_calls(inv: &Inventory, keys: &BTreeMap<String, String>) -> Vec<Call> {
     let mut per_repo: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    // Data hosts that gave no key (down, or at a lost site): their lines stay as they are, so
+    // that an init while one machine is away never cuts it off its repository.
+    let mut missing: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for job in inv.backups.values() {
-        if job.repository.kind != RepositoryKind::Sftp {
+        if job.repository.kind != RepositoryKind::Sftp || lost(inv, &job.repository.host) {
             continue;
         }
         let Some(data) = machine(inv, job, Side::Data) else {
             continue;
         };
+        // A moved service's home machine: it sends this job's backups again after the failback.
+        let home = super::jobfile::restic_host(inv, job);
+        for away in home
+            .into_iter()
+            .chain((!keys.contains_key(&data)).then(|| data.clone()))
+        {
+            let m = missing
+                .entry(job.repository.host.value.clone())
+                .or_default();
+            if !m.contains(&away) {
+                m.push(away);
+            }
+        }
         let Some(key) = keys.get(&data) else {
             continue;
         };
@@ -276,12 +299,20 @@ pub fn authorize_calls(inv: &Inventory, keys: &BTreeMap<String, String>) -> Vec<
             );
             Call {
                 job: String::new(),
-                machine: host,
+                machine: host.clone(),
                 side: Side::RepoRoot,
                 command: RemoteCommand::shell(format!(
                     "set -e; umask 077; install -d -m 700 -o {REPO_USER} -g {REPO_USER} {ssh}; \
-                     cat > {ssh}/.authorized_keys.new; chown {REPO_USER}: {ssh}/.authorized_keys.new; \
-                     mv {ssh}/.authorized_keys.new {ssh}/authorized_keys"
+                     {{ cat; {keep} }} > {ssh}/.authorized_keys.new; chown {REPO_USER}: {ssh}/.authorized_keys.new; \
+                     mv {ssh}/.authorized_keys.new {ssh}/authorized_keys",
+                    keep = match missing.get(&host) {
+                        // The keys are made with the comment `picaops-backup@HOST` (step 1).
+                        Some(hosts) => format!(
+                            "grep -E ' picaops-backup@({})$' {ssh}/authorized_keys 2>/dev/null || true;",
+                            hosts.join("|")
+                        ),
+                        None => ":;".to_string(),
+                    }
                 ))
                 .with_stdin(text)
                 .with_become(true),

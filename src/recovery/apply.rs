@@ -300,11 +300,9 @@ pub fn apply(dir: &Path, req: &Request, exec: &mut Exec) -> Result<Outcome, Reco
     let init = if jobs.is_empty() {
         Ok(())
     } else {
-        // Only the moved jobs: `init` makes keys on every data host it is given, and the lost
-        // site's own jobs would send it there.
-        let mut only = (*moved).clone();
-        only.backups.retain(|name, _| jobs.contains(name));
-        done(ops::init(&only, &jobs, exec))
+        // `init` asks no machine of the lost site and keeps their keys where they are
+        // authorised (the failback needs them).
+        done(ops::init(&moved, &jobs, exec))
     };
     steps.push(Step {
         step: "backup access",
