@@ -518,7 +518,15 @@ fn a_generated_timer_fires_a_backup_on_its_host() {
         }
         std::thread::sleep(Duration::from_secs(2));
     };
-    // Back to the real schedule whatever happened.
+    // Back to the real schedule whatever happened. The fast timer is stopped first, and its
+    // backup waited for: a run starting every 15 s changes the units apply reads, and apply
+    // then refuses a host whose state keeps changing (seen in CI).
+    sh(
+        &lab,
+        "bob",
+        "systemctl stop picaops-backup-bob-app.timer; \
+         for i in $(seq 1 120); do systemctl is-active -q picaops-backup-bob-app.service || break; sleep 1; done",
+    );
     ok(
         &lab.picaops(&["apply", "--tags", "backup", "playbooks/site.yml"]),
         "apply",
