@@ -8,6 +8,7 @@ pub mod backup;
 pub mod converge;
 pub mod date;
 pub mod diagnostic;
+pub mod fence;
 pub mod human;
 pub mod inventory;
 pub mod lab;

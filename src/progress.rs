@@ -77,15 +77,14 @@ pub fn run_with_progress<T, F, Fut>(
     out: &crate::output::Output,
     hosts: usize,
     work: F,
-) -> Result<Option<T>, String>
+) -> Result<Option<T>, std::io::Error>
 where
     F: FnOnce(Option<tokio::sync::mpsc::UnboundedSender<crate::transport::PoolEvent>>) -> Fut,
     Fut: std::future::Future<Output = T>,
 {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+        .build()?;
     let result = runtime.block_on(async {
         let (events, display) = if out.progress {
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();

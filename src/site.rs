@@ -121,7 +121,7 @@ pub fn prepare(
     request: &Request,
 ) -> Result<SiteRun, PhaseError> {
     let mut phases: Vec<Box<dyn Phase>> = Vec::new();
-    let fence = crate::recovery::fence::FencePhase::new(&inventory);
+    let fence = crate::fence::FencePhase::new(&inventory);
     if fence.has_work() && request.saved.is_none() {
         phases.push(Box::new(fence));
     }

@@ -73,8 +73,8 @@ pub enum OpError {
     #[error(transparent)]
     Units(super::deploy::DeployError),
     /// The async runtime driving the calls could not start.
-    #[error("{0}")]
-    Runtime(String),
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(#[source] std::io::Error),
     #[error("interrupted; runs already started on the hosts go on under systemd")]
     Interrupted,
     #[error("{0}")]

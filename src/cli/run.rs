@@ -68,7 +68,7 @@ pub fn run(args: RunArgs, global: &Global, out: &Output) -> i32 {
     }) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("picaops run: {e}");
+            eprintln!("picaops run: cannot start the async runtime: {e}");
             return EXIT_HOST_FAILED;
         }
     };

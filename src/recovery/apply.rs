@@ -13,9 +13,10 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use super::done;
 use super::plan::{plan, RecoveryPlan};
 use crate::backup::newest::SnapshotInfo;
-use crate::backup::ops::{self, Exec, OpError, RestoreRequest};
+use crate::backup::ops::{self, Exec, RestoreRequest};
 use crate::diagnostic::{Diagnostic, Sources};
 use crate::inventory::{self, select, Inventory};
 use crate::lifecycle::{Mode, PhaseError, RunContext, Settings, SiteRun, Status, Summary};
@@ -313,7 +314,7 @@ pub fn apply(dir: &Path, req: &Request, exec: &mut Exec) -> Result<Outcome, Reco
                 "{} job(s) can reach their repository from their new place",
                 jobs.len()
             ),
-            Err(e) => e.clone(),
+            Err(e) => e.to_string(),
         },
     });
 
@@ -483,15 +484,6 @@ pub fn apply(dir: &Path, req: &Request, exec: &mut Exec) -> Result<Outcome, Reco
         services: outcomes,
         seconds: since_start(),
     })
-}
-
-/// `Ok` when every line of the report is, else the first failed line's message.
-fn done(report: Result<ops::Report, OpError>) -> Result<(), String> {
-    let report = report.map_err(|e| e.to_string())?;
-    match report.jobs.iter().find(|l| !l.ok) {
-        Some(l) => Err(format!("{}: {}", l.host, l.message)),
-        None => Ok(()),
-    }
 }
 
 impl crate::output::Shown for Outcome {

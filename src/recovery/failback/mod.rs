@@ -28,6 +28,7 @@ mod show;
 pub use live::{ConvergeRun, ExecIn, Failures, Live, Remote};
 pub use scripts::*;
 
+use super::{done, OpFailed};
 use crate::backup::newest::SnapshotInfo;
 use crate::backup::ops::{self, OpError, RestoreRequest};
 use crate::backup::remote::{Answer, Call, Side};
@@ -1777,16 +1778,6 @@ fn undo_home(
     }
 }
 
-/// Why a backup operation of a step did not succeed.
-#[derive(Debug, thiserror::Error)]
-enum OpFailed {
-    #[error(transparent)]
-    Op(#[from] OpError),
-    /// The host side's own message for the job's line.
-    #[error("{host}: {message}")]
-    Line { host: String, message: String },
-}
-
 /// Why one service did not come home; its text goes into the report.
 #[derive(Debug, thiserror::Error)]
 enum HomeError {
@@ -1807,17 +1798,6 @@ enum HomeError {
         #[source]
         source: Box<OpFailed>,
     },
-}
-
-/// `Ok` when every line of the report is, else the first failed line.
-fn done(report: Result<ops::Report, OpError>) -> Result<(), OpFailed> {
-    match report?.jobs.into_iter().find(|l| !l.ok) {
-        Some(l) => Err(OpFailed::Line {
-            host: l.host,
-            message: l.message,
-        }),
-        None => Ok(()),
-    }
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! Fencing: while `recovery.yml` says a site is lost, the stale copies its machines still hold
+//! Fencing (the first phase of every site run while a site is lost; below `site` and
+//! `recovery`, beside the other phases): while `recovery.yml` says a site is lost, the stale copies its machines still hold
 //! of the VMs and services that moved away are stopped before anything else runs, so that two
 //! copies never serve at once when the site comes back: containers stopped, VMs shut down,
 //! nothing deleted, every data directory and disk kept. A machine of the lost site that does
