@@ -101,6 +101,21 @@ fn losing_toulouse_brings_its_service_and_vm_back_at_compiegne_with_the_last_sna
     let vm_playbook = vm_playbook.to_str().unwrap();
     let backup_playbook = Path::new(env!("CARGO_MANIFEST_DIR")).join("playbooks/base/backup.yml");
     let backup_playbook = backup_playbook.to_str().unwrap();
+    // `site recover|failback toulouse --apply`, converging with the backup and VM playbooks.
+    let site_apply = |what: &str| {
+        r.picaops(&[
+            "-o",
+            "json",
+            "site",
+            what,
+            "toulouse",
+            "--apply",
+            "--playbook",
+            backup_playbook,
+            "--playbook",
+            vm_playbook,
+        ])
+    };
 
     // hello on bob, with known files, backed up to alice.
     ok(
@@ -185,18 +200,7 @@ fn losing_toulouse_brings_its_service_and_vm_back_at_compiegne_with_the_last_sna
 
     let started = picaops::backup::time::now();
     let clock = Instant::now();
-    let out = r.picaops(&[
-        "-o",
-        "json",
-        "site",
-        "recover",
-        "toulouse",
-        "--apply",
-        "--playbook",
-        backup_playbook,
-        "--playbook",
-        vm_playbook,
-    ]);
+    let out = site_apply("recover");
     let took = clock.elapsed();
     let doc = json(&out);
     assert_eq!(out.status.code(), Some(0), "{doc:#}\n{}", text(&out.stderr));
@@ -269,18 +273,7 @@ fn losing_toulouse_brings_its_service_and_vm_back_at_compiegne_with_the_last_sna
     );
 
     // Run again: it goes on from where things are, and changes nothing of the data.
-    let again = r.picaops(&[
-        "-o",
-        "json",
-        "site",
-        "recover",
-        "toulouse",
-        "--apply",
-        "--playbook",
-        backup_playbook,
-        "--playbook",
-        vm_playbook,
-    ]);
+    let again = site_apply("recover");
     assert_eq!(again.status.code(), Some(0), "{}", text(&again.stdout));
     assert_eq!(sums(&lab, "alice"), before);
 
@@ -361,18 +354,7 @@ fn losing_toulouse_brings_its_service_and_vm_back_at_compiegne_with_the_last_sna
         "the plan changed nothing"
     );
     let clock = Instant::now();
-    let out = r.picaops(&[
-        "-o",
-        "json",
-        "site",
-        "failback",
-        "toulouse",
-        "--apply",
-        "--playbook",
-        backup_playbook,
-        "--playbook",
-        vm_playbook,
-    ]);
+    let out = site_apply("failback");
     let took = clock.elapsed();
     let doc = json(&out);
     assert_eq!(out.status.code(), Some(0), "{doc:#}\n{}", text(&out.stderr));

@@ -112,15 +112,8 @@ pub enum SiteCommand {
         /// never contacted. Exit 1 if any service did not come back (the others did).
         #[arg(long)]
         apply: bool,
-        /// Playbooks to converge the recovered machines with (default: playbooks/site.yml
-        /// beside the inventory); repeat for several.
-        #[arg(long = "playbook", value_name = "FILE")]
-        playbooks: Vec<std::path::PathBuf>,
-        #[arg(long, default_value_t = 10)]
-        forks: u32,
-        /// Seconds to wait for each machine to answer.
-        #[arg(long, default_value_t = 10)]
-        connect_timeout: u64,
+        #[command(flatten)]
+        run: RunFlags,
     },
     /// Bring what `site recover` moved back home to SITE, with its newest data.
     ///
@@ -138,42 +131,39 @@ pub enum SiteCommand {
         /// Exit 1 if any did not come home (it runs at the recovery place again).
         #[arg(long)]
         apply: bool,
-        /// Playbooks to converge home with (default: playbooks/site.yml); repeat for several.
-        #[arg(long = "playbook", value_name = "FILE")]
-        playbooks: Vec<std::path::PathBuf>,
-        #[arg(long, default_value_t = 10)]
-        forks: u32,
-        /// Seconds to wait for each machine to answer.
-        #[arg(long, default_value_t = 10)]
-        connect_timeout: u64,
+        #[command(flatten)]
+        run: RunFlags,
     },
+}
+
+/// What `site recover` and `site failback` share: how the machines are converged and reached.
+#[derive(clap::Args, Debug)]
+pub struct RunFlags {
+    /// Playbooks to converge the machines taking part with (default: playbooks/site.yml
+    /// beside the inventory); repeat for several.
+    #[arg(long = "playbook", value_name = "FILE")]
+    playbooks: Vec<std::path::PathBuf>,
+    #[arg(long, default_value_t = 10)]
+    forks: u32,
+    /// Seconds to wait for each machine to answer.
+    #[arg(long, default_value_t = 10)]
+    connect_timeout: u64,
 }
 
 /// `picaops site …`.
 pub fn run_site(cmd: SiteCommand, global: &super::Global, out: &Output) -> i32 {
-    let (site, apply, playbooks, forks, connect_timeout) = match cmd {
-        SiteCommand::Recover {
-            site,
-            apply,
+    let (
+        site,
+        apply,
+        RunFlags {
             playbooks,
             forks,
             connect_timeout,
-        } => (site, apply, playbooks, forks, connect_timeout),
-        SiteCommand::Failback {
-            site,
-            apply,
-            playbooks,
-            forks,
-            connect_timeout,
-        } => {
-            return failback(
-                &site,
-                apply,
-                playbooks,
-                (forks, connect_timeout),
-                global,
-                out,
-            )
+        },
+    ) = match cmd {
+        SiteCommand::Recover { site, apply, run } => (site, apply, run),
+        SiteCommand::Failback { site, apply, run } => {
+            return failback(&site, apply, run, global, out)
         }
     };
     let Some(inv) = super::inventory::load(global, out) else {
@@ -220,8 +210,11 @@ pub fn run_site(cmd: SiteCommand, global: &super::Global, out: &Output) -> i32 {
 fn failback(
     site: &str,
     apply: bool,
-    playbooks: Vec<std::path::PathBuf>,
-    (forks, connect_timeout): (u32, u64),
+    RunFlags {
+        playbooks,
+        forks,
+        connect_timeout,
+    }: RunFlags,
     global: &super::Global,
     out: &Output,
 ) -> i32 {

@@ -44,6 +44,27 @@ pub struct Step {
     pub detail: String,
 }
 
+impl Step {
+    /// One line for people: the step, ok or FAILED, its time, what it did.
+    pub fn render(
+        &self,
+        out: &crate::output::Output,
+        w: &mut dyn std::io::Write,
+    ) -> std::io::Result<()> {
+        use crate::output::Style;
+        let mark = if self.ok {
+            out.paint(Style::Green, "ok")
+        } else {
+            out.paint(Style::Red, "FAILED")
+        };
+        writeln!(
+            w,
+            "  {:<18} {mark:<6} {:>6.1} s  {}",
+            self.step, self.seconds, self.detail
+        )
+    }
+}
+
 /// What one service got back, and when it was healthy.
 #[derive(Clone, Debug, Serialize)]
 pub struct ServiceOutcome {
@@ -511,16 +532,7 @@ impl crate::output::Shown for Outcome {
             self.recovery_file.display()
         )?;
         for s in &self.steps {
-            let mark = if s.ok {
-                out.paint(Style::Green, "ok")
-            } else {
-                out.paint(Style::Red, "FAILED")
-            };
-            writeln!(
-                w,
-                "  {:<18} {mark:<6} {:>6.1} s  {}",
-                s.step, s.seconds, s.detail
-            )?;
+            s.render(out, w)?;
         }
         for o in &self.services {
             let rpo = o

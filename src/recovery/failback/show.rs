@@ -107,16 +107,7 @@ impl crate::output::Shown for Outcome {
             self.plan.at_site
         )?;
         for s in &self.steps {
-            let mark = if s.ok {
-                out.paint(Style::Green, "ok")
-            } else {
-                out.paint(Style::Red, "FAILED")
-            };
-            writeln!(
-                w,
-                "  {:<14} {mark:<6} {:>6.1} s  {}",
-                s.step, s.seconds, s.detail
-            )?;
+            s.render(out, w)?;
         }
         for o in &self.services {
             match &o.error {
