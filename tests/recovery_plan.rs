@@ -281,7 +281,13 @@ fn recovery_yml_places_moved_vms_and_services_for_every_run() {
     write(
         d,
         "inv/recovery.yml",
-        &picaops::sections::recovery::render("toulouse", "2026-12-04T18:30:00Z", &vms, &services),
+        &picaops::sections::recovery::render(
+            "toulouse",
+            "2026-12-04T18:30:00Z",
+            &vms,
+            &services,
+            None,
+        ),
     );
     let moved = load(d);
     assert_eq!(moved.vms["vm-tls"].host.value, "alice");
@@ -367,4 +373,134 @@ fn recovery_yml_places_moved_vms_and_services_for_every_run() {
             && t.contains("caribou")),
         "{text:#?}"
     );
+}
+
+/// The directory on bob (Toulouse), kept by job `dir` at alice; `recover_to` and the job's dump
+/// as given.
+fn with_directory(recover_to: &str, dump: &str) -> tempfile::TempDir {
+    let backups = format!(
+        "backups:\n  hello:\n    service: hello\n    paths: [/DATA/hello]\n    schedule: daily\n    retention: {{ keep_daily: 7 }}\n    max_age: 26h\n    \
+         repository: {{ kind: sftp, host: alice, path: /srv/restic/hello }}\n    password: restic/hello\n  \
+         dir:\n    host: bob\n    paths: [/etc/ldap/tls]\n    dumps: [{dump}]\n    schedule: daily\n    retention: {{ keep_daily: 7 }}\n    max_age: 26h\n    \
+         repository: {{ kind: sftp, host: alice, path: /srv/restic/dir }}\n    password: restic/dir\n"
+    );
+    let dir = site(ROOM, None, Some(&backups));
+    write(
+        dir.path(),
+        "inv/access.yml",
+        &format!(
+            "access:\n  directory:\n    url: ldaps://10.0.0.1:636\n    base: dc=picasoft,dc=net\n    admin_password: ldap-admin\n    \
+             backup: dir\n    recover_to: {recover_to}\n"
+        ),
+    );
+    dir
+}
+
+#[test]
+fn the_directory_comes_back_first_and_every_run_then_uses_its_new_place() {
+    let dir = with_directory(
+        "caribou",
+        "{ kind: ldap, database: \"dc=picasoft,dc=net\" }",
+    );
+    let d = dir.path();
+    let inv = load(d);
+    let plan = picaops::recovery::plan(&inv, "toulouse", &mut Sources::default()).unwrap();
+    let moved = plan.directory.as_ref().expect("the directory moves");
+    assert_eq!(
+        (moved.from.as_str(), moved.to.as_str(), moved.job.as_str()),
+        ("bob", "caribou", "dir")
+    );
+    assert_eq!(moved.url, "ldaps://10.0.0.3:636");
+    assert_eq!(moved.tls_name, "10.0.0.1", "the certificate keeps its name");
+    assert!(
+        !plan.warnings.iter().any(|w| w.contains("`dir`")),
+        "the directory's job is brought back, not warned about: {:?}",
+        plan.warnings
+    );
+    assert!(plan.machines().contains("caribou"));
+
+    write(
+        d,
+        "inv/recovery.yml",
+        &picaops::sections::recovery::render(
+            "toulouse",
+            "2026-12-04T18:30:00Z",
+            &[],
+            &[],
+            Some("caribou"),
+        ),
+    );
+    let recovered = load(d);
+    let directory = &recovered.access.as_ref().unwrap().directory;
+    assert_eq!(directory.url, "ldaps://10.0.0.3:636");
+    assert_eq!(directory.tls_name.as_deref(), Some("10.0.0.1"));
+    let job = &recovered.backups["dir"];
+    let picaops::sections::backup::Holder::Host(runs_on) = &job.holder else {
+        panic!("{:?}", job.holder)
+    };
+    assert_eq!(
+        runs_on.value, "caribou",
+        "the job runs where the directory is"
+    );
+    assert_eq!(
+        job.moved_from.as_ref().map(|h| h.value.as_str()),
+        Some("bob")
+    );
+    assert_eq!(
+        picaops::backup::jobfile::restic_host(&recovered, job).as_deref(),
+        Some("bob"),
+        "its snapshots go on under the home machine's name"
+    );
+    let home = inventory::recovery::home(&recovered);
+    let directory = &home.access.as_ref().unwrap().directory;
+    assert_eq!(
+        (directory.url.as_str(), directory.tls_name.as_deref()),
+        ("ldaps://10.0.0.1:636", None)
+    );
+    assert_eq!(
+        home.backups["dir"].holder, inv.backups["dir"].holder,
+        "home again"
+    );
+}
+
+#[test]
+fn a_directory_that_cannot_come_back_is_refused_with_its_place() {
+    // The job keeps no ldap dump, and the recovery place is at the directory's own site.
+    let dir = with_directory("bob", "{ kind: sqlite, database: /var/lib/x.db }");
+    let loaded = inventory::load(&dir.path().join("inv"));
+    let diags = loaded.result.expect_err("refused");
+    let said: Vec<String> = diags
+        .iter()
+        .map(|d| format!("{}: {}", d.place, d.message))
+        .collect();
+    let said = said.join("\n");
+    assert!(
+        said.contains("access.yml:6:13: backup job `dir` has no `kind: ldap` dump"),
+        "{said}"
+    );
+    assert!(
+        said.contains("access.yml:7:17: `bob` is at site `toulouse` too"),
+        "{said}"
+    );
+}
+
+#[test]
+fn urls_move_to_the_new_address_and_keep_their_port() {
+    use inventory::recovery::url_at;
+    assert_eq!(
+        url_at("ldaps://ldap.picasoft.net:636", "10.0.0.3"),
+        Some((
+            "ldap.picasoft.net".to_string(),
+            "ldaps://10.0.0.3:636".to_string()
+        ))
+    );
+    assert_eq!(
+        url_at("ldaps://ldap", "fd00::3").map(|(_, u)| u),
+        Some("ldaps://[fd00::3]".into())
+    );
+    assert_eq!(
+        url_at("ldaps://[fd00::1]:1636/", "bob").map(|(h, u)| (h, u)),
+        Some(("fd00::1".into(), "ldaps://bob:1636/".into()))
+    );
+    assert_eq!(url_at("ldap://clear:389", "x"), None);
 }

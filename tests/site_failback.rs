@@ -74,6 +74,7 @@ fn recovered() -> tempfile::TempDir {
             "2026-12-04T18:30:00Z",
             &[("vm-tls".into(), "alice".into())],
             &[("hello".into(), "alice".into())],
+            None,
         ),
     );
     dir
@@ -321,7 +322,7 @@ fn the_plan_names_what_goes_home_and_what_is_kept_and_contacts_nothing() {
     write(
         dir.path(),
         "inv/recovery.yml",
-        &picaops::sections::recovery::render("compiegne", "2026-12-04T18:30:00Z", &[], &[]),
+        &picaops::sections::recovery::render("compiegne", "2026-12-04T18:30:00Z", &[], &[], None),
     );
     let e = failback::plan(&load(dir.path()), "toulouse", NOW).unwrap_err();
     assert_eq!(

@@ -229,7 +229,13 @@ pub struct Endpoint {
     pub people: String,
     pub hosts_attribute: String,
     pub timeout: Duration,
+    /// The name the server's certificate must be for, when the URL names another address
+    /// (a recovered directory at its new place). None: the URL's host, as usual.
+    pub tls_name: Option<String>,
 }
+
+/// Where Debian keeps the system's CAs, read when a certificate name is pinned without a CA file.
+const SYSTEM_CAS: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// An open, bound connection.
 pub struct Directory {
@@ -237,7 +243,10 @@ pub struct Directory {
     ep: Endpoint,
 }
 
-fn tls_config(ca_pem: &[u8]) -> Result<Arc<rustls::ClientConfig>, DirectoryError> {
+fn tls_config(
+    ca_pem: &[u8],
+    tls_name: Option<&str>,
+) -> Result<Arc<rustls::ClientConfig>, DirectoryError> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::CertificateDer;
     let mut roots = rustls::RootCertStore::empty();
@@ -254,12 +263,72 @@ fn tls_config(ca_pem: &[u8]) -> Result<Arc<rustls::ClientConfig>, DirectoryError
         ));
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| DirectoryError::Invalid(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
+        .map_err(|e| DirectoryError::Invalid(e.to_string()))?;
+    let config = match tls_name {
+        None => builder.with_root_certificates(roots),
+        Some(name) => {
+            let name = rustls_pki_types::ServerName::try_from(name.to_string()).map_err(|e| {
+                DirectoryError::Invalid(format!("`{name}` is not a host name or address: {e}"))
+            })?;
+            let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .map_err(|e| DirectoryError::Invalid(e.to_string()))?;
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(CertificateFor { inner, name }))
+        }
+    };
+    Ok(Arc::new(config.with_no_client_auth()))
+}
+
+/// The usual verification (chain to the CA, validity, signatures), of the certificate of
+/// `name` whatever address the connection went to: a directory recovered elsewhere keeps its
+/// certificate, and is still refused if it cannot show it.
+#[derive(Debug)]
+struct CertificateFor {
+    inner: Arc<rustls::client::WebPkiServerVerifier>,
+    name: rustls_pki_types::ServerName<'static>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for CertificateFor {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls_pki_types::CertificateDer<'_>,
+        intermediates: &[rustls_pki_types::CertificateDer<'_>],
+        _server_name: &rustls_pki_types::ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        self.inner
+            .verify_server_cert(end_entity, intermediates, &self.name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
 }
 
 fn ldap_err(e: ldap3::LdapError) -> DirectoryError {
@@ -287,8 +356,21 @@ impl Directory {
         bind: Option<(&str, &Secret)>,
     ) -> Result<Self, DirectoryError> {
         let mut settings = LdapConnSettings::new().set_conn_timeout(ep.timeout);
-        if let Some(pem) = &ep.ca_pem {
-            settings = settings.set_config(tls_config(pem)?);
+        let system;
+        let pem = match (&ep.ca_pem, &ep.tls_name) {
+            (Some(pem), _) => Some(pem.as_slice()),
+            (None, Some(_)) => {
+                system = std::fs::read(SYSTEM_CAS).map_err(|e| {
+                    DirectoryError::Invalid(format!(
+                        "cannot read the system's CAs {SYSTEM_CAS}: {e}"
+                    ))
+                })?;
+                Some(system.as_slice())
+            }
+            (None, None) => None,
+        };
+        if let Some(pem) = pem {
+            settings = settings.set_config(tls_config(pem, ep.tls_name.as_deref())?);
         }
         let (conn, mut ldap) = LdapConnAsync::with_settings(settings, &ep.url)
             .await

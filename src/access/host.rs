@@ -131,6 +131,10 @@ pub struct HostConfig {
     pub state_dir: String,
     pub cache_lifetime_secs: u64,
     pub timeout_ms: u64,
+    /// The name the directory's certificate is for, when `url` names another address (after a
+    /// site recovery moved it). Absent: the URL's host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_name: Option<String>,
 }
 
 impl HostConfig {
@@ -178,6 +182,7 @@ impl HostConfig {
             people: self.people.clone(),
             hosts_attribute: self.hosts_attribute.clone(),
             timeout: Duration::from_millis(self.timeout_ms),
+            tls_name: self.tls_name.clone(),
         })
     }
 
@@ -955,6 +960,7 @@ mod tests {
             state_dir: dir.join("state").display().to_string(),
             cache_lifetime_secs: 3600,
             timeout_ms: 1000,
+            tls_name: None,
         }
     }
 

@@ -400,6 +400,7 @@ pub fn host_config(access: &Access, host: &str) -> HostConfig {
         state_dir: "/var/lib/picaops/access".into(),
         cache_lifetime_secs: access.cache_lifetime_secs,
         timeout_ms: 1000,
+        tls_name: d.tls_name.clone(),
     }
 }
 

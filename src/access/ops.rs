@@ -220,6 +220,7 @@ impl Session {
             people: d.people.clone(),
             hosts_attribute: d.hosts_attribute.clone(),
             timeout: Duration::from_secs(10),
+            tls_name: d.tls_name.clone(),
         })
     }
 

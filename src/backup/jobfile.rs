@@ -361,7 +361,7 @@ pub fn restic_host(
             .get(s.as_str())
             .and_then(|s| s.moved_from.as_ref())
             .map(|home| home.value.clone()),
-        super::config::Holder::Host(_) => None,
+        super::config::Holder::Host(_) => job.moved_from.as_ref().map(|h| h.value.clone()),
     }
 }
 

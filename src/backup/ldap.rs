@@ -23,7 +23,8 @@
 //! old slapd still serves; only then is slapd stopped, the old directories renamed aside
 //! (`.picaops-old-STAMP`, never deleted), the new ones renamed in (same file system: no copy),
 //! given the owner and mode of the directories they replace (`openldap` on Debian), and slapd
-//! started. A failure before the stop leaves production untouched; a slapd that does not start on
+//! started. The TLS files cn=config names must be there already (restored from the job's
+//! files) and get slapd's group. A failure before the stop leaves production untouched; a slapd that does not start on
 //! the new directories gets the old ones back and is started again.
 
 use std::collections::BTreeSet;
@@ -77,6 +78,13 @@ pub enum LdapError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "the dump's cn=config names {} for TLS, which is not on this host: restore it first \
+         (the directory's backup job keeps it when its directory is in the job's `paths:`), \
+         nothing was changed",
+        .path.display()
+    )]
+    TlsFile { path: PathBuf },
     #[error(
         "`{program}` is not installed on this host: loading an LDAP dump needs OpenLDAP's tools \
          (`apt install slapd ldap-utils`; on a host that serves no directory, then \
@@ -262,6 +270,30 @@ impl LdapDump {
     }
 
     /// The databases of cn=config that hold data (those with an `olcDbDirectory`), in order.
+    /// The files cn=config names for TLS (certificate, key, CA), as written.
+    pub fn tls_files(&self) -> Vec<PathBuf> {
+        let attrs = [
+            "olcTLSCertificateFile",
+            "olcTLSCertificateKeyFile",
+            "olcTLSCACertificateFile",
+        ];
+        self.config
+            .iter()
+            .flat_map(|e| attrs.iter().flat_map(|a| e.values(a)))
+            .map(PathBuf::from)
+            .collect()
+    }
+
+    /// Every database's `olcDbDirectory` (absolute ones).
+    fn directories(&self) -> Vec<PathBuf> {
+        self.config
+            .iter()
+            .flat_map(|e| e.values("olcDbDirectory"))
+            .filter(|d| d.starts_with('/'))
+            .map(PathBuf::from)
+            .collect()
+    }
+
     fn databases(&self) -> Vec<usize> {
         (0..self.config.len())
             .filter(|&i| !self.config[i].values("olcDbDirectory").is_empty())
@@ -602,6 +634,7 @@ pub fn load_live(
     let config_dir = PathBuf::from(dump.config_dir.as_deref().unwrap_or(DEFAULT_CONFIG_DIR));
     let new_db = sibling(&database, "new", stamp);
     let new_cfg = sibling(&config_dir, "new", stamp);
+    let mut made: Vec<PathBuf> = Vec::new();
     let staged = (|| {
         // 1. The data, through a loading configuration pointing at the new database (the other
         //    databases at scratch directories: slapadd never opens a live one).
@@ -637,7 +670,18 @@ pub fn load_live(
         args.extend(which(suffix));
         args.extend(strings(&["-o", "ldif-wrap=no"]));
         compare(&parsed.dns, &dns(&run(&args)?))?;
-        // 2. The configuration itself, with its own directories.
+        // 2. The configuration itself, with its own directories: slapadd refuses a database
+        //    directory that does not exist, and a machine that never served the directory has
+        //    none (a site recovery): they are made empty, and an empty one made for the target
+        //    is removed again at the swap.
+        for dir in parsed.directories() {
+            if !dir.exists() {
+                let owner = owner_for(&dir);
+                mkdir(&dir)?;
+                chown_tree(&dir, owner)?;
+                made.push(dir);
+            }
+        }
         mkdir(&new_cfg)?;
         write(&work.join("config.ldif"), &render(&parsed.config))?;
         run(&[
@@ -648,11 +692,27 @@ pub fn load_live(
         .concat())?;
         chown_tree(&new_db, owner_for(&database))?;
         chown_tree(&new_cfg, owner_for(&config_dir))?;
+        // 3. The TLS files cn=config names: there (a slapd without them does not start), and
+        //    readable by slapd's group, whose number may differ on the machine they come from.
+        let (_, gid, _) = owner_for(&config_dir);
+        for f in parsed.tls_files() {
+            if !f.is_file() {
+                return Err(LdapError::TlsFile { path: f });
+            }
+            std::os::unix::fs::chown(&f, None, Some(gid)).map_err(|source| LdapError::Io {
+                what: "cannot give slapd's group to",
+                path: f.clone(),
+                source,
+            })?;
+        }
         Ok(())
     })();
     let discard = || {
         let _ = std::fs::remove_dir_all(&new_db);
         let _ = std::fs::remove_dir_all(&new_cfg);
+        for dir in &made {
+            let _ = std::fs::remove_dir(dir);
+        }
     };
     if let Err(e) = staged {
         discard();
@@ -668,10 +728,14 @@ pub fn load_live(
             source: Box::new(e),
         });
     }
-    // 3. The swap: each live directory aside (if any), the new one in; undone on failure.
+    // 4. The swap: each live directory aside (if any), the new one in; undone on failure.
     let pairs = [(&database, &new_db), (&config_dir, &new_cfg)];
     let mut done: Vec<(PathBuf, Option<PathBuf>, PathBuf)> = Vec::new();
     for (live, new) in pairs {
+        if made.contains(live) {
+            // Empty, made for slapadd above: nothing to keep.
+            let _ = std::fs::remove_dir(live);
+        }
         let old = live.exists().then(|| sibling(live, "old", stamp));
         let step = (|| {
             if let Some(old) = &old {
@@ -699,7 +763,7 @@ pub fn load_live(
         }
         done.push((live.clone(), old, new.clone()));
     }
-    // 4. Start, and read back what slapd now has.
+    // 5. Start, and read back what slapd now has.
     let started = run(&strings(&["systemctl", "start", UNIT])).and_then(|_| {
         let mut args = strings(&["slapcat", "-F", &config_dir.display().to_string()]);
         args.extend(which(suffix));

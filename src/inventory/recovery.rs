@@ -5,6 +5,7 @@
 use super::model::{HypervisorKind, Inventory, Machine};
 use crate::diagnostic::{did_you_mean, Diagnostic};
 use crate::located::Located;
+use crate::sections::backup::{DumpKind, Holder};
 
 pub(super) fn check(inv: &Inventory, diags: &mut Vec<Diagnostic>) {
     let site_of_name = |name: &str| {
@@ -50,9 +51,36 @@ pub(super) fn check(inv: &Inventory, diags: &mut Vec<Diagnostic>) {
             check_machine_at(inv, to, None, &home, diags);
         }
     }
+    check_directory(inv, diags);
     let Some(rec) = &inv.recovery else {
         return;
     };
+    if let Some(to) = &rec.directory {
+        let keeps = inv
+            .access
+            .as_ref()
+            .is_some_and(|a| a.directory.backup.is_some());
+        match inv.machine(to) {
+            None => diags.push(unknown(
+                inv,
+                "machine",
+                to,
+                inv.hosts.keys().chain(inv.vms.keys()),
+            )),
+            Some(_) if !keeps => diags.push(
+                Diagnostic::new(
+                    to.place.clone(),
+                    "the directory is moved, but `access.directory` names no `backup:` job that keeps it",
+                )
+                .help("put the directory's job back under `access.directory.backup:`, or remove this line"),
+            ),
+            Some(m) => {
+                if inv.site_of(m).map(|s| s.name.as_str()) == Some(rec.lost.as_str()) {
+                    diags.push(same_site(to, &rec.lost.value));
+                }
+            }
+        }
+    }
     if !inv.sites.contains_key(rec.lost.as_str()) {
         diags.push(unknown(inv, "site", &rec.lost, inv.sites.keys()));
         return;
@@ -98,6 +126,67 @@ pub(super) fn check(inv: &Inventory, diags: &mut Vec<Diagnostic>) {
                         .help("a service of the lost site comes back on a machine of another site"),
                     );
                 }
+            }
+        }
+    }
+}
+
+/// `access.directory`'s `backup:` names a job of its machine with an `ldap` dump, and its
+/// `recover_to:` a machine of another site than that one.
+fn check_directory(inv: &Inventory, diags: &mut Vec<Diagnostic>) {
+    let Some(d) = inv.access.as_ref().map(|a| &a.directory) else {
+        return;
+    };
+    let Some(b) = &d.backup else {
+        if let Some(to) = &d.recover_to {
+            diags.push(
+                Diagnostic::new(
+                    to.place.clone(),
+                    "`recover_to:` without `backup:`: nothing would bring the directory back",
+                )
+                .help("name the backup job that keeps the directory: `backup: JOB` (a job of its machine with `dumps: [{kind: ldap, database: BASE}]`)"),
+            );
+        }
+        return;
+    };
+    let Some(job) = inv.backups.get(b.as_str()) else {
+        diags.push(unknown(inv, "backup job", b, inv.backups.keys()));
+        return;
+    };
+    if !job.dumps.iter().any(|x| x.kind == DumpKind::Ldap) {
+        diags.push(
+            Diagnostic::new(
+                b.place.clone(),
+                format!(
+                    "backup job `{}` has no `kind: ldap` dump: it does not keep the directory",
+                    b.value
+                ),
+            )
+            .note(job.place.clone(), "the job is declared here")
+            .help(
+                "add `dumps: [{kind: ldap, database: BASE}]` to the job of the directory's machine",
+            ),
+        );
+    }
+    match &job.holder {
+        Holder::Service(s) => diags.push(
+            Diagnostic::new(
+                b.place.clone(),
+                format!(
+                    "backup job `{}` keeps service `{}`'s data; the directory's job is one of the machine slapd runs on (`host:`)",
+                    b.value, s.value
+                ),
+            )
+            .help("give the directory its own job with `host: MACHINE` and an `ldap` dump"),
+        ),
+        Holder::Host(h) => {
+            let home = inv
+                .machine(h)
+                .and_then(|m| inv.site_of(m))
+                .map(|s| s.name.clone())
+                .unwrap_or_default();
+            if let Some(to) = &d.recover_to {
+                check_machine_at(inv, to, None, &home, diags);
             }
         }
     }
@@ -239,6 +328,61 @@ pub(super) fn apply(inv: &mut Inventory) {
             service.moved_from = Some(std::mem::replace(&mut service.host, to.clone()));
         }
     }
+    if let Some(to) = &rec.directory {
+        move_directory(inv, to);
+    }
+}
+
+/// The directory at `to`: its URL names `to`'s address (the certificate is still checked
+/// against the name it had at home) and the job that keeps it runs there, under its home
+/// machine's name in the repository.
+fn move_directory(inv: &mut Inventory, to: &Located<String>) {
+    let address = match inv.machine(to) {
+        Some(m) => m
+            .ssh()
+            .address
+            .clone()
+            .unwrap_or_else(|| m.name().to_string()),
+        None => return,
+    };
+    let Some(access) = inv.access.as_mut() else {
+        return;
+    };
+    let d = &mut access.directory;
+    let Some((home_host, moved)) = url_at(&d.url, &address) else {
+        return;
+    };
+    let tls_name = d.tls_name.clone().or(Some(home_host));
+    let url = std::mem::replace(&mut d.url, moved);
+    d.moved_from = Some((url, std::mem::replace(&mut d.tls_name, tls_name)));
+    let job = d.backup.as_ref().map(|j| j.value.clone());
+    if let Some(job) = job.and_then(|j| inv.backups.get_mut(&j)) {
+        if let Holder::Host(home) = &mut job.holder {
+            job.moved_from = Some(std::mem::replace(home, to.clone()));
+        }
+    }
+}
+
+/// `url` (`ldaps://HOST[:PORT][/…]`) with its host replaced by `address`, and the host it had.
+pub fn url_at(url: &str, address: &str) -> Option<(String, String)> {
+    let rest = url.strip_prefix("ldaps://")?;
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(v6) => {
+            let (h, after) = v6.split_once(']')?;
+            (h, after)
+        }
+        None => match authority.rsplit_once(':') {
+            Some((h, _)) => (h, &authority[h.len()..]),
+            None => (authority, ""),
+        },
+    };
+    let address = if address.contains(':') {
+        format!("[{address}]")
+    } else {
+        address.to_string()
+    };
+    Some((host.to_string(), format!("ldaps://{address}{port}{path}")))
 }
 
 /// `inv` as it is while `recovery` is in effect (what `site recover` plans against).
@@ -261,6 +405,17 @@ pub fn home(inv: &Inventory) -> Inventory {
     for service in home.services.values_mut() {
         if let Some(from) = service.moved_from.take() {
             service.host = from;
+        }
+    }
+    if let Some(d) = home.access.as_mut().map(|a| &mut a.directory) {
+        if let Some((url, tls_name)) = d.moved_from.take() {
+            d.url = url;
+            d.tls_name = tls_name;
+        }
+    }
+    for job in home.backups.values_mut() {
+        if let (Some(from), Holder::Host(h)) = (job.moved_from.take(), &mut job.holder) {
+            *h = from;
         }
     }
     home.recovery = None;

@@ -79,7 +79,9 @@ pub fn access_yml() -> String {
         "# Lab only: the secrets are public (see ../secrets).\n\
          access:\n  directory:\n    url: ldaps://{ldap}:636\n    base: dc=picasoft,dc=net\n    \
          ca_file: ../ca.crt\n    admin_dn: cn=admin,dc=picasoft,dc=net\n    admin_password: ldap-admin\n    \
-         reader_dn: cn=reader,dc=picasoft,dc=net\n    reader_password: ldap-reader\n  \
+         reader_dn: cn=reader,dc=picasoft,dc=net\n    reader_password: ldap-reader\n    \
+         # What `site recover compiegne` brings back at Toulouse (bob has slapd's tools).\n    \
+         backup: ldap-directory\n    recover_to: bob\n  \
          renewal:\n    semester_starts: [\"02-15\", \"09-01\"]\n    grace_days: 30\n  \
          cache_lifetime: 6h\n  \
          break_glass:\n    user: root\n    identity_file: ../break-glass\n\
@@ -91,7 +93,8 @@ pub fn access_yml() -> String {
 /// backups.yml: one job per site, each to the other site: Toulouse's over SFTP to an account on
 /// alice, Compiègne's to bob's append-only rest-server. Each backs up a directory and a
 /// PostgreSQL database from the container `lab-db` (the tests start it). And the data of two
-/// services, each to the other site: hello's files (bob) and notes' database (alice).
+/// services, each to the other site: hello's files (bob) and notes' database (alice). And the
+/// directory (ldap, Compiègne) to Toulouse, what brings logins back when Compiègne is lost.
 pub fn backups_yml() -> String {
     let mut s = String::from(HEADER);
     s.push_str(
@@ -126,7 +129,15 @@ pub fn backups_yml() -> String {
          schedule: \"*-*-* 03:15\"\n    \
          retention: { keep_daily: 7, keep_weekly: 4 }\n    \
          repository: { kind: rest, host: bob, path: notes, append_only: true }\n    \
-         password: restic-notes\n    max_age: 26h\n",
+         password: restic-notes\n    max_age: 26h\n  \
+         ldap-directory:\n    host: ldap\n    \
+         description: the lab's directory (Compiègne) to Toulouse, with its certificate and slapd's settings\n    \
+         paths: [/etc/ldap/tls, /etc/default/slapd]\n    \
+         dumps:\n      - { kind: ldap, database: \"dc=picasoft,dc=net\" }\n    \
+         schedule: \"*-*-* 03:30\"\n    \
+         retention: { keep_daily: 7, keep_weekly: 4 }\n    \
+         repository: { kind: rest, host: bob, path: ldap, append_only: true }\n    \
+         password: restic-ldap\n    max_age: 26h\n",
     );
     s
 }
@@ -212,6 +223,7 @@ pub fn write_secrets(dir: &Path) -> Result<(), LabError> {
         ("restic-alice", "picaops-lab-restic-alice"),
         ("restic-hello", "picaops-lab-restic-hello"),
         ("restic-notes", "picaops-lab-restic-notes"),
+        ("restic-ldap", "picaops-lab-restic-ldap"),
     ] {
         let path = dir.join(name);
         write_atomically(&path, &format!("{value}\n"))?;

@@ -88,6 +88,8 @@ pub struct Outcome {
     pub plan: RecoveryPlan,
     pub recovery_file: PathBuf,
     pub steps: Vec<Step>,
+    /// The directory, when it came back with the site (`service` is "directory").
+    pub directory: Option<ServiceOutcome>,
     pub services: Vec<ServiceOutcome>,
     pub seconds: f64,
 }
@@ -95,7 +97,9 @@ pub struct Outcome {
 impl Outcome {
     /// 0 when every service came back healthy with its data, else 1.
     pub fn exit_code(&self) -> i32 {
-        if self.steps.iter().all(|s| s.ok) && self.services.iter().all(|s| s.ok) {
+        if self.steps.iter().all(|s| s.ok)
+            && self.services.iter().chain(&self.directory).all(|s| s.ok)
+        {
             crate::output::EXIT_OK
         } else {
             crate::output::EXIT_HOST_FAILED
@@ -209,7 +213,12 @@ pub fn apply(dir: &Path, req: &Request, exec: &mut Exec) -> Result<Outcome, Reco
 
     // The newest snapshot of each service's job, on the surviving repositories.
     let clock = Instant::now();
-    let jobs: Vec<String> = plan.services.iter().filter_map(|m| m.job.clone()).collect();
+    let jobs: Vec<String> = plan
+        .services
+        .iter()
+        .filter_map(|m| m.job.clone())
+        .chain(plan.directory.iter().map(|d| d.job.clone()))
+        .collect();
     let mut newest: BTreeMap<String, Result<Option<SnapshotInfo>, String>> = BTreeMap::new();
     if !jobs.is_empty() {
         match ops::newest_snapshots(&home, &jobs, exec) {
@@ -247,7 +256,13 @@ pub fn apply(dir: &Path, req: &Request, exec: &mut Exec) -> Result<Outcome, Reco
         };
     write_atomically(
         &recovery_file,
-        &render(&req.site, &since, &pairs(&r.vms), &pairs(&r.services)),
+        &render(
+            &req.site,
+            &since,
+            &pairs(&r.vms),
+            &pairs(&r.services),
+            r.directory.as_ref().map(|d| d.value.as_str()),
+        ),
     )?;
     let moved = Arc::new(load(dir)?);
     steps.push(Step {
@@ -261,60 +276,37 @@ pub fn apply(dir: &Path, req: &Request, exec: &mut Exec) -> Result<Outcome, Reco
         ),
     });
 
-    // VMs created on the surviving hypervisors, then every receiving machine converged.
-    let clock = Instant::now();
+    // VMs created on the surviving hypervisors, then every receiving machine converged. When
+    // the directory moves, its access plays wait until it is back (they read it), and then run
+    // on every surviving machine, to point its access helper at the directory's new place.
     let mut machines = plan.machines();
     machines.extend(plan.vms.iter().map(|m| m.to.clone()));
-    let limit = machines.iter().cloned().collect::<Vec<_>>().join(",");
-    let (targets, known_hosts) = select::targets(&moved, Some(&limit))?;
-    let request = crate::site::Request {
-        inventory_dir: dir.to_path_buf(),
-        playbooks: if req.playbooks.is_empty() {
-            crate::site::Request {
-                inventory_dir: dir.to_path_buf(),
-                ..Default::default()
-            }
-            .playbook_files()
-        } else {
-            req.playbooks.clone()
-        },
-        limit: Some(limit),
-        lock_wait: Duration::from_secs(60),
-        ..Default::default()
-    };
+    let surviving: std::collections::BTreeSet<String> = moved
+        .machines()
+        .filter(|m| plan.directory.is_some() && !inventory::recovery::is_lost(&moved, *m))
+        .map(|m| m.name().to_string())
+        .collect();
+    let everyone: Vec<String> = machines.union(&surviving).cloned().collect();
+    let (targets, known_hosts) = select::targets(&moved, Some(&everyone.join(",")))?;
     let settings = Settings {
         mode: Mode::Apply,
         ..req.settings.clone()
     };
-    let converge = crate::site::prepare(
-        (*moved).clone(),
-        targets.clone(),
-        known_hosts.clone(),
-        settings.clone(),
-        &request,
-    )
-    .map_err(RecoverError::from)
-    .and_then(run_blocking);
-    let mut failed = match &converge {
-        Ok(summary) => failed_machines(summary),
-        Err(e) => machines
-            .iter()
-            .map(|m| (m.clone(), e.to_string()))
-            .collect(),
+    let converge = Converge {
+        dir,
+        playbooks: &req.playbooks,
+        inventory: &moved,
+        targets: &targets,
+        known_hosts: &known_hosts,
+        settings: &settings,
     };
-    steps.push(Step {
-        step: "vms and converge",
-        ok: failed.is_empty(),
-        seconds: clock.elapsed().as_secs_f64(),
-        detail: match &converge {
-            Ok(s) => format!(
-                "{} change(s), {} machine(s) failed",
-                s.changes(),
-                failed.len()
-            ),
-            Err(e) => e.to_string(),
-        },
-    });
+    let skip_access = if plan.directory.is_some() {
+        vec!["access".to_string()]
+    } else {
+        Vec::new()
+    };
+    let (step, mut failed) = converge.run("vms and converge", &machines, vec![], skip_access);
+    steps.push(step);
 
     // The moved jobs' keys made and authorized at their repositories (what `backup init` does;
     // repositories that exist are left as they are).
@@ -338,6 +330,29 @@ pub fn apply(dir: &Path, req: &Request, exec: &mut Exec) -> Result<Outcome, Reco
             Err(e) => e.to_string(),
         },
     });
+
+    // The directory first (every login and the applications need it): its files, then its
+    // dump loaded into the slapd of its new machine.
+    let directory = plan
+        .directory
+        .as_ref()
+        .map(|d| recover_directory(d, &newest, &failed, &moved, exec, since_start));
+    if let Some((step, _)) = &directory {
+        steps.push(step.clone());
+    }
+    let directory = directory.map(|(_, o)| o);
+    if plan.directory.is_some() {
+        let (step, more) = converge.run(
+            "access helpers",
+            &surviving,
+            vec!["access".to_string()],
+            vec![],
+        );
+        steps.push(step);
+        for (m, why) in more {
+            failed.entry(m).or_insert(why);
+        }
+    }
 
     // Each service's files, from its job's newest files snapshot, in place.
     let mut outcomes: Vec<ServiceOutcome> = plan
@@ -502,9 +517,165 @@ pub fn apply(dir: &Path, req: &Request, exec: &mut Exec) -> Result<Outcome, Reco
         plan,
         recovery_file,
         steps,
+        directory,
         services: outcomes,
         seconds: since_start(),
     })
+}
+
+/// What a converge step of the recovery runs with.
+struct Converge<'a> {
+    dir: &'a Path,
+    /// The recovery's playbooks (empty: `playbooks/site.yml` beside the inventory).
+    playbooks: &'a [PathBuf],
+    inventory: &'a Arc<Inventory>,
+    targets: &'a [crate::transport::Target],
+    known_hosts: &'a Path,
+    settings: &'a Settings,
+}
+
+impl Converge<'_> {
+    /// Converges `machines` with the playbooks' tasks of `tags` (all when empty) but those of
+    /// `skip_tags`: the step, and the machines that failed with why.
+    fn run(
+        &self,
+        step: &'static str,
+        machines: &std::collections::BTreeSet<String>,
+        tags: Vec<String>,
+        skip_tags: Vec<String>,
+    ) -> (Step, BTreeMap<String, String>) {
+        let clock = Instant::now();
+        let limit = machines.iter().cloned().collect::<Vec<_>>().join(",");
+        let request = crate::site::Request {
+            inventory_dir: self.dir.to_path_buf(),
+            playbooks: self.playbooks.to_vec(),
+            limit: Some(limit),
+            tags,
+            skip_tags,
+            lock_wait: Duration::from_secs(60),
+            ..Default::default()
+        };
+        let request = crate::site::Request {
+            playbooks: request.playbook_files(),
+            ..request
+        };
+        let targets: Vec<_> = self
+            .targets
+            .iter()
+            .filter(|t| machines.contains(&t.name))
+            .cloned()
+            .collect();
+        let converged = crate::site::prepare(
+            (**self.inventory).clone(),
+            targets,
+            self.known_hosts.to_path_buf(),
+            self.settings.clone(),
+            &request,
+        )
+        .map_err(RecoverError::from)
+        .and_then(run_blocking);
+        let failed = match &converged {
+            Ok(summary) => failed_machines(summary),
+            Err(e) => machines
+                .iter()
+                .map(|m| (m.clone(), e.to_string()))
+                .collect(),
+        };
+        let step = Step {
+            step,
+            ok: failed.is_empty(),
+            seconds: clock.elapsed().as_secs_f64(),
+            detail: match &converged {
+                Ok(s) => format!(
+                    "{} change(s), {} machine(s) failed",
+                    s.changes(),
+                    failed.len()
+                ),
+                Err(e) => e.to_string(),
+            },
+        };
+        (step, failed)
+    }
+}
+
+/// The directory's recovery at `d.to`: its job's files restored in place, then its dump
+/// loaded into the slapd there (built beside, checked, swapped in). The step and the outcome.
+fn recover_directory(
+    d: &super::plan::DirectoryMove,
+    newest: &BTreeMap<String, Result<Option<SnapshotInfo>, String>>,
+    failed: &BTreeMap<String, String>,
+    moved: &Inventory,
+    exec: &mut Exec,
+    since_start: impl Fn() -> f64,
+) -> (Step, ServiceOutcome) {
+    let clock = Instant::now();
+    let info = newest.get(&d.job);
+    let mut o = ServiceOutcome {
+        service: "directory".into(),
+        machine: d.to.clone(),
+        job: Some(d.job.clone()),
+        snapshot: None,
+        snapshot_time: None,
+        rpo_seconds: None,
+        rto_seconds: None,
+        ok: false,
+        error: None,
+    };
+    let result = match (info, failed.get(&d.to)) {
+        (_, Some(why)) => Err(format!("{}: {why}", d.to)),
+        (Some(Err(e)), _) => Err(e.clone()),
+        (Some(Ok(None)), _) | (None, _) => Err(format!(
+            "job {} has no snapshot in its repository: the directory cannot come back",
+            d.job
+        )),
+        (Some(Ok(Some(i))), None) => {
+            o.snapshot = Some(i.short_id.clone());
+            o.snapshot_time = Some(i.time.clone());
+            o.rpo_seconds = Some(i.age_seconds);
+            let mut loaded = 0;
+            let mut result = Ok(());
+            for part in &i.latest {
+                let dump = part.dump.clone().unwrap_or_default();
+                let req = RestoreRequest {
+                    job: &d.job,
+                    snapshot: Some(&part.id),
+                    to: (part.part == "files").then_some(Path::new("/")),
+                    host: None,
+                    dump: (part.part == "dump").then_some(dump.as_str()),
+                    into_container: None,
+                    load: part.part == "dump",
+                };
+                if let Err(e) = done(ops::restore(moved, &req, exec)) {
+                    result = Err(format!("restoring the directory's {}: {e}", part.part));
+                    break;
+                }
+                loaded += usize::from(part.part == "dump");
+            }
+            match (result, loaded) {
+                (Err(e), _) => Err(e),
+                (Ok(()), 0) => Err(format!(
+                    "job {}'s newest snapshots hold no ldap dump: nothing was loaded",
+                    d.job
+                )),
+                (Ok(()), _) => Ok(()),
+            }
+        }
+    };
+    o.ok = result.is_ok();
+    o.error = result.err();
+    if o.ok {
+        o.rto_seconds = Some(since_start());
+    }
+    let step = Step {
+        step: "directory",
+        ok: o.ok,
+        seconds: clock.elapsed().as_secs_f64(),
+        detail: match &o.error {
+            None => format!("loaded into slapd on {}, served at {}", d.to, d.url),
+            Some(e) => e.clone(),
+        },
+    };
+    (step, o)
 }
 
 impl crate::output::Shown for Outcome {
@@ -534,7 +705,7 @@ impl crate::output::Shown for Outcome {
         for s in &self.steps {
             s.render(out, w)?;
         }
-        for o in &self.services {
+        for o in self.directory.iter().chain(&self.services) {
             let rpo = o
                 .rpo_seconds
                 .map(|s| format!("RPO {}", human(s)))

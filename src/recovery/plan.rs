@@ -39,6 +39,21 @@ pub struct ServiceMove {
     pub dumps: Vec<String>,
 }
 
+/// The LDAP directory (`access.directory`), lost with the site, and where it comes back.
+#[derive(Clone, Debug, Serialize)]
+pub struct DirectoryMove {
+    /// The backup job that keeps it (its machine's job with an `ldap` dump).
+    pub job: String,
+    pub from: String,
+    pub to: String,
+    /// The URL every host's access helper uses afterwards (the certificate is still checked
+    /// against `tls_name`, the name it has at home).
+    pub url: String,
+    pub tls_name: String,
+    /// The files restored with it (its TLS certificate and key, slapd's settings).
+    pub paths: Vec<String>,
+}
+
 /// Everything `site recover SITE` will do, in order.
 #[derive(Clone, Debug, Serialize)]
 pub struct RecoveryPlan {
@@ -47,6 +62,8 @@ pub struct RecoveryPlan {
     pub to_site: String,
     pub vms: Vec<VmMove>,
     pub services: Vec<ServiceMove>,
+    /// The directory, when it was at the lost site: it comes back first.
+    pub directory: Option<DirectoryMove>,
     /// What picaops cannot do and a person must (DNS, addresses on the lost site's network).
     pub manual: Vec<String>,
     /// Data of the lost site that this recovery does not bring back (say how to).
@@ -71,6 +88,7 @@ impl RecoveryPlan {
                 .filter(|m| !m.with_vm)
                 .map(|m| (m.service.clone(), at(&m.to)))
                 .collect(),
+            directory: self.directory.as_ref().map(|d| at(&d.to)),
             place,
         }
     }
@@ -81,6 +99,7 @@ impl RecoveryPlan {
             .iter()
             .map(|m| m.vm.clone())
             .chain(self.services.iter().map(|m| m.to.clone()))
+            .chain(self.directory.iter().map(|d| d.to.clone()))
             .collect()
     }
 }
@@ -279,7 +298,14 @@ pub fn plan(
 
     // Jobs of the lost site's hosts themselves (not of a service): not brought back here.
     let mut warnings = Vec::new();
+    let directory_job = inv
+        .access
+        .as_ref()
+        .and_then(|a| a.directory.backup.as_ref());
     for job in inv.backups.values() {
+        if directory_job.is_some_and(|b| b.value == job.name) {
+            continue;
+        }
         if let Holder::Host(h) = &job.holder {
             if inv.machine(h).is_some_and(&at_site) && !moved_vms.contains(h.as_str()) {
                 warnings.push(format!(
@@ -310,6 +336,8 @@ pub fn plan(
         ));
     }
 
+    let directory = directory_move(inv, site, &to_site, &mut warnings, &mut manual, &mut diags);
+
     if !diags.is_empty() {
         return Err(diags);
     }
@@ -318,6 +346,7 @@ pub fn plan(
         to_site,
         vms,
         services,
+        directory,
         manual,
         warnings,
     };
@@ -327,6 +356,104 @@ pub fn plan(
     let targets: BTreeSet<String> = plan.services.iter().map(|m| m.to.clone()).collect();
     crate::service::prepare(&moved, Some(&targets), sources)?;
     Ok(plan)
+}
+
+/// The directory's move when its machine is at the lost site `site`: onto its `recover_to`, the
+/// site's recovery host, or a host of `to_site` sharing a group with its machine; checked to
+/// have its job's repository at `to_site`. A directory at the lost site that no job keeps is a
+/// warning: after the recovery only the break-glass key logs in.
+fn directory_move(
+    inv: &Inventory,
+    site: &str,
+    to_site: &str,
+    warnings: &mut Vec<String>,
+    manual: &mut Vec<String>,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<DirectoryMove> {
+    let d = &inv.access.as_ref()?.directory;
+    let at_site = |m: Machine<'_>| inv.site_of(m).is_some_and(|s| s.name == site);
+    let home_host = crate::inventory::recovery::url_at(&d.url, "")
+        .map(|(h, _)| h)
+        .unwrap_or_default();
+    let Some(job) = d.backup.as_ref().and_then(|b| inv.backups.get(b.as_str())) else {
+        let lost = inv.machines().find(|m| {
+            m.name() == home_host || m.ssh().address.as_deref() == Some(home_host.as_str())
+        });
+        if lost.is_some_and(at_site) {
+            warnings.push(format!(
+                "the directory ({}) is at the lost site and no backup job keeps it (`access.directory.backup:`): \
+                 after the recovery only the break-glass key logs in anywhere",
+                d.url
+            ));
+        }
+        return None;
+    };
+    let Holder::Host(from) = &job.holder else {
+        return None;
+    };
+    let machine = inv.machine(from).filter(|m| at_site(*m))?;
+    let lost = &inv.sites[site];
+    let to = d
+        .recover_to
+        .as_ref()
+        .or(lost.recovery.host.as_ref())
+        .map(|h| h.value.clone())
+        .or_else(|| sibling_host(inv, machine, to_site));
+    let Some(to) = to else {
+        diags.push(
+            Diagnostic::new(
+                d.backup.as_ref().map_or(job.place.clone(), |b| b.place.clone()),
+                format!(
+                    "the directory has nowhere to come back: no host of site `{to_site}` shares a group with `{}`",
+                    from.value
+                ),
+            )
+            .help("give `access.directory` a `recover_to: MACHINE` (a machine of the recovery site with OpenLDAP's slapd and tools installed)"),
+        );
+        return None;
+    };
+    let repo_site = inv
+        .machine(&job.repository.host)
+        .and_then(|m| inv.site_of(m))
+        .map(|s| s.name.clone())
+        .unwrap_or_default();
+    if repo_site != to_site {
+        diags.push(
+            Diagnostic::new(
+                job.repository.place.clone(),
+                format!(
+                    "backup job `{}` keeps the directory at site `{repo_site}`, not at `{to_site}` where it comes back",
+                    job.name
+                ),
+            )
+            .help(format!("put the job's repository on a machine of `{to_site}`")),
+        );
+    }
+    let address = inv
+        .machine(&to)
+        .map(|m| {
+            m.ssh()
+                .address
+                .clone()
+                .unwrap_or_else(|| m.name().to_string())
+        })
+        .unwrap_or_else(|| to.clone());
+    let url = crate::inventory::recovery::url_at(&d.url, &address)
+        .map(|(_, u)| u)
+        .unwrap_or_default();
+    let tls_name = d.tls_name.clone().unwrap_or_else(|| home_host.clone());
+    manual.push(format!(
+        "the hosts' access helpers are pointed at {url} (certificate checked for `{tls_name}`); \
+         point the name `{tls_name}` at `{to}` too (DNS) if people or other tools use it"
+    ));
+    Some(DirectoryMove {
+        job: job.name.clone(),
+        from: from.value.clone(),
+        to,
+        url,
+        tls_name,
+        paths: job.paths.iter().map(|p| p.value.clone()).collect(),
+    })
 }
 
 /// What a VM takes from a hypervisor.
@@ -498,6 +625,17 @@ impl crate::output::Shown for RecoveryPlan {
                 m.vcpus,
                 crate::human::bytes(m.memory),
                 crate::human::bytes(m.disk)
+            )?;
+        }
+        if let Some(d) = &self.directory {
+            writeln!(
+                w,
+                "  {} directory on {} (was on {}), first: data from job {}, then every host's access helper at {}",
+                out.paint(Style::Green, "+"),
+                d.to,
+                d.from,
+                d.job,
+                d.url
             )?;
         }
         if self.services.is_empty() {

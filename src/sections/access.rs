@@ -11,6 +11,7 @@ use serde_saphyr::Spanned;
 
 use crate::date;
 use crate::diagnostic::{Diagnostic, Place};
+use crate::located::Located;
 use crate::yaml::{place_of, Name};
 
 /// The checked `access:` section.
@@ -44,6 +45,17 @@ pub struct Directory {
     pub reader_password: Option<String>,
     /// The attribute listing the machines a person may use.
     pub hosts_attribute: String,
+    /// The name the server's certificate is checked against when the URL names another address
+    /// (a recovered directory keeps its certificate at a new address). None: the URL's host.
+    pub tls_name: Option<String>,
+    /// The backup job that keeps the directory (a job of its machine with a `kind: ldap` dump):
+    /// what `site recover` brings back when that machine's site is lost.
+    pub backup: Option<Located<String>>,
+    /// Where the directory comes back when its site is lost (a machine of another site).
+    pub recover_to: Option<Located<String>>,
+    /// While `recovery.yml` moves the directory: its URL and `tls_name` at home (`url` is the
+    /// new place's).
+    pub moved_from: Option<(String, Option<String>)>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -112,6 +124,9 @@ struct DirectoryDoc {
     reader_dn: Option<String>,
     reader_password: Option<Spanned<String>>,
     hosts_attribute: Option<String>,
+    tls_name: Option<String>,
+    backup: Option<Spanned<String>>,
+    recover_to: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -326,6 +341,10 @@ impl AccessDoc {
                 reader_dn: d.reader_dn,
                 reader_password: d.reader_password.map(|p| p.value),
                 hosts_attribute: d.hosts_attribute.unwrap_or_else(|| "host".into()),
+                tls_name: d.tls_name,
+                backup: d.backup.map(|b| super::located(file, b)),
+                recover_to: d.recover_to.map(|b| super::located(file, b)),
+                moved_from: None,
             },
             levels,
             first_uid,

@@ -124,6 +124,9 @@ pub struct BackupJob {
     pub max_age: u64,
     /// Upload limit in KiB/s (restic `--limit-upload`), for the link between the sites.
     pub bandwidth: Option<u64>,
+    /// A job of a machine (`host:`) that `recovery.yml` moved (the directory's): the machine it
+    /// belongs to at home, whose name its snapshots keep.
+    pub moved_from: Option<Located<String>>,
     pub place: Place,
 }
 
@@ -458,6 +461,7 @@ impl BackupJob {
             password,
             max_age,
             bandwidth,
+            moved_from: None,
             place,
         }
     }

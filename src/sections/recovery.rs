@@ -1,6 +1,6 @@
 //! The state of an emergency: `recovery:` (written by `picaops site recover SITE --apply` into
 //! `inventory/recovery.yml`, a small file a person can read, review and commit): which site is
-//! lost, since when, and where each of its VMs and services now runs. While it is there, every
+//! lost, since when, and where each of its VMs and services (and the directory) now runs. While it is there, every
 //! `plan` and `apply` places those VMs and services at their recovery place; removing it (what
 //! `site failback` does) puts them home again.
 
@@ -28,6 +28,7 @@ pub struct RecoveryDoc {
     vms: IndexMap<Name, Spanned<String>>,
     #[serde(default)]
     services: IndexMap<Name, Spanned<String>>,
+    directory: Option<Spanned<String>>,
 }
 
 /// A site declared lost, and what moved where.
@@ -41,6 +42,8 @@ pub struct Recovery {
     pub vms: IndexMap<String, Located<String>>,
     /// Service → the machine it now runs on.
     pub services: IndexMap<String, Located<String>>,
+    /// The machine the LDAP directory (`access.directory`) now runs on.
+    pub directory: Option<Located<String>>,
     pub place: Place,
 }
 
@@ -66,6 +69,7 @@ impl RecoveryDoc {
             since: located(file, self.since),
             vms: moved(self.vms),
             services: moved(self.services),
+            directory: self.directory.map(|d| located(file, d)),
             place,
         }
     }
@@ -90,6 +94,7 @@ pub fn render(
     since: &str,
     vms: &[(String, String)],
     services: &[(String, String)],
+    directory: Option<&str>,
 ) -> String {
     let mut s = format!(
         "# Written by `picaops site recover {lost} --apply`: site `{lost}` is lost, and what it ran\n\
@@ -106,6 +111,9 @@ pub fn render(
         for (name, to) in moved {
             s.push_str(&format!("    {name}: {to}\n"));
         }
+    }
+    if let Some(to) = directory {
+        s.push_str(&format!("  directory: {to}\n"));
     }
     s
 }
@@ -129,9 +137,11 @@ mod tests {
             "2026-12-04T18:30:00Z",
             &[("vm-tls".into(), "alice".into())],
             &[("hello".into(), "alice".into())],
+            Some("alice"),
         );
         assert!(text.contains("  lost: toulouse\n"));
         assert!(text.contains("  vms:\n    vm-tls: alice\n"));
         assert!(text.contains("  services:\n    hello: alice\n"));
+        assert!(text.ends_with("  directory: alice\n"));
     }
 }

@@ -40,3 +40,11 @@ RUN mkdir -p /etc/libvirt/storage/autostart \
  && qemu-img convert -f raw -O qcow2 picaops-lab-guest.raw picaops-lab-guest.qcow2 \
  && rm picaops-lab-guest.raw \
  && systemctl enable picaops-lab-vmbr0.service
+# OpenLDAP's slapd and tools, for a site recovery that brings the directory back here (its
+# `kind: ldap` dump is loaded with slapadd, its own cn=config included): no directory of its
+# own (no configuration at install), and slapd not started at boot until one is loaded.
+RUN echo 'slapd slapd/no_configuration boolean true' | debconf-set-selections \
+ && picaops-lab-apt archive \
+ && apt-get install -y --no-install-recommends slapd ldap-utils \
+ && picaops-lab-apt local \
+ && { systemctl disable slapd.service 2>/dev/null || true; }

@@ -37,3 +37,8 @@ RUN chmod 755 /usr/local/sbin/picaops-lab-ldap-tls \
  && printf '[Service]\nExecStartPre=/usr/local/sbin/picaops-lab-ldap-tls\n' \
       > /etc/systemd/system/slapd.service.d/picaops-lab.conf
 RUN systemctl enable slapd.service
+# restic, for the directory's own backup job (`kind: ldap` dump, the TLS files and slapd's
+# settings) to the other site.
+RUN picaops-lab-apt archive \
+ && apt-get install -y --no-install-recommends restic \
+ && picaops-lab-apt local

@@ -591,7 +591,8 @@ fn write_recovery(
         .filter(|(k, _)| !home_services.contains(k.as_str()))
         .map(|(k, v)| (k.clone(), v.value.clone()))
         .collect();
-    if vms.is_empty() && services.is_empty() {
+    let directory = rec.directory.as_ref().map(|d| d.value.as_str());
+    if vms.is_empty() && services.is_empty() && directory.is_none() {
         match std::fs::remove_file(&plan.recovery_file) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
@@ -603,7 +604,7 @@ fn write_recovery(
     } else {
         write_file(
             &plan.recovery_file,
-            &render(&plan.site, &plan.since, &vms, &services),
+            &render(&plan.site, &plan.since, &vms, &services, directory),
         )?;
         Ok(false)
     }
