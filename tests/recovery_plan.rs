@@ -499,7 +499,7 @@ fn urls_move_to_the_new_address_and_keep_their_port() {
         Some("ldaps://[fd00::3]".into())
     );
     assert_eq!(
-        url_at("ldaps://[fd00::1]:1636/", "bob").map(|(h, u)| (h, u)),
+        url_at("ldaps://[fd00::1]:1636/", "bob"),
         Some(("fd00::1".into(), "ldaps://bob:1636/".into()))
     );
     assert_eq!(url_at("ldap://clear:389", "x"), None);
