@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # How long a site recovery takes on the lab, per phase: for each site, puts known data into its
 # services (hello's files on bob: MIB MiB in 16 files; notes' PostgreSQL on alice: ROWS rows),
-# backs them up to the other site, stops the site's hypervisor (`picaops lab stop`), runs
+# and Compiègne's directory (ldap), backs them up to the other site, stops the site's machines
+# (`picaops lab stop`: bob; alice, caribou and ldap), runs
 # `picaops site recover SITE --apply` and prints each step's time, each service's RPO and RTO,
 # and whether the data came back exactly (sha256 of the files, count and sum of the rows). Then
 # puts the lab back as it was (the site started again, the recovered copies removed).
@@ -27,18 +28,19 @@ p() { "$picaops" -i "$inv" "$@"; }
 fresh_inventory() {
   rm -rf "$inv"; mkdir -p "$inv"
   cp "$lab"/inventory/*.yml "$inv"/; cp "$lab/inventory-vms/vms.yml" "$inv"/
+  [ ! -e "$lab/inventory-vms/known_hosts" ] || cp "$lab/inventory-vms/known_hosts" "$inv"/
 }
 
 # Puts the lab back: the lost host started, the recovered copies removed at `to`.
 restore_lab() { # LOST TO VM DATA SERVICES...
   local lost=$1 to=$2 vm=$3 data=$4; shift 4
-  "$picaops" lab start "$lost" >/dev/null
+  local h; for h in $lost; do "$picaops" lab start "$h" >/dev/null; done
   local s clean="virsh -q destroy $vm >/dev/null 2>&1; virsh -q undefine $vm --nvram >/dev/null 2>&1 || virsh -q undefine $vm >/dev/null 2>&1; rm -f /var/lib/libvirt/images/$vm-*;"
   for s in "$@"; do
     clean="$clean d=/var/lib/picaops/services/$s; if [ -d \$d ]; then (cd \$d && docker compose -p $s down) >/dev/null 2>&1; rm -rf \$d; fi;"
   done
   on "$to" "$clean rm -rf $data; true"
-  on "$lost" "virsh -q start $vm >/dev/null 2>&1; for s in $*; do (cd /var/lib/picaops/services/\$s 2>/dev/null && docker compose -p \$s start) >/dev/null 2>&1; done; true"
+  on "${lost%% *}" "virsh -q start $vm >/dev/null 2>&1; for s in $*; do (cd /var/lib/picaops/services/\$s 2>/dev/null && docker compose -p \$s start) >/dev/null 2>&1; done; true"
   rm -rf "$inv"
 }
 
@@ -49,20 +51,21 @@ d = json.load(open(sys.argv[1]))
 print(f"  {'step':<18} {'seconds':>8}")
 for s in d["steps"]:
     print(f"  {s['step']:<18} {s['seconds']:>8.1f}  {'ok' if s['ok'] else 'FAILED: ' + s['detail']}")
-for s in d["services"]:
+for s in ([d["directory"]] if d.get("directory") else []) + d["services"]:
     rpo = "-" if s["rpo_seconds"] is None else f"{s['rpo_seconds']} s"
     rto = "-" if s["rto_seconds"] is None else f"{s['rto_seconds']:.1f} s"
-    print(f"  service {s['service']:<8} on {s['machine']:<6} RPO {rpo:<8} RTO {rto:<8} {'back' if s['ok'] else 'NOT BACK: ' + (s['error'] or '')}")
+    print(f"  {'' if s['service'] == 'directory' else 'service '}{s['service']:<8} on {s['machine']:<6} RPO {rpo:<8} RTO {rto:<8} {'back' if s['ok'] else 'NOT BACK: ' + (s['error'] or '')}")
 print(f"  total {d['seconds']:.1f} s")
 PY
 }
 
-recover() { # SITE LOST TO VM WHAT_CHECKS
-  local site=$1 lost=$2 to=$3 vm=$4 check=$5 out
+recover() { # SITE "LOST HOSTS" TO VM WHAT_CHECKS [MORE PLAYBOOKS]
+  local site=$1 lost=$2 to=$3 vm=$4 check=$5 out h; shift 5
+  local more=() pb; for pb in "$@"; do more+=(--playbook "$pb"); done
   out=$(mktemp)
-  "$picaops" lab stop "$lost" >/dev/null
+  for h in $lost; do "$picaops" lab stop "$h" >/dev/null; done
   local start=$(date +%s.%N)
-  p -o json site recover "$site" --apply --playbook "$backup_pb" --playbook "$vm_pb" >"$out" || true
+  p -o json site recover "$site" --apply --playbook "$backup_pb" --playbook "$vm_pb" "${more[@]}" >"$out" || true
   echo "site recover $site (lost: $lost, back at $to): $(python3 -c "print(f'{$(date +%s.%N) - $start:.1f}')") s of wall time"
   report "$out"
   echo "  data: $(on "$to" "$check")"
@@ -86,11 +89,18 @@ compiegne() {
   p service apply -l alice >/dev/null
   on alice "docker exec notes-db-1 psql -q -U postgres -d notes -c 'drop table if exists bench; create table bench(x bigint); insert into bench select generate_series(1,$rows);'"
   local before; before=$(on alice "docker exec notes-db-1 psql -U postgres -d notes -tAc 'select count(*), sum(x) from bench'")
-  p apply -l bob,alice --tags backup "$backup_pb" >/dev/null
-  p backup init --job notes >/dev/null
-  p backup run --job notes >/dev/null
-  recover compiegne alice bob vm-cpn "r=\$(docker exec notes-db-1 psql -U postgres -d notes -tAc 'select count(*), sum(x) from bench'); [ \"\$r\" = '$before' ] && echo \"rows identical (count|sum $before)\" || echo \"ROWS DIFFER (\$r, expected $before)\""
-  restore_lab alice bob vm-cpn /DATA/notes notes pad
+  p apply -l bob,alice,ldap --tags backup "$backup_pb" >/dev/null
+  local job; for job in notes ldap-directory; do
+    p backup init --job $job >/dev/null
+    p backup run --job $job >/dev/null
+  done
+  # The access play for the hosts only: the lab's VMs are busybox guests (lab-vms.yml's).
+  sed 's/^  hosts: all$/  hosts: hypervisors/' "$repo/playbooks/base/access.yml" >"$lab/playbooks/bench-access.yml"
+  recover compiegne "alice caribou ldap" bob vm-cpn "r=\$(docker exec notes-db-1 psql -U postgres -d notes -tAc 'select count(*), sum(x) from bench'); [ \"\$r\" = '$before' ] && echo \"rows identical (count|sum $before)\" || echo \"ROWS DIFFER (\$r, expected $before)\"" "$lab/playbooks/bench-access.yml"
+  # The directory recovered on bob removed, bob's access helper pointed at ldap again.
+  on bob "systemctl stop slapd; rm -rf /var/lib/ldap /var/lib/ldap.picaops-* /etc/ldap/slapd.d /etc/ldap/slapd.d.picaops-* /etc/ldap/tls; true"
+  restore_lab "alice caribou ldap" bob vm-cpn /DATA/notes notes pad
+  "$picaops" -i "$lab/inventory" apply -l bob --lock-wait 300 "$repo/playbooks/base/access.yml" "$backup_pb" >/dev/null
 }
 
 sites=("$@"); [ ${#sites[@]} -gt 0 ] || sites=(toulouse compiegne)

@@ -5,7 +5,9 @@
 //! certificate and settings restored with it): bob's access helper is pointed at it, the member
 //! logs in to bob with their key (bob's cache emptied first, so the answer is the recovered
 //! directory's), and a person granted during the emergency (through the directory's new place)
-//! logs in too. Afterwards: the Compiègne hosts started again, bob as it was.
+//! logs in too. Then Compiègne comes back and `site failback compiegne --apply` takes it all
+//! home, the directory last (with that person in it), bob's helper pointed at ldap again and
+//! bob's slapd stopped. Afterwards: bob as it was.
 
 mod common;
 
@@ -86,6 +88,11 @@ impl Drop for Emergency<'_> {
         }
         for login in &self.people {
             let _ = self.lab.picaops(&["access", "revoke", login]);
+            let _ = root(
+                self.lab,
+                "bob",
+                &format!("userdel -r {login} 2>/dev/null; true"),
+            );
         }
         let _ = std::fs::remove_dir_all(&self.inventory);
     }
@@ -301,6 +308,80 @@ fn losing_compiegne_brings_its_services_and_the_directory_back_at_toulouse() {
     assert!(
         login.status.success(),
         "a person granted during the emergency cannot log in to bob: {}",
+        text(&login.stderr)
+    );
+
+    // Compiègne is back; failback takes everything home, the directory last, with the person
+    // granted during the emergency in it.
+    for host in COMPIEGNE {
+        ok(
+            &common::picaops()
+                .args(["lab", "start", host])
+                .output()
+                .unwrap(),
+            &format!("lab start {host}"),
+        );
+    }
+    let plan = e.picaops(&["site", "failback", "compiegne"]);
+    ok(&plan, "the failback plan");
+    let said = text(&plan.stdout);
+    assert!(said.contains("directory from bob to ldap"), "{said}");
+    let out = e.picaops(&[
+        "-o",
+        "json",
+        "site",
+        "failback",
+        "compiegne",
+        "--apply",
+        "--playbook",
+        backup_playbook,
+        "--playbook",
+        access_playbook,
+    ]);
+    let doc = json(&out);
+    assert_eq!(out.status.code(), Some(0), "{doc:#}\n{}", text(&out.stderr));
+    assert_eq!(doc["recovery_removed"], true, "{doc:#}");
+    assert!(!e.inventory.join("recovery.yml").exists());
+    assert_eq!(rows(&lab, "alice"), before, "notes' rows are home");
+    let at_home = root(
+        &lab,
+        "ldap",
+        &format!("slapcat -b dc=picasoft,dc=net -o ldif-wrap=no | grep -c '^uid: {newcomer}$'"),
+    );
+    assert_eq!(
+        text(&at_home.stdout).trim(),
+        "1",
+        "the directory at home has the person granted during the emergency"
+    );
+    let helper = root(&lab, "bob", "cat /etc/picaops/access.json");
+    let helper: Value = serde_json::from_slice(&helper.stdout).expect("bob's access.json");
+    assert_eq!(
+        helper["url"],
+        format!("ldaps://{}:636", common::address("ldap"))
+    );
+    assert_eq!(helper.get("tls_name"), None, "{helper:#}");
+    assert_eq!(
+        text(
+            &root(
+                &lab,
+                "bob",
+                "systemctl is-active slapd; systemctl is-enabled slapd"
+            )
+            .stdout
+        )
+        .split_whitespace()
+        .collect::<Vec<_>>(),
+        ["inactive", "disabled"],
+        "bob's slapd is stopped and stays so"
+    );
+    ok(
+        &root(&lab, "bob", "rm -rf /var/cache/picaops-access/*"),
+        "bob's access cache emptied",
+    );
+    let login = ssh(&new_key, &newcomer, "bob", "true");
+    assert!(
+        login.status.success(),
+        "after the failback, the person granted during the emergency cannot log in to bob: {}",
         text(&login.stderr)
     );
 }

@@ -88,16 +88,20 @@ fn dump_argv(dump: &Dump) -> Vec<String> {
     let db = dump.database.clone();
     let mut cmd = exec_prefix(dump, false);
     match (dump.kind, &dump.password_env) {
-        // Plain SQL without owners or grants: it loads into a fresh server (drills, moves).
+        // Plain SQL without owners or grants: it loads into a fresh server (drills, moves). Each
+        // object dropped first if it exists: it loads again into the database it came from (a
+        // recovery run twice, a failback home over the stale copy), not only into an empty one.
         (DumpKind::Postgres, None) => cmd.extend([
             "pg_dump".into(),
             "--no-owner".into(),
             "--no-privileges".into(),
+            "--clean".into(),
+            "--if-exists".into(),
             format!("--username={user}"),
             format!("--dbname={db}"),
         ]),
         (DumpKind::Postgres, Some(env)) => cmd.extend(shell(
-            "PGPASSWORD=\"$pw\" exec pg_dump --no-owner --no-privileges --username=\"$1\" --dbname=\"$2\"",
+            "PGPASSWORD=\"$pw\" exec pg_dump --no-owner --no-privileges --clean --if-exists --username=\"$1\" --dbname=\"$2\"",
             &[env, &user, &db],
         )),
         (DumpKind::Mysql | DumpKind::Mariadb, env) => {
@@ -338,6 +342,8 @@ mod tests {
                 "pg_dump",
                 "--no-owner",
                 "--no-privileges",
+                "--clean",
+                "--if-exists",
                 "--username=postgres",
                 "--dbname=mattermost"
             ]

@@ -608,8 +608,70 @@ fn sibling(path: &Path, what: &str, stamp: &str) -> PathBuf {
     path.with_file_name(name)
 }
 
+/// Where the new, old or failed copy of `path` goes: beside it, or inside it when it is a mount
+/// point (a volume: a rename out of it would cross file systems).
+fn slot(path: &Path, what: &str, stamp: &str) -> PathBuf {
+    if is_mount(path) {
+        path.join(format!(".picaops-{what}-{stamp}"))
+    } else {
+        sibling(path, what, stamp)
+    }
+}
+
+/// Is `path` a directory on another file system than its parent?
+fn is_mount(path: &Path) -> bool {
+    let dev = |p: &Path| std::fs::metadata(p).map(|m| m.dev()).ok();
+    match (dev(path), path.parent().and_then(dev)) {
+        (Some(a), Some(b)) => a != b,
+        _ => false,
+    }
+}
+
+/// Moves directory `from` to `to`: one rename when the file system allows it, else entry by
+/// entry ([`move_tree`]): when either is a mount point, or on an overlay file system (a
+/// container's), where a directory of the image's layer cannot be renamed (EXDEV).
 fn rename(from: &Path, to: &Path) -> std::io::Result<()> {
-    std::fs::rename(from, to)
+    let mounts = is_mount(from) || (to.exists() && is_mount(to));
+    if !mounts {
+        match std::fs::rename(from, to) {
+            Err(e) if e.raw_os_error() == Some(18) => {}
+            other => return other,
+        }
+    }
+    move_tree(from, to)
+}
+
+/// Moves what `from` holds into `to` (made with `from`'s owner and mode when missing): files
+/// renamed, directories made and filled the same way; `from` removed unless it is a mount
+/// point. The `.picaops-*` copies kept inside a mount point stay where they are.
+fn move_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    let meta = std::fs::symlink_metadata(from)?;
+    if !to.exists() {
+        std::fs::create_dir(to)?;
+        std::os::unix::fs::lchown(to, Some(meta.uid()), Some(meta.gid()))?;
+        std::fs::set_permissions(to, std::fs::Permissions::from_mode(meta.mode() & 0o7777))?;
+    }
+    let mount = is_mount(from);
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        let name = e.file_name();
+        if mount && name.to_string_lossy().starts_with(".picaops-") {
+            continue;
+        }
+        let (a, b) = (from.join(&name), to.join(&name));
+        if e.file_type()?.is_dir() {
+            match std::fs::rename(&a, &b) {
+                Err(err) if err.raw_os_error() == Some(18) => move_tree(&a, &b)?,
+                other => other?,
+            }
+        } else {
+            std::fs::rename(&a, &b)?;
+        }
+    }
+    if !mount {
+        std::fs::remove_dir(from)?;
+    }
+    Ok(())
 }
 
 /// Loads `text` (a picaops LDAP dump) into this host's slapd, replacing its cn=config and the
@@ -632,8 +694,8 @@ pub fn load_live(
     let target = parsed.target(suffix)?;
     let (_, database) = parsed.target_directory(suffix)?;
     let config_dir = PathBuf::from(dump.config_dir.as_deref().unwrap_or(DEFAULT_CONFIG_DIR));
-    let new_db = sibling(&database, "new", stamp);
-    let new_cfg = sibling(&config_dir, "new", stamp);
+    let new_db = slot(&database, "new", stamp);
+    let new_cfg = slot(&config_dir, "new", stamp);
     let mut made: Vec<PathBuf> = Vec::new();
     let staged = (|| {
         // 1. The data, through a loading configuration pointing at the new database (the other
@@ -736,7 +798,7 @@ pub fn load_live(
             // Empty, made for slapadd above: nothing to keep.
             let _ = std::fs::remove_dir(live);
         }
-        let old = live.exists().then(|| sibling(live, "old", stamp));
+        let old = live.exists().then(|| slot(live, "old", stamp));
         let step = (|| {
             if let Some(old) = &old {
                 rename(live, old)?;
@@ -772,10 +834,10 @@ pub fn load_live(
     });
     if let Err(e) = started {
         let _ = run(&strings(&["systemctl", "stop", UNIT]));
-        let failed = sibling(&database, "failed", stamp);
+        let failed = slot(&database, "failed", stamp);
         let mut rolled_back = true;
         for (live, old, _) in done.iter().rev() {
-            let kept = sibling(live, "failed", stamp);
+            let kept = slot(live, "failed", stamp);
             rolled_back &= rename(live, &kept).is_ok();
             if let Some(old) = old {
                 rolled_back &= rename(old, live).is_ok();
@@ -788,7 +850,7 @@ pub fn load_live(
             kept: if rolled_back {
                 failed
             } else {
-                sibling(&database, "old", stamp)
+                slot(&database, "old", stamp)
             },
         });
     }
@@ -812,6 +874,28 @@ mod tests {
         # picaops-ldap-dump: data\n\
         dn: dc=picasoft,dc=net\nobjectClass: dcObject\ndc: picasoft\n\n\
         dn:: dWlkPWFsaWNlLCBvdT1QZW9wbGUsZGM9cGljYXNvZnQsZGM9bmV0\ndescription: a long\n  folded value\n\n";
+
+    #[test]
+    fn a_tree_moved_entry_by_entry_keeps_its_files_and_modes() {
+        let dir = tempfile::tempdir().unwrap();
+        let from = dir.path().join("slapd.d");
+        std::fs::create_dir_all(from.join("cn=config")).unwrap();
+        std::fs::write(from.join("cn=config.ldif"), "a").unwrap();
+        std::fs::write(from.join("cn=config/olcDatabase={1}mdb.ldif"), "b").unwrap();
+        std::fs::set_permissions(&from, std::fs::Permissions::from_mode(0o750)).unwrap();
+        let to = dir.path().join("slapd.d.picaops-old-1");
+        move_tree(&from, &to).unwrap();
+        assert!(!from.exists());
+        assert_eq!(
+            std::fs::read_to_string(to.join("cn=config/olcDatabase={1}mdb.ldif")).unwrap(),
+            "b"
+        );
+        assert_eq!(
+            std::fs::read_to_string(to.join("cn=config.ldif")).unwrap(),
+            "a"
+        );
+        assert_eq!(std::fs::metadata(&to).unwrap().mode() & 0o7777, 0o750);
+    }
 
     #[test]
     fn a_dump_splits_into_its_configuration_and_its_data() {

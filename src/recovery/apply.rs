@@ -342,6 +342,15 @@ pub fn apply(dir: &Path, req: &Request, exec: &mut Exec) -> Result<Outcome, Reco
     }
     let directory = directory.map(|(_, o)| o);
     if plan.directory.is_some() {
+        // Read again: the VMs created above have their host keys pinned now.
+        let again = Arc::new(load(dir)?);
+        let (targets, known_hosts) = select::targets(&again, Some(&everyone.join(",")))?;
+        let converge = Converge {
+            inventory: &again,
+            targets: &targets,
+            known_hosts: &known_hosts,
+            ..converge
+        };
         let (step, more) = converge.run(
             "access helpers",
             &surviving,
@@ -586,10 +595,15 @@ impl Converge<'_> {
             ok: failed.is_empty(),
             seconds: clock.elapsed().as_secs_f64(),
             detail: match &converged {
+                Ok(s) if failed.is_empty() => format!("{} change(s)", s.changes()),
                 Ok(s) => format!(
-                    "{} change(s), {} machine(s) failed",
+                    "{} change(s); failed: {}",
                     s.changes(),
-                    failed.len()
+                    failed
+                        .iter()
+                        .map(|(m, why)| format!("{m} ({why})"))
+                        .collect::<Vec<_>>()
+                        .join("; ")
                 ),
                 Err(e) => e.to_string(),
             },

@@ -23,6 +23,8 @@ pub enum ConvergeRun {
     /// Only the playbooks' `backup`-tagged plays: the job files rewritten as the inventory now
     /// says (retention thawed once `recovery.yml` is gone, frozen again while it is back).
     JobFiles,
+    /// Only the `access`-tagged plays: the access helpers pointed where the directory now is.
+    Access,
 }
 
 /// What did not end well in a site run, by machine and by service.
@@ -113,7 +115,7 @@ impl Remote for Live<'_> {
                     ..Default::default()
                 },
             ),
-            ConvergeRun::JobFiles => {
+            ConvergeRun::JobFiles | ConvergeRun::Access => {
                 let cx = RunContext {
                     inventory: std::sync::Arc::new(inv.clone()),
                     known_hosts,
@@ -125,7 +127,11 @@ impl Remote for Live<'_> {
                     cx,
                     vec![Box::new(ConvergePhase::new(ConvergeRequest {
                         playbooks,
-                        tags: vec!["backup".into()],
+                        tags: vec![if run == ConvergeRun::Access {
+                            "access".into()
+                        } else {
+                            "backup".into()
+                        }],
                         skip_tags: Vec::new(),
                         extra_vars: BTreeMap::new(),
                         lock_wait,

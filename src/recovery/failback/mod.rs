@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+mod directory;
 mod live;
 mod scripts;
 mod show;
@@ -84,8 +85,21 @@ pub struct FailbackPlan {
     pub kept_copy: PathBuf,
     pub services: Vec<ServiceBack>,
     pub vms: Vec<VmBack>,
+    /// The directory, when the recovery moved it: it goes home last, once the services are.
+    pub directory: Option<DirectoryBack>,
     /// What a person must do (public names pointing at the recovery place…).
     pub manual: Vec<String>,
+}
+
+/// The moved LDAP directory and where it goes back.
+#[derive(Clone, Debug, Serialize)]
+pub struct DirectoryBack {
+    /// The job that keeps it (`access.directory.backup`).
+    pub job: String,
+    /// The machine its slapd runs on now.
+    pub at: String,
+    /// Its home machine.
+    pub home: String,
 }
 
 impl FailbackPlan {
@@ -96,6 +110,7 @@ impl FailbackPlan {
             .filter(|s| s.vm.is_none())
             .map(|s| s.home.clone())
             .chain(self.vms.iter().map(|v| v.home.clone()))
+            .chain(self.directory.iter().map(|d| d.home.clone()))
             .collect()
     }
 }
@@ -256,7 +271,16 @@ pub fn plan(inv: &Inventory, site: &str, now: &str) -> Result<FailbackPlan, Fail
                 .unwrap_or_default(),
         });
     }
-    if services.is_empty() && vms.is_empty() {
+    let directory = rec.directory.as_ref().and_then(|at| {
+        let job = inv.access.as_ref()?.directory.backup.as_ref()?;
+        let home = inv.backups.get(job.as_str())?.moved_from.as_ref()?;
+        Some(DirectoryBack {
+            job: job.value.clone(),
+            at: at.value.clone(),
+            home: home.value.clone(),
+        })
+    });
+    if services.is_empty() && vms.is_empty() && directory.is_none() {
         return Err(FailbackError::NothingMoved {
             site: site.to_string(),
             file,
@@ -266,6 +290,7 @@ pub fn plan(inv: &Inventory, site: &str, now: &str) -> Result<FailbackPlan, Fail
         .iter()
         .map(|s| s.at.as_str())
         .chain(vms.iter().map(|v| v.at.as_str()))
+        .chain(directory.iter().map(|d| d.at.as_str()))
         .find_map(|m| inv.machine(m).and_then(|m| inv.site_of(m)))
         .map(|s| s.name.clone())
         .unwrap_or_default();
@@ -303,6 +328,7 @@ pub fn plan(inv: &Inventory, site: &str, now: &str) -> Result<FailbackPlan, Fail
         recovery_file: file,
         services,
         vms,
+        directory,
         manual,
     })
 }
@@ -561,6 +587,7 @@ fn write_recovery(
     inv: &Inventory,
     plan: &FailbackPlan,
     units: &[Unit],
+    directory_home: bool,
 ) -> Result<bool, FailbackError> {
     let Some(rec) = &inv.recovery else {
         return Ok(true);
@@ -591,7 +618,11 @@ fn write_recovery(
         .filter(|(k, _)| !home_services.contains(k.as_str()))
         .map(|(k, v)| (k.clone(), v.value.clone()))
         .collect();
-    let directory = rec.directory.as_ref().map(|d| d.value.as_str());
+    let directory = rec
+        .directory
+        .as_ref()
+        .filter(|_| !directory_home)
+        .map(|d| d.value.as_str());
     if vms.is_empty() && services.is_empty() && directory.is_none() {
         match std::fs::remove_file(&plan.recovery_file) {
             Ok(()) => Ok(true),
@@ -654,23 +685,26 @@ pub fn apply(dir: &Path, req: &Request, remote: &mut dyn Remote) -> Result<Outco
     let plan = plan(&moved, &req.site, &req.now)?;
     let mut f = Failback::new(dir, req, remote, moved, plan);
     f.probe()?;
-    f.stop();
-    f.backup();
-    f.set_aside();
-    // What failed so far runs again at the recovery place; nothing of it changed at home.
-    let moved = f.moved.clone();
-    f.undo_place(&moved);
-    if f.live().is_empty() {
-        // Nothing goes home: everything runs at the recovery place as before.
-        return Ok(f.outcome());
+    if !f.units.is_empty() {
+        f.stop();
+        f.backup();
+        f.set_aside();
+        // What failed so far runs again at the recovery place; nothing of it changed at home.
+        let moved = f.moved.clone();
+        f.undo_place(&moved);
+        if f.live().is_empty() {
+            // Nothing goes home: everything runs at the recovery place as before.
+            return Ok(f.outcome());
+        }
+        f.rewrite()?;
+        f.home_vms()?;
+        f.converge();
+        f.data();
+        f.services();
+        f.undo_failed_home()?;
+        f.take_down();
     }
-    f.rewrite()?;
-    f.home_vms()?;
-    f.converge();
-    f.data();
-    f.services();
-    f.undo_failed_home()?;
-    f.take_down();
+    f.directory()?;
     f.job_files();
     Ok(f.outcome())
 }
@@ -747,6 +781,7 @@ impl<'a> Failback<'a> {
             .iter()
             .map(|s| s.at.clone())
             .chain(plan.vms.iter().map(|v| v.at.clone()))
+            .chain(plan.directory.iter().map(|d| d.at.clone()))
             .collect();
         Failback {
             dir,
@@ -865,7 +900,16 @@ impl<'a> Failback<'a> {
         }
         let calls = per_machine
             .iter()
-            .map(|(m, c)| call(m, "(stop)", stop_script(&c.services, &c.jobs)))
+            .map(|(m, c)| {
+                // The databases its jobs dump keep running until the backup has read them.
+                let keep: Vec<String> = c
+                    .jobs
+                    .iter()
+                    .filter_map(|j| self.moved.backups.get(j))
+                    .flat_map(|j| j.dumps.iter().filter_map(|d| d.container.clone()))
+                    .collect();
+                call(m, "(stop)", stop_script(&c.services, &c.jobs, &keep))
+            })
             .collect();
         let answers = round(self.remote, &self.moved, calls, STEP_TIMEOUT);
         let now = Instant::now();
@@ -1071,7 +1115,7 @@ impl<'a> Failback<'a> {
             for k in &going {
                 self.units[*k].stage = Stage::Home;
             }
-            self.recovery_removed = write_recovery(&self.moved, &self.plan, &self.units)?;
+            self.recovery_removed = write_recovery(&self.moved, &self.plan, &self.units, false)?;
             self.home = load(self.dir)?;
         }
         self.removed_at_first = self.recovery_removed;
@@ -1350,7 +1394,7 @@ impl<'a> Failback<'a> {
         for &k in &failed {
             self.units[k].stage = Stage::Aside;
         }
-        self.recovery_removed = write_recovery(&self.moved, &self.plan, &self.units)?;
+        self.recovery_removed = write_recovery(&self.moved, &self.plan, &self.units, false)?;
         let again = load(self.dir)?;
         self.undo_place(&again);
         self.home = again;
@@ -1772,7 +1816,7 @@ fn undo_home(
     }
     for (m, services) in &per_machine {
         // The data stays as restored; the home copy only stops.
-        calls.push(call(m, "(stop)", stop_script(services, &[])));
+        calls.push(call(m, "(stop)", stop_script(services, &[], &[])));
     }
     if !calls.is_empty() {
         let _ = remote.exec(inv, calls, Some(STEP_TIMEOUT));

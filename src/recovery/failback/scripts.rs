@@ -23,7 +23,10 @@ pub(super) fn project_dir(service: &str) -> String {
 
 /// Stops the recovery place's copies of `services` (containers stopped, nothing removed) and
 /// the timers of `jobs` there, so that nothing is written after the backup that follows.
-pub fn stop_script(services: &[String], jobs: &[String]) -> String {
+///
+/// The containers named in `keep` (the databases the backup dumps) go on running: a dump reads
+/// a live database, and with everything else of the service stopped nothing writes to it.
+pub fn stop_script(services: &[String], jobs: &[String], keep: &[String]) -> String {
     let mut s = String::from(PRELUDE);
     for job in jobs {
         s.push_str(&format!(
@@ -31,10 +34,20 @@ pub fn stop_script(services: &[String], jobs: &[String]) -> String {
             q(&units::timer_name(job))
         ));
     }
+    let kept = q(&format!(" {} ", keep.join(" ")));
     for name in services {
         let (d, n) = (q(&project_dir(name)), q(name));
+        let stop = if keep.is_empty() {
+            format!("compose -p {n} stop >&2")
+        } else {
+            format!(
+                "for c in $(docker ps -q --filter label=com.docker.compose.project={n}); do \
+                 c_name=$(docker inspect -f '{{{{.Name}}}}' \"$c\"); case {kept} in *\" ${{c_name#/}} \"*) ;; \
+                 *) docker stop \"$c\" >&2 || exit 1 ;; esac; done"
+            )
+        };
         s.push_str(&format!(
-            "if [ -d {d} ]; then cd {d} && compose -p {n} stop >&2 || fail \"docker compose -p \"{n}\" stop failed in \"{d}; cd /; \
+            "if [ -d {d} ]; then cd {d} && ( {stop} ) || fail \"docker compose -p \"{n}\" stop failed in \"{d}; cd /; \
              echo \"@@stopped service \"{n}; else echo \"@@absent service \"{n}; fi\n"
         ));
     }
@@ -454,7 +467,7 @@ esac"#;
         let services = vec!["hello".to_string()];
         let jobs = vec!["hello".to_string()];
         for script in [
-            stop_script(&services, &jobs),
+            stop_script(&services, &jobs, &[]),
             start_script(&services, &jobs),
             take_down_script(&services, &jobs, "20261204-183000"),
             vm_aside_script(HypervisorKind::Libvirt, "vm-tls", "vm-tls-x"),

@@ -59,6 +59,19 @@ impl crate::output::Shown for FailbackPlan {
                 v.aside
             )?;
         }
+        if let Some(d) = &self.directory {
+            writeln!(
+                w,
+                "  {} directory from {} to {}, once the services are home: slapd stopped there, backed up by job {}, \
+                 that snapshot loaded at home (the stale directory kept aside), every access helper pointed home, \
+                 slapd at {} disabled (data kept)",
+                out.paint(Style::Green, "<"),
+                d.at,
+                d.home,
+                d.job,
+                d.at
+            )?;
+        }
         writeln!(
             w,
             "  then: {} removed (kept as {}), home's data moved aside before each restore (kept), \
