@@ -86,6 +86,13 @@ toulouse() {
 
 compiegne() {
   fresh_inventory
+  # Toulouse's VM plays no part here (and its host key is pinned only where the lab made it).
+  python3 - "$inv/vms.yml" <<'PY'
+import re, sys
+p = sys.argv[1]
+text = open(p).read()
+open(p, "w").write(re.sub(r"\n  vm-tls:\n(    .*\n)*", "\n", text))
+PY
   p service apply -l alice >/dev/null
   on alice "docker exec notes-db-1 psql -q -U postgres -d notes -c 'drop table if exists bench; create table bench(x bigint); insert into bench select generate_series(1,$rows);'"
   local before; before=$(on alice "docker exec notes-db-1 psql -U postgres -d notes -tAc 'select count(*), sum(x) from bench'")

@@ -1,6 +1,6 @@
 //! Fencing (the first phase of every site run while a site is lost; below `site` and
 //! `recovery`, beside the other phases): while `recovery.yml` says a site is lost, the stale copies its machines still hold
-//! of the VMs and services that moved away are stopped before anything else runs, so that two
+//! of the VMs and services (and the directory's slapd) that moved away are stopped before anything else runs, so that two
 //! copies never serve at once when the site comes back: containers stopped, VMs shut down,
 //! nothing deleted, every data directory and disk kept. A machine of the lost site that does
 //! not answer is skipped (there is nothing to stop while it is down).
@@ -32,6 +32,8 @@ pub struct Stale {
     /// VMs that run elsewhere now, and the kind of hypervisor this machine is.
     pub vms: Vec<String>,
     pub hypervisor: HypervisorKind,
+    /// The LDAP directory moved away from this machine: its slapd is stale.
+    pub directory: bool,
 }
 
 /// The stale copies per machine of the lost site (empty without `recovery.yml`).
@@ -55,12 +57,22 @@ pub fn stale(inv: &Inventory) -> BTreeMap<String, Stale> {
                 .map_or(HypervisorKind::None, |h| h.hypervisor);
         }
     }
+    let directory_home = inv
+        .access
+        .as_ref()
+        .filter(|a| a.directory.moved_from.is_some())
+        .and_then(|a| a.directory.backup.as_ref())
+        .and_then(|job| inv.backups.get(job.as_str()))
+        .and_then(|job| job.moved_from.as_ref());
+    if let Some(home) = directory_home {
+        out.entry(home.value.clone()).or_default().directory = true;
+    }
     out
 }
 
 /// The script reading (and with `stop`, stopping) a machine's stale copies. It prints one line
-/// per copy: `service NAME running|stopped|absent` or `vm NAME running|off|absent`, then, for
-/// each one it stopped, `stopped service NAME` / `stopped vm NAME`.
+/// per copy: `service NAME running|stopped|absent`, `vm NAME running|off|absent` or
+/// `directory slapd running|stopped`, then, for each one it stopped, `stopped KIND NAME`.
 pub fn script(stale: &Stale, stop: bool) -> String {
     let mut s = String::from("set -u\nrc=0\n");
     for name in &stale.services {
@@ -110,6 +122,17 @@ pub fn script(stale: &Stale, stop: bool) -> String {
             }
         ));
     }
+    if stale.directory {
+        s.push_str(&format!(
+            "if systemctl is-active --quiet slapd; then echo \"directory slapd running\"; {stop} \
+             else echo \"directory slapd stopped\"; fi\n",
+            stop = if stop {
+                "if systemctl stop slapd >&2; then echo \"stopped directory slapd\"; else rc=1; fi;"
+            } else {
+                ""
+            }
+        ));
+    }
     s.push_str("exit $rc\n");
     s
 }
@@ -143,7 +166,7 @@ pub fn parse(machine: &str, stdout: &str) -> FenceOutcome {
         let words: Vec<&str> = line.split_whitespace().collect();
         match words.as_slice() {
             ["stopped", kind, name] => o.stopped.push(format!("{kind} {name}")),
-            [kind @ ("service" | "vm"), name, state] => {
+            [kind @ ("service" | "vm" | "directory"), name, state] => {
                 o.copies.insert(format!("{kind} {name}"), state.to_string());
             }
             _ => {}
@@ -361,15 +384,20 @@ mod tests {
             services: vec!["hello".into()],
             vms: vec!["vm-tls".into()],
             hypervisor: HypervisorKind::Libvirt,
+            directory: true,
         };
         let plan = script(&s, false);
         assert!(
-            !plan.contains("compose -p hello stop") && !plan.contains("virsh shutdown"),
+            !plan.contains("compose -p hello stop")
+                && !plan.contains("virsh shutdown")
+                && !plan.contains("systemctl stop slapd"),
             "{plan}"
         );
         let apply = script(&s, true);
         assert!(
-            apply.contains("docker compose -p hello stop") && apply.contains("virsh shutdown"),
+            apply.contains("docker compose -p hello stop")
+                && apply.contains("virsh shutdown")
+                && apply.contains("systemctl stop slapd"),
             "{apply}"
         );
         assert!(
@@ -378,10 +406,11 @@ mod tests {
         );
         let o = parse(
             "bob",
-            "service hello running\nvm vm-tls off\nstopped service hello\n",
+            "service hello running\nvm vm-tls off\ndirectory slapd running\nstopped service hello\nstopped directory slapd\n",
         );
         assert_eq!(o.copies["service hello"], "running");
+        assert_eq!(o.copies["directory slapd"], "running");
         assert_eq!(o.copies["vm vm-tls"], "off");
-        assert_eq!(o.stopped, ["service hello"]);
+        assert_eq!(o.stopped, ["service hello", "directory slapd"]);
     }
 }

@@ -5,7 +5,8 @@
 //! certificate and settings restored with it): bob's access helper is pointed at it, the member
 //! logs in to bob with their key (bob's cache emptied first, so the answer is the recovered
 //! directory's), and a person granted during the emergency (through the directory's new place)
-//! logs in too. Then Compiègne comes back and `site failback compiegne --apply` takes it all
+//! logs in too. Then Compiègne comes back: the next site run stops ldap's stale slapd first,
+//! and `site failback compiegne --apply` takes it all
 //! home, the directory last (with that person in it), bob's helper pointed at ldap again and
 //! bob's slapd stopped. Afterwards: bob as it was.
 
@@ -322,6 +323,32 @@ fn losing_compiegne_brings_its_services_and_the_directory_back_at_toulouse() {
             &format!("lab start {host}"),
         );
     }
+    // Before anything else, a site run stops the stale directory ldap came back with.
+    let apply = e.picaops(&["-o", "json", "apply", "-l", "bob", access_playbook]);
+    let doc = json(&apply);
+    assert_eq!(
+        apply.status.code(),
+        Some(0),
+        "{doc:#}\n{}",
+        text(&apply.stderr)
+    );
+    let fenced = doc["fence"]["machines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["machine"] == "ldap")
+        .unwrap_or_else(|| panic!("ldap fenced in {doc:#}"));
+    assert!(
+        fenced["stopped"].to_string().contains("directory slapd"),
+        "{fenced:#}"
+    );
+    let active = |host: &str| text(&root(&lab, host, "systemctl is-active slapd").stdout);
+    assert_eq!(
+        active("ldap").trim(),
+        "inactive",
+        "ldap's stale slapd is stopped"
+    );
+
     let plan = e.picaops(&["site", "failback", "compiegne"]);
     ok(&plan, "the failback plan");
     let said = text(&plan.stdout);
@@ -352,6 +379,11 @@ fn losing_compiegne_brings_its_services_and_the_directory_back_at_toulouse() {
         text(&at_home.stdout).trim(),
         "1",
         "the directory at home has the person granted during the emergency"
+    );
+    assert_eq!(
+        active("ldap").trim(),
+        "active",
+        "ldap serves the directory again"
     );
     let helper = root(&lab, "bob", "cat /etc/picaops/access.json");
     let helper: Value = serde_json::from_slice(&helper.stdout).expect("bob's access.json");
