@@ -34,6 +34,9 @@ pub struct Stale {
     pub hypervisor: HypervisorKind,
     /// The LDAP directory moved away from this machine: its slapd is stale.
     pub directory: bool,
+    /// Backup jobs whose data moved away from this machine: their timers here would back the
+    /// stale copy up into the job's history.
+    pub timers: Vec<String>,
 }
 
 /// The stale copies per machine of the lost site (empty without `recovery.yml`).
@@ -67,12 +70,29 @@ pub fn stale(inv: &Inventory) -> BTreeMap<String, Stale> {
     if let Some(home) = directory_home {
         out.entry(home.value.clone()).or_default().directory = true;
     }
+    for job in inv.backups.values() {
+        let home = match &job.holder {
+            crate::sections::backup::Holder::Service(s) => inv
+                .services
+                .get(s.as_str())
+                .and_then(|s| s.moved_from.as_ref()),
+            crate::sections::backup::Holder::Host(_) => job.moved_from.as_ref(),
+        };
+        if let Some(home) = home {
+            out.entry(home.value.clone())
+                .or_default()
+                .timers
+                .push(job.name.clone());
+        }
+    }
     out
 }
 
 /// The script reading (and with `stop`, stopping) a machine's stale copies. It prints one line
-/// per copy: `service NAME running|stopped|absent`, `vm NAME running|off|absent` or
-/// `directory slapd running|stopped`, then, for each one it stopped, `stopped KIND NAME`.
+/// per copy: `service NAME running|stopped|absent`, `vm NAME running|off|absent`,
+/// `timer JOB running|stopped` or `directory slapd running|stopped`, then, for each one it
+/// stopped, `stopped KIND NAME` (a timer is stopped and disabled: the failback's converge at
+/// home enables it again).
 pub fn script(stale: &Stale, stop: bool) -> String {
     let mut s = String::from("set -u\nrc=0\n");
     for name in &stale.services {
@@ -122,6 +142,20 @@ pub fn script(stale: &Stale, stop: bool) -> String {
             }
         ));
     }
+    for job in &stale.timers {
+        let t = q(&crate::backup::units::timer_name(job));
+        s.push_str(&format!(
+            "if systemctl is-active --quiet {t} || systemctl is-enabled --quiet {t} 2>/dev/null; then \
+             echo \"timer {job} running\"; {stop} else echo \"timer {job} stopped\"; fi\n",
+            stop = if stop {
+                format!(
+                    "if systemctl disable --now {t} >&2; then echo \"stopped timer {job}\"; else rc=1; fi;"
+                )
+            } else {
+                String::new()
+            }
+        ));
+    }
     if stale.directory {
         s.push_str(&format!(
             "if systemctl is-active --quiet slapd; then echo \"directory slapd running\"; {stop} \
@@ -166,7 +200,7 @@ pub fn parse(machine: &str, stdout: &str) -> FenceOutcome {
         let words: Vec<&str> = line.split_whitespace().collect();
         match words.as_slice() {
             ["stopped", kind, name] => o.stopped.push(format!("{kind} {name}")),
-            [kind @ ("service" | "vm" | "directory"), name, state] => {
+            [kind @ ("service" | "vm" | "directory" | "timer"), name, state] => {
                 o.copies.insert(format!("{kind} {name}"), state.to_string());
             }
             _ => {}
@@ -385,19 +419,22 @@ mod tests {
             vms: vec!["vm-tls".into()],
             hypervisor: HypervisorKind::Libvirt,
             directory: true,
+            timers: vec!["hello".into()],
         };
         let plan = script(&s, false);
         assert!(
             !plan.contains("compose -p hello stop")
                 && !plan.contains("virsh shutdown")
-                && !plan.contains("systemctl stop slapd"),
+                && !plan.contains("systemctl stop slapd")
+                && !plan.contains("disable --now"),
             "{plan}"
         );
         let apply = script(&s, true);
         assert!(
             apply.contains("docker compose -p hello stop")
                 && apply.contains("virsh shutdown")
-                && apply.contains("systemctl stop slapd"),
+                && apply.contains("systemctl stop slapd")
+                && apply.contains("systemctl disable --now picaops-backup-hello.timer"),
             "{apply}"
         );
         assert!(

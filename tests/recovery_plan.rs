@@ -295,7 +295,27 @@ fn recovery_yml_places_moved_vms_and_services_for_every_run() {
         moved.vms["vm-tls"].moved_from.as_ref().unwrap().value,
         "bob"
     );
+    assert_eq!(moved.vms["vm-tls"].ssh.jump.as_deref(), Some("10.0.0.2"));
+    assert_eq!(
+        inventory::recovery::home(&moved).vms["vm-tls"]
+            .ssh
+            .jump
+            .as_deref(),
+        Some("10.0.0.1"),
+        "home again, reached through its home hypervisor"
+    );
     assert_eq!(moved.services["hello"].host.value, "alice");
+    // When bob comes back: its hello, its VM and hello's backup timer are stale there.
+    let stale = &picaops::fence::stale(&moved)["bob"];
+    assert_eq!(
+        (&stale.services, &stale.vms, &stale.timers, stale.directory),
+        (
+            &vec!["hello".to_string()],
+            &vec!["vm-tls".to_string()],
+            &vec!["hello".to_string()],
+            false
+        )
+    );
     assert_eq!(
         moved.services["api"].host.value, "vm-tls",
         "a service on a moved VM keeps its machine"
@@ -450,6 +470,13 @@ fn the_directory_comes_back_first_and_every_run_then_uses_its_new_place() {
         picaops::backup::jobfile::restic_host(&recovered, job).as_deref(),
         Some("bob"),
         "its snapshots go on under the home machine's name"
+    );
+    let stale = &picaops::fence::stale(&recovered)["bob"];
+    assert!(stale.directory, "bob's slapd is stale");
+    assert_eq!(
+        stale.timers,
+        ["dir"],
+        "and the directory's backup timer there"
     );
     let home = inventory::recovery::home(&recovered);
     let directory = &home.access.as_ref().unwrap().directory;

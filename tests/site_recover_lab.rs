@@ -312,6 +312,12 @@ fn losing_toulouse_brings_its_service_and_vm_back_at_compiegne_with_the_last_sna
     );
     let stopped = doc["fence"]["machines"][0]["stopped"].to_string();
     assert!(stopped.contains("service hello"), "{doc:#}");
+    assert!(stopped.contains("timer hello"), "{doc:#}");
+    assert_eq!(
+        running("bob", "systemctl is-active picaops-backup-hello.timer"),
+        "inactive",
+        "bob's timer would back its stale hello up into the job's history"
+    );
     assert_eq!(
         running("bob", "docker inspect -f '{{.State.Running}}' hello-web-1"),
         "false",
@@ -440,6 +446,11 @@ fn losing_toulouse_brings_its_service_and_vm_back_at_compiegne_with_the_last_sna
     assert_eq!(
         running("alice", &format!("virsh domstate {aside}")),
         "shut off"
+    );
+    assert_eq!(
+        running("bob", "systemctl is-active picaops-backup-hello.timer"),
+        "active",
+        "hello's timer runs at home again"
     );
     // bob's vm-tls runs, converged, reached with its own host key pinned again.
     assert_eq!(running("bob", "virsh domstate vm-tls"), "running");

@@ -400,6 +400,13 @@ pub fn home(inv: &Inventory) -> Inventory {
     for vm in home.vms.values_mut() {
         if let Some(from) = vm.moved_from.take() {
             vm.host = from;
+            // Reached through its home hypervisor again, not the recovery place's.
+            if vm.ssh.jump.is_some() {
+                vm.ssh.jump = inv
+                    .hosts
+                    .get(vm.host.as_str())
+                    .and_then(super::load::jump_through);
+            }
         }
     }
     for service in home.services.values_mut() {

@@ -341,28 +341,6 @@ pub fn apply(dir: &Path, req: &Request, exec: &mut Exec) -> Result<Outcome, Reco
         steps.push(step.clone());
     }
     let directory = directory.map(|(_, o)| o);
-    if plan.directory.is_some() {
-        // Read again: the VMs created above have their host keys pinned now.
-        let again = Arc::new(load(dir)?);
-        let (targets, known_hosts) = select::targets(&again, Some(&everyone.join(",")))?;
-        let converge = Converge {
-            inventory: &again,
-            targets: &targets,
-            known_hosts: &known_hosts,
-            ..converge
-        };
-        let (step, more) = converge.run(
-            "access helpers",
-            &surviving,
-            vec!["access".to_string()],
-            vec![],
-        );
-        steps.push(step);
-        for (m, why) in more {
-            failed.entry(m).or_insert(why);
-        }
-    }
-
     // Each service's files, from its job's newest files snapshot, in place.
     let mut outcomes: Vec<ServiceOutcome> = plan
         .services
@@ -522,6 +500,30 @@ pub fn apply(dir: &Path, req: &Request, exec: &mut Exec) -> Result<Outcome, Reco
         seconds: clock.elapsed().as_secs_f64(),
         detail: "loaded into the services' own databases".into(),
     });
+
+    // Then every surviving machine's access helper pointed at the directory's new place: the
+    // services do not wait for it, members' logins do (their caches answer meanwhile).
+    if plan.directory.is_some() {
+        // Read again: the VMs created above have their host keys pinned now.
+        let again = Arc::new(load(dir)?);
+        let (targets, known_hosts) = select::targets(&again, Some(&everyone.join(",")))?;
+        let converge = Converge {
+            inventory: &again,
+            targets: &targets,
+            known_hosts: &known_hosts,
+            ..converge
+        };
+        // The services are back already: a helper that could not be pointed at the
+        // directory's new place fails this step (exit 1), not a service.
+        let (step, _) = converge.run(
+            "access helpers",
+            &surviving,
+            vec!["access".to_string()],
+            vec![],
+        );
+        steps.push(step);
+    }
+
     Ok(Outcome {
         plan,
         recovery_file,
