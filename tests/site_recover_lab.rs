@@ -27,22 +27,7 @@ struct Recovery {
 
 impl Recovery {
     fn new(lab: &Lab) -> Recovery {
-        let inventory = lab
-            .dir
-            .join(format!("inventory-recover-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&inventory);
-        std::fs::create_dir_all(&inventory).unwrap();
-        for entry in std::fs::read_dir(&lab.inventory).unwrap() {
-            let path = entry.unwrap().path();
-            if path.extension().is_some_and(|e| e == "yml") {
-                std::fs::copy(&path, inventory.join(path.file_name().unwrap())).unwrap();
-            }
-        }
-        let vms = lab.dir.join("inventory-vms");
-        std::fs::copy(vms.join("vms.yml"), inventory.join("vms.yml")).unwrap();
-        if vms.join("known_hosts").exists() {
-            std::fs::copy(vms.join("known_hosts"), inventory.join("known_hosts")).unwrap();
-        }
+        let inventory = common::inventory_copy(lab, "inventory-recover", true);
         Recovery {
             inventory,
             lab: lab.dir.clone(),

@@ -31,17 +31,7 @@ struct Emergency<'a> {
 
 impl<'a> Emergency<'a> {
     fn new(lab: &'a Lab) -> Emergency<'a> {
-        let inventory = lab
-            .dir
-            .join(format!("inventory-recover-cpn-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&inventory);
-        std::fs::create_dir_all(&inventory).unwrap();
-        for entry in std::fs::read_dir(&lab.inventory).unwrap() {
-            let path = entry.unwrap().path();
-            if path.extension().is_some_and(|e| e == "yml") {
-                std::fs::copy(&path, inventory.join(path.file_name().unwrap())).unwrap();
-            }
-        }
+        let inventory = common::inventory_copy(lab, "inventory-recover-cpn", false);
         Emergency {
             lab,
             inventory,
@@ -51,6 +41,40 @@ impl<'a> Emergency<'a> {
 
     fn picaops(&self, args: &[&str]) -> Output {
         picaops_on(&self.inventory, args)
+    }
+
+    /// `site WHAT compiegne --apply` with `playbooks`, as JSON.
+    fn site_apply(&self, what: &str, playbooks: &[&str]) -> Output {
+        let mut args = vec!["-o", "json", "site", what, "compiegne", "--apply"];
+        for p in playbooks {
+            args.extend(["--playbook", p]);
+        }
+        self.picaops(&args)
+    }
+
+    /// A new key for `login`, granted a login on bob for 30 days (through wherever this
+    /// inventory says the directory is); the private key's path. Revoked when dropped.
+    fn grant(&mut self, login: &str) -> PathBuf {
+        let (private, public) = key(&self.lab.dir, login);
+        self.people.push(login.to_string());
+        let until = picaops::access::date::format_day(picaops::access::date::today() + 30);
+        ok(
+            &self.picaops(&[
+                "access",
+                "grant",
+                login,
+                "--level",
+                "member",
+                "--key",
+                public.to_str().unwrap(),
+                "--until",
+                &until,
+                "--hosts",
+                "bob",
+            ]),
+            &format!("grant {login} on bob"),
+        );
+        private
     }
 }
 
@@ -161,25 +185,7 @@ fn losing_compiegne_brings_its_services_and_the_directory_back_at_toulouse() {
     );
     let pid = std::process::id();
     let member = format!("cpnloss{}", pid % 100_000);
-    let (member_key, member_pub) = key(&lab.dir, &member);
-    e.people.push(member.clone());
-    let until = picaops::access::date::format_day(picaops::access::date::today() + 30);
-    ok(
-        &e.picaops(&[
-            "access",
-            "grant",
-            &member,
-            "--level",
-            "member",
-            "--key",
-            member_pub.to_str().unwrap(),
-            "--until",
-            &until,
-            "--hosts",
-            "bob",
-        ]),
-        "grant the member on bob",
-    );
+    let member_key = e.grant(&member);
 
     // Both jobs backed up to Toulouse.
     ok(
@@ -222,18 +228,7 @@ fn losing_compiegne_brings_its_services_and_the_directory_back_at_toulouse() {
     assert!(said.contains("directory on bob (was on ldap)"), "{said}");
     assert!(said.contains("service notes on bob"), "{said}");
 
-    let out = e.picaops(&[
-        "-o",
-        "json",
-        "site",
-        "recover",
-        "compiegne",
-        "--apply",
-        "--playbook",
-        backup_playbook,
-        "--playbook",
-        access_playbook,
-    ]);
+    let out = e.site_apply("recover", &[backup_playbook, access_playbook]);
     let doc = json(&out);
     assert_eq!(out.status.code(), Some(0), "{doc:#}\n{}", text(&out.stderr));
     let directory = &doc["directory"];
@@ -287,24 +282,7 @@ fn losing_compiegne_brings_its_services_and_the_directory_back_at_toulouse() {
 
     // The workstation writes to the directory's new place: a person granted now logs in too.
     let newcomer = format!("cpnnew{}", pid % 100_000);
-    let (new_key, new_pub) = key(&lab.dir, &newcomer);
-    e.people.push(newcomer.clone());
-    ok(
-        &e.picaops(&[
-            "access",
-            "grant",
-            &newcomer,
-            "--level",
-            "member",
-            "--key",
-            new_pub.to_str().unwrap(),
-            "--until",
-            &until,
-            "--hosts",
-            "bob",
-        ]),
-        "grant during the emergency",
-    );
+    let new_key = e.grant(&newcomer);
     let login = ssh(&new_key, &newcomer, "bob", "true");
     assert!(
         login.status.success(),
@@ -353,18 +331,7 @@ fn losing_compiegne_brings_its_services_and_the_directory_back_at_toulouse() {
     ok(&plan, "the failback plan");
     let said = text(&plan.stdout);
     assert!(said.contains("directory from bob to ldap"), "{said}");
-    let out = e.picaops(&[
-        "-o",
-        "json",
-        "site",
-        "failback",
-        "compiegne",
-        "--apply",
-        "--playbook",
-        backup_playbook,
-        "--playbook",
-        access_playbook,
-    ]);
+    let out = e.site_apply("failback", &[backup_playbook, access_playbook]);
     let doc = json(&out);
     assert_eq!(out.status.code(), Some(0), "{doc:#}\n{}", text(&out.stderr));
     assert_eq!(doc["recovery_removed"], true, "{doc:#}");

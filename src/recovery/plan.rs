@@ -247,11 +247,7 @@ pub fn plan(
         );
         match job {
             Some(job) => {
-                let repo_site = inv
-                    .machine(&job.repository.host)
-                    .and_then(|m| inv.site_of(m))
-                    .map(|s| s.name.clone())
-                    .unwrap_or_default();
+                let repo_site = repository_site(inv, job);
                 if repo_site != to_site {
                     diags.push(
                         Diagnostic::new(
@@ -412,11 +408,7 @@ fn directory_move(
         );
         return None;
     };
-    let repo_site = inv
-        .machine(&job.repository.host)
-        .and_then(|m| inv.site_of(m))
-        .map(|s| s.name.clone())
-        .unwrap_or_default();
+    let repo_site = repository_site(inv, job);
     if repo_site != to_site {
         diags.push(
             Diagnostic::new(
@@ -454,6 +446,14 @@ fn directory_move(
         tls_name,
         paths: job.paths.iter().map(|p| p.value.clone()).collect(),
     })
+}
+
+/// The site of `job`'s repository (empty when its machine is unknown).
+fn repository_site(inv: &Inventory, job: &BackupJob) -> String {
+    inv.machine(&job.repository.host)
+        .and_then(|m| inv.site_of(m))
+        .map(|s| s.name.clone())
+        .unwrap_or_default()
 }
 
 /// What a VM takes from a hypervisor.

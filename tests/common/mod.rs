@@ -36,6 +36,29 @@ pub fn picaops_on(inventory: &Path, args: &[&str]) -> Output {
         .expect("picaops runs")
 }
 
+/// A copy of the lab's inventory in `lab.dir/NAME-PID` (beside the lab's own, so its `../` paths
+/// hold), with the lab's VMs and their pinned keys when `vms`: for tests that write
+/// `recovery.yml` or otherwise change the inventory.
+pub fn inventory_copy(lab: &Lab, name: &str, vms: bool) -> PathBuf {
+    let inventory = lab.dir.join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&inventory);
+    std::fs::create_dir_all(&inventory).unwrap();
+    for entry in std::fs::read_dir(&lab.inventory).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yml") {
+            std::fs::copy(&path, inventory.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    if vms {
+        let from = lab.dir.join("inventory-vms");
+        std::fs::copy(from.join("vms.yml"), inventory.join("vms.yml")).unwrap();
+        if from.join("known_hosts").exists() {
+            std::fs::copy(from.join("known_hosts"), inventory.join("known_hosts")).unwrap();
+        }
+    }
+    inventory
+}
+
 pub fn lab_dir() -> PathBuf {
     match std::env::var_os("PICAOPS_LAB_DIR") {
         Some(d) => PathBuf::from(d),
