@@ -68,8 +68,10 @@ pub fn groups_yml() -> String {
 }
 
 /// access.yml: the lab's slapd (Picasoft's scheme and levels), its CA, the secrets directory and
-/// the break-glass key, all relative to the inventory directory.
-pub fn access_yml() -> String {
+/// the break-glass key, all relative to the inventory directory; with `recovery`, the job that
+/// keeps the directory and where it comes back (the lab inventory has the backup jobs; the VM
+/// inventory, which has none, says nothing of it).
+pub fn access_yml(recovery: bool) -> String {
     let ldap = HOSTS
         .iter()
         .find(|h| h.role == Role::Directory)
@@ -79,15 +81,30 @@ pub fn access_yml() -> String {
         "# Lab only: the secrets are public (see ../secrets).\n\
          access:\n  directory:\n    url: ldaps://{ldap}:636\n    base: dc=picasoft,dc=net\n    \
          ca_file: ../ca.crt\n    admin_dn: cn=admin,dc=picasoft,dc=net\n    admin_password: ldap-admin\n    \
-         reader_dn: cn=reader,dc=picasoft,dc=net\n    reader_password: ldap-reader\n    \
-         # What `site recover compiegne` brings back at Toulouse (bob has slapd's tools).\n    \
-         backup: ldap-directory\n    recover_to: bob\n  \
+         reader_dn: cn=reader,dc=picasoft,dc=net\n{recovery}  \
          renewal:\n    semester_starts: [\"02-15\", \"09-01\"]\n    grace_days: 30\n  \
          cache_lifetime: 6h\n  \
          break_glass:\n    user: root\n    identity_file: ../break-glass\n\
-         secrets:\n  store: files\n  dir: ../secrets\n"
+         secrets:\n  store: files\n  dir: ../secrets\n",
+        recovery = if recovery {
+            "    reader_password: ldap-reader\n    \
+             # What `site recover compiegne` brings back at Toulouse (bob has slapd's tools).\n    \
+             backup: ldap-directory\n    recover_to: bob\n"
+        } else {
+            "    reader_password: ldap-reader\n"
+        }
     ));
     s
+}
+
+/// The files of the lab's VM inventory besides vms.yml (`key`: each host's pinned key).
+pub fn vm_inventory_files(key: &dyn Fn(&str) -> String) -> [(&'static str, String); 4] {
+    [
+        ("sites.yml", sites_yml()),
+        ("hosts.yml", hosts_yml(key)),
+        ("groups.yml", groups_yml()),
+        ("access.yml", access_yml(false)),
+    ]
 }
 
 /// backups.yml: one job per site, each to the other site: Toulouse's over SFTP to an account on
@@ -404,15 +421,9 @@ mod tests {
             "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
                 .to_string()
         };
-        write_vm_inventory(
-            lab.path(),
-            &[
-                ("sites.yml", sites_yml()),
-                ("hosts.yml", hosts_yml(&key)),
-                ("groups.yml", groups_yml()),
-            ],
-        )
-        .unwrap();
+        // access.yml names the lab's CA beside the inventory.
+        std::fs::write(lab.path().join("ca.crt"), "").unwrap();
+        write_vm_inventory(lab.path(), &vm_inventory_files(&key)).unwrap();
         let inv = crate::inventory::load(&lab.path().join("inventory-vms"))
             .result
             .unwrap_or_else(|d| panic!("{d:?}"));

@@ -455,7 +455,7 @@ impl Lab {
         inventory::write_atomically(&inv.join("sites.yml"), &inventory::sites_yml())?;
         inventory::write_atomically(&inv.join("hosts.yml"), &inventory::hosts_yml(&key))?;
         inventory::write_atomically(&inv.join("groups.yml"), &inventory::groups_yml())?;
-        inventory::write_atomically(&inv.join("access.yml"), &inventory::access_yml())?;
+        inventory::write_atomically(&inv.join("access.yml"), &inventory::access_yml(true))?;
         inventory::write_atomically(&inv.join("backups.yml"), &inventory::backups_yml())?;
         inventory::remove_stale(
             &inv,
@@ -471,15 +471,7 @@ impl Lab {
         inventory::write_secrets(&self.dir.join("secrets"))?;
         inventory::write_services(&self.dir)?;
         // The same lab plus two VMs, in a directory of its own (see inventory::vms_yml).
-        inventory::write_vm_inventory(
-            &self.dir,
-            &[
-                ("sites.yml", inventory::sites_yml()),
-                ("hosts.yml", inventory::hosts_yml(&key)),
-                ("groups.yml", inventory::groups_yml()),
-                ("access.yml", inventory::access_yml()),
-            ],
-        )?;
+        inventory::write_vm_inventory(&self.dir, &inventory::vm_inventory_files(&key))?;
         inventory::write_atomically(&self.known_hosts_file(), &inventory::known_hosts(&key))
     }
 
