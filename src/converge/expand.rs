@@ -574,7 +574,7 @@ impl<'a> HostExpander<'a> {
                 .add(&path, &text);
             self.cx
                 .templates
-                .render_str(&text, &jctx)
+                .render_file(&text, &jctx)
                 .map(String::into_bytes)
                 .map_err(|e| {
                     // A limit stop does not know where in the file it was: its start (the

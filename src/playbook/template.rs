@@ -47,9 +47,93 @@ pub struct TemplateUsage {
     pub peak_fuel: u64,
 }
 
+/// How a template FILE renders (the `template` module's `src:`): Ansible's defaults, which a
+/// first line `#jinja2: trim_blocks: False, lstrip_blocks: True` overrides, as in Ansible.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileOptions {
+    /// The newline after a block tag is removed (Ansible's default: on).
+    pub trim_blocks: bool,
+    /// Spaces and tabs before a block tag at the start of a line are removed (default: off).
+    pub lstrip_blocks: bool,
+    /// Jinja's own: the template's last newline is kept (default: off, as in Ansible). Either
+    /// way, as Ansible does, the output then gets back the newlines the template ends with that
+    /// rendering took away.
+    pub keep_trailing_newline: bool,
+}
+
+impl Default for FileOptions {
+    fn default() -> Self {
+        FileOptions {
+            trim_blocks: true,
+            lstrip_blocks: false,
+            keep_trailing_newline: false,
+        }
+    }
+}
+
+/// `out` with as many final newlines as `source` has, when rendering removed some (Ansible's
+/// template module: a file that ends with a newline keeps it, whatever the last tag did).
+fn keep_final_newlines(source: &str, mut out: String) -> String {
+    let count = |t: &str| t.bytes().rev().take_while(|b| *b == b'\n').count();
+    let missing = count(source).saturating_sub(count(&out));
+    out.extend(std::iter::repeat_n('\n', missing));
+    out
+}
+
+/// The line Ansible reads environment overrides from, first in a template file.
+const HEADER: &str = "#jinja2:";
+
+/// A template file's options and its text without the `#jinja2:` line, and how many lines were
+/// taken off (for error positions).
+pub fn file_options(source: &str) -> Result<(FileOptions, &str, usize), TemplateError> {
+    let mut opts = FileOptions::default();
+    let Some(rest) = source.strip_prefix(HEADER) else {
+        return Ok((opts, source, 0));
+    };
+    let (line, body) = rest.split_once('\n').unwrap_or((rest, ""));
+    let refuse = |message: String| TemplateError {
+        kind: TemplateErrorKind::Syntax,
+        message,
+        line: Some(1),
+        column: Some(1),
+    };
+    for pair in line.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let Some((key, value)) = pair.split_once(':') else {
+            return Err(refuse(format!(
+                "`{pair}` in the `#jinja2:` line is not `option: value`"
+            )));
+        };
+        let value = match value.trim() {
+            "True" | "true" => true,
+            "False" | "false" => false,
+            other => {
+                return Err(refuse(format!(
+                    "`{}: {other}`: picaops reads True or False here",
+                    key.trim()
+                )))
+            }
+        };
+        match key.trim() {
+            "trim_blocks" => opts.trim_blocks = value,
+            "lstrip_blocks" => opts.lstrip_blocks = value,
+            "keep_trailing_newline" => opts.keep_trailing_newline = value,
+            other => {
+                return Err(refuse(format!(
+                    "`#jinja2: {other}` is not supported by picaops (it reads trim_blocks, lstrip_blocks \
+                     and keep_trailing_newline)"
+                )))
+            }
+        }
+    }
+    Ok((opts, body, 1))
+}
+
 /// The environment itself; shared with the threads renders run on.
 struct Engine {
+    /// For values in tasks and vars.
     env: Environment<'static>,
+    /// For template files with Ansible's default options.
+    files: Environment<'static>,
     /// The most fuel one template render used.
     peak_fuel: AtomicU64,
 }
@@ -121,6 +205,24 @@ impl Templates {
         }
         let source = source.to_owned();
         self.guarded(ctx, move |engine, ctx| engine.render_str(&source, ctx))
+    }
+
+    /// Renders a template file's text as Ansible's `template` module does: `trim_blocks` on,
+    /// `lstrip_blocks` off, the final newlines of the template kept, unless a first line
+    /// `#jinja2: …` says otherwise (that line is not part of the output). Error lines count from
+    /// the file's top.
+    pub fn render_file(&self, source: &str, ctx: &Value) -> Result<String, TemplateError> {
+        let (opts, body, skipped) = file_options(source)?;
+        if !is_template(body) {
+            return Ok(body.to_owned());
+        }
+        let text = body.to_owned();
+        self.guarded(ctx, move |engine, ctx| engine.render_file(&text, opts, ctx))
+            .map(|out| keep_final_newlines(body, out))
+            .map_err(|mut e| {
+                e.line = e.line.map(|l| l + skipped);
+                e
+            })
     }
 
     /// Evaluates a bare expression (for `when:`; no {{ }}), returns the value.
@@ -223,6 +325,16 @@ impl Drop for Templates {
 
 impl Engine {
     fn new(fuel: u64) -> Self {
+        let mut files = Self::environment(fuel);
+        Self::set_file_options(&mut files, FileOptions::default());
+        Engine {
+            env: Self::environment(fuel),
+            files,
+            peak_fuel: AtomicU64::new(0),
+        }
+    }
+
+    fn environment(fuel: u64) -> Environment<'static> {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_auto_escape_callback(|_| AutoEscape::None);
@@ -232,16 +344,47 @@ impl Engine {
         env.set_debug(true);
         env.set_fuel(Some(fuel));
         filters::register(&mut env);
-        Engine {
-            env,
-            peak_fuel: AtomicU64::new(0),
-        }
+        env
+    }
+
+    fn set_file_options(env: &mut Environment<'static>, opts: FileOptions) {
+        env.set_trim_blocks(opts.trim_blocks);
+        env.set_lstrip_blocks(opts.lstrip_blocks);
+        env.set_keep_trailing_newline(opts.keep_trailing_newline);
+    }
+
+    /// A template file's text (header taken off) with `opts`: the shared file environment for
+    /// Ansible's defaults, one made for this render otherwise.
+    fn render_file(
+        &self,
+        source: &str,
+        opts: FileOptions,
+        ctx: &Value,
+    ) -> Result<String, TemplateError> {
+        let own;
+        let env = if opts == FileOptions::default() {
+            &self.files
+        } else {
+            let mut env = Self::environment(self.env.fuel().unwrap_or(budget::DEFAULT_FUEL));
+            Self::set_file_options(&mut env, opts);
+            own = env;
+            &own
+        };
+        self.render_in(env, source, ctx)
     }
 
     /// Renders a template string (a YAML value or a template file's text).
     fn render_str(&self, source: &str, ctx: &Value) -> Result<String, TemplateError> {
-        let captured = self
-            .env
+        self.render_in(&self.env, source, ctx)
+    }
+
+    fn render_in(
+        &self,
+        env: &Environment<'static>,
+        source: &str,
+        ctx: &Value,
+    ) -> Result<String, TemplateError> {
+        let captured = env
             .template_from_str(source)
             .and_then(|template| template.render_captured(ctx))
             .map_err(|err| self.convert_error(&err, &Source::template(source), ctx))?;
