@@ -152,7 +152,7 @@ fn lab_inventory() -> (String, Seed) {
         ("sites.yml", lab::sites_yml()),
         ("hosts.yml", lab::hosts_yml(&key)),
         ("groups.yml", lab::groups_yml()),
-        ("access.yml", lab::access_yml()),
+        ("access.yml", lab::access_yml(true)),
         ("backups.yml", lab::backups_yml()),
         ("vms.yml", lab::vms_yml()),
         ("services.yml", lab::services_yml()),
