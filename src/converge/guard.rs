@@ -79,6 +79,24 @@ pub enum GuardError {
 }
 
 /// Logs in afresh as `target` says (a new SSH master, not the kept one) and runs `true`.
+/// A fresh login after the rollback's `systemctl reload ssh`: sshd re-executes itself on a
+/// reload and refuses connections for a moment, so a refused connection is tried again for up to
+/// 5 s (anything else is the answer at once).
+async fn login_after_reload(job: &Job, target: &Target) -> Result<(), LoginError> {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match fresh_login(job, target).await {
+            Err(LoginError::Transport(e))
+                if e.kind == crate::transport::ErrorKind::ConnectionRefused
+                    && std::time::Instant::now() < until =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 async fn fresh_login(job: &Job, target: &Target) -> Result<(), LoginError> {
     let connector = Connector::new(
         &job.known_hosts,
@@ -200,7 +218,7 @@ pub async fn verify_or_roll_back(
         .filter_map(|s| s.content.as_ref().map(|c| c.path.clone()))
         .collect();
     match undone {
-        Ok(o) if o.success() => match fresh_login(job, target).await {
+        Ok(o) if o.success() => match login_after_reload(job, target).await {
             Ok(()) => Err(GuardError::RolledBack { login, paths }),
             Err(again) => Err(GuardError::StillLockedOut {
                 login,
