@@ -217,24 +217,12 @@ fn reach_vms_through_their_host(inv: &mut Inventory) {
         let Some(ip) = vm.network.as_ref().and_then(|n| n.address.as_deref()) else {
             continue;
         };
-        let Some(jump) = inv.hosts.get(vm.host.as_str()).and_then(jump_through) else {
+        let Some(jump) = inv.hosts.get(vm.host.as_str()).and_then(|h| h.jump()) else {
             continue;
         };
         vm.ssh.address = Some(ip.split('/').next().unwrap_or(ip).to_string());
         vm.ssh.jump = Some(jump);
     }
-}
-
-/// `host` as the SSH jump host of its VMs: `user@address:port` (without what it does not say).
-pub(super) fn jump_through(host: &super::model::Host) -> Option<String> {
-    let mut jump = host.ssh.address.clone()?;
-    if let Some(user) = &host.ssh.user {
-        jump = format!("{user}@{jump}");
-    }
-    if let Some(port) = host.ssh.port {
-        jump = format!("{jump}:{port}");
-    }
-    Some(jump)
 }
 
 fn list_files(dir: &Path) -> Result<Vec<PathBuf>, Diagnostic> {

@@ -108,6 +108,21 @@ pub struct Host {
     pub place: Place,
 }
 
+impl Host {
+    /// This host as the SSH jump host of its VMs: `user@address:port` (without what it does
+    /// not say); none without an address.
+    pub fn jump(&self) -> Option<String> {
+        let mut jump = self.ssh.address.clone()?;
+        if let Some(user) = &self.ssh.user {
+            jump = format!("{user}@{jump}");
+        }
+        if let Some(port) = self.ssh.port {
+            jump = format!("{jump}:{port}");
+        }
+        Some(jump)
+    }
+}
+
 /// A disk of a VM.
 #[derive(Clone, Debug, Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -402,10 +402,7 @@ pub fn home(inv: &Inventory) -> Inventory {
             vm.host = from;
             // Reached through its home hypervisor again, not the recovery place's.
             if vm.ssh.jump.is_some() {
-                vm.ssh.jump = inv
-                    .hosts
-                    .get(vm.host.as_str())
-                    .and_then(super::load::jump_through);
+                vm.ssh.jump = inv.hosts.get(vm.host.as_str()).and_then(|h| h.jump());
             }
         }
     }
