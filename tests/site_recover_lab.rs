@@ -37,6 +37,18 @@ impl Recovery {
     fn picaops(&self, args: &[&str]) -> Output {
         picaops_on(&self.inventory, args)
     }
+
+    /// The newest snapshot of job hello in its repository's listing.
+    fn newest_hello_snapshot(&self) -> Value {
+        let listing = json(&self.picaops(&["-o", "json", "backup", "snapshots", "--job", "hello"]));
+        listing["jobs"][0]["snapshots"]
+            .as_array()
+            .expect("snapshots")
+            .iter()
+            .max_by(|a, b| a["time"].as_str().cmp(&b["time"].as_str()))
+            .expect("a snapshot")
+            .clone()
+    }
 }
 
 impl Drop for Recovery {
@@ -135,14 +147,7 @@ fn losing_toulouse_brings_its_service_and_vm_back_at_compiegne_with_the_last_sna
         &r.picaops(&["backup", "run", "--job", "hello"]),
         "backup run",
     );
-    let listing = json(&r.picaops(&["-o", "json", "backup", "snapshots", "--job", "hello"]));
-    let newest = listing["jobs"][0]["snapshots"]
-        .as_array()
-        .expect("snapshots")
-        .iter()
-        .max_by(|a, b| a["time"].as_str().cmp(&b["time"].as_str()))
-        .expect("a snapshot")
-        .clone();
+    let newest = r.newest_hello_snapshot();
     let snapshot_time =
         picaops::backup::time::parse_rfc3339(newest["time"].as_str().unwrap()).unwrap();
 
@@ -189,12 +194,7 @@ fn losing_toulouse_brings_its_service_and_vm_back_at_compiegne_with_the_last_sna
     let took = clock.elapsed();
     let doc = json(&out);
     assert_eq!(out.status.code(), Some(0), "{doc:#}\n{}", text(&out.stderr));
-    let hello: &Value = doc["services"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["service"] == "hello")
-        .unwrap_or_else(|| panic!("hello in {doc:#}"));
+    let hello: &Value = common::service(&doc, "hello");
     assert_eq!(hello["ok"], true, "{hello:#}");
     assert_eq!(hello["machine"], "alice");
     assert_eq!(
@@ -349,12 +349,7 @@ fn losing_toulouse_brings_its_service_and_vm_back_at_compiegne_with_the_last_sna
     let took = clock.elapsed();
     let doc = json(&out);
     assert_eq!(out.status.code(), Some(0), "{doc:#}\n{}", text(&out.stderr));
-    let hello: &Value = doc["services"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["service"] == "hello")
-        .unwrap_or_else(|| panic!("hello in {doc:#}"));
+    let hello: &Value = common::service(&doc, "hello");
     assert_eq!(
         (&hello["ok"], &hello["home"]),
         (&Value::Bool(true), &Value::from("bob")),
@@ -367,14 +362,7 @@ fn losing_toulouse_brings_its_service_and_vm_back_at_compiegne_with_the_last_sna
     );
     // Home got the snapshot the failback made at alice (the repository's newest now), and with
     // it exactly alice's files, the one written there included; bob's own copy is kept aside.
-    let listing = json(&r.picaops(&["-o", "json", "backup", "snapshots", "--job", "hello"]));
-    let newest = listing["jobs"][0]["snapshots"]
-        .as_array()
-        .expect("snapshots")
-        .iter()
-        .max_by(|a, b| a["time"].as_str().cmp(&b["time"].as_str()))
-        .expect("a snapshot")
-        .clone();
+    let newest = r.newest_hello_snapshot();
     assert_eq!(
         hello["snapshot"], newest["short_id"],
         "{hello:#} vs {newest:#}"

@@ -235,12 +235,7 @@ fn losing_compiegne_brings_its_services_and_the_directory_back_at_toulouse() {
     assert_eq!(directory["ok"], true, "{directory:#}");
     assert_eq!(directory["machine"], "bob");
     assert!(directory["rpo_seconds"].as_u64().is_some(), "{directory:#}");
-    let notes: &Value = doc["services"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["service"] == "notes")
-        .unwrap_or_else(|| panic!("notes in {doc:#}"));
+    let notes: &Value = common::service(&doc, "notes");
     assert_eq!(
         (&notes["ok"], &notes["machine"]),
         (&Value::Bool(true), &Value::from("bob"))

@@ -648,33 +648,7 @@ fn recover_directory(
             o.snapshot = Some(i.short_id.clone());
             o.snapshot_time = Some(i.time.clone());
             o.rpo_seconds = Some(i.age_seconds);
-            let mut loaded = 0;
-            let mut result = Ok(());
-            for part in &i.latest {
-                let dump = part.dump.clone().unwrap_or_default();
-                let req = RestoreRequest {
-                    job: &d.job,
-                    snapshot: Some(&part.id),
-                    to: (part.part == "files").then_some(Path::new("/")),
-                    host: None,
-                    dump: (part.part == "dump").then_some(dump.as_str()),
-                    into_container: None,
-                    load: part.part == "dump",
-                };
-                if let Err(e) = done(ops::restore(moved, &req, exec)) {
-                    result = Err(format!("restoring the directory's {}: {e}", part.part));
-                    break;
-                }
-                loaded += usize::from(part.part == "dump");
-            }
-            match (result, loaded) {
-                (Err(e), _) => Err(e),
-                (Ok(()), 0) => Err(format!(
-                    "job {}'s newest snapshots hold no ldap dump: nothing was loaded",
-                    d.job
-                )),
-                (Ok(()), _) => Ok(()),
-            }
+            super::restore_directory(moved, &d.job, &i.latest, exec)
         }
     };
     o.ok = result.is_ok();

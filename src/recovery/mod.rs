@@ -9,7 +9,9 @@ pub mod plan;
 
 pub use plan::{plan, RecoveryPlan, ServiceMove, VmMove};
 
-use crate::backup::ops::{self, OpError};
+use crate::backup::newest::SnapshotPart;
+use crate::backup::ops::{self, Exec, OpError, RestoreRequest};
+use crate::inventory::Inventory;
 
 /// Why a backup operation of a step did not succeed.
 #[derive(Debug, thiserror::Error)]
@@ -30,4 +32,40 @@ pub(crate) fn done(report: Result<ops::Report, OpError>) -> Result<(), OpFailed>
         }),
         None => Ok(()),
     }
+}
+
+/// The directory's job `job` restored where `inv` places it, from the snapshots `latest`: its
+/// files first, in place (the TLS files the dump's cn=config names), then each dump loaded into
+/// that machine's slapd. Refused when they hold no dump (nothing would be loaded).
+pub(crate) fn restore_directory(
+    inv: &Inventory,
+    job: &str,
+    latest: &[SnapshotPart],
+    exec: &mut Exec,
+) -> Result<(), String> {
+    let mut parts: Vec<&SnapshotPart> = latest.iter().collect();
+    parts.sort_by_key(|p| p.part != "files");
+    let mut loaded = 0;
+    for part in parts {
+        let dump = part.dump.clone().unwrap_or_default();
+        let is_dump = part.part == "dump";
+        let req = RestoreRequest {
+            job,
+            snapshot: Some(&part.id),
+            to: (!is_dump).then_some(std::path::Path::new("/")),
+            host: None,
+            dump: is_dump.then_some(dump.as_str()),
+            into_container: None,
+            load: is_dump,
+        };
+        done(ops::restore(inv, &req, exec))
+            .map_err(|e| format!("restoring the directory's {}: {e}", part.part))?;
+        loaded += usize::from(is_dump);
+    }
+    if loaded == 0 {
+        return Err(format!(
+            "job {job}'s newest snapshots hold no ldap dump: nothing was loaded"
+        ));
+    }
+    Ok(())
 }

@@ -128,6 +128,16 @@ pub fn host<'a>(doc: &'a serde_json::Value, name: &str) -> &'a serde_json::Value
         .unwrap_or_else(|| panic!("{name} missing from {doc}"))
 }
 
+/// The entry of service `name` in a recovery's or failback's `services` array.
+pub fn service<'a>(doc: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    doc["services"]
+        .as_array()
+        .expect("a services array")
+        .iter()
+        .find(|s| s["service"] == name)
+        .unwrap_or_else(|| panic!("{name} missing from {doc:#}"))
+}
+
 /// A lab host's address.
 pub fn address(host: &str) -> &'static str {
     picaops::lab::topology::HOSTS

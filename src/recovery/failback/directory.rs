@@ -6,15 +6,12 @@
 //! kept). A failure before home serves it starts the recovery place's slapd again and puts the
 //! line back: the directory always runs somewhere, and a second run retries.
 
-use std::path::Path;
 use std::time::Instant;
 
 use super::{
     call, load, round, write_file, write_recovery, ConvergeRun, Failback, Remote, STEP_TIMEOUT,
 };
-use crate::backup::ops::{self, RestoreRequest};
 use crate::inventory::Inventory;
-use crate::recovery::done;
 
 /// `systemctl WHAT slapd` on `at`.
 fn slapd(remote: &mut dyn Remote, inv: &Inventory, at: &str, what: &str) -> Result<(), String> {
@@ -113,8 +110,7 @@ impl Failback<'_> {
         Ok(())
     }
 
-    /// The newest snapshot this run made of `job`, restored at the directory's home: files in
-    /// place, then each dump loaded.
+    /// The newest snapshot this run made of `job`, restored at the directory's home.
     fn restore_directory_home(&mut self, job: &str) -> Result<(), String> {
         let Some(info) = self.snapshots.get(job).cloned() else {
             return Err(format!("no snapshot of job {job} from this run"));
@@ -122,24 +118,6 @@ impl Failback<'_> {
         let home = &self.home;
         let remote = &mut *self.remote;
         let mut exec = |calls, t| remote.exec(home, calls, t);
-        let mut parts = info.latest.clone();
-        // Files first: the TLS files the dump's cn=config names.
-        parts.sort_by_key(|p| p.part != "files");
-        for part in &parts {
-            let dump = part.dump.clone().unwrap_or_default();
-            let is_dump = part.part == "dump";
-            let req = RestoreRequest {
-                job,
-                snapshot: Some(&part.id),
-                to: (!is_dump).then_some(Path::new("/")),
-                host: None,
-                dump: is_dump.then_some(dump.as_str()),
-                into_container: None,
-                load: is_dump,
-            };
-            done(ops::restore(home, &req, &mut exec))
-                .map_err(|e| format!("restoring its {}: {e}", part.part))?;
-        }
-        Ok(())
+        crate::recovery::restore_directory(home, job, &info.latest, &mut exec)
     }
 }
