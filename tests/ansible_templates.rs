@@ -1,12 +1,20 @@
-//! Template files render as Ansible's `template` module renders them, byte for byte: the same
-//! templates (loops, conditions, indented block tags, a `#jinja2:` header turning `trim_blocks`
-//! off or `lstrip_blocks` on, no final newline, and the repository's own playbook templates)
-//! are rendered by a real `ansible-playbook` (ansible-core from PyPI, `connection: local`) and by
-//! picaops's template files renderer, the one the `template` task uses.
+//! Playbooks written for Ansible give the same files under picaops, byte for byte.
+//!
+//! - Template files render as Ansible's `template` module renders them: the same templates
+//!   (loops, conditions, indented block tags, a `#jinja2:` header turning `trim_blocks` off or
+//!   `lstrip_blocks` on, no final newline, the repository's own playbook templates) are rendered
+//!   by a real `ansible-playbook` (ansible-core from PyPI, `connection: local`) and by picaops's
+//!   template files renderer, the one the `template` task uses.
+//! - One playbook in Ansible's words (`ansible.builtin.*` names, `lineinfile`, Ansible's option
+//!   aliases and `yes`/`no`, task values with block tags) is run by `ansible-playbook` into one directory and by `picaops
+//!   apply`, through a real sshd on a loopback address, into another; the two trees must match in
+//!   content, kind, mode and link target.
 //!
 //! Needs ansible-core: `PICAOPS_ANSIBLE` names its venv (default /var/cache/picaops-ci/ansible,
 //! which `.ci/setup` makes). Without it the test says so and returns, unless
 //! `PICAOPS_REQUIRE_ANSIBLE=1` (CI), where it fails.
+
+mod transport_support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -138,4 +146,197 @@ fn a_header_picaops_does_not_read_is_refused_at_line_one() {
         .render_file("#jinja2: trim_blocks: False\nok\n{{ missing }}\n", &ctx)
         .unwrap_err();
     assert_eq!(e.line, Some(3), "{e}");
+}
+
+/// A playbook as an Ansible user writes it; `OUT` is the directory each tool writes into.
+const PLAYBOOK: &str = r#"- name: Files as an Ansible user writes them
+  hosts: all
+  vars:
+    out: OUT
+    users: [ann, ben]
+  tasks:
+    - name: A directory
+      ansible.builtin.file:
+        dest: "{{ out }}/etc"
+        state: directory
+        mode: "0750"
+    - name: Inline content
+      ansible.builtin.copy:
+        dest: "{{ out }}/etc/app.conf"
+        content: "mode=slow\nobsolete=1\ncolor=red\n"
+        mode: "0640"
+        force: yes
+        backup: no
+    - name: Inline content with block tags
+      copy: {dest: "{{ out }}/loop.txt", content: "{% for u in users %}\nuser {{ u }}\n{% endfor %}\nend\n\n"}
+    - name: A block scalar with indented block tags
+      copy:
+        dest: "{{ out }}/block.txt"
+        content: |
+          head
+            {% if users %}
+          yes
+            {% endif %}
+          tail
+    - name: A file from files/
+      copy: {src: payload.txt, dest: "{{ out }}/payload.txt", mode: "0644"}
+    - name: A template
+      ansible.builtin.template:
+        src: users.j2
+        dest: "{{ out }}/etc/users"
+        mode: "0600"
+        trim_blocks: true
+    - name: A line replaced
+      lineinfile: {dest: "{{ out }}/etc/app.conf", regexp: "^mode=", line: "mode=fast"}
+    - name: A line appended
+      ansible.builtin.lineinfile: {path: "{{ out }}/etc/app.conf", line: "size=10", insertafter: EOF}
+    - name: A line removed
+      lineinfile: {path: "{{ out }}/etc/app.conf", regex: "^obsolete", state: absent}
+    - name: A line already there
+      lineinfile: {path: "{{ out }}/etc/app.conf", line: "color=red"}
+    - name: A new file with a line
+      lineinfile: {path: "{{ out }}/created", line: "hello", create: yes, mode: "0604"}
+    - name: A link
+      ansible.builtin.file: {path: "{{ out }}/link", state: link, src: payload.txt}
+    - name: An empty file
+      file: {name: "{{ out }}/empty", state: touch, mode: "0600"}
+    - name: A command with a guard
+      ansible.builtin.command:
+        cmd: "cp {{ out }}/payload.txt {{ out }}/copied"
+        creates: "{{ out }}/copied"
+    - name: A shell line
+      ansible.builtin.shell:
+        cmd: "printf '%s\n' {{ users | join(' ') }} > {{ out }}/shell.txt"
+        creates: "{{ out }}/shell.txt"
+"#;
+
+/// Every entry under `root`: (relative path, kind and mode, content or link target).
+fn tree(root: &Path) -> Vec<(String, String, Vec<u8>)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(dir) = todo.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let rel = path.strip_prefix(root).unwrap().display().to_string();
+            let mode = meta.permissions().mode() & 0o7777;
+            let (kind, bytes) = if meta.file_type().is_symlink() {
+                let target = std::fs::read_link(&path).unwrap();
+                ("link", target.display().to_string().into_bytes())
+            } else if meta.is_dir() {
+                todo.push(path.clone());
+                ("dir", Vec::new())
+            } else {
+                ("file", std::fs::read(&path).unwrap())
+            };
+            out.push((rel, format!("{kind} {mode:04o}"), bytes));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn a_playbook_written_for_ansible_gives_the_same_files_under_picaops() {
+    let Some(venv) = ansible() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for sub in [
+        "templates",
+        "files",
+        "by-ansible",
+        "by-picaops",
+        "inventory",
+    ] {
+        std::fs::create_dir_all(d.join(sub)).unwrap();
+    }
+    std::fs::write(
+        d.join("templates/users.j2"),
+        "# users of {{ out | basename }}\n{% for u in users %}\nuser {{ u }}\n{% endfor %}\nend\n",
+    )
+    .unwrap();
+    std::fs::write(d.join("files/payload.txt"), "payload\n").unwrap();
+    let ansible_out = d.join("by-ansible/out");
+    let picaops_out = d.join("by-picaops/out");
+    for (file, out) in [("ansible.yml", &ansible_out), ("picaops.yml", &picaops_out)] {
+        std::fs::create_dir_all(out).unwrap();
+        let text = PLAYBOOK.replace("OUT", &out.display().to_string());
+        std::fs::write(d.join(file), text).unwrap();
+    }
+
+    let run = Command::new(venv.join("bin/ansible-playbook"))
+        .current_dir(d)
+        .args(["-i", "localhost,", "-c", "local", "-e"])
+        .arg(format!(
+            "ansible_python_interpreter={}",
+            venv.join("bin/python").display()
+        ))
+        .arg("ansible.yml")
+        .env("ANSIBLE_NOCOLOR", "1")
+        .env("ANSIBLE_GATHERING", "explicit")
+        .output()
+        .expect("ansible-playbook runs");
+    assert!(
+        run.status.success(),
+        "ansible-playbook failed:\n{}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+
+    let ws = transport_support::Workstation::new();
+    let sshd = transport_support::Sshd::start(&ws);
+    std::fs::write(
+        d.join("inventory/sites.yml"),
+        "sites:\n  here: { description: a loopback sshd, backs_up_to: other }\n  \
+         other: { description: unused, backs_up_to: here }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("inventory/hosts.yml"),
+        format!(
+            "hosts:\n  local:\n    site: here\n    address: {}\n    port: {}\n    user: root\n    \
+             identity_file: {}\n    host_key: {}\n",
+            sshd.address,
+            sshd.port,
+            ws.key().display(),
+            sshd.host_key
+        ),
+    )
+    .unwrap();
+    let first = Command::new(env!("CARGO_BIN_EXE_picaops"))
+        .arg("--inventory")
+        .arg(d.join("inventory"))
+        .args(["apply", "-q"])
+        .arg(d.join("picaops.yml"))
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert!(
+        first.status.success(),
+        "picaops apply failed:\n{}{}",
+        String::from_utf8_lossy(&first.stdout),
+        String::from_utf8_lossy(&first.stderr)
+    );
+
+    let (theirs, ours) = (tree(&ansible_out), tree(&picaops_out));
+    assert_eq!(
+        theirs.len(),
+        11,
+        "Ansible wrote what the playbook says: {theirs:?}"
+    );
+    let show = |t: &[(String, String, Vec<u8>)]| {
+        t.iter()
+            .map(|(p, k, b)| format!("  {p} {k} {:?}", String::from_utf8_lossy(b)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert!(
+        theirs == ours,
+        "the two tools wrote different files\nansible:\n{}\npicaops:\n{}",
+        show(&theirs),
+        show(&ours)
+    );
 }

@@ -16,10 +16,40 @@ const CASES: &[(&str, &str, &str, &str)] = &[
         "bad.yml:5:7: error: unknown module or task keyword `lineinfle`",
     ),
     (
-        "Ansible's name for a module",
-        "- name: p\n  hosts: bob\n  tasks:\n    - name: t\n      lineinfile: {path: /x, line: y}\n",
+        "an Ansible option whose behaviour picaops does not have",
+        "- name: p\n  hosts: bob\n  tasks:\n    - name: t\n      lineinfile: {path: /x, line: y, insertbefore: BOF}\n",
         "",
-        "picaops calls this module `line`",
+        "bad.yml:5:39: error: picaops calls this module `line`; these options differ: `insertbefore`",
+    ),
+    (
+        "an Ansible option kept only with picaops's behaviour as its value",
+        "- name: p\n  hosts: bob\n  tasks:\n    - name: t\n      ansible.builtin.copy:\n        dest: /x\n        content: y\n        force: false\n",
+        "",
+        "bad.yml:8:9: error: picaops calls this module `copy`; these options differ: `force` (picaops accepts only `force: true`)",
+    ),
+    (
+        "Ansible's groups without append (Ansible would remove the other groups)",
+        "- name: p\n  hosts: bob\n  tasks:\n    - name: t\n      ansible.builtin.user: {name: ann, groups: [docker]}\n",
+        "",
+        "bad.yml:5:41: error: picaops calls this module `user`; these options differ: `groups` without `append: true`",
+    ),
+    (
+        "an Ansible module picaops has none of",
+        "- name: p\n  hosts: bob\n  tasks:\n    - name: t\n      ansible.builtin.blockinfile: {path: /x, block: y}\n",
+        "",
+        "picaops has no `blockinfile` module",
+    ),
+    (
+        "an option written inside a command line, as Ansible reads it",
+        "- name: p\n  hosts: bob\n  tasks:\n    - name: t\n      command: touch /x creates=/x\n",
+        "",
+        "bad.yml:5:16: error: `creates=/x` in this command line is an option for Ansible",
+    ),
+    (
+        "one option under two names",
+        "- name: p\n  hosts: bob\n  tasks:\n    - name: t\n      lineinfile: {path: /x, dest: /y, line: z}\n",
+        "",
+        "bad.yml:5:20: error: `dest` and `path` are one option (`path`) under two names",
     ),
     (
         "unknown option",

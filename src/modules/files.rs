@@ -120,7 +120,7 @@ impl FileRes {
                 Action::Create
             }
             (FileState::Touch, None) => {
-                ops.push(Op::Call(format!(": >> {p}")));
+                ops.push(Op::Call(format!("touch -- {p}")));
                 ops.push(Op::Call(new_attrs(0o644)));
                 Action::Create
             }

@@ -260,7 +260,7 @@ impl Opts<'_> {
     fn bool(&self, k: &str) -> Result<Option<bool>, OptionError> {
         match self.map.get(k) {
             None | Some(Value::Null) => Ok(None),
-            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(v) if boolean(v).is_some() => Ok(boolean(v)),
             Some(other) => Err(OptionError::new(
                 k,
                 format!(
@@ -342,6 +342,21 @@ impl Opts<'_> {
             owner: self.str("owner")?,
             group: self.str("group")?,
         })
+    }
+}
+
+/// A boolean as Ansible reads one: YAML's `true`/`false`, and the words `yes`/`no`, `on`/`off`,
+/// `true`/`false` in any case (YAML 1.2 reads `yes` as text; Ansible playbooks are full of it,
+/// and a template renders a boolean as `True`).
+pub fn boolean(v: &Value) -> Option<bool> {
+    match v {
+        Value::Bool(b) => Some(*b),
+        Value::String(s) => match s.to_ascii_lowercase().as_str() {
+            "yes" | "on" | "true" => Some(true),
+            "no" | "off" | "false" => Some(false),
+            _ => None,
+        },
+        _ => None,
     }
 }
 

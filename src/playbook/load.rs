@@ -11,11 +11,12 @@ use serde::Deserialize;
 use serde_json::Value;
 use serde_saphyr::Spanned;
 
+use super::ansible;
 use super::model::{Arg, Args, Play, Playbook, Task};
 use super::template::Templates;
 use crate::diagnostic::{did_you_mean, Diagnostic, Place, Sources};
 use crate::inventory::{Located, Var};
-use crate::modules::{self, ModuleSpec};
+use crate::modules;
 use crate::yaml::{self, place_of, Name};
 
 type VarsDoc = IndexMap<Name, Spanned<Value>>;
@@ -49,17 +50,6 @@ pub const TASK_KEYWORDS: &[&str] = &[
     "vars",
     "no_log",
     "login_guard",
-];
-
-/// Ansible module names people will type, and what picaops calls them.
-const ANSIBLE_NAMES: &[(&str, &str)] = &[
-    ("lineinfile", "line"),
-    ("apt", "package"),
-    ("systemd", "unit` or `service"),
-    ("systemd_service", "service"),
-    ("ansible.builtin.copy", "copy"),
-    ("ansible.builtin.template", "template"),
-    ("ansible.builtin.file", "file"),
 ];
 
 /// Reads and checks every playbook file. `Err` holds every problem found in all of them.
@@ -207,7 +197,7 @@ impl Reader<'_> {
         let mut vars = IndexMap::new();
         let mut no_log = false;
         let mut login_guard = false;
-        let mut module: Option<(&'static ModuleSpec, Place, Spanned<Value>)> = None;
+        let mut module: Option<(ansible::Resolved, Place, Spanned<Value>)> = None;
         for (key, value) in doc.value {
             let key_place = place_of(self.file, &key.0);
             let vplace = self.place(&value);
@@ -313,23 +303,21 @@ impl Reader<'_> {
                     }
                     _ => self.err(vplace, "`vars` takes a mapping of names to values", None),
                 },
-                other => match modules::spec(other) {
-                    Some(spec) => {
+                other => match ansible::resolve(other) {
+                    Some(resolved) => {
                         if let Some((first, first_place, _)) = &module {
                             self.err(
                                 key_place,
-                                format!("a task runs one module, and this one already has `{}` ({first_place})", first.name),
+                                format!("a task runs one module, and this one already has `{}` ({first_place})", first.spec.name),
                                 Some("split it into two tasks"),
                             );
                         } else {
-                            module = Some((spec, key_place, value));
+                            module = Some((resolved, key_place, value));
                         }
                     }
                     None => {
-                        let ansible = ANSIBLE_NAMES.iter().find(|(a, _)| *a == other);
-                        let help = match ansible {
-                            Some((_, ours)) => format!("picaops calls this module `{ours}`"),
-                            None => match did_you_mean(
+                        let help = ansible::no_module_help(other).unwrap_or_else(|| {
+                            match did_you_mean(
                                 other,
                                 modules::SPECS.iter().map(|s| s.name).chain(TASK_KEYWORDS.iter().copied()),
                             ) {
@@ -339,8 +327,8 @@ impl Reader<'_> {
                                     modules::SPECS.iter().map(|s| s.name).collect::<Vec<_>>().join(", "),
                                     TASK_KEYWORDS.join(", ")
                                 ),
-                            },
-                        };
+                            }
+                        });
                         self.err(
                             key_place.with_len(other.chars().count() as u64),
                             format!("unknown module or task keyword `{other}`"),
@@ -350,7 +338,7 @@ impl Reader<'_> {
                 },
             }
         }
-        let Some((spec, module_place, args)) = module else {
+        let Some((resolved, module_place, args)) = module else {
             if self.diags.len() == before {
                 self.err(
                     place.clone(),
@@ -375,7 +363,8 @@ impl Reader<'_> {
             );
             return None;
         };
-        let args = self.args(spec, &module_place, args);
+        let spec = resolved.spec;
+        let args = self.args(&resolved, &module_place, args);
         if self.diags.len() > before {
             return None;
         }
@@ -399,14 +388,27 @@ impl Reader<'_> {
 
     fn args(
         &mut self,
-        spec: &'static ModuleSpec,
+        resolved: &ansible::Resolved,
         module_place: &Place,
         value: Spanned<Value>,
     ) -> Option<Args> {
+        let spec = resolved.spec;
         let vplace = self.place(&value);
         match value.value {
             Value::String(s) if spec.free_form => {
                 self.check_template(&s, &vplace);
+                if let Some((at, option)) = ansible::inline_option(&s) {
+                    let word = s[at..].split_whitespace().next().unwrap_or_default();
+                    self.err(
+                        vplace.clone(),
+                        format!("`{word}` in this command line is an option for Ansible, and picaops would pass it to the command"),
+                        Some(&format!(
+                            "write the command and the option apart: `{}: {{cmd: \"…\", {option}: …}}`",
+                            spec.name
+                        )),
+                    );
+                    return None;
+                }
                 Some(Args::Free(Located {
                     value: s,
                     place: vplace,
@@ -415,36 +417,73 @@ impl Reader<'_> {
             Value::Object(map) => {
                 let mut out = IndexMap::new();
                 let mut ok = true;
+                let written: Vec<String> = map.keys().cloned().collect();
+                let mut written_as = std::collections::HashMap::new();
                 for (key, v) in map {
                     let place = self.find_key(&vplace, &key);
-                    if !spec.options.contains(&key.as_str()) {
+                    let ours = match resolved.option(&key, &v) {
+                        ansible::OptionFate::Keep(ours) => ours,
+                        ansible::OptionFate::Drop => continue,
+                        ansible::OptionFate::Refuse(message, help) => {
+                            ok = false;
+                            self.err(
+                                place.clone().with_len(key.chars().count() as u64),
+                                message,
+                                Some(&help),
+                            );
+                            continue;
+                        }
+                        ansible::OptionFate::Unknown => {
+                            ok = false;
+                            let help = match did_you_mean(&key, spec.options.iter().copied()) {
+                                Some(s) => format!(
+                                    "did you mean `{s}`? Options of `{}`: {}",
+                                    spec.name,
+                                    spec.options.join(", ")
+                                ),
+                                None => {
+                                    format!(
+                                        "options of `{}`: {}",
+                                        spec.name,
+                                        spec.options.join(", ")
+                                    )
+                                }
+                            };
+                            self.err(
+                                place.clone().with_len(key.chars().count() as u64),
+                                format!("unknown option `{key}` for module `{}`", spec.name),
+                                Some(&help),
+                            );
+                            continue;
+                        }
+                    };
+                    if let Some(first) = written_as.get(ours) {
                         ok = false;
-                        let help = match did_you_mean(&key, spec.options.iter().copied()) {
-                            Some(s) => format!(
-                                "did you mean `{s}`? Options of `{}`: {}",
-                                spec.name,
-                                spec.options.join(", ")
-                            ),
-                            None => {
-                                format!("options of `{}`: {}", spec.name, spec.options.join(", "))
-                            }
-                        };
                         self.err(
                             place.clone().with_len(key.chars().count() as u64),
-                            format!("unknown option `{key}` for module `{}`", spec.name),
-                            Some(&help),
+                            format!(
+                                "`{first}` and `{key}` are one option (`{ours}`) under two names"
+                            ),
+                            Some("keep one of the two"),
                         );
                         continue;
                     }
+                    written_as.insert(ours, key.clone());
                     let value_place = self.value_place_after_key(&place);
                     self.check_templates(&v, &value_place);
                     out.insert(
-                        key,
+                        ours.to_string(),
                         Arg {
                             value: v,
                             place: value_place,
                         },
                     );
+                }
+                let names: Vec<&str> = written.iter().map(String::as_str).collect();
+                for (option, message, help) in resolved.missing_companions(&names) {
+                    ok = false;
+                    let place = self.find_key(&vplace, option);
+                    self.err(place.with_len(option.len() as u64), message, Some(&help));
                 }
                 for group in spec.required {
                     if !group.iter().any(|k| out.contains_key(*k)) {

@@ -1,6 +1,7 @@
 //! Playbooks: Ansible-like plays of tasks, read strictly, and the minijinja layer that renders
 //! them with a host's variables.
 
+pub mod ansible;
 pub mod budget;
 pub mod load;
 pub mod model;

@@ -339,6 +339,8 @@ impl Engine {
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_auto_escape_callback(|_| AutoEscape::None);
         env.set_keep_trailing_newline(true);
+        // Ansible renders task values with trim_blocks too: the newline after a block tag goes.
+        env.set_trim_blocks(true);
         // Debug mode is what makes minijinja keep the byte range of a failing expression; it is
         // off by default in release builds, and our error positions depend on it.
         env.set_debug(true);
