@@ -9,6 +9,7 @@ pub mod converge;
 pub mod date;
 pub mod diagnostic;
 pub mod fence;
+pub mod help_files;
 pub mod human;
 pub mod inventory;
 pub mod lab;

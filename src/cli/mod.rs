@@ -13,7 +13,8 @@ pub mod vm;
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
+use picaops::help_files::{self, Shell};
 use picaops::output::{Format, Output};
 
 const ABOUT: &str = "Run a small hoster's two sites from an admin workstation: \
@@ -103,6 +104,16 @@ pub enum Command {
     /// A whole site at once: `site recover SITE` when it is lost.
     #[command(subcommand)]
     Site(site::SiteCommand),
+    /// Print the completion script for SHELL (bash, zsh or fish) on stdout.
+    #[command(after_help = help_files::COMPLETIONS_EXAMPLES)]
+    Completions { shell: Shell },
+    /// Print picaops's man page on stdout, or write a page per subcommand into DIR.
+    #[command(after_help = help_files::MAN_EXAMPLES)]
+    Man {
+        /// Write picaops.1, picaops-apply.1, … into DIR (created if missing) instead.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 pub fn dispatch(cli: Cli) -> i32 {
@@ -119,6 +130,8 @@ pub fn dispatch(cli: Cli) -> i32 {
         Command::Service(cmd) => service::run(cmd, &cli.global, &out),
         Command::Vm(cmd) => vm::run(cmd, &cli.global, &out),
         Command::Site(cmd) => site::run_site(cmd, &cli.global, &out),
+        Command::Completions { shell } => help_files::print_completions(Cli::command(), shell),
+        Command::Man { dir } => help_files::print_man(Cli::command(), dir.as_deref(), &out),
     }
 }
 
