@@ -25,6 +25,7 @@ pub mod secrets;
 pub mod sections;
 pub mod service;
 pub mod site;
+pub mod status;
 pub mod transport;
 pub mod values;
 pub mod vm;

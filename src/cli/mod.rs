@@ -9,6 +9,7 @@ pub mod lab;
 pub mod run;
 pub mod service;
 pub mod site;
+pub mod status;
 pub mod vm;
 
 use std::path::PathBuf;
@@ -101,6 +102,8 @@ pub enum Command {
     /// VMs on the hypervisors: list (with drift from the inventory), start, stop, reboot, console.
     #[command(subcommand)]
     Vm(vm::VmCommand),
+    /// The whole site at a glance: machines, drift, services, backups, access ending soon.
+    Status(status::StatusArgs),
     /// A whole site at once: `site recover SITE` when it is lost.
     #[command(subcommand)]
     Site(site::SiteCommand),
@@ -130,6 +133,7 @@ pub fn dispatch(cli: Cli) -> i32 {
         Command::Service(cmd) => service::run(cmd, &cli.global, &out),
         Command::Vm(cmd) => vm::run(cmd, &cli.global, &out),
         Command::Site(cmd) => site::run_site(cmd, &cli.global, &out),
+        Command::Status(args) => status::run(args, &cli.global, &out),
         Command::Completions { shell } => help_files::print_completions(Cli::command(), shell),
         Command::Man { dir } => help_files::print_man(Cli::command(), dir.as_deref(), &out),
     }

@@ -160,12 +160,10 @@ fn deploy_cmd(global: &Global, out: &Output, args: &DeployArgs, mode: Mode) -> i
     summary.exit_code()
 }
 
-fn list_cmd(args: &ListArgs, global: &Global, out: &Output) -> i32 {
+/// Reads what runs on the selected machines (`service list`, and `picaops status`).
+pub fn listing(args: &ListArgs, global: &Global, out: &Output) -> Result<list::Listing, i32> {
     let (inv, selected, known_hosts) =
-        match super::inventory::load_inventory_and_targets(global, args.limit.as_deref(), out) {
-            Ok(t) => t,
-            Err(code) => return code,
-        };
+        super::inventory::load_inventory_and_targets(global, args.limit.as_deref(), out)?;
     let targets = deploy::targets(&inv, selected, false);
     let machines: BTreeSet<String> = targets.iter().map(|t| t.name.clone()).collect();
     // Drift needs the rendered projects (secrets included); without them it is "unknown".
@@ -194,9 +192,17 @@ fn list_cmd(args: &ListArgs, global: &Global, out: &Output) -> i32 {
         Ok(Some(Ok(l))) => l,
         Ok(Some(Err(e))) => {
             eprintln!("{}: {e}", out.paint(Style::Red, "picaops"));
-            return EXIT_HOST_FAILED;
+            return Err(EXIT_HOST_FAILED);
         }
-        _ => return 130,
+        _ => return Err(130),
+    };
+    Ok(listing)
+}
+
+fn list_cmd(args: &ListArgs, global: &Global, out: &Output) -> i32 {
+    let listing = match listing(args, global, out) {
+        Ok(l) => l,
+        Err(code) => return code,
     };
     match out.format {
         Format::Json => println!(
