@@ -22,7 +22,8 @@ pub enum InventoryCommand {
     },
     /// Sites → hosts → VMs → services as a tree.
     Graph {
-        /// `tree` for the terminal, `dot` for Graphviz (`| dot -Tsvg > picasoft.svg`).
+        /// `tree` for the terminal, `dot` for Graphviz, `svg` drawn by Graphviz when installed
+        /// (`--format svg > picasoft.svg`).
         #[arg(long, value_enum, default_value_t = GraphFormat::Tree)]
         format: GraphFormat,
     },
@@ -39,6 +40,7 @@ pub enum InventoryCommand {
 pub enum GraphFormat {
     Tree,
     Dot,
+    Svg,
 }
 
 pub fn run(cmd: InventoryCommand, global: &Global, out: &Output) -> i32 {
@@ -51,6 +53,13 @@ pub fn run(cmd: InventoryCommand, global: &Global, out: &Output) -> i32 {
         InventoryCommand::Graph { format } => {
             match (format, out.format) {
                 (GraphFormat::Dot, _) => print!("{}", graph::render_dot(&inv)),
+                (GraphFormat::Svg, _) => match graph::render_svg(&inv) {
+                    Ok(svg) => print!("{svg}"),
+                    Err(e) => {
+                        eprintln!("{}: {e}", out.paint(Style::Red, "picaops"));
+                        return EXIT_HOST_FAILED;
+                    }
+                },
                 (_, Format::Json) => println!("{}", json(&inv)),
                 (GraphFormat::Tree, Format::Human) => {
                     let (b, d, r) = if out.color {

@@ -1,4 +1,5 @@
-//! Drawing the topology: sites → hosts → VMs → services, as a terminal tree or Graphviz dot.
+//! Drawing the topology: sites → hosts → VMs → services, as a terminal tree, Graphviz dot, or an
+//! SVG drawn by Graphviz's `dot` when it is installed.
 
 use std::fmt::Write as _;
 
@@ -189,4 +190,47 @@ pub fn render_dot(inv: &Inventory) -> String {
     }
     out.push_str("}\n");
     out
+}
+
+/// Why no SVG could be drawn.
+#[derive(Debug, thiserror::Error)]
+pub enum SvgError {
+    #[error("Graphviz is not installed here (no `dot` program): install it (`apt-get install graphviz`), or print the graph with `--format dot` and draw it elsewhere")]
+    NoGraphviz,
+    #[error("Graphviz's `dot` failed: {0}")]
+    Dot(String),
+}
+
+/// The site map as SVG, drawn by Graphviz's `dot` from [`render_dot`].
+pub fn render_svg(inv: &Inventory) -> Result<String, SvgError> {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let mut child = match Command::new("dot")
+        .arg("-Tsvg")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(SvgError::NoGraphviz),
+        Err(e) => return Err(SvgError::Dot(e.to_string())),
+    };
+    let dot = render_dot(inv);
+    let written = child
+        .stdin
+        .take()
+        .map(|mut stdin| stdin.write_all(dot.as_bytes()));
+    let out = child
+        .wait_with_output()
+        .map_err(|e| SvgError::Dot(e.to_string()))?;
+    if let Some(Err(e)) = written {
+        return Err(SvgError::Dot(format!("writing the graph to it: {e}")));
+    }
+    if !out.status.success() {
+        return Err(SvgError::Dot(
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ));
+    }
+    String::from_utf8(out.stdout).map_err(|_| SvgError::Dot("its output is not UTF-8".into()))
 }
