@@ -1,12 +1,13 @@
 //! Retrying what failed, against real sshd processes on loopback addresses (no lab): the binary
-//! records the machines an apply left failed, and `--limit @failed` (and `@FILE`) selects
-//! exactly them, counted by the logins each sshd accepted.
+//! records the machines an apply left failed, `--limit @failed` (and `@FILE`) selects exactly
+//! them, counted by the logins each sshd accepted; and command tasks with `until`, `retries`
+//! and `delay` run again on the host until the condition holds, or fail with why.
 //!
 //! Each test keeps picaops' state (the record) in a directory of its own (`XDG_STATE_HOME`).
 
 mod transport_support;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use transport_support::{Sshd, Workstation, NOSUDO_USER};
@@ -232,4 +233,175 @@ fn limit_at_file_selects_its_names_and_refuses_unknown_or_empty_ones() {
     assert!(stdout.contains("bravo"), "{stdout}");
     assert_eq!(a.accepted_logins(), 0);
     assert!(b.accepted_logins() > 0);
+}
+
+/// A shell line that counts its runs in `counter`, prints `attempt N`, and succeeds from run
+/// `succeed_from`.
+fn counting(counter: &Path, succeed_from: u32) -> String {
+    format!(
+        "n=$(cat {c} 2>/dev/null || echo 0); n=$((n + 1)); echo $n > {c}; echo attempt $n; \
+         echo not yet >&2; test $n -ge {succeed_from}",
+        c = counter.display()
+    )
+}
+
+#[test]
+fn until_runs_the_command_again_until_it_holds_and_fails_with_why_after_the_retries() {
+    let ws = Workstation::new();
+    let a = Sshd::start(&ws);
+    let setup = Setup::new(&ws, &[("alpha", &a)]);
+    let counter = setup.path("work/count");
+    let after = setup.path("work/after");
+    let play = setup.playbook(
+        "until.yml",
+        &format!(
+            "- name: Waits\n  hosts: all\n  tasks:\n    - name: wait for it\n      \
+             shell: '{}'\n      register: result\n      until: result.rc == 0\n      \
+             retries: 4\n      delay: 0\n    - name: what it saw\n      \
+             copy: {{dest: {}, content: \"{{{{ result.stdout }}}}, {{{{ result.attempts }}}}\"}}\n",
+            counting(&counter, 3),
+            after.display()
+        ),
+    );
+
+    let (code, stdout, stderr) = setup.picaops(&["plan", &play]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("until result.rc == 0: at most 5 attempts, 0 s apart"),
+        "the plan says it may run again:\n{stdout}"
+    );
+
+    let (code, stdout, stderr) = setup.picaops(&["apply", &play]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("ran 3 times, until held on attempt 3"),
+        "the report shows the attempts:\n{stdout}"
+    );
+    assert_eq!(std::fs::read_to_string(&counter).unwrap().trim(), "3");
+    assert_eq!(
+        std::fs::read_to_string(&after).unwrap(),
+        "attempt 3, 3",
+        "the registered result is the last attempt's, with `attempts`"
+    );
+
+    // In a loop, each item runs until it holds before the next starts, and `register` gets
+    // every item's result.
+    let order = setup.path("work/order");
+    let play = setup.playbook(
+        "loop.yml",
+        &format!(
+            "- name: Waits\n  hosts: all\n  tasks:\n    - name: wait for {{{{ item }}}}\n      \
+             shell: 'echo {{{{ item }}}} >> {order}; {}'\n      loop: [x, y]\n      \
+             register: result\n      until: result.rc == 0\n      delay: 0\n    \
+             - name: what it saw\n      copy: {{dest: {}, content: \"{{{{ result.results | length }}}}: \
+             {{{{ result.results[0].attempts }}}} {{{{ result.results[1].attempts }}}}\"}}\n",
+            counting(&setup.path("work/count-{{ item }}"), 2),
+            after.display(),
+            order = order.display(),
+        ),
+    );
+    std::fs::remove_file(&after).unwrap();
+    let (code, stdout, stderr) = setup.picaops(&["apply", &play]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert_eq!(std::fs::read_to_string(&order).unwrap(), "x\nx\ny\ny\n");
+    assert_eq!(std::fs::read_to_string(&after).unwrap(), "2: 2 2");
+
+    // It never holds: 1 + retries attempts, `delay` apart, then the task fails with why.
+    std::fs::remove_file(&counter).unwrap();
+    std::fs::remove_file(&after).unwrap();
+    let play = setup.playbook(
+        "never.yml",
+        &format!(
+            "- name: Waits\n  hosts: all\n  tasks:\n    - name: wait in vain\n      \
+             shell: '{}'\n      register: result\n      until: result.rc == 0\n      \
+             retries: 2\n      delay: 1\n    - name: never reached\n      \
+             copy: {{dest: {}, content: x}}\n",
+            counting(&counter, 99),
+            after.display()
+        ),
+    );
+    let started = std::time::Instant::now();
+    let (code, stdout, stderr) = setup.picaops(&["apply", &play]);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(started.elapsed().as_secs_f64() >= 2.0, "two delays of 1 s");
+    assert_eq!(std::fs::read_to_string(&counter).unwrap().trim(), "3");
+    assert!(
+        stdout.contains(
+            "until `result.rc == 0` did not hold after 3 attempts (retries: 2, delay: 1 s); \
+             the last one: exit 1: not yet"
+        ) && stdout.contains("never.yml:4:7"),
+        "the failure says what was tried, and where the task is:\n{stdout}"
+    );
+    assert!(!after.exists(), "the tasks after a failed one do not run");
+    assert_eq!(recorded(&setup.records()[0]), ["alpha"]);
+}
+
+/// (what is wrong, the task's keywords after `name:`, expected place and message).
+const LOAD_ERRORS: &[(&str, &str, &str)] = &[
+    (
+        "until without register",
+        "      shell: 'true'\n      until: result.rc == 0\n",
+        "bad.yml:6:14: error: `until` reads the task's registered result, and this task has no `register`",
+    ),
+    (
+        "retries not a whole number",
+        "      shell: 'true'\n      register: r\n      until: r.rc == 0\n      retries: three\n",
+        "bad.yml:8:16: error: `retries` must be a whole number from 0 to 100, not \"three\"",
+    ),
+    (
+        "retries too many",
+        "      shell: 'true'\n      register: r\n      until: r.rc == 0\n      retries: 1000\n",
+        "bad.yml:8:16: error: `retries` must be a whole number from 0 to 100, not 1000",
+    ),
+    (
+        "delay too long",
+        "      shell: 'true'\n      register: r\n      until: r.rc == 0\n      delay: 86400\n",
+        "bad.yml:8:14: error: `delay` must be a whole number from 0 to 600 seconds, not 86400",
+    ),
+    (
+        "waiting more than an hour in all",
+        "      shell: 'true'\n      register: r\n      until: r.rc == 0\n      retries: 100\n      delay: 600\n",
+        "bad.yml:7:14: error: `retries: 100` with `delay: 600` may wait 60000 s",
+    ),
+    (
+        "retries on another module",
+        "      copy: {dest: /tmp/x, content: y}\n      retries: 3\n",
+        "bad.yml:6:7: error: picaops retries command tasks only (`command`, `shell`); this task runs `copy`",
+    ),
+    (
+        "retries without until",
+        "      command: 'true'\n      register: r\n      delay: 2\n",
+        "bad.yml:7:7: error: `retries` and `delay` need `until`",
+    ),
+    (
+        "until syntax error",
+        "      shell: 'true'\n      register: r\n      until: r.rc ==\n",
+        "bad.yml:7:",
+    ),
+];
+
+#[test]
+fn retry_keywords_are_checked_at_load_time_with_their_place() {
+    let ws = Workstation::new();
+    let a = Sshd::start(&ws);
+    let setup = Setup::new(&ws, &[("alpha", &a)]);
+    for (what, keywords, expected) in LOAD_ERRORS {
+        let play = setup.playbook(
+            "bad.yml",
+            &format!("- name: p\n  hosts: all\n  tasks:\n    - name: t\n{keywords}"),
+        );
+        for cmd in ["plan", "apply"] {
+            let (code, _, stderr) = setup.picaops(&[cmd, &play]);
+            assert_eq!(code, 2, "{what} ({cmd}):\n{stderr}");
+            assert!(
+                stderr.contains(expected),
+                "{what} ({cmd}): expected {expected:?} in:\n{stderr}"
+            );
+        }
+    }
+    assert_eq!(
+        a.accepted_logins(),
+        0,
+        "an invalid playbook contacted a host"
+    );
 }
