@@ -7,6 +7,8 @@
 //! - A saved plan (`plan --out FILE`, then `apply FILE`) covers every phase that ran: applying
 //!   it first plans again, and refuses everything (nothing applied) if any machine of any phase
 //!   moved since ([`moved_since`]).
+//! - An apply updates the record of the machines it left failed, which `--limit @failed`
+//!   selects ([`record_failed`]).
 //!
 //! Nothing here prints: [`render_human`] and [`render_json`] give the caller the output.
 
@@ -21,7 +23,9 @@ use serde_json::Value;
 use crate::converge::phase::{ConvergeDetail, ConvergePhase, ConvergeRequest};
 use crate::converge::saved::{self, SavedPlan};
 use crate::inventory::Inventory;
-use crate::lifecycle::{Phase, PhaseError, PhaseKind, RunContext, Settings, SiteRun, Summary};
+use crate::lifecycle::{
+    Phase, PhaseError, PhaseKind, RunContext, Settings, SiteRun, Status, Summary,
+};
 use crate::output::Output;
 use crate::service::phase::ServicesPhase;
 use crate::transport::Target;
@@ -222,6 +226,41 @@ pub fn save_plan(summary: &Summary, request: &Request, path: &Path) -> std::io::
         },
     );
     plan.write(path)
+}
+
+/// After an apply, updates the inventory's record of failed machines (`--limit @failed`,
+/// see [`crate::inventory::failed`]): a machine that failed, or had a change refused for want
+/// of a flag, in any phase is added; one that every phase it took part in converged is
+/// removed; one that was only skipped is kept as it was. Returns a line for people when the
+/// record names machines now.
+pub fn record_failed(
+    summary: &Summary,
+    inventory_dir: &Path,
+) -> Result<Option<String>, crate::inventory::failed::RecordError> {
+    let mut failed = std::collections::BTreeSet::new();
+    let mut converged = std::collections::BTreeSet::new();
+    for (_, m) in summary.statuses() {
+        match m.status {
+            Status::Failed { .. } | Status::Refused { .. } => {
+                failed.insert(m.machine.clone());
+            }
+            Status::Unchanged | Status::Changed { .. } => {
+                converged.insert(m.machine.clone());
+            }
+            Status::Skipped { .. } => {}
+        }
+    }
+    converged.retain(|m| !failed.contains(m));
+    let record = crate::inventory::failed::update(inventory_dir, &failed, &converged)?;
+    if record.machines.is_empty() {
+        return Ok(None);
+    }
+    let names: Vec<&str> = record.machines.iter().map(|l| l.name.as_str()).collect();
+    Ok(Some(format!(
+        "recorded as failed: {} (in {}); `picaops apply --limit @failed` retries them",
+        names.join(", "),
+        record.path.display()
+    )))
 }
 
 /// One machine of one phase that is not as the saved plan saw it.

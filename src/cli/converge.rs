@@ -20,7 +20,8 @@ pub struct Selection {
     /// Playbook files (default: playbooks/site.yml beside the inventory directory).
     #[arg(value_name = "PLAYBOOK")]
     pub playbooks: Vec<PathBuf>,
-    /// Which hosts: names, groups or sites, comma-separated; globs (`pica*`) and `!name` to exclude.
+    /// Which hosts: names, groups or sites, comma-separated; globs (`pica*`) and `!name` to exclude;
+    /// `@failed`: those the last apply left failed; `@FILE`: the names in FILE, one per line.
     #[arg(short, long)]
     pub limit: Option<String>,
     /// Only tasks with one of these tags (comma-separated; tasks tagged `always` too).
@@ -89,6 +90,10 @@ disk) needs --allow-destroy NAME. A VM made by hand with a declared name is adop
 Given a file saved by `picaops plan --out`, plans every phase again (VMs, hosts, services) and \
 applies only if no machine's state or planned changes moved since; otherwise nothing is applied \
 and the refusal names each machine and phase that moved.
+
+The machines an apply fails on (or refuses a change for) are recorded per inventory, in \
+~/.local/state/picaops/failed/ ($XDG_STATE_HOME); `--limit @failed` selects them. Each apply \
+updates the record: a machine it converges leaves it, so a fully successful run clears it.
 
 Exit codes: 0 every host converged; 1 at least one host failed (the others were still served; \
 the summary names each failure); 2 usage error or invalid inventory/playbook (nothing was \
@@ -260,6 +265,16 @@ fn run(sel: &Selection, global: &Global, out: &Output, mode: Mode, extras: RunEx
         Err(code) => return code,
     };
     super::site::print(&summary, out);
+    if mode == Mode::Apply {
+        match site::record_failed(&summary, &global.inventory) {
+            Ok(Some(note)) if out.format == Format::Human => eprintln!("{note}"),
+            Ok(_) => {}
+            Err(e) => {
+                eprintln!("{}: {e}", out.paint(Style::Red, who));
+                return EXIT_HOST_FAILED;
+            }
+        }
+    }
     if let Some(path) = extras.save_to {
         if let Err(e) = site::save_plan(&summary, &request, path) {
             eprintln!(

@@ -19,7 +19,8 @@ words are a program and its arguments, each passed unchanged (`picaops run -- to
 Exit codes: 0 the command succeeded everywhere; 1 at least one host failed (could not connect, \
 or the command exited non-zero; the summary names each host and why); 2 usage error.")]
 pub struct RunArgs {
-    /// Which hosts: names, groups or sites, comma-separated; globs (`pica*`) and `!name` to exclude.
+    /// Which hosts: names, groups or sites, comma-separated; globs (`pica*`) and `!name` to exclude;
+    /// `@failed`: those the last apply left failed; `@FILE`: the names in FILE, one per line.
     #[arg(short, long)]
     pub limit: Option<String>,
     /// How many hosts to work on at the same time.

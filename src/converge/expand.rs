@@ -148,6 +148,8 @@ pub struct Step {
     pub no_log: bool,
     pub login_guard: bool,
     pub become_root: bool,
+    /// `until`/`retries`/`delay`: the command runs again until the condition holds.
+    pub until: Option<super::until::Until>,
 }
 
 /// Where expansion stands in a host's plays.
@@ -279,6 +281,11 @@ impl<'a> HostExpander<'a> {
         if let Some(w) = &task.when {
             refs.extend(t.referenced_vars_expr(strip_braces(&w.value)));
         }
+        if let Some(r) = &task.retry {
+            let mut until = t.referenced_vars_expr(strip_braces(&r.until.value));
+            until.remove(&r.register);
+            refs.extend(until);
+        }
         let mut strings = Vec::new();
         if let Some(l) = &task.loop_items {
             collect_strings(&l.value, &mut strings);
@@ -398,26 +405,28 @@ impl<'a> HostExpander<'a> {
         become_root: bool,
         steps: &mut Vec<Step>,
     ) -> Result<(), Diagnostic> {
-        let mut make = |this: &mut Self, name: String, item: Option<String>, resource, preset| {
-            let id = this.next_id;
-            this.next_id += 1;
-            steps.push(Step {
-                id,
-                at,
-                handler,
-                name,
-                place: task.place.clone(),
-                module: task.module.name,
-                item,
-                resource,
-                preset,
-                register: task.register.clone(),
-                notify: task.notify.iter().map(|n| n.value.clone()).collect(),
-                no_log: task.no_log,
-                login_guard: task.login_guard,
-                become_root,
-            });
-        };
+        let mut make =
+            |this: &mut Self, name: String, item: Option<String>, resource, preset, until| {
+                let id = this.next_id;
+                this.next_id += 1;
+                steps.push(Step {
+                    id,
+                    at,
+                    handler,
+                    name,
+                    place: task.place.clone(),
+                    module: task.module.name,
+                    item,
+                    resource,
+                    preset,
+                    register: task.register.clone(),
+                    notify: task.notify.iter().map(|n| n.value.clone()).collect(),
+                    no_log: task.no_log,
+                    login_guard: task.login_guard,
+                    become_root,
+                    until,
+                });
+            };
         // A task that reads a result known only at apply is itself unknown until apply.
         let unknown_by = self
             .task_refs(task)
@@ -435,6 +444,7 @@ impl<'a> HostExpander<'a> {
                 None,
                 None,
                 Some((Action::Unknown, reason)),
+                None,
             );
             if let Some(r) = &task.register {
                 self.registers.insert(
@@ -503,6 +513,7 @@ impl<'a> HostExpander<'a> {
                             label,
                             None,
                             Some((Action::Skip, format!("when: {} is false", when.value))),
+                            None,
                         );
                         continue;
                     }
@@ -521,7 +532,14 @@ impl<'a> HostExpander<'a> {
                 }
             }
             let resource = self.resource(book, task, &ctx)?;
-            make(self, name, label, Some(resource), None);
+            let until = task.retry.as_ref().map(|r| super::until::Until {
+                until: r.until.clone(),
+                register: r.register.clone(),
+                retries: r.retries,
+                delay: r.delay,
+                vars: ctx.clone(),
+            });
+            make(self, name, label, Some(resource), None, until);
         }
         if let Some(r) = &task.register {
             self.registers.insert(r.clone(), Registered::Pending);

@@ -3,8 +3,9 @@
 //! For each host: expand the plays into steps (a segment at a time), read the state of every
 //! step in ONE round trip (the probe), diff locally, and — when applying — change what differs in
 //! ONE more round trip (the apply script, under the host's run lock, after checking that the state
-//! did not move since it was read). A no-op run costs one round trip per host. Hosts run in the
-//! transport pool; one host's failure never stops the others. Nothing here prints.
+//! did not move since it was read). A no-op run costs one round trip per host; a command with
+//! `until` one more per attempt after the first (see `until`). Hosts run in the transport pool;
+//! one host's failure never stops the others. Nothing here prints.
 
 pub mod expand;
 mod guard;
@@ -12,6 +13,7 @@ pub mod phase;
 pub mod report;
 pub mod saved;
 pub mod script;
+mod until;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
@@ -76,6 +78,9 @@ pub struct StepReport {
     pub status: Option<&'static str>,
     /// Apply: a failure's message, with the command's stderr.
     pub error: Option<String>,
+    /// Apply, a command with `until`: how many times it ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<u32>,
 }
 
 /// One host's result.
@@ -271,6 +276,9 @@ pub async fn converge_host(job: &Job, target: &Target, transport: &dyn Transport
         let mut start = 0;
         let mut restart = false;
         let mut stop = false;
+        // Registered results of the segment's parts so far: a looped task with `until` runs an
+        // item per part, and registers every item's result.
+        let mut results_so_far: HashMap<usize, Option<Value>> = HashMap::new();
         while start < steps.len() {
             let (outcome, consumed) = run_segment(
                 job,
@@ -286,7 +294,9 @@ pub async fn converge_host(job: &Job, target: &Target, transport: &dyn Transport
             segment += 1;
             match outcome {
                 SegmentOutcome::Continue(results) => {
-                    record_registers(&mut ex, &steps[start..start + consumed], &results);
+                    results_so_far.extend(results);
+                    let done = &steps[..start + consumed];
+                    record_registers(&mut ex, done, start, &results_so_far);
                     start += consumed;
                 }
                 SegmentOutcome::Moved if !retried && job.expected.is_none() && segment == 1 => {
@@ -434,7 +444,7 @@ async fn run_segment(
         None => steps.len(),
     };
     // How many steps this call handles: plan diffs them all; apply stops after the install.
-    let processed = if job.mode == Mode::Plan {
+    let mut processed = if job.mode == Mode::Plan {
         steps.len()
     } else {
         cut
@@ -452,6 +462,9 @@ async fn run_segment(
     let mut planned_ops: Vec<(usize, Op)> = Vec::new();
     let mut failed_plan = false;
     let mut overlay = Overlay::default();
+    // A command with `until` that runs ends what one apply script does: `until` is checked
+    // here once it ran, and the steps after it are read again after its last attempt.
+    let mut until_cut = steps.len();
     for (idx, s) in steps.iter().enumerate() {
         if idx >= cut && job.mode == Mode::Apply {
             break;
@@ -539,10 +552,27 @@ async fn run_segment(
                 maybe_notified.entry(play).or_default().insert(n.clone());
             }
         }
+        let runs_until = s.until.is_some() && action == Action::Run;
         for op in ops {
-            planned_ops.push((s.id, op));
+            planned_ops.push((
+                s.id,
+                match op {
+                    Op::Command(call) if runs_until => Op::Attempt(call),
+                    op => op,
+                },
+            ));
+        }
+        if let Some(u) = s.until.as_ref().filter(|_| runs_until) {
+            details.push(u.describe());
         }
         report.steps.push(step_report(s, action, details, content));
+        if runs_until && until_cut == steps.len() {
+            until_cut = idx + 1;
+            if job.mode == Mode::Apply {
+                processed = processed.min(until_cut);
+                break;
+            }
+        }
     }
     if failed_plan {
         let what: Vec<String> = report.steps[first..]
@@ -567,7 +597,7 @@ async fn run_segment(
         }
     }
     report.digests.push(digest(
-        &report.steps[first..(first + cut).min(report.steps.len())],
+        &report.steps[first..(first + cut.min(until_cut)).min(report.steps.len())],
     ));
     if let Some(expected) = &job.expected {
         if segment == 0 {
@@ -634,7 +664,7 @@ async fn run_segment(
             return (SegmentOutcome::Stop, steps.len());
         }
     };
-    let r = script::parse_apply(&out.stdout_lossy());
+    let mut r = script::parse_apply(&out.stdout_lossy());
     if let Some(info) = &r.stale {
         report.warnings.push(format!(
             "took over a stale run lock (its process is gone): {}",
@@ -661,6 +691,40 @@ async fn run_segment(
         mark_not_run(&mut report.steps[first..]);
         return (SegmentOutcome::Moved, steps.len());
     }
+    // The command with `until` the script ran last (an attempt without one is left "not run").
+    let attempted = steps[..processed].iter().find_map(|s| {
+        let rc = *r.tried.get(&s.id)?;
+        let call = planned_ops.iter().find_map(|(id, op)| match op {
+            Op::Attempt(call) if *id == s.id => Some(call.as_str()),
+            _ => None,
+        })?;
+        Some((s, s.until.as_ref()?, call, rc))
+    });
+    let settled = match attempted {
+        Some((s, until, call, rc)) => {
+            let (o, e) = r.output.get(&s.id).cloned().unwrap_or_default();
+            let settled = until::settle(
+                job,
+                transport,
+                report,
+                segment,
+                &lock_dir,
+                s,
+                until,
+                call,
+                (rc, o, e),
+            )
+            .await;
+            let (rc, o, e) = settled.last.clone();
+            r.output.insert(s.id, (o, e));
+            match &settled.error {
+                None => r.ok.push(s.id),
+                Some(_) => r.failed = Some((vec![s.id], rc)),
+            }
+            Some((s.id, until.outcome(&settled), settled))
+        }
+        None => None,
+    };
     let ok: BTreeSet<usize> = r.ok.iter().copied().collect();
     let failed: BTreeSet<usize> = r
         .failed
@@ -691,6 +755,16 @@ async fn run_segment(
         if s.resource.as_ref().is_some_and(|r| r.is_command()) && ok.contains(&s.id) {
             let (o, e) = r.output.get(&s.id).cloned().unwrap_or_default();
             results.insert(s.id, Some(registered_value(Action::Run, Some((0, o, e)))));
+        }
+        if let Some((_, outcome, settled)) = settled.as_ref().filter(|u| u.0 == s.id) {
+            rep.details.push(outcome.clone());
+            rep.attempts = Some(settled.attempts);
+            if let Some(e) = &settled.error {
+                rep.error = Some(e.clone());
+            }
+            if let Some(Some(v)) = results.get_mut(&s.id) {
+                v["attempts"] = Value::from(settled.attempts);
+            }
         }
     }
     if !failed.is_empty() || !r.done {
@@ -922,6 +996,7 @@ fn step_report(
         login_guard: s.login_guard,
         status: None,
         error: None,
+        attempts: None,
     }
 }
 
@@ -962,18 +1037,23 @@ fn registered_value(action: Action, output: Option<(i32, String, String)>) -> Va
     }
 }
 
-/// Turns the segment's results into registered variables (a loop registers `results`).
+/// Turns the segment's results into registered variables (a loop registers `results`): those
+/// of the tasks with a step from `steps[from..]` (the part that just ran), with every step of
+/// theirs in `steps`.
 fn record_registers(
     ex: &mut HostExpander<'_>,
     steps: &[Step],
+    from: usize,
     results: &HashMap<usize, Option<Value>>,
 ) {
+    let task = |s: &Step| (s.at.0, s.at.1, s.at.2, s.handler);
+    let ran: BTreeSet<_> = steps[from.min(steps.len())..].iter().map(task).collect();
     let mut by_task: BTreeMap<(usize, usize, usize, bool), Vec<&Step>> = BTreeMap::new();
-    for s in steps.iter().filter(|s| s.register.is_some()) {
-        by_task
-            .entry((s.at.0, s.at.1, s.at.2, s.handler))
-            .or_default()
-            .push(s);
+    for s in steps
+        .iter()
+        .filter(|s| s.register.is_some() && ran.contains(&task(s)))
+    {
+        by_task.entry(task(s)).or_default().push(s);
     }
     for group in by_task.values() {
         let name = group[0].register.clone().expect("filtered on register");

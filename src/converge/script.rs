@@ -6,7 +6,8 @@
 //! runs nothing at all. The apply script takes the host's run lock, re-reads the state and
 //! refuses to go on if it moved since the probe, runs each operation through `step` (stopping at
 //! the first failure), and ignores SIGHUP/SIGPIPE so that a dropped connection lets it finish
-//! instead of leaving work half done.
+//! instead of leaving work half done. A command with `until` is the last operation of its apply
+//! script; each further attempt is a script of its own ([`attempt_script`]).
 
 use std::collections::BTreeMap;
 
@@ -72,18 +73,11 @@ pub fn apply_script(
     lock: (&str, &str, u64),
     ops: &[Planned<'_>],
 ) -> String {
-    let (lock_dir, lock_info, lock_wait) = lock;
     let mut s = String::with_capacity(PRELUDE.len() + 4096);
     s.push_str(PRELUDE);
     s.push('\n');
     s.push_str(body);
-    s.push_str("main() {\ntrap '' HUP PIPE\ntrap p_cleanup EXIT\ntrap 'exit 130' INT TERM\n");
-    s.push_str("P_WORK=$(mktemp -d /tmp/picaops-apply.XXXXXX) || exit 1\n");
-    s.push_str(&format!(
-        "p_lock_init {}\np_lock_take {} {lock_wait} || exit 75\n",
-        q(lock_dir),
-        q(lock_info)
-    ));
+    locked_main(&mut s, lock);
     s.push_str(&format!(
         "p_fp=$(probe_body | grep -v '^@@' | sha256sum | cut -c1-64)\n[ \"$p_fp\" = {fingerprint} ] || {{ echo \"@@moved $p_fp\"; exit 76; }}\n"
     ));
@@ -113,6 +107,7 @@ pub fn apply_script(
         match p.op {
             Op::Call(call) => s.push_str(&format!("step {id} - {call} </dev/null || exit 10\n")),
             Op::Command(call) => s.push_str(&format!("step {id} r {call} </dev/null || exit 10\n")),
+            Op::Attempt(call) => s.push_str(&format!("step {id} t {call} </dev/null\n")),
             Op::Put {
                 path,
                 content,
@@ -179,6 +174,30 @@ pub fn apply_script(
     s
 }
 
+/// The start of `main` in the scripts that change a host: signals, work directory, run lock.
+fn locked_main(s: &mut String, (lock_dir, lock_info, lock_wait): (&str, &str, u64)) {
+    s.push_str("main() {\ntrap '' HUP PIPE\ntrap p_cleanup EXIT\ntrap 'exit 130' INT TERM\n");
+    s.push_str("P_WORK=$(mktemp -d /tmp/picaops-apply.XXXXXX) || exit 1\n");
+    s.push_str(&format!(
+        "p_lock_init {}\np_lock_take {} {lock_wait} || exit 75\n",
+        q(lock_dir),
+        q(lock_info)
+    ));
+}
+
+/// One more attempt of a command with `until` (step `id`, `call` as the apply script ran it),
+/// under the run lock. The state is not checked again: the earlier attempts changed it.
+pub fn attempt_script(lock: (&str, &str, u64), id: usize, call: &str) -> String {
+    let mut s = String::with_capacity(PRELUDE.len() + 512);
+    s.push_str(PRELUDE);
+    s.push('\n');
+    locked_main(&mut s, lock);
+    s.push_str(&format!(
+        "step {id} t {call} </dev/null\necho @@done\n}}\nmain\n"
+    ));
+    s
+}
+
 fn ids(ids: &[usize]) -> String {
     ids.iter()
         .map(|i| i.to_string())
@@ -195,6 +214,8 @@ pub struct ApplyOutput {
     pub failed: Option<(Vec<usize>, i32)>,
     /// Output of registered commands (and of the failed step): (stdout, stderr) by step.
     pub output: BTreeMap<usize, (String, String)>,
+    /// Attempts of commands with `until`: their exit status by step.
+    pub tried: BTreeMap<usize, i32>,
     /// Who holds the lock (decoded info), when it could not be taken.
     pub locked: Option<String>,
     /// A stale lock taken over: its info.
@@ -245,6 +266,10 @@ pub fn parse_apply(out: &str) -> ApplyOutput {
         match tag {
             "@@ok" => r.ok.extend(parse_ids(a)),
             "@@fail" => r.failed = Some((parse_ids(a), b.trim().parse().unwrap_or(1))),
+            "@@tried" => {
+                let rc = b.trim().parse().unwrap_or(1);
+                r.tried.extend(parse_ids(a).into_iter().map(|id| (id, rc)));
+            }
             "@@out" | "@@err" => {
                 for id in parse_ids(a) {
                     let e = r.output.entry(id).or_default();
@@ -294,6 +319,7 @@ mod tests {
                 update_cache: true,
             },
             Op::Command("run_shell '' 'echo hi | wc -c'".into()),
+            Op::Attempt("run_shell '' 'test -e /tmp/ready'".into()),
         ];
         let planned: Vec<Planned> = ops
             .iter()
@@ -304,6 +330,7 @@ mod tests {
             probe_script(&body, Some(5), ""),
             probe_script(&body, None, "/tmp/x"),
             apply_script(&body, "f", ("", "user=x", 0), &planned),
+            attempt_script(("", "user=x", 0), 5, "run_shell '' 'test -e /tmp/ready'"),
         ] {
             let mut child = std::process::Command::new("sh")
                 .arg("-n")
@@ -323,9 +350,9 @@ mod tests {
 
     #[test]
     fn reads_apply_markers() {
-        let out =
-            "@@stale dXNlcj1hCg==\n@@ok 0\n@@out 1 aGkK\n@@err 1 \n@@ok 1\n@@ok 2,3\n@@fail 4 2\n";
+        let out = "@@stale dXNlcj1hCg==\n@@ok 0\n@@out 1 aGkK\n@@err 1 \n@@ok 1\n@@ok 2,3\n@@tried 5 3\n@@fail 4 2\n";
         let r = parse_apply(out);
+        assert_eq!(r.tried.get(&5), Some(&3));
         assert_eq!(r.ok, vec![0, 1, 2, 3]);
         assert_eq!(r.failed, Some((vec![4], 2)));
         assert_eq!(r.output[&1].0, "hi\n");

@@ -1,10 +1,11 @@
 //! The inventory: sites, hosts, VMs, groups, variables — loaded from YAML, checked, resolved.
 //!
 //! `load` reads a directory into a checked `Inventory` (or every problem, with places);
-//! `select` turns a `--limit` pattern into machines; `vars` merges variables by precedence;
-//! `graph` draws the topology. Nothing here contacts a host.
+//! `select` turns a `--limit` pattern into machines (`failed` keeps what `@failed` selects);
+//! `vars` merges variables by precedence; `graph` draws the topology. Nothing here contacts a host.
 
 mod check;
+pub mod failed;
 pub mod graph;
 mod load;
 pub mod model;

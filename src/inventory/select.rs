@@ -8,9 +8,16 @@
 //! A limit that is empty once trimmed (`-l ""`, `-l ","`), or that has an empty term
 //! (`a,,b`), is refused: it nearly always comes from an unset shell variable
 //! (`-l "$HOSTS"`), and must not turn into "every machine". `all` says that on purpose.
+//!
+//! `@failed` stands for the machines the last apply left failed (see [`super::failed`]), and
+//! `@FILE` for the names in FILE, one per line: both are refused when they name nothing (no
+//! record, an empty record or file), and each name in them must match like any other term.
 
+use std::path::Path;
+
+use super::failed;
 use super::model::{Inventory, Machine};
-use crate::diagnostic::did_you_mean;
+use crate::diagnostic::{did_you_mean, Place};
 
 /// Why a `--limit` was refused (nothing was done).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -43,6 +50,46 @@ pub enum LimitError {
         term: String,
         suggestion: Option<String>,
     },
+    /// `@failed` with nothing recorded: `why` says whether an apply ever ran.
+    #[error(
+        "--limit @failed: no failed machines are recorded for this inventory ({inventory}): \
+         {why}. Nothing was done. Name the machines to act on, or give `-l all`."
+    )]
+    NoFailed { inventory: String, why: String },
+    /// The record of failed machines, or a `@FILE`, cannot be read.
+    #[error("--limit {term}: {why}. Nothing was done.")]
+    Unreadable { term: String, why: String },
+    #[error(
+        "--limit {term}: {path} names no machine (only blank lines and comments): nothing was \
+         done. An empty list must not mean every machine; give `-l all` for that."
+    )]
+    EmptyList { term: String, path: String },
+    /// A line of a `@FILE` that is not one name.
+    #[error("{place}: {why} (read for --limit {term}). Nothing was done.")]
+    BadLine {
+        term: String,
+        place: Place,
+        why: String,
+    },
+    /// A name read from `@failed` or a `@FILE` that matches nothing.
+    #[error(
+        "{place}: `{name}` (read for --limit {term}) matches no machine, group or site.{} \
+         Nothing was done: fix the list, or name the machines on the command line.",
+        .suggestion.as_ref().map(|s| format!(" Did you mean `{s}`?")).unwrap_or_default()
+    )]
+    NoMatchListed {
+        term: String,
+        place: Place,
+        name: String,
+        suggestion: Option<String>,
+    },
+}
+
+/// A positive or negated term once `@failed` and `@FILE` are read: the name or glob, and the
+/// list and place it was read from.
+struct Term {
+    text: String,
+    listed: Option<(String, Place)>,
 }
 
 /// Why a run's machines could not be made ready to contact (nothing was contacted).
@@ -84,28 +131,112 @@ pub fn select<'a>(
     let Some(pattern) = pattern else {
         return Ok(inv.machines().collect());
     };
-    let terms = terms(pattern)?;
-    let mut include: Vec<&str> = Vec::new();
-    let mut exclude: Vec<&str> = Vec::new();
-    for term in terms {
-        match term.strip_prefix('!') {
-            Some(t) => exclude.push(t.trim()),
-            None => include.push(term),
+    let mut include: Vec<Term> = Vec::new();
+    let mut exclude: Vec<Term> = Vec::new();
+    for term in terms(pattern)? {
+        let (negated, t) = match term.strip_prefix('!') {
+            Some(t) => (true, t.trim()),
+            None => (false, term),
+        };
+        let read = match t.strip_prefix('@') {
+            Some(list) => listed(inv, t, list)?,
+            None => vec![Term {
+                text: t.to_string(),
+                listed: None,
+            }],
+        };
+        if negated {
+            exclude.extend(read);
+        } else {
+            include.extend(read);
         }
     }
     for term in include.iter().chain(&exclude) {
-        if !inv.machines().any(|m| matches(inv, m, term)) {
+        if !inv.machines().any(|m| matches(inv, m, &term.text)) {
             let names = all_names(inv);
-            return Err(LimitError::NoMatch {
-                term: term.to_string(),
-                suggestion: did_you_mean(term, names.iter().copied()).map(String::from),
+            let suggestion = did_you_mean(&term.text, names.iter().copied()).map(String::from);
+            return Err(match &term.listed {
+                None => LimitError::NoMatch {
+                    term: term.text.clone(),
+                    suggestion,
+                },
+                Some((list, place)) => LimitError::NoMatchListed {
+                    term: list.clone(),
+                    place: place.clone(),
+                    name: term.text.clone(),
+                    suggestion,
+                },
             });
         }
     }
     Ok(inv
         .machines()
-        .filter(|m| include.is_empty() || include.iter().any(|t| matches(inv, *m, t)))
-        .filter(|m| !exclude.iter().any(|t| matches(inv, *m, t)))
+        .filter(|m| include.is_empty() || include.iter().any(|t| matches(inv, *m, &t.text)))
+        .filter(|m| !exclude.iter().any(|t| matches(inv, *m, &t.text)))
+        .collect())
+}
+
+/// The names `@failed` (the record of the last apply) or `@FILE` stand for; `term` is the
+/// whole `@…` term, `what` the part after `@`. Never empty: a list naming nothing is an error.
+fn listed(inv: &Inventory, term: &str, what: &str) -> Result<Vec<Term>, LimitError> {
+    let unreadable = |why: String| LimitError::Unreadable {
+        term: term.to_string(),
+        why,
+    };
+    let names = if what == "failed" {
+        let record = failed::read(&inv.dir).map_err(|e| unreadable(e.to_string()))?;
+        let inventory = inv.dir.display().to_string();
+        match record {
+            None => {
+                let at = failed::record_path(&inv.dir)
+                    .map(|p| format!(" (the record would be {})", p.display()))
+                    .unwrap_or_default();
+                return Err(LimitError::NoFailed {
+                    inventory,
+                    why: format!("no apply of it has run from this account yet{at}"),
+                });
+            }
+            Some(r) if r.machines.is_empty() => {
+                return Err(LimitError::NoFailed {
+                    inventory,
+                    why: format!(
+                        "the last apply{} succeeded on every machine it was given",
+                        r.written.map(|w| format!(" ({w})")).unwrap_or_default()
+                    ),
+                })
+            }
+            Some(r) => r.machines,
+        }
+    } else {
+        if what.is_empty() {
+            return Err(unreadable(
+                "`@` takes `failed` (the machines the last apply left failed) or a file of names"
+                    .into(),
+            ));
+        }
+        let path = Path::new(what);
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| unreadable(format!("cannot read {what}: {e}")))?;
+        let names =
+            failed::parse_names(path, &text).map_err(|(place, why)| LimitError::BadLine {
+                term: term.to_string(),
+                place,
+                why,
+            })?;
+        if names.is_empty() {
+            return Err(LimitError::EmptyList {
+                term: term.to_string(),
+                path: what.to_string(),
+            });
+        }
+        names
+    };
+    Ok(names
+        .into_iter()
+        .map(|l| Term {
+            text: l.name,
+            listed: Some((term.to_string(), l.place)),
+        })
         .collect())
 }
 

@@ -475,6 +475,9 @@ pub enum Op {
     Systemctl(String),
     /// A command whose output is registered.
     Command(String),
+    /// A command with `until` (the engine makes it from a `Command`): it reports its exit
+    /// status and output and never stops the script; the engine checks `until` and retries.
+    Attempt(String),
 }
 
 /// The result of diffing one step.

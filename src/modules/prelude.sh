@@ -162,15 +162,18 @@ link() {
 }
 
 # step N KIND: runs the rest of the line (a function call) with output captured; reports @@ok/@@fail.
-# KIND r: report the output (registered command). Always continues to the next line; the caller stops.
+# KIND r: report the output (registered command). KIND t: an attempt of a command with `until`:
+# report the output and `@@tried N STATUS`, and succeed whatever the status (picaops checks until).
+# Always continues to the next line; the caller stops.
 p_out() { printf '@@%s %s ' "$2" "$1"; base64 -w0 < "$3"; echo; }
 step() {
   p_n=$1; p_k=$2; shift 2
   ( "$@" ) > "$P_WORK/out" 2> "$P_WORK/err"
   p_rc=$?
-  if [ "$p_k" = r ] || [ $p_rc -ne 0 ]; then
+  if [ "$p_k" != - ] || [ $p_rc -ne 0 ]; then
     p_out "$p_n" out "$P_WORK/out"; p_out "$p_n" err "$P_WORK/err"
   fi
+  if [ "$p_k" = t ]; then echo "@@tried $p_n $p_rc"; return 0; fi
   if [ $p_rc -eq 0 ]; then echo "@@ok $p_n"; else echo "@@fail $p_n $p_rc"; fi
   return $p_rc
 }

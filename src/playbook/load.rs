@@ -50,6 +50,9 @@ pub const TASK_KEYWORDS: &[&str] = &[
     "vars",
     "no_log",
     "login_guard",
+    "until",
+    "retries",
+    "delay",
 ];
 
 /// Reads and checks every playbook file. `Err` holds every problem found in all of them.
@@ -197,6 +200,7 @@ impl Reader<'_> {
         let mut vars = IndexMap::new();
         let mut no_log = false;
         let mut login_guard = false;
+        let (mut until, mut retries, mut delay) = (None, None, None);
         let mut module: Option<(ansible::Resolved, Place, Spanned<Value>)> = None;
         for (key, value) in doc.value {
             let key_place = place_of(self.file, &key.0);
@@ -288,6 +292,27 @@ impl Reader<'_> {
                     Value::Bool(b) => login_guard = b,
                     _ => self.err(vplace, "`login_guard` is true or false", None),
                 },
+                "until" => match &value.value {
+                    Value::String(s) => {
+                        if let Err(e) = self.templates.check_expr_syntax(strip_braces(s)) {
+                            self.template_err(&vplace, &e, "in this `until` expression");
+                        }
+                        until = Some(Located {
+                            value: s.clone(),
+                            place: vplace,
+                        })
+                    }
+                    other => self.err(
+                        vplace,
+                        format!("`until` must be an expression over the registered result, not {}", crate::human::kind(other)),
+                        Some("register the result and test it: `register: result` and `until: result.rc == 0`"),
+                    ),
+                },
+                "retries" | "delay" => match super::retry::whole(key.0.value.as_str(), &value.value) {
+                    Ok(n) if key.0.value == "retries" => retries = Some((n, key_place)),
+                    Ok(n) => delay = Some((n, key_place)),
+                    Err(message) => self.err(vplace, message, None),
+                },
                 "vars" => match value.value {
                     Value::Object(map) => {
                         for (k, v) in map {
@@ -364,6 +389,11 @@ impl Reader<'_> {
             return None;
         };
         let spec = resolved.spec;
+        let retry = super::retry::check(spec.name, register.as_deref(), until, retries, delay)
+            .unwrap_or_else(|d| {
+                self.diags.push(d);
+                None
+            });
         let args = self.args(&resolved, &module_place, args);
         if self.diags.len() > before {
             return None;
@@ -383,6 +413,7 @@ impl Reader<'_> {
             vars,
             no_log,
             login_guard,
+            retry,
         })
     }
 

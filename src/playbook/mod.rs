@@ -5,6 +5,7 @@ pub mod ansible;
 pub mod budget;
 pub mod load;
 pub mod model;
+pub mod retry;
 pub mod template;
 
 pub use model::{Arg, Args, Play, Playbook, Task};

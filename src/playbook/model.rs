@@ -56,6 +56,21 @@ pub struct Task {
     /// The task changes how people log in (sshd, access): apply checks the break-glass login
     /// before changing it, proves a fresh login works after, and puts it back if not.
     pub login_guard: bool,
+    /// `until` / `retries` / `delay` (command tasks only).
+    pub retry: Option<Retry>,
+}
+
+/// A command task run again until a condition on its registered result holds.
+#[derive(Clone, Debug)]
+pub struct Retry {
+    /// An expression over the registered result (`result.rc == 0`) that must give a boolean.
+    pub until: Located<String>,
+    /// The task's `register` name: what `until` reads.
+    pub register: String,
+    /// How many more times the command may run after the first attempt (Ansible's default 3).
+    pub retries: u32,
+    /// Seconds between two attempts (Ansible's default 5).
+    pub delay: u32,
 }
 
 /// A module's options as written.
