@@ -61,27 +61,41 @@ pub fn run(args: StatusArgs, global: &Global, out: &Output) -> i32 {
         playbooks: request.playbook_files(),
         ..request
     };
-    let plan = match site::prepare(inv.clone(), targets, known_hosts, settings, &request) {
-        Ok(run) => super::site::execute(run, out, "picaops status", "interrupted").ok(),
-        Err(e) => {
-            unread.push(("the site plan".to_string(), e.to_string()));
-            None
-        }
+    // The layers are read at the same time; only the plan draws progress.
+    let quiet = Output {
+        progress: false,
+        ..*out
     };
     let list_args = super::service::ListArgs {
         limit: None,
         forks: 20,
         connect_timeout: args.connect_timeout,
     };
-    let services = super::service::listing(&list_args, global, out).ok();
-    let backups = backup_rows(&inv, args.connect_timeout, out, &mut unread);
-    let people = match status::read_people(&inv, &global.inventory) {
-        Ok(p) => p,
-        Err(e) => {
-            unread.push(("the access directory".into(), e));
-            None
-        }
-    };
+    let (plan, services, (backups, backups_unread), (people, people_unread)) =
+        std::thread::scope(|scope| {
+            let services = scope.spawn(|| super::service::listing(&list_args, global, &quiet).ok());
+            let backups = scope.spawn(|| backup_rows(&inv, args.connect_timeout, &quiet));
+            let people = scope.spawn(|| match status::read_people(&inv, &global.inventory) {
+                Ok(p) => (p, None),
+                Err(e) => (None, Some(("the access directory".to_string(), e))),
+            });
+            let plan = match site::prepare(inv.clone(), targets, known_hosts, settings, &request) {
+                Ok(run) => super::site::execute(run, out, "picaops status", "interrupted").ok(),
+                Err(e) => {
+                    unread.push(("the site plan".to_string(), e.to_string()));
+                    None
+                }
+            };
+            let join = "a reading thread panicked";
+            (
+                plan,
+                services.join().expect(join),
+                backups.join().expect(join),
+                people.join().expect(join),
+            )
+        });
+    unread.extend(backups_unread);
+    unread.extend(people_unread);
     let readings = Readings {
         plan: plan.as_ref(),
         sites,
@@ -133,15 +147,16 @@ pub fn run(args: StatusArgs, global: &Global, out: &Output) -> i32 {
     report.exit_code()
 }
 
+type Unread = Option<(String, String)>;
+
 fn backup_rows(
     inv: &picaops::inventory::Inventory,
     connect_timeout: u64,
     out: &Output,
-    unread: &mut Vec<(String, String)>,
-) -> Option<Vec<picaops::backup::render::StatusRow>> {
+) -> (Option<Vec<picaops::backup::render::StatusRow>>, Unread) {
     use picaops::backup::{ops, show::Rows};
     if inv.backups.is_empty() {
-        return Some(Vec::new());
+        return (Some(Vec::new()), None);
     }
     let timeout = Duration::from_secs(connect_timeout.max(1));
     let result = ops::selection(inv, &[], None).and_then(|names| {
@@ -149,10 +164,7 @@ fn backup_rows(
         ops::status(inv, &names, &mut exec)
     });
     match result {
-        Ok(report) => Some(Rows::from(report).0),
-        Err(e) => {
-            unread.push(("the backups".into(), e.to_string()));
-            None
-        }
+        Ok(report) => (Some(Rows::from(report).0), None),
+        Err(e) => (None, Some(("the backups".into(), e.to_string()))),
     }
 }
