@@ -69,6 +69,31 @@ fn ansible() -> Option<PathBuf> {
     found
 }
 
+/// Runs `ansible-playbook -i localhost, ARGS PLAYBOOK` in `dir` with the venv's Python; fails
+/// the test with Ansible's output when it fails.
+fn ansible_playbook(venv: &Path, dir: &Path, args: &[&str], playbook: &str) {
+    let out = Command::new(venv.join("bin/ansible-playbook"))
+        .current_dir(dir)
+        .args(["-i", "localhost,"])
+        .args(args)
+        .arg("-e")
+        .arg(format!(
+            "ansible_python_interpreter={}",
+            venv.join("bin/python").display()
+        ))
+        .arg(playbook)
+        .env("ANSIBLE_NOCOLOR", "1")
+        .env("ANSIBLE_GATHERING", "explicit")
+        .output()
+        .expect("ansible-playbook runs");
+    assert!(
+        out.status.success(),
+        "ansible-playbook failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn template_files_render_byte_for_byte_as_ansible_renders_them() {
     let Some(venv) = ansible() else {
@@ -95,23 +120,7 @@ fn template_files_render_byte_for_byte_as_ansible_renders_them() {
         ),
     )
     .unwrap();
-    let out = Command::new(venv.join("bin/ansible-playbook"))
-        .current_dir(d)
-        .args(["-i", "localhost,", "-e", "@vars.json", "-e"])
-        .arg(format!(
-            "ansible_python_interpreter={}",
-            venv.join("bin/python").display()
-        ))
-        .arg("site.yml")
-        .env("ANSIBLE_NOCOLOR", "1")
-        .output()
-        .expect("ansible-playbook runs");
-    assert!(
-        out.status.success(),
-        "ansible-playbook failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ansible_playbook(&venv, d, &["-e", "@vars.json"], "site.yml");
 
     let vars: serde_json::Value = serde_json::from_str(VARS).unwrap();
     let ctx = minijinja::Value::from_serialize(&vars);
@@ -267,45 +276,17 @@ fn a_playbook_written_for_ansible_gives_the_same_files_under_picaops() {
         std::fs::write(d.join(file), text).unwrap();
     }
 
-    let run = Command::new(venv.join("bin/ansible-playbook"))
-        .current_dir(d)
-        .args(["-i", "localhost,", "-c", "local", "-e"])
-        .arg(format!(
-            "ansible_python_interpreter={}",
-            venv.join("bin/python").display()
-        ))
-        .arg("ansible.yml")
-        .env("ANSIBLE_NOCOLOR", "1")
-        .env("ANSIBLE_GATHERING", "explicit")
-        .output()
-        .expect("ansible-playbook runs");
-    assert!(
-        run.status.success(),
-        "ansible-playbook failed:\n{}{}",
-        String::from_utf8_lossy(&run.stdout),
-        String::from_utf8_lossy(&run.stderr)
-    );
+    ansible_playbook(&venv, d, &["-c", "local"], "ansible.yml");
 
     let ws = transport_support::Workstation::new();
     let sshd = transport_support::Sshd::start(&ws);
-    std::fs::write(
-        d.join("inventory/sites.yml"),
-        "sites:\n  here: { description: a loopback sshd, backs_up_to: other }\n  \
-         other: { description: unused, backs_up_to: here }\n",
-    )
-    .unwrap();
-    std::fs::write(
-        d.join("inventory/hosts.yml"),
-        format!(
-            "hosts:\n  local:\n    site: here\n    address: {}\n    port: {}\n    user: root\n    \
-             identity_file: {}\n    host_key: {}\n",
-            sshd.address,
-            sshd.port,
-            ws.key().display(),
-            sshd.host_key
-        ),
-    )
-    .unwrap();
+    transport_support::write_inventory(
+        &d.join("inventory"),
+        &ws,
+        &[("local", &sshd)],
+        "root",
+        &|_| String::new(),
+    );
     let first = Command::new(env!("CARGO_BIN_EXE_picaops"))
         .arg("--inventory")
         .arg(d.join("inventory"))

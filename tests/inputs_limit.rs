@@ -26,24 +26,7 @@ fn inventory(ws: &Workstation, hosts: &[(&str, &Sshd)]) -> Inventory {
     let dir = tempfile::tempdir().unwrap();
     let inv = dir.path().join("inventory");
     std::fs::create_dir(&inv).unwrap();
-    std::fs::write(
-        inv.join("sites.yml"),
-        "sites:\n  bench: { description: loopback sshd processes, backs_up_to: other }\n  \
-         other: { description: unused, backs_up_to: bench }\n",
-    )
-    .unwrap();
-    let mut yml = String::from("hosts:\n");
-    for (name, sshd) in hosts {
-        yml.push_str(&format!(
-            "  {name}:\n    site: bench\n    address: {}\n    port: {}\n    \
-             user: {NOSUDO_USER}\n    identity_file: {}\n    host_key: {}\n",
-            sshd.address,
-            sshd.port,
-            ws.key().display(),
-            sshd.host_key
-        ));
-    }
-    std::fs::write(inv.join("hosts.yml"), yml).unwrap();
+    transport_support::write_inventory(&inv, ws, hosts, NOSUDO_USER, &|_| String::new());
     std::fs::write(
         dir.path().join("play.yml"),
         "- name: Marker\n  hosts: all\n  tasks:\n    - name: say hello\n      command: echo hello\n",

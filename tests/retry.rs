@@ -23,12 +23,6 @@ impl Setup {
         let dir = tempfile::tempdir().unwrap();
         let inv = dir.path().join("inventory");
         std::fs::create_dir(&inv).unwrap();
-        std::fs::write(
-            inv.join("sites.yml"),
-            "sites:\n  bench: { description: loopback sshd processes, backs_up_to: other }\n  \
-             other: { description: unused, backs_up_to: bench }\n",
-        )
-        .unwrap();
         std::fs::create_dir(dir.path().join("state")).unwrap();
         let work = dir.path().join("work");
         std::fs::create_dir(&work).unwrap();
@@ -36,20 +30,12 @@ impl Setup {
         std::fs::set_permissions(&work, std::fs::Permissions::from_mode(0o777)).unwrap();
         // The hosts are this machine and one login user: each test's hosts get a run lock of
         // their own, or the tests running at the same time would find each other's.
-        let mut yml = String::from("hosts:\n");
-        for (name, sshd) in hosts {
-            yml.push_str(&format!(
-                "  {name}:\n    site: bench\n    address: {}\n    port: {}\n    \
-                 user: {NOSUDO_USER}\n    identity_file: {}\n    host_key: {}\n    \
-                 vars: {{ picaops_lock_dir: {}/lock-{name} }}\n",
-                sshd.address,
-                sshd.port,
-                ws.key().display(),
-                sshd.host_key,
+        transport_support::write_inventory(&inv, ws, hosts, NOSUDO_USER, &|name| {
+            format!(
+                "    vars: {{ picaops_lock_dir: {}/lock-{name} }}\n",
                 work.display()
-            ));
-        }
-        std::fs::write(inv.join("hosts.yml"), yml).unwrap();
+            )
+        });
         Setup { dir }
     }
 

@@ -69,21 +69,9 @@ pub fn render(r: &Report) -> String {
         &mut s,
         "machines",
         &["machine", "site", "state"],
-        r.machines.iter().map(|m| {
-            let state = if m.reachable {
-                m.layers
-                    .iter()
-                    .map(|(k, v)| format!("{k}: {v}"))
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            } else {
-                format!(
-                    "unreachable (last seen {})",
-                    m.last_seen.as_deref().unwrap_or("unknown")
-                )
-            };
-            (m.health, vec![m.machine.clone(), m.site.clone(), state])
-        }),
+        r.machines
+            .iter()
+            .map(|m| (m.health, vec![m.machine.clone(), m.site.clone(), m.state()])),
     );
     table(
         &mut s,

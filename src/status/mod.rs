@@ -47,6 +47,24 @@ pub struct MachineRow {
     pub health: Health,
 }
 
+impl MachineRow {
+    /// In words: each layer's state, or since when it has not answered.
+    pub fn state(&self) -> String {
+        if self.reachable {
+            self.layers
+                .iter()
+                .map(|(k, v)| format!("{k}: {v}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        } else {
+            format!(
+                "unreachable (last seen {})",
+                self.last_seen.as_deref().unwrap_or("unknown")
+            )
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct ServiceRow {
     #[serde(flatten)]
@@ -382,24 +400,13 @@ pub fn render_human(r: &Report, paint: &dyn Fn(Health, &str) -> String) -> Strin
     let mut s = String::new();
     let _ = writeln!(s, "machines");
     for m in &r.machines {
-        let what = if m.reachable {
-            m.layers
-                .iter()
-                .map(|(k, v)| format!("{k} {v}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        } else {
-            format!(
-                "UNREACHABLE (last seen {})",
-                m.last_seen.as_deref().unwrap_or("unknown")
-            )
-        };
         let _ = writeln!(
             s,
-            "  {} {:<12} {:<10} {what}",
+            "  {} {:<12} {:<10} {}",
             mark(m.health),
             m.machine,
-            m.site
+            m.site,
+            m.state()
         );
     }
     let _ = writeln!(s, "services");

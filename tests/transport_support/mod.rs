@@ -299,3 +299,34 @@ pub fn have_sudo() -> bool {
     eprintln!("SKIPPED {why}");
     false
 }
+
+/// Writes an inventory into `dir` (which must exist): `sites.yml` (site `bench`, and `other` it
+/// backs up to) and `hosts.yml` with each host on its sshd, logging in as `user` with `ws`'s key,
+/// and `extra(name)` appended to its entry (more keys, each on its own line, 4 spaces deep).
+pub fn write_inventory(
+    dir: &Path,
+    ws: &Workstation,
+    hosts: &[(&str, &Sshd)],
+    user: &str,
+    extra: &dyn Fn(&str) -> String,
+) {
+    std::fs::write(
+        dir.join("sites.yml"),
+        "sites:\n  bench: { description: loopback sshd processes, backs_up_to: other }\n  \
+         other: { description: unused, backs_up_to: bench }\n",
+    )
+    .unwrap();
+    let mut yml = String::from("hosts:\n");
+    for (name, sshd) in hosts {
+        yml.push_str(&format!(
+            "  {name}:\n    site: bench\n    address: {}\n    port: {}\n    \
+             user: {user}\n    identity_file: {}\n    host_key: {}\n{}",
+            sshd.address,
+            sshd.port,
+            ws.key().display(),
+            sshd.host_key,
+            extra(name)
+        ));
+    }
+    std::fs::write(dir.join("hosts.yml"), yml).unwrap();
+}
