@@ -9,8 +9,8 @@
 
 use std::time::Duration;
 
-use lettre::message::header::ContentType;
-use lettre::message::Mailbox;
+use lettre::message::header::{ContentTransferEncoding, ContentType};
+use lettre::message::{Body, Mailbox};
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{Certificate, CertificateStore, Tls, TlsParameters};
 use lettre::{Message, SmtpTransport, Transport};
@@ -136,7 +136,12 @@ impl Mailer {
             .to(Mailbox::new(mail.to_name.clone(), address))
             .subject(mail.subject.clone())
             .header(ContentType::TEXT_PLAIN)
-            .body(mail.body.clone())
+            // Plain text as written (8bit: every relay today speaks 8BITMIME), so the command
+            // stays one line a reader copies; quoted-printable only for absurdly long lines.
+            .body(
+                Body::new_with_encoding(mail.body.clone(), ContentTransferEncoding::EightBit)
+                    .unwrap_or_else(|_| Body::new(mail.body.clone())),
+            )
             .map_err(|e| SendError::Address {
                 address: mail.to.clone(),
                 why: e.to_string(),

@@ -112,7 +112,11 @@ pub fn due(people: &[Person], policy: &Policy, record: &Record, today: i64) -> V
             let name = p.display_name();
             Some(Reminder {
                 login: p.login.clone(),
-                name: if name.is_empty() { p.login.clone() } else { name },
+                name: if name.is_empty() {
+                    p.login.clone()
+                } else {
+                    name
+                },
                 mail: if problem.is_none() {
                     p.mail.clone()
                 } else {
@@ -139,20 +143,23 @@ fn in_days(d: i64) -> String {
 /// The mail of one reminder.
 pub fn mail_of(r: &Reminder, policy: &Policy) -> Mail {
     let thresholds: Vec<String> = policy.thresholds.iter().map(u32::to_string).collect();
+    // Short lines (under 76 characters whatever the names): the mail stays plain 7-bit text,
+    // the command one line a reader can copy.
     let body = format!(
         "Hello {name},\n\
          \n\
-         Your access to Picasoft's machines (login {login}) ends on {until} ({when}): from the\n\
-         day after, SSH logins with your keys are refused.\n\
+         Your access to Picasoft's machines (login {login}) ends on\n\
+         {until} ({when}).\n\
+         From the day after, SSH logins with your keys are refused.\n\
          \n\
-         To keep it, ask the tech team (answer this mail, or on Mattermost). A member of the\n\
-         team extends it with:\n\
+         To keep it, ask the tech team (answer this mail, or on\n\
+         Mattermost). A member of the team extends it with:\n\
          \n\
          \x20   {command}\n\
          \n\
          If you no longer need it, there is nothing to do.\n\
          \n\
-         This reminder is sent {days} day(s) before the end.\n\
+         Reminders are sent {days} day(s) before the end.\n\
          -- \n\
          picaops, for Picasoft's tech team\n",
         name = r.name,
@@ -368,7 +375,11 @@ pub fn run(
         digest: String::new(),
         digest_posted: false,
         failure: None,
-        warnings: s.warnings.clone(),
+        warnings: if dry_run {
+            Vec::new()
+        } else {
+            s.warnings.clone()
+        },
     };
     let mailer = if dry_run || due.iter().all(|r| r.mail.is_none()) {
         None
