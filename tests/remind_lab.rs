@@ -82,12 +82,20 @@ fn remind_run(inventory: &Path, state: &Path, args: &[&str]) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("picaops runs");
+    // Proof that the watch overlapped the run: picaops's own command line was seen.
+    let own = format!("/proc/{}/cmdline", child.id());
+    let mut seen_picaops = false;
     while child.try_wait().unwrap().is_none() {
+        seen_picaops |= std::fs::read(&own).is_ok_and(|c| !c.is_empty());
         assert!(
             !all_command_lines().contains(SMTP_PASSWORD),
             "the SMTP password is on a command line"
         );
     }
+    assert!(
+        seen_picaops,
+        "the run ended before its command line could be read"
+    );
     let out = child.wait_with_output().unwrap();
     for stream in [&out.stdout, &out.stderr] {
         assert!(
@@ -372,23 +380,34 @@ fn people_are_mailed_before_their_access_ends_once_per_threshold() {
     assert!(installed.contains("access remind --config /etc/picaops/remind/remind.json"));
     assert!(installed.trim_end().ends_with("600 root"), "{installed}");
 
-    // Start the service and wait for it to finish (its ExecMainExitTimestamp moves), looking
-    // at every command line on caribou meanwhile.
-    let t = Instant::now();
-    let script = format!(
-        "unit=picaops-access-remind.service; before=$(systemctl show -p ExecMainExitTimestampMonotonic --value $unit); \
-         systemctl start --no-block $unit; seen=0; \
-         while [ \"$(systemctl show -p ExecMainExitTimestampMonotonic --value $unit)\" = \"$before\" ]; do \
-           cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' ' ' | grep -q -F '{SMTP_PASSWORD}' && seen=1; \
-         done; echo seen=$seen; systemctl show -p Result -p ExecMainStatus -p InvocationID $unit"
+    // Start the service (systemctl waits for a oneshot) while a loop on caribou reads every
+    // command line. Its patterns come from files, so the loop's own command lines hold neither:
+    // the password from the installed secret file, and `access remind --config`, whose sight
+    // proves the loop overlapped the run.
+    let out = root(
+        &lab,
+        "caribou",
+        "printf '%s\\n' 'access remind --config' > /tmp/remind-scan.pat",
     );
-    let out = root(&lab, "caribou", &script);
+    ok(&out, "write the scan's pattern");
+    let t = Instant::now();
+    let script = "unit=picaops-access-remind.service; rm -f /tmp/remind-scan.[a-o]* /tmp/remind-scan.[q-z]*; \
+         ( while [ ! -e /tmp/remind-scan.stop ]; do \
+             cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' ' ' > /tmp/remind-scan.now; \
+             grep -q -F -f /etc/picaops/remind/smtp.secret /tmp/remind-scan.now && touch /tmp/remind-scan.password; \
+             grep -q -F -f /tmp/remind-scan.pat /tmp/remind-scan.now && touch /tmp/remind-scan.picaops; \
+           done ) & \
+         systemctl start $unit; touch /tmp/remind-scan.stop; wait; \
+         echo password=$(test -e /tmp/remind-scan.password && echo seen || echo unseen); \
+         echo picaops=$(test -e /tmp/remind-scan.picaops && echo seen || echo unseen); \
+         systemctl show -p Result -p ExecMainStatus -p InvocationID $unit";
+    let out = root(&lab, "caribou", script);
     ok(&out, "run the reminder service");
     eprintln!("the service's run on caribou: {:?}", t.elapsed());
     let said = common::text(&out.stdout);
     assert!(
-        said.contains("seen=0\n"),
-        "the password on a command line on caribou: {said}"
+        said.contains("password=unseen\npicaops=seen\n"),
+        "the password on a command line on caribou, or the run unseen: {said}"
     );
     assert!(
         said.contains("Result=success") && said.contains("ExecMainStatus=0"),
