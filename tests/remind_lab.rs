@@ -391,7 +391,7 @@ fn people_are_mailed_before_their_access_ends_once_per_threshold() {
     );
     ok(&out, "write the scan's pattern");
     let t = Instant::now();
-    let script = "unit=picaops-access-remind.service; rm -f /tmp/remind-scan.[a-o]* /tmp/remind-scan.[q-z]*; \
+    let script = "unit=picaops-access-remind.service; rm -f /tmp/remind-scan.password /tmp/remind-scan.picaops /tmp/remind-scan.stop /tmp/remind-scan.now; \
          ( while [ ! -e /tmp/remind-scan.stop ]; do \
              cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' ' ' > /tmp/remind-scan.now; \
              grep -q -F -f /etc/picaops/remind/smtp.secret /tmp/remind-scan.now && touch /tmp/remind-scan.password; \
