@@ -1,7 +1,8 @@
 //! The workstation's side of `picaops access …`, without the command line: the LDAP session
 //! (admin or reader, passwords from the secret store), checking a request before the directory
 //! is asked, the changes (through [`super::manage`]), the views `list`, `rotate` and `audit`
-//! compute, and the push that asks a person's machines to sync at once.
+//! compute, the reminders before access ends ([`super::remind`]), and the push that asks a
+//! person's machines to sync at once.
 //!
 //! Every function returns a typed result ([`super::report`] renders it for people and scripts)
 //! or an [`AccessError`] that says whether it is a usage error (nothing was contacted or changed,
@@ -25,6 +26,8 @@ use super::directory::{
 };
 use super::keys::{self, KeyError, PublicKey};
 use super::manage::{self, Grant, Outcome, Row};
+use super::remind::{self, RemindError, Reminders};
+use super::remind_file::{self, SettingsError};
 use super::report::{Audit, HostAudit, HostSync, Listing, Mismatch, Rotation};
 use crate::inventory::Inventory;
 use crate::output::{EXIT_HOST_FAILED, EXIT_USAGE};
@@ -91,6 +94,12 @@ pub enum AccessError {
     KnownHosts(std::io::Error),
     #[error("{0}")]
     Transport(#[from] TransportError),
+    /// `access remind`: its settings (the `remind:` block, a secret, the remind file).
+    #[error("{0}")]
+    RemindSettings(#[from] SettingsError),
+    /// `access remind`: its record, or the relay's settings; nothing was sent.
+    #[error("{0}")]
+    Remind(#[from] RemindError),
 }
 
 impl AccessError {
@@ -107,7 +116,8 @@ impl AccessError {
             | AccessError::NotInDirectory(_)
             | AccessError::NoSemester
             | AccessError::Duration(_)
-            | AccessError::Limit(_) => EXIT_USAGE,
+            | AccessError::Limit(_)
+            | AccessError::RemindSettings(SettingsError::NotConfigured) => EXIT_USAGE,
             _ => EXIT_HOST_FAILED,
         }
     }
@@ -466,6 +476,17 @@ impl Session {
         })
     }
 
+    /// `access remind` from the workstation: settings and secrets from the inventory, the
+    /// record in this user's state directory.
+    pub async fn remind(&self, dry_run: bool, today: i64) -> Result<Reminders, AccessError> {
+        remind_with(
+            remind_file::from_inventory(&self.inv, &self.access)?,
+            dry_run,
+            today,
+        )
+        .await
+    }
+
     /// After a change: the machines of the people changed (before and after) sync now. Empty
     /// when nothing changed or they have no machine.
     pub async fn push(&self, outcomes: &[Outcome]) -> Result<Vec<HostSync>, AccessError> {
@@ -512,6 +533,27 @@ impl Session {
         };
         Ok(run_command(&targets, &kh, &req, None).await?)
     }
+}
+
+/// `access remind --config FILE`: the timer's run, from the remind file apply installed (no
+/// inventory on that machine).
+pub async fn remind_from_file(
+    file: &Path,
+    dry_run: bool,
+    today: i64,
+) -> Result<Reminders, AccessError> {
+    remind_with(remind_file::from_file(file)?, dry_run, today).await
+}
+
+/// Reads the directory, then sends (SMTP and the webhook are blocking calls: this command does
+/// nothing else meanwhile).
+async fn remind_with(
+    settings: remind::Settings,
+    dry_run: bool,
+    today: i64,
+) -> Result<Reminders, AccessError> {
+    let people = remind::people(&settings).await?;
+    Ok(remind::run(&settings, &people, today, dry_run)?)
 }
 
 /// Every name of `hosts` must be a machine of the inventory.

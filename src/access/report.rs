@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 
 use super::date;
 use super::manage::{Anomaly, Outcome, Row};
+use super::remind::{self, Reminders};
 use crate::lifecycle::Rendered;
 use crate::output::{Output, Style, EXIT_HOST_FAILED, EXIT_OK};
 
@@ -191,6 +192,99 @@ impl Rendered for Rotation {
 
     fn as_any(&self) -> &dyn std::any::Any {
         self
+    }
+}
+
+/// `access remind`: each reminder due today and what became of it, the digest, the record.
+impl Rendered for Reminders {
+    fn human(&self, out: &Output, w: &mut dyn Write) -> std::io::Result<()> {
+        let days: Vec<String> = self.thresholds.iter().map(u32::to_string).collect();
+        if self.reminders.is_empty() {
+            writeln!(
+                w,
+                "nobody is due a reminder today ({} day(s) before the last day; each is sent once)",
+                days.join(", ")
+            )?;
+        }
+        for d in &self.reminders {
+            let (word, style, what) = match &d.outcome {
+                remind::Outcome::WouldSend => (
+                    "would mail",
+                    Style::Yellow,
+                    d.mail.clone().unwrap_or_default(),
+                ),
+                remind::Outcome::Sent => {
+                    ("mailed", Style::Green, d.mail.clone().unwrap_or_default())
+                }
+                remind::Outcome::NotMailed => (
+                    "not mailed",
+                    Style::Red,
+                    d.problem.clone().unwrap_or_default(),
+                ),
+                remind::Outcome::Failed(why) => ("failed", Style::Red, why.clone()),
+            };
+            writeln!(
+                w,
+                "{} {:<14} until {} ({}-day reminder): {what}\n  extend: {}",
+                out.paint(style, &format!("{word:<10}")),
+                d.login,
+                d.until,
+                d.threshold,
+                d.command
+            )?;
+        }
+        writeln!(w, "digest to Mattermost: {}", self.digest)?;
+        writeln!(w, "record: {}", self.record.display())
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "today": date::format_day(self.today),
+            "dry_run": self.dry_run,
+            "thresholds": self.thresholds,
+            "reminders": self.reminders,
+            "sent": self.reminders.iter().filter(|d| d.outcome == remind::Outcome::Sent).count(),
+            "digest": self.digest,
+            "digest_posted": self.digest_posted,
+            "failure": self.failure,
+            "record": self.record,
+        })
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+impl Reminders {
+    /// 1 when a mail or the digest failed (the timer's unit then shows as failed).
+    pub fn exit_code(&self) -> i32 {
+        let failed = self.failure.is_some()
+            || self.digest.starts_with("failed")
+            || self
+                .reminders
+                .iter()
+                .any(|d| matches!(d.outcome, remind::Outcome::Failed(_)));
+        if failed {
+            EXIT_HOST_FAILED
+        } else {
+            EXIT_OK
+        }
+    }
+
+    /// Said on stderr: warnings first, then why the run stopped.
+    pub fn notes(&self, out: &Output, w: &mut dyn Write) -> std::io::Result<()> {
+        for warning in &self.warnings {
+            writeln!(w, "{}: {warning}", out.paint(Style::Yellow, "warning"))?;
+        }
+        if let Some(f) = &self.failure {
+            writeln!(
+                w,
+                "{}: stopped: {f}. What is marked failed was neither sent nor recorded: the next run tries again",
+                out.paint(Style::Red, "picaops access remind")
+            )?;
+        }
+        Ok(())
     }
 }
 

@@ -8,7 +8,8 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use picaops::access::date;
 use picaops::access::manage::Outcome;
-use picaops::access::ops::{AccessError, EndDate, GrantRequest, Notice, Session};
+use picaops::access::ops::{self, AccessError, EndDate, GrantRequest, Notice, Session};
+use picaops::access::remind::Reminders;
 use picaops::access::report::Changes;
 use picaops::output::{Format, Output, Style, EXIT_HOST_FAILED, EXIT_OK, EXIT_USAGE};
 
@@ -28,6 +29,7 @@ Examples:
   picaops access extend jdupont --until 2027-09-30
   picaops access list --expiring 30d
   picaops access rotate --renew jdupont,amartin --dry-run
+  picaops access remind --dry-run
   picaops access audit")]
 pub enum AccessCommand {
     /// Give a person access (creates them, or updates level, date, keys and machines).
@@ -42,6 +44,9 @@ pub enum AccessCommand {
     List(ListArgs),
     /// The semester routine: who ends before the next deadline; renew the ones named.
     Rotate(RotateArgs),
+    /// Mail each person whose access ends soon (`access.remind`, by default 30, 7 and 1 days
+    /// before), once per threshold, with the command that extends them; digest to Mattermost.
+    Remind(RemindArgs),
     /// Per host, who can log in now and until when, from the directory AND the host's helper;
     /// flags mismatches and anomalies. Exit code 1 when anything is flagged.
     Audit(AuditArgs),
@@ -143,6 +148,16 @@ pub struct RotateArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct RemindArgs {
+    /// Show who would get which reminder; send and record nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Run from a machine's remind file, not the inventory (what the timer apply installs runs).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
 pub struct AuditArgs {
     /// Which hosts to ask (names, groups, sites; default all).
     #[arg(short, long)]
@@ -180,6 +195,14 @@ fn show(r: &dyn picaops::output::Shown, out: &Output) {
 }
 
 pub fn run(cmd: AccessCommand, global: &Global, out: &Output) -> i32 {
+    if let AccessCommand::Remind(RemindArgs {
+        config: Some(f),
+        dry_run,
+    }) = &cmd
+    {
+        let r = ops::remind_from_file(f, *dry_run, date::today());
+        return block_on(out, async { Ok(reminded(r.await?, out)) });
+    }
     let Some(inv) = super::inventory::load(global, out) else {
         return EXIT_USAGE;
     };
@@ -187,6 +210,10 @@ pub fn run(cmd: AccessCommand, global: &Global, out: &Output) -> i32 {
         Ok(s) => s,
         Err(e) => return complain(out, &e, e.exit_code()),
     };
+    block_on(out, command(&s, cmd, out))
+}
+
+fn block_on(out: &Output, f: impl std::future::Future<Output = Result<i32, AccessError>>) -> i32 {
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -194,7 +221,7 @@ pub fn run(cmd: AccessCommand, global: &Global, out: &Output) -> i32 {
         Ok(rt) => rt,
         Err(e) => return complain(out, e, EXIT_HOST_FAILED),
     };
-    let result = rt.block_on(command(&s, cmd, out));
+    let result = rt.block_on(f);
     rt.shutdown_timeout(Duration::from_millis(200));
     match result {
         Ok(code) => code,
@@ -205,6 +232,12 @@ pub fn run(cmd: AccessCommand, global: &Global, out: &Output) -> i32 {
             complain(out, &e, e.exit_code())
         }
     }
+}
+
+fn reminded(r: Reminders, out: &Output) -> i32 {
+    let _ = r.notes(out, &mut std::io::stderr().lock());
+    show(&r, out);
+    r.exit_code()
 }
 
 async fn command(s: &Session, cmd: AccessCommand, out: &Output) -> Result<i32, AccessError> {
@@ -249,6 +282,7 @@ async fn command(s: &Session, cmd: AccessCommand, out: &Output) -> Result<i32, A
             show(&r, out);
             (r.renewed, a.push)
         }
+        AccessCommand::Remind(a) => return Ok(reminded(s.remind(a.dry_run, today).await?, out)),
         AccessCommand::Audit(a) => {
             let audit = s.audit(a.limit.as_deref(), today).await?;
             show(&audit, out);

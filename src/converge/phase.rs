@@ -34,18 +34,23 @@ pub enum EngineVarsError {
     Access(#[from] crate::access::vars::VarsError),
     #[error(transparent)]
     Backup(#[from] crate::backup::deploy::DeployError),
+    #[error(transparent)]
+    Remind(#[from] crate::access::remind_file::VarsError),
 }
 
 /// Adds the variables one engine gives playbooks (reading the secrets they need).
 type AddEngineVars = fn(&mut Inventory) -> Result<(), EngineVarsError>;
 
 /// The engine variables playbooks may use, by the name a playbook mentions.
-const ENGINES: [(&str, AddEngineVars); 2] = [
+const ENGINES: [(&str, AddEngineVars); 3] = [
     ("picaops_access", |inv| {
         Ok(crate::access::vars::add_engine_vars(inv)?)
     }),
     ("picaops_backup", |inv| {
         Ok(crate::backup::deploy::add_engine_vars(inv)?)
+    }),
+    ("picaops_remind", |inv| {
+        Ok(crate::access::remind_file::add_engine_vars(inv)?)
     }),
 ];
 

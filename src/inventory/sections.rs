@@ -1,4 +1,4 @@
-//! Checks of the subsystem sections (`services:`, `backups:`) against the whole inventory: the
+//! Checks of the subsystem sections (`services:`, `backups:`, `access.remind:`) against the whole inventory: the
 //! references between them and to machines and sites. Their own shapes were checked when they
 //! were read (`crate::sections`).
 
@@ -12,6 +12,28 @@ use crate::sections::backup::{BackupJob, Holder};
 pub(super) fn check(inv: &Inventory, diags: &mut Vec<Diagnostic>) {
     check_backups(inv, diags);
     check_services(inv, diags);
+    check_remind(inv, diags);
+}
+
+/// `access.remind.machine` is a machine of the inventory (apply installs the timer there).
+fn check_remind(inv: &Inventory, diags: &mut Vec<Diagnostic>) {
+    let Some(m) = inv
+        .access
+        .as_ref()
+        .and_then(|a| a.remind.as_ref())
+        .and_then(|r| r.machine.as_ref())
+    else {
+        return;
+    };
+    if inv.machine(m).is_none() {
+        let machines: Vec<&str> = inv.machines().map(|m| m.name()).collect();
+        diags.push(unknown(
+            "machine",
+            m,
+            &machines,
+            "declare the machine that sends reminders under `hosts:` or `vms:`",
+        ));
+    }
 }
 
 /// Checks that need the whole inventory: a service's backup job exists and backs up this service.

@@ -3,7 +3,8 @@
 //! reused), and the build itself. Images are made locally: no registry is reachable.
 //!
 //! Layers: `base` (debootstrap of Debian trixie, minbase) ← `common` (systemd, sshd, sudo,
-//! python3…) ← `hypervisor` (Docker, libvirt/QEMU, restic) and `ldap` (slapd). The WAN router
+//! python3…) ← `hypervisor` (Docker, libvirt/QEMU, restic) and `ldap` (slapd, and exim as the
+//! lab's mail server). The WAN router
 //! runs from `common`. Lab containers cannot reach the Debian archive: `common` carries an offline
 //! apt repository (/srv/picaops-lab-apt, see images/lab-apt.sh) with the packages the base
 //! playbooks install, and every image ends with that repository as apt's only source. A saved copy (`docker save | gzip -1`) is kept in the cache directory so
@@ -34,6 +35,8 @@ const LDAP_SCHEMA_LDIF: &str = include_str!("images/ldap-schema.ldif");
 const LDAP_CONFIG_LDIF: &str = include_str!("images/ldap-config.ldif");
 const LDAP_BASE_LDIF: &str = include_str!("images/ldap-base.ldif");
 const LDAP_TLS_SH: &str = include_str!("images/ldap-tls.sh");
+const MAIL_EXIM4_CONF: &str = include_str!("images/mail-exim4.conf");
+const MAIL_SETUP_SH: &str = include_str!("images/mail-setup.sh");
 const INIT_SH: &str = include_str!("images/init.sh");
 const LAB_APT_SH: &str = include_str!("images/lab-apt.sh");
 const SSHD_CONF: &str = include_str!("images/sshd.conf");
@@ -121,6 +124,8 @@ impl Image {
                     ("ldap-config.ldif", LDAP_CONFIG_LDIF),
                     ("ldap-base.ldif", LDAP_BASE_LDIF),
                     ("ldap-tls.sh", LDAP_TLS_SH),
+                    ("mail-exim4.conf", MAIL_EXIM4_CONF),
+                    ("mail-setup.sh", MAIL_SETUP_SH),
                 ],
             ),
             Image::Postgres => (

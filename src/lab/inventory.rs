@@ -84,7 +84,12 @@ pub fn access_yml(recovery: bool) -> String {
          reader_dn: cn=reader,dc=picasoft,dc=net\n{recovery}  \
          renewal:\n    semester_starts: [\"02-15\", \"09-01\"]\n    grace_days: 30\n  \
          cache_lifetime: 6h\n  \
-         break_glass:\n    user: root\n    identity_file: ../break-glass\n\
+         break_glass:\n    user: root\n    identity_file: ../break-glass\n  \
+         # Reminders before access ends: mailed by caribou's timer through the lab's mail server\n  \
+         # (exim on the directory host, STARTTLS + AUTH), delivered to its Maildir.\n  \
+         remind:\n    machine: caribou\n    schedule: \"*-*-* 09:00\"\n    thresholds: [30, 7, 1]\n    \
+         smtp:\n      host: {ldap}\n      port: 587\n      from: \"Picasoft lab tech team <tech@lab.picasoft.test>\"\n      \
+         user: picaops\n      password: smtp-picaops\n      ca_file: ../ca.crt\n\
          secrets:\n  store: files\n  dir: ../secrets\n",
         recovery = if recovery {
             "    reader_password: ldap-reader\n    \
@@ -228,6 +233,9 @@ pub fn write_vm_inventory(lab_dir: &Path, files: &[(&str, String)]) -> Result<()
 
 /// The lab's secrets directory (0700, files 0600): the public lab passwords of its slapd and
 /// of its backup repositories.
+/// The lab mail server's one account (`picaops`), also given to exim by `lab up`.
+pub const SMTP_PASSWORD: &str = "picaops-lab-smtp-4f1c9d";
+
 pub fn write_secrets(dir: &Path) -> Result<(), LabError> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::create_dir_all(dir).map_err(|e| LabError::io(dir, e))?;
@@ -241,6 +249,7 @@ pub fn write_secrets(dir: &Path) -> Result<(), LabError> {
         ("restic-hello", "picaops-lab-restic-hello"),
         ("restic-notes", "picaops-lab-restic-notes"),
         ("restic-ldap", "picaops-lab-restic-ldap"),
+        ("smtp-picaops", SMTP_PASSWORD),
     ] {
         let path = dir.join(name);
         write_atomically(&path, &format!("{value}\n"))?;

@@ -2,9 +2,9 @@
 //!
 //! Two Docker networks stand for the server rooms (toulouse, compiegne), a router container
 //! joins them (the one place to cut or slow the WAN link), and one container per machine (bob,
-//! alice, caribou, ldap) runs systemd as PID 1 with sshd, dockerd and libvirtd inside. `lab up`
-//! builds the images if needed, generates the keys, starts everything and writes a picaops
-//! inventory of the lab, so every command (and every integration test) can run against it.
+//! alice, caribou, ldap) runs systemd as PID 1 with sshd, dockerd and libvirtd inside (slapd and
+//! the lab's mail server, exim, on ldap). `lab up` builds the images if needed, generates the
+//! keys, starts everything and writes a picaops inventory of the lab, so every command (and every integration test) can run against it.
 //!
 //! This module drives Docker and `ssh-keygen` through their command lines; it never touches the
 //! real sites. Pieces: [`topology`] (the fixed shape), [`images`] (build and cache),
@@ -421,7 +421,8 @@ impl Lab {
     /// directory (bind-mounted read-only into its container) gets its key and authorized_keys.
     /// The break-glass key (root's last way in, checked before sshd or access changes) is a
     /// second key in root's authorized_keys, as it would be on Picasoft's machines. The directory
-    /// host gets a certificate from the lab's CA for ldaps://.
+    /// host gets a certificate from the lab's CA for ldaps:// (and its mail server's STARTTLS), and the
+    /// mail server's password.
     fn ensure_keys(&self) -> Result<(), LabError> {
         keys::ensure(&self.identity_file(), "picaops-lab admin")?;
         keys::ensure(&self.dir.join("break-glass"), "picaops-lab break-glass")?;
@@ -432,6 +433,9 @@ impl Lab {
             let ak = self.host_dir(h.name).join("authorized_keys");
             inventory::write_atomically(&ak, &format!("{admin}\n{glass}\n"))?;
             if h.role == Role::Directory {
+                // The mail server's account password (exim reads it at start).
+                let pw = self.host_dir(h.name).join("smtp-password");
+                inventory::write_atomically(&pw, &format!("{}\n", inventory::SMTP_PASSWORD))?;
                 tls::ensure(
                     &self.dir,
                     &self.host_dir(h.name),

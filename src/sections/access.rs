@@ -1,7 +1,8 @@
 //! The inventory's `access:` section: where the LDAP directory is, which `gidNumber` means which
-//! level and which local groups it brings, the renewal policy, the hosts' cache lifetime and the
-//! break-glass login. Read strictly (every mistake with its file:line:column); defaults follow
-//! Picasoft's scheme (../shared/PICASOFT.md).
+//! level and which local groups it brings, the renewal policy, the hosts' cache lifetime, the
+//! break-glass login and the reminders before access ends (`remind:`, in [`super::remind`]).
+//! Read strictly (every mistake with its file:line:column); defaults follow Picasoft's scheme
+//! (../shared/PICASOFT.md).
 
 use std::path::{Path, PathBuf};
 
@@ -25,6 +26,8 @@ pub struct Access {
     /// How long a host may answer logins from its cache while the directory is unreachable.
     pub cache_lifetime_secs: u64,
     pub break_glass: Option<BreakGlass>,
+    /// Mails before access ends (`access remind`).
+    pub remind: Option<super::remind::Remind>,
     pub place: Place,
 }
 
@@ -110,6 +113,7 @@ pub struct AccessDoc {
     renewal: Option<RenewalDoc>,
     cache_lifetime: Option<Spanned<String>>,
     break_glass: Option<BreakGlassDoc>,
+    remind: Option<Spanned<super::remind::RemindDoc>>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -327,6 +331,10 @@ impl AccessDoc {
             user: b.user.unwrap_or_else(|| "root".into()),
             identity_file: dir.join(b.identity_file),
         });
+        let remind = self.remind.and_then(|r| {
+            let at = place_of(file, &r);
+            r.value.resolve(file, at, diags)
+        });
         if diags.len() > before {
             return None;
         }
@@ -351,6 +359,7 @@ impl AccessDoc {
             renewal,
             cache_lifetime_secs,
             break_glass,
+            remind,
             place,
         })
     }

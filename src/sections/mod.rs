@@ -1,5 +1,5 @@
 //! The inventory sections that belong to one subsystem each: `services:`, `access:`,
-//! `backups:` (and the calendar expressions and durations they are written in, `schedule`). Their YAML shapes (`*Doc`, with places) and their checked types live here, a layer
+//! `backups:`, `access.remind:` (and the calendar expressions and durations they are written in, `schedule`). Their YAML shapes (`*Doc`, with places) and their checked types live here, a layer
 //! below both the inventory, which holds them, and the subsystems, which act on them; so the
 //! inventory never imports a subsystem. Checks that need the whole inventory (a backup job's
 //! host exists and sits at another site than its repository…) are the inventory's own
@@ -8,6 +8,7 @@
 pub mod access;
 pub mod backup;
 pub mod recovery;
+pub mod remind;
 pub mod schedule;
 pub mod service;
 

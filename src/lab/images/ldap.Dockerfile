@@ -42,3 +42,21 @@ RUN systemctl enable slapd.service
 RUN picaops-lab-apt archive \
  && apt-get install -y --no-install-recommends restic \
  && picaops-lab-apt local
+# The mail server the reminders before access ends go through (`access.remind`): exim, whose
+# one configuration file says everything (STARTTLS, AUTH only over TLS, one Maildir the tests
+# read). Its certificate and password are installed at each start (mail-setup.sh); until then a
+# placeholder certificate lets it start.
+COPY mail-exim4.conf /etc/exim4/exim4.conf
+COPY mail-setup.sh /usr/local/sbin/picaops-lab-mail-setup
+RUN picaops-lab-apt archive \
+ && apt-get install -y --no-install-recommends exim4-daemon-light \
+ && picaops-lab-apt local \
+ && chmod 755 /usr/local/sbin/picaops-lab-mail-setup \
+ && install -d -m 750 -o root -g Debian-exim /etc/exim4/picaops-lab \
+ && install -m 640 -o root -g Debian-exim /etc/ldap/tls/ldap.crt /etc/exim4/picaops-lab/mail.crt \
+ && install -m 640 -o root -g Debian-exim /etc/ldap/tls/ldap.key /etc/exim4/picaops-lab/mail.key \
+ && install -d -m 750 -o Debian-exim -g Debian-exim /var/mail/picaops-lab \
+ && mkdir -p /etc/systemd/system/exim4.service.d \
+ && printf '[Service]\n# + runs it outside the sandbox: ProtectSystem=full makes /etc read-only.\nExecStartPre=+/usr/local/sbin/picaops-lab-mail-setup\n' \
+      > /etc/systemd/system/exim4.service.d/picaops-lab.conf \
+ && systemctl enable exim4.service
