@@ -104,8 +104,9 @@ fn qm_config_gives_sizes_disks_and_start_at_boot() {
 fn read_output() -> String {
     let tagged = format!("{}tags: web;picaops\n", fixture("qm-config-200.txt"));
     format!(
-        "node\tprox-srv3\nresources\t{}\nconfig\t101\t{}\nconfig\t200\t{}\nconfig\t1001\t{}\n",
+        "node\tprox-srv3\nresources\t{}\nstorage\t{}\nconfig\t101\t{}\nconfig\t200\t{}\nconfig\t1001\t{}\n",
         enc(&fixture("cluster-resources.json")),
+        enc(&fixture("storage.json")),
         enc(&fixture("qm-config-101.txt")),
         enc(&tagged),
         enc("name: template-astra-1.7.4-base\ntemplate: 1\nscsi0: local-lvm:base-1001-disk-0,size=3G\n"),
@@ -155,6 +156,9 @@ fn spec() -> VmSpec {
         start_at_boot: true,
         admin_keys: vec!["ssh-ed25519 AAAAC3adminkey admin@picasoft".into()],
         accel: Accel::Kvm,
+        // `snippets_storage: myshared` on the hypervisor: the recorded cluster's `local` does
+        // not allow snippets.
+        snippets_storage: Some("myshared".into()),
         declared_at: "inventory/vms.yml:3:3".into(),
     }
 }
@@ -169,9 +173,27 @@ fn run_with_fake_proxmox(script: &str) -> (i32, String, Vec<String>) {
 /// `qm clone` fail). The script runs in a scratch directory; any `pwned-*` file a command
 /// injected into it created there is reported as a last `pwned: …` call.
 fn run_with_fake_proxmox_env(script: &str, env: &[(&str, &str)]) -> (i32, String, Vec<String>) {
+    let ran = run_fake(script, env, |_| {});
+    (ran.code, ran.stdout, ran.calls)
+}
+
+/// What a script did against the stand-ins; `dir` is its scratch directory (`$SANDBOX`), kept
+/// so a test can look at the files it wrote (`store/snippets/…`, the snippets storage).
+struct Ran {
+    dir: tempfile::TempDir,
+    code: i32,
+    stdout: String,
+    calls: Vec<String>,
+}
+
+/// The stand-ins: `pvesh` answers from the recorded outputs (tests/fixtures/proxmox), `pvesm
+/// path STORAGE:snippets/F` gives `$SANDBOX/store/snippets/F`, `qm config ID` prints
+/// `$SANDBOX/answers/qm-config-ID.txt` when `prepare` wrote one (else a new clone's config).
+fn run_fake(script: &str, env: &[(&str, &str)], prepare: impl FnOnce(&Path)) -> Ran {
     let dir = tempfile::tempdir().unwrap();
     let bin = dir.path().join("bin");
     std::fs::create_dir(&bin).unwrap();
+    prepare(dir.path());
     let log = dir.path().join("calls");
     let fake = |name: &str, answer: &str| {
         let p: PathBuf = bin.join(name);
@@ -187,16 +209,28 @@ fn run_with_fake_proxmox_env(script: &str, env: &[(&str, &str)]) -> (i32, String
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
     };
-    fake("pvesh", "[ \"$2\" = /cluster/nextid ] && echo 105; exit 0");
+    fake(
+        "pvesh",
+        "case \"$2\" in\n  /cluster/nextid) echo 105;;\n  /cluster/resources) cat \"$FIXTURES/cluster-resources.json\";;\n  \
+         /storage) cat \"$FIXTURES/storage.json\";;\n  */qemu/200/pending) cat \"$FIXTURES/pending-200.json\";;\n  */pending) exit 1;;\nesac\nexit 0",
+    );
+    fake(
+        "pvesm",
+        "[ \"$1\" = path ] && [ -z \"${PVESM_FAILS:-}\" ] || exit 1\necho \"$SANDBOX/store/${2#*:}\"",
+    );
     fake(
         "qm",
-        "case $1 in\n  config) printf 'ide2: local-lvm:vm-105-cloudinit,media=cdrom\\nscsi0: local-lvm:vm-105-disk-0,size=3G\\n';;\n  \
+        "case $1 in\n  config) if [ -f \"$SANDBOX/answers/qm-config-$2.txt\" ]; then cat \"$SANDBOX/answers/qm-config-$2.txt\"; \
+         else printf 'ide2: local-lvm:vm-105-cloudinit,media=cdrom\\nscsi0: local-lvm:vm-105-disk-0,size=3G\\n'; fi;;\n  \
          clone) [ -z \"${QM_CLONE_FAILS:-}\" ] || exit 1;;\n  \
          status) echo 'status: running';;\n  set) for a; do case $a in */keys) cat \"$a\" > \"$(dirname \"$0\")/../keys\";; esac; done;;\nesac\nexit 0",
     );
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/proxmox");
     let out = std::process::Command::new("sh")
         .arg("-s")
         .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+        .env("SANDBOX", dir.path())
+        .env("FIXTURES", &fixtures)
         .envs(env.iter().copied())
         .current_dir(dir.path())
         .stdin(std::process::Stdio::piped())
@@ -221,11 +255,12 @@ fn run_with_fake_proxmox_env(script: &str, env: &[(&str, &str)]) -> (i32, String
     if !pwned.is_empty() {
         calls.push(format!("pwned: {}", pwned.join(" ")));
     }
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
+    Ran {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         calls,
-    )
+        dir,
+    }
 }
 
 #[test]
@@ -242,10 +277,11 @@ fn creating_clones_the_template_then_sets_resizes_adds_and_starts() {
     assert_eq!(
         calls,
         [
+            "pvesm|path|myshared:snippets/picaops-pica01.yml",
             "pvesh|get|/cluster/nextid",
             "qm|clone|1001|105|--name|pica01|--full|1|--storage|local-lvm",
             // The keys file's path is a temporary one: checked through its content below.
-            calls[2].as_str(),
+            calls[3].as_str(),
             "qm|config|105",
             "qm|resize|105|scsi0|81920M",
             "qm|set|105|--scsi11|data:1024",
@@ -253,9 +289,9 @@ fn creating_clones_the_template_then_sets_resizes_adds_and_starts() {
             "keys file: ssh-ed25519 AAAAC3adminkey admin@picasoft",
         ]
     );
-    let set = calls[2].split('|').collect::<Vec<_>>();
+    let set = calls[3].split('|').collect::<Vec<_>>();
     assert_eq!(
-        set[..set.len() - 2],
+        set[..set.len() - 4],
         [
             "qm",
             "set",
@@ -280,7 +316,11 @@ fn creating_clones_the_template_then_sets_resizes_adds_and_starts() {
             "192.0.2.1 192.0.2.2",
         ]
     );
-    assert_eq!(set[set.len() - 2], "--sshkeys");
+    assert_eq!(set[set.len() - 4], "--sshkeys");
+    assert_eq!(
+        set[set.len() - 2..],
+        ["--cicustom", "user=myshared:snippets/picaops-pica01.yml"]
+    );
 }
 
 #[test]
@@ -406,6 +446,7 @@ fn every_script_is_valid_sh() {
     scripts.insert("create", Proxmox.create_script(&spec(), &host).unwrap());
     scripts.insert("delete", Proxmox.delete_script(state).unwrap());
     scripts.insert("adopt", Proxmox.adopt_script(state).unwrap());
+    scripts.insert("release", Proxmox.release_script(state).unwrap());
     for (name, script) in scripts {
         let out = std::process::Command::new("sh")
             .args(["-n", "-c", &script])
@@ -463,4 +504,327 @@ fn hostile_values_stay_data_in_the_create_script() {
         calls.last().unwrap(),
         &format!("keys file: {}", hostile("key").trim())
     );
+}
+
+#[test]
+fn storages_say_which_allow_snippets() {
+    let all = proxmox::parse_storages(&fixture("storage.json")).unwrap();
+    assert_eq!(all.len(), 8);
+    let allowing: Vec<&str> = all
+        .iter()
+        .filter(|s| s.content.iter().any(|c| c == "snippets"))
+        .map(|s| s.id.as_str())
+        .collect();
+    assert_eq!(allowing, ["myshared", "shared"]);
+    let local = all.iter().find(|s| s.id == "local").unwrap();
+    assert_eq!(local.content, ["backup", "iso", "vztmpl", "images"]);
+    let host = Proxmox.parse_read("bob", &read_output()).unwrap();
+    assert_eq!(host.pools["local"], "backup,iso,vztmpl,images");
+}
+
+/// The snippet the create script wrote in the stand-in's snippets storage.
+fn snippet_of(ran: &Ran, name: &str) -> PathBuf {
+    ran.dir
+        .path()
+        .join(format!("store/snippets/picaops-{name}.yml"))
+}
+
+#[test]
+fn a_new_vm_gets_its_host_key_through_a_private_snippet_and_picaops_learns_the_public_half() {
+    use std::os::unix::fs::PermissionsExt;
+    let host = Proxmox.parse_read("bob", &read_output()).unwrap();
+    let script = Proxmox.create_script(&spec(), &host).unwrap();
+    assert!(
+        !script.contains("PRIVATE KEY"),
+        "the key is made on the hypervisor"
+    );
+    let ran = run_fake(&script, &[], |_| {});
+    assert_eq!(ran.code, 0, "{}\n{:?}", ran.stdout, ran.calls);
+
+    // The public half is announced, the private half never printed nor on a command line.
+    let notes = picaops::vm::driver::parse_notes(&ran.stdout);
+    let announced = notes.host_key.expect("@@hostkey");
+    assert!(announced.starts_with("ssh-ed25519 "), "{announced}");
+    assert!(!ran.stdout.contains("PRIVATE"), "{}", ran.stdout);
+    assert!(
+        !ran.calls.iter().any(|c| c.contains("PRIVATE")),
+        "{:?}",
+        ran.calls
+    );
+
+    // The snippet: root's only, a cloud-config with the key pair, root's keys and the hostname.
+    let path = snippet_of(&ran, "pica01");
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "{}", path.display());
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.starts_with("#cloud-config\n"), "{text}");
+    let doc: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
+    assert_eq!(doc["hostname"], "pica01");
+    assert_eq!(
+        doc["ssh_authorized_keys"],
+        serde_json::json!(["ssh-ed25519 AAAAC3adminkey admin@picasoft"])
+    );
+    let public = doc["ssh_keys"]["ed25519_public"].as_str().unwrap();
+    assert!(public.starts_with(&announced), "{public} vs {announced}");
+    assert!(doc["ssh_keys"]["ed25519_private"]
+        .as_str()
+        .unwrap()
+        .starts_with("-----BEGIN OPENSSH PRIVATE KEY-----"));
+
+    // Written before the clone; the VM refers to it; the key is announced before the start.
+    let pos = |prefix: &str| {
+        ran.calls
+            .iter()
+            .position(|c| c.starts_with(prefix))
+            .unwrap()
+    };
+    assert!(pos("pvesm|path") < pos("qm|clone"));
+    assert!(ran.calls[pos("qm|set|105|--cores")]
+        .ends_with("|--cicustom|user=myshared:snippets/picaops-pica01.yml"));
+    assert!(script.find("@@hostkey").unwrap() < script.find("qm start").unwrap());
+}
+
+#[test]
+fn a_failed_clone_takes_its_snippet_away_again() {
+    let host = Proxmox.parse_read("bob", &read_output()).unwrap();
+    let script = Proxmox.create_script(&spec(), &host).unwrap();
+    let ran = run_fake(&script, &[("QM_CLONE_FAILS", "1")], |_| {});
+    assert_eq!(ran.code, 3, "{}", ran.stdout);
+    assert!(
+        !snippet_of(&ran, "pica01").exists(),
+        "a private key left behind for a VM that does not exist"
+    );
+    // A storage pvesm cannot place the snippet on: stopped before anything is cloned.
+    let ran = run_fake(&script, &[("PVESM_FAILS", "1")], |_| {});
+    assert_eq!(ran.code, 3);
+    assert!(
+        ran.stdout.contains(
+            "@@error pvesm path myshared:snippets/picaops-pica01.yml failed: is myshared a \
+             directory storage that allows snippets?"
+        ),
+        "{}",
+        ran.stdout
+    );
+    assert!(!ran.calls.iter().any(|c| c.starts_with("qm|clone")));
+}
+
+#[test]
+fn a_snippets_storage_that_is_missing_or_does_not_allow_snippets_is_refused_before_anything() {
+    let host = Proxmox.parse_read("bob", &read_output()).unwrap();
+    // No `snippets_storage:`: `local`, which this cluster keeps for backups and ISOs only.
+    let mut s = spec();
+    s.snippets_storage = None;
+    let err = Proxmox.create_script(&s, &host).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "storage `local` on bob does not allow snippets (its content: backup,iso,vztmpl,images), \
+         and pica01 gets its SSH host key through a cloud-init snippet there. Allow them, keeping \
+         what it holds: `pvesm set local --content backup,iso,vztmpl,images,snippets`; or set \
+         `snippets_storage:` on bob in the inventory to a storage that allows them (myshared, \
+         shared). Nothing was created"
+    );
+    s.snippets_storage = Some("cephfs".into());
+    let err = Proxmox.create_script(&s, &host).unwrap_err().to_string();
+    assert!(
+        err.starts_with("storage `cephfs` does not exist on bob")
+            && err.contains("(storages that allow snippets on bob: myshared, shared)"),
+        "{err}"
+    );
+}
+
+/// `qm config 200` as Proxmox prints it while the changes of pending-200.json wait: with them
+/// applied (memory 12288, cores 6, no usb3), tagged picaops.
+fn config_200_with_pending_applied() -> String {
+    let config = fixture("qm-config-200.txt")
+        .replace("memory: 8192", "memory: 12288")
+        .replace("cores: 4", "cores: 6")
+        .replace("usb3: host=0d8c:0014\n", "");
+    format!("{config}tags: web;picaops\n")
+}
+
+#[test]
+fn the_read_script_asks_for_pending_changes_only_where_proxmox_keeps_some() {
+    let script = Proxmox
+        .read_script()
+        .replace("confdir=/etc/pve/qemu-server", "confdir=$SANDBOX/conf");
+    let ran = run_fake(&script, &[], |dir| {
+        let conf = dir.join("conf");
+        std::fs::create_dir_all(&conf).unwrap();
+        std::fs::create_dir_all(dir.join("answers")).unwrap();
+        std::fs::write(conf.join("101.conf"), fixture("qm-config-101.txt")).unwrap();
+        // The file keeps what waits under [PENDING] (the values in effect above it).
+        let file = format!(
+            "{}tags: web;picaops\n\n[PENDING]\ncores: 6\nmemory: 12288\ndelete: usb3\n",
+            fixture("qm-config-200.txt")
+        );
+        std::fs::write(conf.join("200.conf"), file).unwrap();
+        for (id, text) in [
+            ("101", fixture("qm-config-101.txt")),
+            ("200", config_200_with_pending_applied()),
+        ] {
+            std::fs::write(dir.join(format!("answers/qm-config-{id}.txt")), text).unwrap();
+        }
+    });
+    assert_eq!(ran.code, 0, "{}", ran.stdout);
+    let pending_calls: Vec<&String> = ran
+        .calls
+        .iter()
+        .filter(|c| c.ends_with("/pending|--output-format|json"))
+        .collect();
+    assert_eq!(pending_calls.len(), 1, "{:?}", ran.calls);
+    assert!(pending_calls[0].contains("/qemu/200/pending"));
+    let host = Proxmox.parse_read("bob", &ran.stdout).unwrap();
+    assert!(host.get("ubuntu-files").unwrap().pending.is_empty());
+    let v200 = host.get("UbuntuVM").unwrap();
+    assert_eq!(
+        (v200.memory_mib, v200.vcpus),
+        (12288, 6),
+        "qm config: pending applied"
+    );
+    assert_eq!(
+        v200.pending,
+        [
+            "cores: 6 (runs with 4)",
+            "memory: 12288 (runs with 8192)",
+            "sshkeys changed (value not shown)",
+            "usb3 removed (runs with host=0d8c:0014)",
+        ]
+    );
+}
+
+#[test]
+fn settings_waiting_for_a_restart_are_planned_as_needs_reboot_like_libvirt() {
+    let out = format!(
+        "node\tprox-srv3\nresources\t{}\nstorage\t{}\nconfig\t200\t{}\npending\t200\t{}\n",
+        enc(&fixture("cluster-resources.json")),
+        enc(&fixture("storage.json")),
+        enc(&config_200_with_pending_applied()),
+        enc(&fixture("pending-200.json")),
+    );
+    let host = Proxmox.parse_read("bob", &out).unwrap();
+    let mut state = host.get("UbuntuVM").unwrap().clone();
+    state.power = Power::Running;
+    // The inventory already says what is saved: only the restart is missing.
+    let mut s = spec();
+    s.name = "UbuntuVM".into();
+    s.vcpus = Some(6);
+    s.memory_mib = Some(12288);
+    s.disks = vec![DiskSpec {
+        size_bytes: 64 << 30,
+        pool: Some("local".into()),
+    }];
+    s.network = None;
+    s.image = None;
+    let mut p = plan::diff("UbuntuVM", "bob", Some(&s), Some(&state));
+    plan::authorize(&mut p, &Allowed::default());
+    assert_eq!((p.action, p.risk), (VmAction::Update, Risk::Reboot));
+    assert!(p
+        .changes
+        .iter()
+        .all(|c| matches!(c.kind, ChangeKind::Pending { .. })));
+    assert!(p.refused.as_deref().unwrap().contains("--allow-reboot"));
+    let shown = picaops::vm::render::describe_changes(&p);
+    assert!(
+        shown.contains(
+            &"memory: 12288 (runs with 8192) (saved, waiting for a restart) running without it \
+              → after a restart [needs reboot]"
+                .to_string()
+        ),
+        "{shown:#?}"
+    );
+    assert!(!shown.iter().any(|l| l.contains("AAAAC3")), "{shown:#?}");
+
+    // With --allow-reboot: nothing to set, a graceful shutdown and a start.
+    let mut p = plan::diff("UbuntuVM", "bob", Some(&s), Some(&state));
+    plan::authorize(
+        &mut p,
+        &Allowed {
+            reboot: true,
+            ..Default::default()
+        },
+    );
+    let script = Proxmox
+        .update_script(&p, &host, Duration::from_secs(90))
+        .unwrap();
+    let (code, _, calls) = run_with_fake_proxmox(&script);
+    assert_eq!(code, 0);
+    assert_eq!(
+        calls[..calls.len() - 1],
+        [
+            "qm|status|200",
+            "qm|shutdown|200|--timeout|90",
+            "qm|start|200"
+        ]
+    );
+}
+
+#[test]
+fn releasing_removes_only_the_picaops_tag_and_the_plan_then_leaves_the_vm_alone() {
+    let host = Proxmox.parse_read("bob", &read_output()).unwrap();
+    let v200 = host.get("UbuntuVM").unwrap();
+    assert!(v200.managed);
+    let (code, _, calls) = run_with_fake_proxmox(&Proxmox.release_script(v200).unwrap());
+    assert_eq!(
+        (code, calls[..1].to_vec()),
+        (0, vec!["qm|set|200|--tags|web".to_string()])
+    );
+    let mut only_ours = v200.clone();
+    only_ours.extra.insert("tags".into(), "picaops".into());
+    let (_, _, calls) = run_with_fake_proxmox(&Proxmox.release_script(&only_ours).unwrap());
+    assert_eq!(calls[0], "qm|set|200|--delete|tags");
+
+    // What the next read finds: the tag gone. Not declared: left alone; still declared: adopted
+    // again (which is why `vm release` refuses a declared VM).
+    let released = format!(
+        "node\tprox-srv3\nresources\t{}\nstorage\t{}\nconfig\t200\t{}\n",
+        enc(&fixture("cluster-resources.json")),
+        enc(&fixture("storage.json")),
+        enc(&format!("{}tags: web\n", fixture("qm-config-200.txt"))),
+    );
+    let after = Proxmox.parse_read("bob", &released).unwrap();
+    let state = after.get("UbuntuVM").unwrap();
+    assert!(!state.managed);
+    let p = plan::diff("UbuntuVM", "bob", None, Some(state));
+    assert_eq!(p.action, VmAction::Unmanaged);
+    let mut s = spec();
+    s.name = "UbuntuVM".into();
+    let p = plan::diff("UbuntuVM", "bob", Some(&s), Some(state));
+    assert_eq!(p.action, VmAction::Adopt);
+
+    // A VM picaops does not manage has nothing to release.
+    let v101 = host.vms.iter().find(|v| v.id == "101").unwrap();
+    let err = picaops::vm::ops::check_releasable("proxmox", "bob", v101).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "ubuntu-files on bob is not managed by picaops (no `picaops` tag): nothing to release, \
+         plan already leaves it alone"
+    );
+}
+
+#[test]
+fn deleting_a_vm_removes_the_snippet_picaops_made_for_it_and_no_other() {
+    let host = Proxmox.parse_read("bob", &read_output()).unwrap();
+    let mut v200 = host.get("UbuntuVM").unwrap().clone();
+    v200.extra.insert(
+        "cicustom".into(),
+        "user=myshared:snippets/picaops-UbuntuVM.yml".into(),
+    );
+    let ran = run_fake(&Proxmox.delete_script(&v200).unwrap(), &[], |dir| {
+        std::fs::create_dir_all(dir.join("store/snippets")).unwrap();
+        std::fs::write(dir.join("store/snippets/picaops-UbuntuVM.yml"), "key").unwrap();
+    });
+    assert_eq!(ran.code, 0, "{}", ran.stdout);
+    assert!(ran
+        .calls
+        .contains(&"pvesm|path|myshared:snippets/picaops-UbuntuVM.yml".to_string()));
+    assert!(!snippet_of(&ran, "UbuntuVM").exists());
+    // Someone else's snippet (or one named for another VM) is left where it is.
+    for other in [
+        "user=local:snippets/hand-made.yml",
+        "user=local:snippets/picaops-pica02.yml",
+    ] {
+        v200.extra.insert("cicustom".into(), other.into());
+        let script = Proxmox.delete_script(&v200).unwrap();
+        assert!(!script.contains("pvesm"), "{other}: {script}");
+    }
 }

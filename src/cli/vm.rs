@@ -1,4 +1,4 @@
-//! `picaops vm list | start | stop | reboot | console` (the VM phase of `plan`/`apply` is
+//! `picaops vm list | start | stop | reboot | console | release` (the VM phase of `plan`/`apply` is
 //! `picaops::vm::phase`). Argument parsing and printing only: the work is in `picaops::vm`.
 
 use std::time::Duration;
@@ -45,6 +45,16 @@ nothing: `picaops plan` shows what apply would do about the drift, `picaops appl
     },
     /// Attach to a VM's serial console, through its hypervisor (leave with Ctrl-]).
     Console(Named),
+    /// Stop managing a VM without touching it: removes picaops's mark (Proxmox tag `picaops`,
+    /// libvirt metadata), so no apply changes or deletes it again.
+    #[command(after_help = "\
+To hand a VM back to manual care: remove it from the inventory (plan then says `- delete`, \
+which apply refuses without --allow-destroy NAME), then `picaops vm release NAME --host HOST`. \
+Afterwards plan shows it as `. left alone`; to manage it again, declare it: apply adopts it. \
+The VM keeps running, its disks and settings are not touched (on Proxmox its cloud-init \
+snippet stays: it needs it to start). Refused for a VM still declared (the next apply would \
+adopt it again) or one picaops does not manage.")]
+    Release(Named),
 }
 
 #[derive(Args, Debug)]
@@ -90,7 +100,7 @@ pub fn run(cmd: VmCommand, global: &Global, out: &Output) -> i32 {
             op,
             Duration::from_secs(timeout),
         ));
-        show_power(vm, done, out)
+        show_done(vm, done, out)
     };
     match cmd {
         VmCommand::List { limit } => {
@@ -104,6 +114,10 @@ pub fn run(cmd: VmCommand, global: &Global, out: &Output) -> i32 {
         VmCommand::Start(vm) => power(&vm, PowerOp::Start, 120),
         VmCommand::Stop { vm, force, timeout } => power(&vm, PowerOp::Stop { force }, timeout),
         VmCommand::Reboot { vm, timeout } => power(&vm, PowerOp::Reboot, timeout),
+        VmCommand::Release(vm) => {
+            let done = runtime.block_on(ops::release(&inv, kh, &vm.name, vm.host.as_deref()));
+            show_done(&vm, done, out)
+        }
         VmCommand::Console(vm) => {
             let console = runtime.block_on(ops::console(&inv, kh, &vm.name, vm.host.as_deref()));
             drop(runtime);
@@ -148,7 +162,7 @@ fn show_list(report: Result<VmReport, ops::VmOpError>, out: &Output) -> i32 {
     }
 }
 
-fn show_power(vm: &Named, done: Result<&str, ops::VmOpError>, out: &Output) -> i32 {
+fn show_done(vm: &Named, done: Result<&str, ops::VmOpError>, out: &Output) -> i32 {
     let doc = match &done {
         Ok(what) => serde_json::json!({"ok": true, "vm": vm.name, "done": what}),
         Err(e) => serde_json::json!({"ok": false, "vm": vm.name, "error": e.to_string()}),
@@ -162,7 +176,7 @@ fn show_power(vm: &Named, done: Result<&str, ops::VmOpError>, out: &Output) -> i
     }
     match done {
         Ok(_) => EXIT_OK,
-        Err(_) => EXIT_HOST_FAILED,
+        Err(e) => e.exit_code(),
     }
 }
 

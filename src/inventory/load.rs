@@ -79,6 +79,7 @@ struct HostDoc {
     host_key: Option<Spanned<String>>,
     #[serde(default)]
     hypervisor: HypervisorKind,
+    snippets_storage: Option<Spanned<String>>,
     capacity: Option<Spanned<CapacityDoc>>,
     oob: Option<Oob>,
     #[serde(default)]
@@ -400,6 +401,9 @@ fn merge(dir: &Path, docs: Vec<(PathBuf, FileDoc)>, diags: &mut Vec<Diagnostic>)
         for (name, h) in doc.hosts.unwrap_or_default() {
             let place = place_of(f, &name.0);
             check_port(f, h.port.as_ref(), diags);
+            if let Some(st) = &h.snippets_storage {
+                snippets_storage(f, st, h.hypervisor, diags);
+            }
             let host = Host {
                 name: name.0.value.clone(),
                 site: located(f, h.site),
@@ -414,6 +418,7 @@ fn merge(dir: &Path, docs: Vec<(PathBuf, FileDoc)>, diags: &mut Vec<Diagnostic>)
                     jump: None,
                 },
                 hypervisor: h.hypervisor,
+                snippets_storage: h.snippets_storage.map(|s| s.value),
                 capacity: h.capacity.map(|c| capacity(f, c, diags)),
                 oob: h.oob,
                 groups: h.groups.into_iter().map(|g| located(f, g)).collect(),
@@ -625,6 +630,35 @@ fn check_value<T>(
                 ),
             )
             .help(help.to_string()),
+        );
+    }
+}
+
+/// A Proxmox hypervisor's `snippets_storage:`: a storage id, on a Proxmox host only.
+fn snippets_storage(
+    file: &Path,
+    value: &Spanned<String>,
+    kind: HypervisorKind,
+    diags: &mut Vec<Diagnostic>,
+) {
+    if kind != HypervisorKind::Proxmox {
+        diags.push(
+            Diagnostic::new(
+                place_of(file, value),
+                "`snippets_storage:` is for `hypervisor: proxmox` hosts only".to_string(),
+            )
+            .help("remove it, or set `hypervisor: proxmox` if this host runs Proxmox VE"),
+        );
+    } else if let Err(why) = values::check_pool(&value.value) {
+        diags.push(
+            Diagnostic::new(
+                place_of(file, value),
+                format!(
+                    "`{}` cannot be a Proxmox storage: {why}",
+                    values::shown(&value.value)
+                ),
+            )
+            .help("the id of a storage that allows snippets (`pvesm status --content snippets`): local"),
         );
     }
 }

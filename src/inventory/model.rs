@@ -100,6 +100,9 @@ pub struct Host {
     pub description: Option<String>,
     pub ssh: Ssh,
     pub hypervisor: HypervisorKind,
+    /// Proxmox: the storage whose `snippets/` holds the cloud-init user-data of the VMs
+    /// picaops creates (`snippets_storage:`; `local` when absent).
+    pub snippets_storage: Option<String>,
     /// What it can hold, for recovery plans (hypervisors).
     pub capacity: Option<Capacity>,
     pub oob: Option<Oob>,

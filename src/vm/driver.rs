@@ -62,6 +62,10 @@ pub trait Hypervisor: Send + Sync {
     /// The script that records an existing VM as managed by picaops, changing nothing else.
     fn adopt_script(&self, state: &VmState) -> Result<String, DriverError>;
 
+    /// The script that stops managing a VM without touching it: it removes picaops's mark
+    /// (what [`Hypervisor::adopt_script`] records) and nothing else.
+    fn release_script(&self, state: &VmState) -> Result<String, DriverError>;
+
     /// The script that deletes a VM and its disks.
     fn delete_script(&self, state: &VmState) -> Result<String, DriverError>;
 

@@ -123,6 +123,41 @@ pub enum ProxmoxError {
         #[source]
         source: ResourcesError,
     },
+    /// `pvesh get /storage` on `host` printed something picaops cannot read.
+    #[error("pvesh get /storage: {source}")]
+    Storages {
+        host: String,
+        #[source]
+        source: ResourcesError,
+    },
+    /// `allowing`: the storages of `host` that allow snippets.
+    #[error(
+        "storage `{storage}` does not exist on {host}, and {vm} gets its SSH host key through a \
+         cloud-init snippet there (storages that allow snippets on {host}: {}). Set \
+         `snippets_storage:` on {host} in the inventory to one of them; nothing was created",
+        listed(.allowing)
+    )]
+    NoSnippetsStorage {
+        host: String,
+        vm: String,
+        storage: String,
+        allowing: Vec<String>,
+    },
+    /// `content`: what the storage allows now (`iso,backup`).
+    #[error(
+        "storage `{storage}` on {host} does not allow snippets (its content: {content}), and {vm} \
+         gets its SSH host key through a cloud-init snippet there. Allow them, keeping what it \
+         holds: `pvesm set {storage} --content {content},snippets`; or set `snippets_storage:` on \
+         {host} in the inventory to a storage that allows them ({}). Nothing was created",
+        listed(.allowing)
+    )]
+    SnippetsNotAllowed {
+        host: String,
+        vm: String,
+        storage: String,
+        content: String,
+        allowing: Vec<String>,
+    },
     #[error("VM {vm} has no numeric VMID")]
     NoVmid { vm: String },
     /// `available`: the templates `host` has.

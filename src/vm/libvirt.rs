@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use super::cloud_init;
 use super::driver::{
     check_name, decode_field, fail, write_file, DriverError, Hypervisor, PowerOp, SCRIPT_PRELUDE,
 };
@@ -81,6 +82,11 @@ impl Hypervisor for Libvirt {
                 state.name
             )),
         ))
+    }
+
+    fn release_script(&self, state: &VmState) -> Result<String, DriverError> {
+        check_name(&state.name)?;
+        Ok(release_script(&state.name))
     }
 
     fn delete_script(&self, state: &VmState) -> Result<String, DriverError> {
@@ -468,22 +474,10 @@ pub fn network_config(spec: &VmSpec) -> Option<String> {
     Some(s)
 }
 
-/// The first part of the NoCloud `user-data`: root may log in with the admin keys only; the
-/// host key the create script generates follows (`ssh_keys:`).
+/// The first part of the NoCloud `user-data` (the hostname is in `meta-data`); the host key
+/// the create script generates follows (`ssh_keys:`).
 pub fn user_data_head(spec: &VmSpec) -> String {
-    let mut s = String::from(
-        "#cloud-config\ndisable_root: false\nssh_pwauth: false\nssh_deletekeys: true\nssh_authorized_keys:\n",
-    );
-    for k in &spec.admin_keys {
-        // A JSON string is a YAML double-quoted scalar: the key stays one value, whatever it
-        // holds (a line break must not become a cloud-config key such as `runcmd:`).
-        let _ = writeln!(
-            s,
-            "  - {}",
-            serde_json::to_string(k).unwrap_or_else(|_| "\"\"".into())
-        );
-    }
-    s
+    cloud_init::user_data_head(spec, false)
 }
 
 fn create_script(spec: &VmSpec, host: &HostVms) -> Result<String, DriverError> {
@@ -572,11 +566,7 @@ fn create_script(spec: &VmSpec, host: &HostVms) -> Result<String, DriverError> {
         let _ = writeln!(s, "made=\"$made \"{p}");
     }
     // The seed: host key generated here, written into user-data, pinned by picaops.
-    let _ = writeln!(
-        s,
-        "ssh-keygen -q -t ed25519 -N '' -C {} -f \"$w/host_key\" </dev/null || fail 'ssh-keygen failed'",
-        q(&format!("root@{}", spec.name))
-    );
+    cloud_init::generate_host_key(&mut s, &spec.name);
     write_file(&mut s, "\"$w/meta-data\"", &meta_data(spec));
     let mut files = String::from("\"$w/user-data\" \"$w/meta-data\"");
     if let Some(net) = network_config(spec) {
@@ -584,7 +574,7 @@ fn create_script(spec: &VmSpec, host: &HostVms) -> Result<String, DriverError> {
         files.push_str(" \"$w/network-config\"");
     }
     write_file(&mut s, "\"$w/user-data\"", &user_data_head(spec));
-    s.push_str("{ echo 'ssh_keys:'; echo '  ed25519_private: |'; sed 's/^/    /' \"$w/host_key\"; printf '  ed25519_public: %s\\n' \"$(cat \"$w/host_key.pub\")\"; } >> \"$w/user-data\"\n");
+    cloud_init::append_host_key(&mut s, "\"$w/user-data\"");
     let sq = q(&seed);
     let _ = writeln!(
         s,
@@ -617,12 +607,26 @@ fn create_script(spec: &VmSpec, host: &HostVms) -> Result<String, DriverError> {
             "virsh -q autostart {n} >/dev/null || fail 'virsh autostart failed'"
         );
     }
-    s.push_str("printf '@@hostkey %s\\n' \"$(cut -d' ' -f1,2 \"$w/host_key.pub\")\"\n");
+    cloud_init::announce_host_key(&mut s);
     let _ = writeln!(
         s,
         "virsh -q start {n} >/dev/null || fail 'the VM is defined but virsh start failed'"
     );
     Ok(s)
+}
+
+/// Removes `<picaops:vm>` from the domain's metadata (the saved configuration, and the running
+/// one when it runs), as `adopt_script` records it; the domain is not touched otherwise.
+pub fn release_script(name: &str) -> String {
+    let n = q(name);
+    format!(
+        "{SCRIPT_PRELUDE}live=\nif [ \"$(virsh -q domstate {n})\" = running ]; then live=--live; fi\n\
+         virsh -q metadata {n} --uri {uri} --remove --config $live >/dev/null || {fail}\n",
+        uri = q(METADATA_URI),
+        fail = fail(&format!(
+            "virsh metadata refused to remove picaops's mark from {name}"
+        )),
+    )
 }
 
 /// Graceful ACPI shutdown of a running VM, waiting at most `timeout`; `@@timeout` otherwise.
@@ -808,6 +812,7 @@ mod tests {
             start_at_boot: true,
             admin_keys: vec!["ssh-ed25519 AAAAadmin lab".into()],
             accel: Accel::Tcg,
+            snippets_storage: None,
             declared_at: "vms.yml:3:3".into(),
         }
     }
@@ -941,6 +946,7 @@ mod tests {
             ("create", create_script(&spec(), &host).unwrap()),
             ("update", update),
             ("adopt", lv.adopt_script(&state).unwrap()),
+            ("release", lv.release_script(&state).unwrap()),
             ("delete", lv.delete_script(&state).unwrap()),
             (
                 "reboot",
@@ -976,6 +982,43 @@ mod tests {
         other.disks[0].pool = Some("fast".into());
         let err = create_script(&other, &host).unwrap_err().to_string();
         assert!(err.contains("pool `fast` does not exist on bob"), "{err}");
+    }
+
+    #[test]
+    fn releasing_removes_the_metadata_adopt_records_and_touches_nothing_else() {
+        use crate::vm::driver::sandbox::Sandbox;
+        // virsh logs its arguments; the VM runs, so the live definition loses the mark too.
+        let sb = Sandbox::new(&[(
+            "virsh",
+            "echo \"$*\" >> \"$SANDBOX/calls\"; case \"$2\" in domstate) echo running;; esac; exit 0",
+        )]);
+        let state = parse_domain(DOMAIN, "").unwrap();
+        let script = Libvirt.release_script(&state).unwrap();
+        let (code, out) = sb.run(&script);
+        assert_eq!(code, 0, "{out}");
+        let calls = std::fs::read_to_string(sb.path().join("calls")).unwrap();
+        assert_eq!(
+            calls.lines().collect::<Vec<_>>(),
+            [
+                "-q domstate vm-tls",
+                "-q metadata vm-tls --uri https://picaops.picasoft.net/xmlns/vm/1 --remove --config --live",
+            ]
+        );
+        let adopt = Libvirt.adopt_script(&state).unwrap();
+        assert!(adopt.contains(&format!("--uri {}", q(METADATA_URI))));
+        // A shut-off VM: its saved definition only; virsh refusing is an error that says so.
+        let sb = Sandbox::new(&[(
+            "virsh",
+            "echo \"$*\" >> \"$SANDBOX/calls\"; case \"$2\" in domstate) echo 'shut off';; metadata) exit 1;; esac; exit 0",
+        )]);
+        let (code, out) = sb.run(&script);
+        assert_eq!(code, 3, "{out}");
+        assert!(out.contains("@@error virsh metadata refused to remove picaops's mark from vm-tls"));
+        let calls = std::fs::read_to_string(sb.path().join("calls")).unwrap();
+        assert!(calls.ends_with("--remove --config\n"), "{calls}");
+        let mut bad = state.clone();
+        bad.name = "x;reboot".into();
+        assert!(Libvirt.release_script(&bad).is_err());
     }
 
     /// Stand-ins for the libvirt host's tools: no VM exists yet; `genisoimage` keeps a copy of
@@ -1037,19 +1080,5 @@ mod tests {
         assert_eq!(seed("network-config"), network_config(&spec).unwrap());
         assert_eq!(seed("meta-data"), meta_data(&spec));
         assert!(seed("user-data").starts_with(&user_data_head(&spec)));
-    }
-
-    #[test]
-    fn an_admin_key_stays_one_key_in_the_cloud_config() {
-        let mut spec = spec();
-        let key = "ssh-ed25519 AAAA x\"\nruncmd: [touch /pwned]\n#\\";
-        spec.admin_keys = vec![key.into()];
-        let doc: serde_json::Value = serde_saphyr::from_str(&user_data_head(&spec)).unwrap();
-        assert_eq!(
-            doc["ssh_authorized_keys"],
-            serde_json::json!([key]),
-            "{doc}"
-        );
-        assert!(doc.get("runcmd").is_none(), "{doc}");
     }
 }

@@ -6,7 +6,9 @@
 //!   authorised against `--allow-reboot` and `--allow-destroy NAME`.
 //! - [`driver`]: the `Hypervisor` trait (read → change → apply as shell scripts run over SSH on
 //!   the hypervisor), with [`libvirt`] (`virsh`, `qemu-img`, NoCloud seed) and [`proxmox`]
-//!   (`qm`, `pvesh`; not yet run against a live Proxmox host).
+//!   (`qm`, `pvesh`, `pvesm`; not yet run against a live Proxmox host).
+//! - [`cloud_init`]: the user-data both drivers give a new VM, with the SSH host key made on
+//!   the hypervisor so picaops can pin it before the first login.
 //! - [`engine`]: the VM phase of `plan`/`apply` over every hypervisor in parallel, pinning new
 //!   VMs' host keys and waiting for SSH before they are converged.
 //! - [`render`]: the plan and `picaops vm list` for people and for scripts.
@@ -14,6 +16,7 @@
 //! This module never prints and never builds an `ssh` command line: hosts are reached through
 //! `crate::transport`.
 
+pub mod cloud_init;
 pub mod driver;
 pub mod engine;
 pub mod error;

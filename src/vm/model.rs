@@ -79,6 +79,9 @@ pub struct VmSpec {
     /// `kvm` (default) or `tcg` (emulation: the lab, where nested KVM hangs): the `vm_accel`
     /// variable.
     pub accel: Accel,
+    /// Proxmox: the storage that holds the VM's cloud-init snippet (its hypervisor's
+    /// `snippets_storage:`; the driver's default, `local`, when absent).
+    pub snippets_storage: Option<String>,
     /// Where the inventory declares it (`file:line:column`), for messages.
     pub declared_at: String,
 }
@@ -203,6 +206,10 @@ impl VmSpec {
             start_at_boot: vm.start_at_boot,
             admin_keys,
             accel,
+            snippets_storage: inv
+                .hosts
+                .get(&vm.host.value)
+                .and_then(|h| h.snippets_storage.clone()),
             declared_at: vm.place.to_string(),
         })
     }
@@ -393,6 +400,7 @@ mod tests {
             start_at_boot: true,
             admin_keys: Vec::new(),
             accel: Accel::Kvm,
+            snippets_storage: None,
             declared_at: "vms.yml:3:3".into(),
         };
         let err = spec.check_creatable().unwrap_err();

@@ -1,4 +1,4 @@
-//! `picaops vm list | start | stop | reboot | console` as library calls: which hypervisor, one
+//! `picaops vm list | start | stop | reboot | console | release` as library calls: which hypervisor, one
 //! connection, the driver's script, the result. Nothing here prints; the CLI renders.
 
 use std::path::{Path, PathBuf};
@@ -53,6 +53,26 @@ pub enum VmOpError {
          --force to cut the power)"
     )]
     ShutdownTimeout { vm: String, host: String, secs: u64 },
+    /// `place`: where the inventory declares it.
+    #[error(
+        "{vm} is still declared in the inventory ({place}): released, the next apply would adopt \
+         it again. Remove it from the inventory first (plan then says `- delete`, which apply \
+         refuses without --allow-destroy {vm}), then run `picaops vm release {vm} --host {host}`"
+    )]
+    StillDeclared {
+        vm: String,
+        host: String,
+        place: String,
+    },
+    #[error(
+        "{vm} on {host} is not managed by picaops (no {mark}): nothing to release, plan already \
+         leaves it alone"
+    )]
+    NotManaged {
+        vm: String,
+        host: String,
+        mark: &'static str,
+    },
 }
 
 impl VmOpError {
@@ -66,10 +86,12 @@ impl VmOpError {
             | VmOpError::UnknownHost { .. }
             | VmOpError::NotAHypervisor { .. }
             | VmOpError::NoDriver { .. }
+            | VmOpError::StillDeclared { .. }
             | VmOpError::Unreachable { .. } => crate::output::EXIT_USAGE,
             VmOpError::Connect(_)
             | VmOpError::Hypervisor(_)
             | VmOpError::NoSuchVm { .. }
+            | VmOpError::NotManaged { .. }
             | VmOpError::ShutdownTimeout { .. } => crate::output::EXIT_HOST_FAILED,
         }
     }
@@ -204,6 +226,57 @@ pub async fn power(
     })
 }
 
+/// Stops managing VM `name` (on `host`, a VM the inventory no longer declares) without touching
+/// it: removes the mark adopt and create record (Proxmox tag `picaops`, libvirt metadata), and
+/// nothing else. A VM still declared is refused, since the next apply would adopt it again; one
+/// picaops does not manage is refused too. Afterwards plan shows it as `. left alone`.
+pub async fn release(
+    inv: &Inventory,
+    known_hosts: &Path,
+    name: &str,
+    host: Option<&str>,
+) -> Result<&'static str, VmOpError> {
+    if let Some(vm) = inv.vms.get(name) {
+        return Err(VmOpError::StillDeclared {
+            vm: name.to_string(),
+            host: host.unwrap_or(&vm.host.value).to_string(),
+            place: vm.place.to_string(),
+        });
+    }
+    with_vm(
+        inv,
+        known_hosts,
+        name,
+        host,
+        async |driver, transport, state| {
+            check_releasable(driver.kind(), &transport.target().name, state)?;
+            let script = driver
+                .release_script(state)
+                .map_err(HypervisorError::from)?;
+            engine::exec_script(transport, script, Duration::from_secs(120)).await?;
+            Ok(())
+        },
+    )
+    .await?;
+    Ok("released: no longer managed by picaops (the VM itself was not touched)")
+}
+
+/// A VM that picaops does not manage has nothing to release.
+pub fn check_releasable(kind: &str, host: &str, state: &VmState) -> Result<(), VmOpError> {
+    if state.managed {
+        return Ok(());
+    }
+    Err(VmOpError::NotManaged {
+        vm: state.name.clone(),
+        host: host.to_string(),
+        mark: if kind == "proxmox" {
+            "`picaops` tag"
+        } else {
+            "<picaops:vm> in its metadata"
+        },
+    })
+}
+
 /// The interactive `ssh -t` command attaching to VM `name`'s serial console through its
 /// hypervisor (the transport's multiplexed sessions have no terminal), with the same strict
 /// host-key settings picaops uses everywhere.
@@ -226,4 +299,45 @@ pub async fn console(
     }
     let cmd = crate::transport::interactive_ssh(&target, known_hosts, &line);
     Ok((target, cmd))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_managed_vm_can_be_released_and_the_refusals_say_what_to_do() {
+        let state = |managed| VmState {
+            name: "old-pad".into(),
+            id: "105".into(),
+            power: crate::vm::model::Power::Running,
+            vcpus: 1,
+            memory_mib: 512,
+            max_memory_mib: 512,
+            disks: vec![],
+            bridge: None,
+            autostart: false,
+            managed,
+            uptime_secs: None,
+            pending: vec![],
+            extra: Default::default(),
+        };
+        assert!(check_releasable("libvirt", "bob", &state(true)).is_ok());
+        let err = check_releasable("libvirt", "bob", &state(false)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "old-pad on bob is not managed by picaops (no <picaops:vm> in its metadata): nothing \
+             to release, plan already leaves it alone"
+        );
+        assert_eq!(err.exit_code(), crate::output::EXIT_HOST_FAILED);
+        let declared = VmOpError::StillDeclared {
+            vm: "pica01".into(),
+            host: "bob".into(),
+            place: "vms.yml:3:3".into(),
+        };
+        assert!(declared
+            .to_string()
+            .ends_with("then run `picaops vm release pica01 --host bob`"));
+        assert_eq!(declared.exit_code(), crate::output::EXIT_USAGE);
+    }
 }

@@ -484,6 +484,7 @@ mod tests {
             start_at_boot: true,
             admin_keys: vec!["ssh-ed25519 AAAA".into()],
             accel: Accel::Kvm,
+            snippets_storage: None,
             declared_at: "inventory/vms.yml:2:3".into(),
         }
     }

@@ -10,12 +10,23 @@
 //!   VM's configuration in Proxmox's own `key: value` file format, the format of
 //!   /etc/pve/qemu-server/VMID.conf).
 //! - Create: `qm clone TEMPLATE NEWID --full` from the template named by `image:`, then `qm set`
-//!   (cores, memory, start at boot, bridge, cloud-init address, DNS and root's keys), `qm resize`
-//!   of the boot disk, `qm set --scsiN STORAGE:GiB` for more disks, `qm start`.
-//! - VMs picaops created or adopted carry the tag `picaops`.
-//! - Limits: Proxmox cannot shrink a disk (refused); cloud-init cannot give a host key, so the
-//!   new VM's key must be pinned by hand (`picaops inventory pin NAME`) before it is converged;
-//!   changes waiting in Proxmox's "pending" section are not read.
+//!   (cores, memory, start at boot, bridge, cloud-init address, DNS, and `--cicustom
+//!   user=STORAGE:snippets/picaops-NAME.yml`), `qm resize` of the boot disk, `qm set --scsiN
+//!   STORAGE:GiB` for more disks, `qm start`.
+//! - Host key: made by `ssh-keygen` on the hypervisor before the clone and written, with root's
+//!   keys, into that snippet (`ssh_keys:`, see [`super::cloud_init`]); the script prints the
+//!   public half and picaops pins it before the first login. The snippet is KEPT (mode 0600,
+//!   root's, on the hypervisor; removed when picaops deletes the VM): Proxmox rebuilds the
+//!   cloud-init drive from it at every start, so a VM whose snippet is gone no longer starts, and
+//!   changed user-data gives a new instance-id, on which cloud-init makes new host keys. It holds
+//!   nothing root on the hypervisor cannot already read on the VM's disk.
+//! - Which storage holds snippets: the hypervisor's `snippets_storage:` (default `local`),
+//!   checked against `pvesh get /storage` before anything is created.
+//! - Pending: a running VM's settings saved but not in effect yet (the configuration's
+//!   `[PENDING]` section, read with `pvesh get /nodes/NODE/qemu/VMID/pending`) are shown as
+//!   waiting for a restart. `qm config` prints the configuration with them applied.
+//! - VMs picaops created or adopted carry the tag `picaops`; `vm release` removes it.
+//! - Limits: Proxmox cannot shrink a disk (refused).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -23,6 +34,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use super::cloud_init;
 use super::driver::{
     check_name, decode_field, fail, write_file, DriverError, Hypervisor, PowerOp, SCRIPT_PRELUDE,
 };
@@ -36,6 +48,15 @@ pub const TAG: &str = "picaops";
 
 /// Storage for new disks when the inventory names none.
 pub const DEFAULT_STORAGE: &str = "local-lvm";
+
+/// Storage for cloud-init snippets when the hypervisor's `snippets_storage:` names none (the
+/// directory storage every Proxmox VE installation has, `/var/lib/vz`).
+pub const DEFAULT_SNIPPETS_STORAGE: &str = "local";
+
+/// The volume id of VM `name`'s cloud-init user-data on `storage`.
+pub fn snippet_volid(storage: &str, name: &str) -> String {
+    format!("{storage}:snippets/picaops-{name}.yml")
+}
 
 pub struct Proxmox;
 
@@ -75,12 +96,39 @@ impl Hypervisor for Proxmox {
         ))
     }
 
+    fn release_script(&self, state: &VmState) -> Result<String, DriverError> {
+        let id = vmid(state)?;
+        let rest: Vec<String> = split_tags(state.extra.get("tags").map(String::as_str))
+            .into_iter()
+            .filter(|t| t != TAG)
+            .collect();
+        let set = if rest.is_empty() {
+            format!("qm set {id} --delete tags || fail 'qm set --delete tags failed'")
+        } else {
+            format!(
+                "qm set {id} --tags {} || fail 'qm set --tags failed'",
+                q(&rest.join(";"))
+            )
+        };
+        Ok(format!("{SCRIPT_PRELUDE}{set}\n"))
+    }
+
     fn delete_script(&self, state: &VmState) -> Result<String, DriverError> {
         let id = vmid(state)?;
-        Ok(format!(
+        let mut s = format!(
             "{SCRIPT_PRELUDE}qm stop {id} >/dev/null 2>&1\n\
              qm destroy {id} --purge 1 --destroy-unreferenced-disks 1 || fail 'qm destroy {id} failed'\n"
-        ))
+        );
+        // The snippet picaops made for it (it holds the VM's private host key): only a file of
+        // that exact name, never another snippet the VM may use.
+        if let Some(volid) = own_snippet(state) {
+            let _ = writeln!(
+                s,
+                "p=$(pvesm path {v}) && rm -f -- \"$p\" || echo 'could not remove the snippet {v}' >&2",
+                v = q(&volid)
+            );
+        }
+        Ok(s)
     }
 
     fn power_script(&self, state: &VmState, op: PowerOp, timeout: Duration) -> String {
@@ -111,6 +159,18 @@ impl Hypervisor for Proxmox {
     }
 }
 
+/// The `user=` snippet of a VM's `cicustom`, when it is the one picaops made for this VM.
+pub fn own_snippet(state: &VmState) -> Option<String> {
+    let cicustom = state.extra.get("cicustom")?;
+    let volid = cicustom
+        .split(',')
+        .find_map(|p| p.trim().strip_prefix("user="))?;
+    let (storage, file) = volid.split_once(':')?;
+    (file == format!("snippets/picaops-{}.yml", state.name)
+        && crate::values::check_pool(storage).is_ok())
+    .then(|| volid.to_string())
+}
+
 fn vmid(state: &VmState) -> Result<String, ProxmoxError> {
     if !state.id.is_empty() && state.id.bytes().all(|b| b.is_ascii_digit()) {
         Ok(state.id.clone())
@@ -121,16 +181,26 @@ fn vmid(state: &VmState) -> Result<String, ProxmoxError> {
     }
 }
 
-/// This node's name, the cluster's guests (JSON), then the configuration of each VM of this
-/// node (`qm config`, base64 so every record stays on one line).
+/// This node's name, the cluster's guests and storages (JSON), then the configuration of each VM
+/// of this node (`qm config`) and its pending changes if it has any (base64 so every record
+/// stays on one line).
 const READ_SCRIPT: &str = r#"command -v pvesh >/dev/null 2>&1 && command -v qm >/dev/null 2>&1 || fail "pvesh and qm are missing: is this a Proxmox VE host? (or set hypervisor: libvirt in the inventory)"
-printf 'node\t%s\n' "$(hostname)"
+node=$(hostname)
+printf 'node\t%s\n' "$node"
 res=$(pvesh get /cluster/resources --type vm --output-format json) || fail "pvesh get /cluster/resources failed"
 printf 'resources\t%s\n' "$(printf '%s' "$res" | base64 -w0)"
-for f in /etc/pve/qemu-server/*.conf; do
+st=$(pvesh get /storage --output-format json) || fail "pvesh get /storage failed"
+printf 'storage\t%s\n' "$(printf '%s' "$st" | base64 -w0)"
+confdir=/etc/pve/qemu-server
+for f in "$confdir"/*.conf; do
   [ -e "$f" ] || continue
   id=${f##*/}; id=${id%.conf}
   printf 'config\t%s\t%s\n' "$id" "$(qm config "$id" 2>/dev/null | base64 -w0)"
+  # Proxmox writes settings a running VM does not have yet under [PENDING] in this file; only
+  # then is its pending list asked for (one pvesh less per VM otherwise).
+  if grep -q '^\[PENDING\]' "$f"; then
+    printf 'pending\t%s\t%s\n' "$id" "$(pvesh get "/nodes/$node/qemu/$id/pending" --output-format json 2>/dev/null | base64 -w0)"
+  fi
 done
 "#;
 
@@ -191,6 +261,117 @@ pub fn split_tags(tags: Option<&str>) -> Vec<String> {
         .filter(|t| !t.is_empty())
         .map(String::from)
         .collect()
+}
+
+/// One storage of `pvesh get /storage`: its id and the content types it allows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Storage {
+    pub id: String,
+    /// `images`, `iso`, `snippets`, … as Proxmox lists them.
+    pub content: Vec<String>,
+    pub disabled: bool,
+}
+
+/// Parses `pvesh get /storage --output-format json` (the storages of the cluster's
+/// /etc/pve/storage.cfg; an array, or the API's `{"data": [...]}`).
+pub fn parse_storages(json: &str) -> Result<Vec<Storage>, ResourcesError> {
+    let v: Value = serde_json::from_str(json).map_err(ResourcesError::NotJson)?;
+    let list = match &v {
+        Value::Array(a) => a,
+        Value::Object(o) => o
+            .get("data")
+            .and_then(Value::as_array)
+            .ok_or(ResourcesError::NoData)?,
+        _ => return Err(ResourcesError::NotAList),
+    };
+    Ok(list
+        .iter()
+        .filter_map(|e| {
+            Some(Storage {
+                id: e["storage"].as_str()?.to_string(),
+                content: e["content"]
+                    .as_str()
+                    .unwrap_or("")
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|c| !c.is_empty())
+                    .map(String::from)
+                    .collect(),
+                disabled: e["disable"].as_u64().is_some_and(|d| d != 0)
+                    || e["disable"].as_str().is_some_and(|d| d != "0"),
+            })
+        })
+        .collect())
+}
+
+/// Settings whose values a plan must not show (a password hash, keys).
+const UNSHOWN: [&str; 2] = ["cipassword", "sshkeys"];
+
+/// A value of Proxmox's for a plan: on one line, at most 60 characters.
+fn shown_value(value: &Value) -> String {
+    let text = match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let text = crate::values::shown(&text);
+    if text.chars().count() > 60 {
+        format!("{}…", text.chars().take(59).collect::<String>())
+    } else {
+        text
+    }
+}
+
+/// Parses `pvesh get /nodes/NODE/qemu/VMID/pending --output-format json` into the changes
+/// that wait for a restart, as people read them (`memory: 12288 (runs with 8192)`). Every
+/// setting of the VM is listed there; only those with a `pending` value or a `delete` mark
+/// wait. Format: an array of `{key, value?, pending?, delete?}` (PVE::GuestHelpers's
+/// `config_with_pending_array`; `delete` 1, or 2 for a forced deletion).
+pub fn parse_pending(json: &str) -> Result<Vec<String>, ResourcesError> {
+    let v: Value = serde_json::from_str(json).map_err(ResourcesError::NotJson)?;
+    let list = match &v {
+        Value::Array(a) => a,
+        Value::Object(o) => o
+            .get("data")
+            .and_then(Value::as_array)
+            .ok_or(ResourcesError::NoData)?,
+        _ => return Err(ResourcesError::NotAList),
+    };
+    let mut out: Vec<(String, String)> = Vec::new();
+    for e in list {
+        let Some(key) = e["key"].as_str() else {
+            continue;
+        };
+        let key_shown = crate::values::shown(key);
+        let deleted = e["delete"].as_u64().is_some_and(|d| d != 0);
+        let current = e.get("value").filter(|v| !v.is_null());
+        let pending = e.get("pending").filter(|v| !v.is_null());
+        if UNSHOWN.contains(&key) && (deleted || pending.is_some()) {
+            let what = if deleted { "removed" } else { "changed" };
+            out.push((
+                key.to_string(),
+                format!("{key_shown} {what} (value not shown)"),
+            ));
+            continue;
+        }
+        let text = match (pending, deleted) {
+            (_, true) => match current {
+                Some(cur) => format!("{key_shown} removed (runs with {})", shown_value(cur)),
+                None => format!("{key_shown} removed"),
+            },
+            (Some(new), false) => match current {
+                Some(cur) => format!(
+                    "{key_shown}: {} (runs with {})",
+                    shown_value(new),
+                    shown_value(cur)
+                ),
+                None => format!("{key_shown}: {} (new)", shown_value(new)),
+            },
+            (None, false) => continue,
+        };
+        out.push((key.to_string(), text));
+    }
+    out.sort();
+    Ok(out.into_iter().map(|(_, t)| t).collect())
 }
 
 /// Parses `qm config VMID` (Proxmox's `key: value` configuration format). Snapshot sections
@@ -291,6 +472,9 @@ pub fn state_from_config(
     let mut extra = BTreeMap::new();
     extra.insert("hotplug".to_string(), hotplug);
     extra.insert("tags".to_string(), tags.clone());
+    if let Some(c) = config.get("cicustom") {
+        extra.insert("cicustom".to_string(), c.clone());
+    }
     let power = match resource.map(|r| r.status.as_str()) {
         Some(s) => Power::parse(s),
         None => Power::Other("unknown".into()),
@@ -329,10 +513,30 @@ pub fn parse_read(host: &str, stdout: &str) -> Result<HostVms, ProxmoxError> {
     let mut node = String::new();
     let mut resources = Vec::new();
     let mut configs: Vec<(String, BTreeMap<String, String>)> = Vec::new();
+    let mut storages = Vec::new();
+    let mut pending: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for line in stdout.lines() {
         let f: Vec<&str> = line.split('\t').collect();
         match f.as_slice() {
             ["node", n] => node = n.to_string(),
+            ["storage", st] => {
+                storages = parse_storages(&b64(st)?).map_err(|source| ProxmoxError::Storages {
+                    host: host.to_string(),
+                    source,
+                })?
+            }
+            ["pending", id, json] => {
+                let json = b64(json)?;
+                // The configuration has a [PENDING] section but pvesh did not list it: still
+                // shown, so that nobody takes the VM for up to date.
+                let list = parse_pending(&json).unwrap_or_else(|_| {
+                    vec![
+                        "settings saved in its [PENDING] section (pvesh could not list them)"
+                            .into(),
+                    ]
+                });
+                pending.insert(id.to_string(), list);
+            }
             ["resources", r] => {
                 resources = parse_resources(&b64(r)?).map_err(|source| ProxmoxError::Resources {
                     host: host.to_string(),
@@ -347,6 +551,9 @@ pub fn parse_read(host: &str, stdout: &str) -> Result<HostVms, ProxmoxError> {
         host: host.to_string(),
         ..Default::default()
     };
+    for st in storages.iter().filter(|st| !st.disabled) {
+        out.pools.insert(st.id.clone(), st.content.join(","));
+    }
     for r in resources
         .iter()
         .filter(|r| r.kind == "qemu" && r.template && (r.node == node || node.is_empty()))
@@ -363,7 +570,9 @@ pub fn parse_read(host: &str, stdout: &str) -> Result<HostVms, ProxmoxError> {
             continue;
         }
         let resource = resources.iter().find(|r| r.vmid == id && r.kind == "qemu");
-        out.vms.push(state_from_config(&id, &config, resource));
+        let mut vm = state_from_config(&id, &config, resource);
+        vm.pending = pending.remove(&id).unwrap_or_default();
+        out.vms.push(vm);
     }
     Ok(out)
 }
@@ -426,8 +635,37 @@ fn create_script(spec: &VmSpec, host: &HostVms) -> Result<String, DriverError> {
             image: image.to_string(),
             available: host.templates.keys().cloned().collect(),
         })?;
+    let storage = snippets_storage(spec, host)?;
+    let volid = snippet_volid(storage, &spec.name);
     let mut s = String::from(SCRIPT_PRELUDE);
-    s.push_str("umask 077\nw=$(mktemp -d) || fail 'mktemp failed'\ntrap 'rm -rf \"$w\"' EXIT\n");
+    // `kept`: the VM refers to its snippet; until then, a failure removes the snippet again.
+    s.push_str("umask 077\nkept=\nsnip=\nw=$(mktemp -d) || fail 'mktemp failed'\n");
+    s.push_str(
+        "trap 'rm -rf \"$w\"; [ -n \"$kept\" ] || [ -z \"$snip\" ] || rm -f -- \"$snip\"' EXIT\n",
+    );
+    s.push_str("command -v ssh-keygen >/dev/null 2>&1 && command -v pvesm >/dev/null 2>&1 || fail 'ssh-keygen or pvesm is missing on this host (apt-get install openssh-client)'\n");
+    // The host key and the user-data it goes into, written to the snippets storage before
+    // anything is cloned.
+    cloud_init::generate_host_key(&mut s, &spec.name);
+    write_file(
+        &mut s,
+        "\"$w/user-data\"",
+        &cloud_init::user_data_head(spec, true),
+    );
+    cloud_init::append_host_key(&mut s, "\"$w/user-data\"");
+    let _ = writeln!(
+        s,
+        "p=$(pvesm path {v}) || {}",
+        fail(&format!(
+            "pvesm path {volid} failed: is {storage} a directory storage that allows snippets?"
+        )),
+        v = q(&volid)
+    );
+    let _ = writeln!(
+        s,
+        "mkdir -p -- \"${{p%/*}}\" && rm -f -- \"$p\" && snip=$p && cat \"$w/user-data\" > \"$p\" && chmod 600 \"$p\" || {}",
+        fail(&format!("could not write the snippet {volid}"))
+    );
     s.push_str("id=$(pvesh get /cluster/nextid) || fail 'pvesh get /cluster/nextid failed'\n");
     let mut clone = format!(
         "qm clone {} \"$id\" --name {} --full 1",
@@ -446,10 +684,12 @@ fn create_script(spec: &VmSpec, host: &HostVms) -> Result<String, DriverError> {
     let keys: String = spec.admin_keys.iter().map(|k| format!("{k}\n")).collect();
     write_file(&mut s, "\"$w/keys\"", &keys);
     let args: Vec<String> = settings_args(spec).iter().map(|a| q(a)).collect();
+    // Root's keys are in the snippet; `--sshkeys` also shows them in Proxmox's web interface.
     let _ = writeln!(
         s,
-        "qm set \"$id\" {} --sshkeys \"$w/keys\" || fail 'qm set failed'",
-        args.join(" ")
+        "qm set \"$id\" {} --sshkeys \"$w/keys\" --cicustom {} || fail 'qm set failed'\nkept=1",
+        args.join(" "),
+        q(&format!("user={volid}"))
     );
     // The clone's boot disk: its first disk that is neither a CD-ROM nor the cloud-init drive.
     s.push_str("disk=$(qm config \"$id\" | grep -E '^(scsi|virtio|sata|ide)[0-9]+: ' | grep -v -e media=cdrom -e cloudinit | head -n1 | cut -d: -f1)\n");
@@ -471,8 +711,41 @@ fn create_script(spec: &VmSpec, host: &HostVms) -> Result<String, DriverError> {
             i + 1
         );
     }
+    cloud_init::announce_host_key(&mut s);
     s.push_str("qm start \"$id\" || fail 'the VM was created but qm start failed'\n");
     Ok(s)
+}
+
+/// The storage for a new VM's snippet, checked against what the host's storages allow.
+fn snippets_storage<'a>(spec: &'a VmSpec, host: &HostVms) -> Result<&'a str, ProxmoxError> {
+    let storage = spec
+        .snippets_storage
+        .as_deref()
+        .unwrap_or(DEFAULT_SNIPPETS_STORAGE);
+    let allowing: Vec<String> = host
+        .pools
+        .iter()
+        .filter(|(_, c)| c.split(',').any(|c| c == "snippets"))
+        .map(|(id, _)| id.clone())
+        .collect();
+    match host.pools.get(storage) {
+        None => Err(ProxmoxError::NoSnippetsStorage {
+            host: host.host.clone(),
+            vm: spec.name.clone(),
+            storage: storage.to_string(),
+            allowing,
+        }),
+        Some(content) if !content.split(',').any(|c| c == "snippets") => {
+            Err(ProxmoxError::SnippetsNotAllowed {
+                host: host.host.clone(),
+                vm: spec.name.clone(),
+                storage: storage.to_string(),
+                content: content.clone(),
+                allowing,
+            })
+        }
+        Some(_) => Ok(storage),
+    }
 }
 
 fn update_script(plan: &VmPlan, shutdown_timeout: Duration) -> Result<String, DriverError> {
@@ -583,6 +856,28 @@ mod tests {
         assert_eq!(parse_pve_size("512M"), Some(512 << 20));
         assert_eq!(parse_pve_size("1.5T"), Some(3 << 39));
         assert_eq!(parse_pve_size("32"), None);
+    }
+
+    #[test]
+    fn pending_lists_only_what_waits_and_never_a_hidden_value() {
+        let json = r#"[{"key":"digest","value":"abc"},{"key":"memory","value":2048,"pending":"4096"},
+            {"key":"cipassword","value":"**********","pending":"**********"},
+            {"key":"net1","pending":"virtio,bridge=vmbr1"},{"key":"usb0","delete":2},
+            {"key":"args","value":"x","pending":"-display dbus,addr=unix:path=/run/a-very-long-path/that/goes/on/and/on"},
+            {"key":"boot","value":"order=scsi0"},{"pending":"no key"}]"#;
+        assert_eq!(
+            parse_pending(json).unwrap(),
+            [
+                "args: -display dbus,addr=unix:path=/run/a-very-long-path/that/goe… (runs with x)",
+                "cipassword changed (value not shown)",
+                "memory: 4096 (runs with 2048)",
+                "net1: virtio,bridge=vmbr1 (new)",
+                "usb0 removed",
+            ]
+        );
+        assert!(parse_pending("[]").unwrap().is_empty());
+        assert!(parse_pending("{\"data\": 3}").is_err());
+        assert!(parse_pending("not json").is_err());
     }
 
     #[test]
