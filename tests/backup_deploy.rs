@@ -1,7 +1,8 @@
 //! What `picaops apply` installs for backups (picaops::backup::deploy): the data side gets the
-//! job file, units and the SFTP host's pinned key; the repository side gets the repository
-//! account's copy (retention, check), root's read-only copy (drills) and the retention timer;
-//! a REST repository gets an append-only rest-server. Retention never lands on a data host.
+//! job file (the repository over SSH, append-only), units and the repository host's pinned key;
+//! the repository side gets the repository account's copy (retention, check, and which machines
+//! may send to it), root's read-only copy (drills) and the retention timer; no machine gets a
+//! rest-server. Retention never lands on a data host.
 
 use picaops::backup::deploy::{plan, REPO_USER};
 use picaops::backup::units::UnitOptions;
@@ -59,11 +60,17 @@ fn each_side_gets_its_job_files_units_and_keys() {
     let bob = &p["bob"];
     let alice = &p["alice"];
 
-    // bob: data side of `tls` (SFTP to alice), repository side of `cpn` (REST).
+    // bob: data side of `tls` (to alice), repository side of `cpn` (under /srv/restic-rest).
     let (data, owner) = job_file(bob, "/etc/picaops/backup/jobs/tls.json");
     assert_eq!(owner, "root");
     assert!(
-        matches!(data.repository, RepositoryAccess::Sftp { ref host, .. } if host == "10.0.0.2")
+        matches!(data.repository, RepositoryAccess::Ssh { ref host, ref job, .. } if host == "10.0.0.2" && job == "tls")
+    );
+    assert!(data.repository.append_only());
+    // A `kind: rest` job reaches its repository the same way.
+    let (cpn, _) = job_file(alice, "/etc/picaops/backup/jobs/cpn.json");
+    assert!(
+        matches!(cpn.repository, RepositoryAccess::Ssh { ref host, ref job, .. } if host == "10.0.0.1" && job == "cpn")
     );
     assert_eq!(
         bob.known_hosts.as_deref(),
@@ -85,15 +92,14 @@ fn each_side_gets_its_job_files_units_and_keys() {
         account.host, "alice",
         "snapshots stay filtered by the data host"
     );
+    assert_eq!(account.senders, ["alice"], "only alice's key opens cpn");
     let (root_copy, owner) = job_file(bob, "/etc/picaops/backup/jobs/cpn.repo.json");
     assert_eq!(owner, "root");
     assert_eq!(root_copy.repository, account.repository);
     assert!(root_copy.read_only && !account.read_only);
     assert_eq!(root_copy.lock_dir, account.lock_dir, "one flock for both");
     assert!(root_copy.metrics_dir.is_some() && account.metrics_dir.is_none());
-    let rest = bob.rest_server.as_ref().expect("bob serves REST");
-    assert!(rest.content.contains("--append-only"), "{}", rest.content);
-    assert!(rest.content.contains("User=picaops-restic"));
+    assert!(root_copy.senders.is_empty(), "root's copy serves nobody");
 
     // Units: the data side has the job's service and timer; retention runs on the repository
     // side as the account, never on the data host.
@@ -134,8 +140,15 @@ fn each_side_gets_its_job_files_units_and_keys() {
         .iter()
         .any(|t| t.name.starts_with("picaops-backup-drill-")));
 
-    // alice: no REST server, the SFTP repository directory, both password copies where needed.
-    assert!(alice.rest_server.is_none());
+    // alice: the repository directory, both password copies where needed; nothing listens.
+    for m in [bob, alice] {
+        assert!(
+            m.services
+                .iter()
+                .all(|u| !u.content.contains("rest-server")),
+            "no rest-server"
+        );
+    }
     assert!(alice
         .repository_dirs
         .contains(&"/srv/restic/bob".to_string()));

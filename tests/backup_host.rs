@@ -953,7 +953,7 @@ fn workstation_status_shows_failing_late_and_fresh_jobs_from_host_status_files()
     );
     assert_eq!(
         doc["jobs"][0]["repository"],
-        "sftp:picaops-restic@10.0.0.2:/srv/restic/fresh"
+        "ssh:picaops-restic@10.0.0.2:/srv/restic/fresh (append-only)"
     );
     let human = picaops()
         .arg("-i")

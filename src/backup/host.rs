@@ -448,9 +448,7 @@ impl HostJob {
                 Err(e) => errors.push(PartFailure::Files(e)),
             }
         }
-        let unreachable = errors
-            .iter()
-            .any(|e| e.to_string().contains(restic::LINK_DOWN));
+        let unreachable = errors.iter().any(|e| restic::link_down(&e.to_string()));
         for dump in &self.job.dumps {
             if unreachable {
                 errors.push(PartFailure::NotTried {

@@ -123,6 +123,11 @@ pub struct JobFile {
     /// of its data): `forget` and `prune` refuse with this reason.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention_frozen: Option<String>,
+    /// Repository side: the machines whose key `picaops backup host-serve` lets add to this
+    /// job's repository (its data host, and its home machine while a lost site's service runs
+    /// elsewhere).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub senders: Vec<String>,
 }
 
 fn default_state_dir() -> PathBuf {
@@ -148,31 +153,27 @@ fn default_lock_wait() -> u64 {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum RepositoryAccess {
-    /// A directory on this machine: the repository side's own view (retention on an
-    /// append-only server), and the tests.
+    /// A directory on this machine: the repository side's own view (retention, checks,
+    /// drills), and the tests.
     Local { path: PathBuf },
-    /// A directory on `host` reached with `ssh -s sftp` as `user`, with keepalives.
-    Sftp {
+    /// The repository on `host`, served append-only to this job only: restic's `rclone:`
+    /// backend runs `ssh` as `user` with the job host's key, and the repository host's
+    /// `authorized_keys` forces that key into `picaops backup host-serve`, which serves this
+    /// job's directory with `rclone serve restic --stdio --append-only` (see README, "Backups").
+    /// Nothing listens on the network; the key can add, never delete or overwrite.
+    Ssh {
         host: String,
         #[serde(default)]
         port: Option<u16>,
         user: String,
+        /// The job's name: what `host-serve` is asked for.
+        job: String,
+        /// Its directory there, for people (status, metrics); `host-serve` decides what it serves.
         path: String,
         /// The private key of this job's host (root-only).
         identity_file: PathBuf,
         /// known_hosts pinning the repository host's key (no trust on first use).
         known_hosts: PathBuf,
-    },
-    /// restic's rest-server.
-    Rest {
-        host: String,
-        port: u16,
-        #[serde(default)]
-        path: String,
-        #[serde(default)]
-        tls: bool,
-        #[serde(default)]
-        append_only: bool,
     },
 }
 
@@ -181,32 +182,23 @@ impl RepositoryAccess {
     pub fn url(&self) -> String {
         match self {
             RepositoryAccess::Local { path } => path.display().to_string(),
-            RepositoryAccess::Sftp {
+            RepositoryAccess::Ssh { job, .. } => format!("rclone:{job}"),
+        }
+    }
+
+    /// How status and metrics name the repository.
+    pub fn label(&self) -> String {
+        match self {
+            RepositoryAccess::Local { path } => path.display().to_string(),
+            RepositoryAccess::Ssh {
                 host, user, path, ..
-            } => format!("sftp:{user}@{host}:{path}"),
-            RepositoryAccess::Rest {
-                host,
-                port,
-                path,
-                tls,
-                ..
-            } => format!(
-                "rest:{}://{host}:{port}/{}",
-                if *tls { "https" } else { "http" },
-                path.trim_start_matches('/')
-            ),
+            } => format!("ssh:{user}@{host}:{path} (append-only)"),
         }
     }
 
     /// True when this side may not delete (forget/prune must run on the repository's side).
     pub fn append_only(&self) -> bool {
-        matches!(
-            self,
-            RepositoryAccess::Rest {
-                append_only: true,
-                ..
-            }
-        )
+        matches!(self, RepositoryAccess::Ssh { .. })
     }
 }
 
@@ -265,9 +257,9 @@ impl JobFile {
         Ok(job)
     }
 
-    /// The repository as shown in status and metrics (`sftp:picaops-restic@caribou:/srv/…`).
+    /// The repository as shown in status and metrics (`ssh:picaops-restic@caribou:/srv/restic/pica01 (append-only)`).
     pub fn repository_label(&self) -> String {
-        self.repository.url()
+        self.repository.label()
     }
 
     pub fn status_path(&self) -> PathBuf {
@@ -383,7 +375,6 @@ impl JobFile {
         inv: &crate::inventory::Inventory,
         job: &super::config::BackupJob,
     ) -> Option<JobFile> {
-        use super::config::RepositoryKind;
         let data = super::config::data_host(inv, job)?;
         let repo_host = inv.machine(&job.repository.host)?;
         let address = repo_host
@@ -392,22 +383,14 @@ impl JobFile {
             .clone()
             .unwrap_or_else(|| repo_host.name().to_string());
         let r = &job.repository;
-        let repository = match r.kind {
-            RepositoryKind::Sftp => RepositoryAccess::Sftp {
-                host: address,
-                port: repo_host.ssh().port,
-                user: r.user.clone(),
-                path: r.path.clone(),
-                identity_file: host_paths::IDENTITY_FILE.into(),
-                known_hosts: host_paths::KNOWN_HOSTS.into(),
-            },
-            RepositoryKind::Rest => RepositoryAccess::Rest {
-                host: address,
-                port: r.port,
-                path: r.path.clone(),
-                tls: r.tls,
-                append_only: r.append_only,
-            },
+        let repository = RepositoryAccess::Ssh {
+            host: address,
+            port: repo_host.ssh().port,
+            user: r.user.clone(),
+            job: job.name.clone(),
+            path: super::deploy::repository_dir(job).display().to_string(),
+            identity_file: host_paths::IDENTITY_FILE.into(),
+            known_hosts: host_paths::KNOWN_HOSTS.into(),
         };
         Some(JobFile {
             version: JOB_FILE_VERSION,
@@ -431,6 +414,7 @@ impl JobFile {
             cache_dir: None,
             retention_frozen: retention_frozen(inv),
             read_only: false,
+            senders: Vec::new(),
         })
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::config::{data_host, select_jobs, BackupJob, RepositoryKind, UnknownJob};
+use super::config::{data_host, select_jobs, BackupJob, UnknownJob};
 use super::newest::SnapshotInfo;
 use super::remote::{self, Answer, AnswerError, Call, CallError, HostDoc, Side};
 use super::render::{DataSide, RepoSide, Seen};
@@ -976,7 +976,7 @@ pub fn status_from_dir(
 }
 
 /// `units`: exactly what apply installs, machine by machine, keeping the units naming a
-/// selected job (and the rest-server serving one).
+/// selected job.
 pub fn units(inv: &Inventory, names: &[String]) -> Result<Vec<(String, UnitFile)>, OpError> {
     let jobs = jobs(inv, names);
     let plan = super::deploy::plan(inv, &UnitOptions::default()).map_err(OpError::Units)?;
@@ -988,21 +988,12 @@ pub fn units(inv: &Inventory, names: &[String]) -> Result<Vec<(String, UnitFile)
     };
     let mut files = Vec::new();
     for (machine, m) in &plan {
-        let all = m
-            .services
-            .iter()
-            .chain(&m.timers)
-            .chain(m.rest_server.iter());
-        for u in all {
+        for u in m.services.iter().chain(&m.timers) {
             let timer_of = m
                 .services
                 .iter()
                 .any(|s| s.name == u.name.replace(".timer", ".service") && wanted(&s.content));
-            let serves_rest = u.name == "picaops-rest-server.service"
-                && jobs.iter().any(|j| {
-                    j.repository.kind == RepositoryKind::Rest && j.repository.host.value == *machine
-                });
-            if serves_rest || wanted(&u.content) || timer_of {
+            if wanted(&u.content) || timer_of {
                 files.push((machine.clone(), u.clone()));
             }
         }

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use super::config::{data_host, BackupJob, RepositoryKind};
+use super::config::{data_host, BackupJob};
 use super::deploy::{data_job_file, repo_job_file, repo_root_job_file, REPO_HOME, REPO_USER};
 use super::jobfile::host_paths;
 use super::units::HOST_PICAOPS;
@@ -215,14 +215,10 @@ fn lost(inv: &Inventory, machine: &str) -> bool {
         .is_some_and(|m| crate::inventory::recovery::is_lost(inv, m))
 }
 
-/// `backup init`, step 1: each data host with SFTP jobs makes its key once and prints the
-/// public half.
+/// `backup init`, step 1: each data host makes its key once and prints the public half.
 pub fn key_calls(inv: &Inventory) -> Vec<Call> {
     let mut hosts: Vec<String> = Vec::new();
     for job in inv.backups.values() {
-        if job.repository.kind != RepositoryKind::Sftp {
-            continue;
-        }
         if let Some(m) = machine(inv, job, Side::Data) {
             // While a site is lost its machines are not asked (their lines are kept, step 2).
             if !hosts.contains(&m) && !lost(inv, &m) {
@@ -247,16 +243,18 @@ pub fn key_calls(inv: &Inventory) -> Vec<Call> {
         .collect()
 }
 
-/// `backup init`, step 2: each SFTP repository host authorizes exactly the keys of the data
-/// hosts sending to it, each limited to SFTP (no shell, no forwarding). `keys`: data host →
-/// public key line. Written atomically, through stdin (no key on a command line).
+/// `backup init`, step 2: each repository host authorizes exactly the keys of the data hosts
+/// sending to it, each forced into `picaops backup host-serve --host DATA` (no shell, no
+/// forwarding, no SFTP): the key can only add to its own jobs' repositories ([`serve_line`]).
+/// `keys`: data host → public key line. Written atomically, through stdin (no key on a command
+/// line).
 pub fn authorize_calls(inv: &Inventory, keys: &BTreeMap<String, String>) -> Vec<Call> {
     let mut per_repo: BTreeMap<String, Vec<String>> = BTreeMap::new();
     // Data hosts that gave no key (down, or at a lost site): their lines stay as they are, so
     // that an init while one machine is away never cuts it off its repository.
     let mut missing: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for job in inv.backups.values() {
-        if job.repository.kind != RepositoryKind::Sftp || lost(inv, &job.repository.host) {
+        if lost(inv, &job.repository.host) {
             continue;
         }
         let Some(data) = machine(inv, job, Side::Data) else {
@@ -281,10 +279,7 @@ pub fn authorize_calls(inv: &Inventory, keys: &BTreeMap<String, String>) -> Vec<
         let lines = per_repo
             .entry(job.repository.host.value.clone())
             .or_default();
-        let line = format!(
-            "restrict,command=\"/usr/lib/openssh/sftp-server\" {}\n",
-            key.trim()
-        );
+        let line = serve_line(&data, key);
         if !lines.contains(&line) {
             lines.push(line);
         }
@@ -294,7 +289,8 @@ pub fn authorize_calls(inv: &Inventory, keys: &BTreeMap<String, String>) -> Vec<
         .into_iter()
         .map(|(host, lines)| {
             let text = format!(
-                "# Written by `picaops backup init`: the data hosts that send backups here, SFTP only.\n{}",
+                "# Written by `picaops backup init`: the data hosts that send backups here, each\n\
+                 # forced into `picaops backup host-serve` (append-only, its own jobs only).\n{}",
                 lines.concat()
             );
             Call {
@@ -319,6 +315,15 @@ pub fn authorize_calls(inv: &Inventory, keys: &BTreeMap<String, String>) -> Vec<
             }
         })
         .collect()
+}
+
+/// The `authorized_keys` line of data host `data`'s key on a repository host.
+pub fn serve_line(data: &str, key: &str) -> String {
+    format!(
+        "restrict,command=\"{} backup host-serve --host {data}\" {}\n",
+        super::units::HOST_PICAOPS,
+        key.trim()
+    )
 }
 
 /// How long the backup commands wait for a machine to let them in, unless told otherwise.

@@ -85,28 +85,24 @@ impl ResticError {
     }
 }
 
-/// How often the link watchdog probes a REST server, its connect timeout, and how many probes
-/// in a row must fail before restic is stopped (about 30 s of a dead link).
-const PROBE_EVERY: Duration = Duration::from_secs(5);
-const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
-const PROBE_FAILURES: u32 = 3;
-
-/// Ends the watchdog's message: a part failing with it means the repository is unreachable,
-/// so the job does not try its other parts.
+/// Ends the message of a part that failed because the repository host did not answer: the job
+/// does not try its other parts.
 pub const LINK_DOWN: &str = "is the link between the sites down?";
 
-/// The running link watchdog of one restic process.
-struct Watchdog {
-    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    thread: std::thread::JoinHandle<Option<String>>,
-}
+/// What ssh says when the repository host stops answering (its keepalives: about 15 s) or
+/// cannot be reached at all.
+const SSH_LINK_ERRORS: &[&str] = &[
+    "Timeout, server",
+    "Connection timed out",
+    "No route to host",
+    "Network is unreachable",
+    "Connection refused",
+    "Broken pipe",
+];
 
-impl Watchdog {
-    /// Stops watching; `Some(why)` when the watchdog stopped restic.
-    fn stop(self) -> Option<String> {
-        self.done.store(true, std::sync::atomic::Ordering::Relaxed);
-        self.thread.join().ok().flatten()
-    }
+/// Whether restic's stderr says the repository host did not answer.
+pub fn link_down(stderr: &str) -> bool {
+    stderr.contains(LINK_DOWN) || SSH_LINK_ERRORS.iter().any(|e| stderr.contains(e))
 }
 
 /// What a finished restic process left: exit code, stdout lines, stderr, wall time.
@@ -136,10 +132,11 @@ impl Restic {
         self.access.url()
     }
 
-    /// The `sftp.command` restic runs instead of its default `ssh HOST -s sftp`: keepalives,
-    /// batch mode (never a password prompt), pinned host key, the job's own key.
-    pub fn sftp_command(&self) -> Result<Option<String>, ResticError> {
-        let RepositoryAccess::Sftp {
+    /// The `rclone.args` restic gives `ssh` (its `rclone.program`) instead of running rclone
+    /// itself: keepalives, batch mode (never a password prompt), pinned host key, the job host's
+    /// own key. restic adds the job's name, which `host-serve` on the repository host reads.
+    pub fn rclone_args(&self) -> Result<Option<String>, ResticError> {
+        let RepositoryAccess::Ssh {
             host,
             port,
             user,
@@ -150,7 +147,7 @@ impl Restic {
         else {
             return Ok(None);
         };
-        let mut words: Vec<String> = vec!["ssh".into()];
+        let mut words: Vec<String> = Vec::new();
         if let Some(port) = port {
             words.extend(["-p".into(), port.to_string()]);
         }
@@ -170,8 +167,6 @@ impl Restic {
             "-l".into(),
             user.clone(),
             host.clone(),
-            "-s".into(),
-            "sftp".into(),
         ]);
         // restic splits the option on spaces (with shell-like quoting); refuse anything that
         // would need quoting rather than guess how it is read.
@@ -179,7 +174,7 @@ impl Restic {
             w.is_empty() || w.contains(|c: char| c.is_whitespace() || "'\"\\".contains(c))
         }) {
             return Err(ResticError::Config(format!(
-                "`{bad}` in the SFTP settings contains spaces or quotes: restic's sftp.command cannot carry it; use a path without them"
+                "`{bad}` in the repository's SSH settings contains spaces or quotes: restic's rclone.args cannot carry it; use a path without them"
             )));
         }
         Ok(Some(words.join(" ")))
@@ -194,9 +189,14 @@ impl Restic {
             "--password-file".into(),
             self.password_file.clone().into(),
         ];
-        if let Some(cmd) = self.sftp_command()? {
-            args.push("--option".into());
-            args.push(format!("sftp.command={cmd}").into());
+        if let Some(ssh_args) = self.rclone_args()? {
+            for option in [
+                "rclone.program=ssh".to_string(),
+                format!("rclone.args={ssh_args}"),
+            ] {
+                args.push("--option".into());
+                args.push(option.into());
+            }
         }
         if let Some(kib) = self.limit_upload_kib {
             args.push("--limit-upload".into());
@@ -255,7 +255,6 @@ impl Restic {
             let _ = stderr.read_to_end(&mut buf);
             String::from_utf8_lossy(&buf).into_owned()
         });
-        let watchdog = self.link_watchdog(child.id());
         let mut lines = Vec::new();
         if let Some(out) = child.stdout.take() {
             for line in BufReader::new(out).lines() {
@@ -264,21 +263,8 @@ impl Restic {
                 lines.push(line);
             }
         }
-        // Before reaping: the watchdog may signal restic's pid only while it is ours.
-        let stopped = watchdog.and_then(Watchdog::stop);
         let status = child.wait().map_err(ResticError::Spawn)?;
-        let mut stderr = err_thread.join().unwrap_or_default();
-        if let Some(why) = stopped {
-            let line = serde_json::json!({"message_type": "exit_error", "code": 1, "message": why});
-            stderr.push_str(&format!("\n{line}\n"));
-            return Ok(Finished {
-                code: Some(exit::FATAL),
-                signal: None,
-                stdout: lines,
-                stderr,
-                elapsed: start.elapsed(),
-            });
-        }
+        let stderr = err_thread.join().unwrap_or_default();
         use std::os::unix::process::ExitStatusExt;
         Ok(Finished {
             code: status.code(),
@@ -298,57 +284,6 @@ impl Restic {
         let f = self.run(args, on_line)?;
         self.check(&f)?;
         Ok(f)
-    }
-
-    /// For a REST repository, a thread that checks every [`PROBE_EVERY`] that the server still
-    /// accepts TCP connections and stops restic (SIGTERM, then SIGKILL) after
-    /// [`PROBE_FAILURES`] failures in a row. HTTP has nothing like SSH's keepalives: without
-    /// this, an upload over a cut link hangs for as long as the kernel retransmits (15 min and
-    /// more). A slow link is not a dead one: probes then succeed and restic goes on.
-    fn link_watchdog(&self, pid: u32) -> Option<Watchdog> {
-        let RepositoryAccess::Rest { host, port, .. } = &self.access else {
-            return None;
-        };
-        let target = format!("{host}:{port}");
-        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = done.clone();
-        let thread = std::thread::spawn(move || {
-            use std::sync::atomic::Ordering;
-            let mut failures = 0;
-            let mut next = Instant::now();
-            while !flag.load(Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_millis(200));
-                if Instant::now() < next {
-                    continue;
-                }
-                next = Instant::now() + PROBE_EVERY;
-                let reached = std::net::ToSocketAddrs::to_socket_addrs(target.as_str())
-                    .ok()
-                    .and_then(|mut a| a.next())
-                    .is_some_and(|a| {
-                        std::net::TcpStream::connect_timeout(&a, PROBE_TIMEOUT).is_ok()
-                    });
-                failures = if reached { 0 } else { failures + 1 };
-                if failures >= PROBE_FAILURES && !flag.load(Ordering::Relaxed) {
-                    let pid = pid as libc::pid_t;
-                    // SAFETY: kill() on restic's pid, which is still our unreaped child (the
-                    // reader waits for it only after this thread is told to stop).
-                    unsafe { libc::kill(pid, libc::SIGTERM) };
-                    std::thread::sleep(Duration::from_secs(5));
-                    if !flag.load(Ordering::Relaxed) {
-                        // SAFETY: as above.
-                        unsafe { libc::kill(pid, libc::SIGKILL) };
-                    }
-                    return Some(format!(
-                        "stopped restic: the repository server {target} did not accept a connection \
-                         {PROBE_FAILURES} times in a row ({} s); {LINK_DOWN}",
-                        (PROBE_EVERY + PROBE_TIMEOUT).as_secs() * u64::from(PROBE_FAILURES)
-                    ));
-                }
-            }
-            None
-        });
-        Some(Watchdog { done, thread })
     }
 
     pub fn spawn_error(&self, e: std::io::Error) -> ResticError {
@@ -743,15 +678,17 @@ mod tests {
     }
 
     #[test]
-    fn sftp_invocation_has_keepalives_batch_mode_and_no_secret() {
-        let r = restic(RepositoryAccess::Sftp {
+    fn ssh_repositories_run_restic_s_rclone_backend_through_ssh() {
+        let r = restic(RepositoryAccess::Ssh {
             host: "caribou.picasoft.net".into(),
             port: Some(2222),
             user: "picaops-restic".into(),
+            job: "pica01".into(),
             path: "/srv/restic/pica01".into(),
             identity_file: "/etc/picaops/backup/id_ed25519".into(),
             known_hosts: "/etc/picaops/backup/known_hosts".into(),
         });
+        assert!(r.access.append_only());
         let argv = strings(r.argv(&["snapshots".into()]).unwrap());
         assert_eq!(
             argv,
@@ -759,14 +696,16 @@ mod tests {
                 "restic",
                 "--json",
                 "--repo",
-                "sftp:picaops-restic@caribou.picasoft.net:/srv/restic/pica01",
+                "rclone:pica01",
                 "--password-file",
                 "/etc/picaops/backup/secrets/restic-pica01",
                 "--option",
-                "sftp.command=ssh -p 2222 -o ServerAliveInterval=5 -o ServerAliveCountMax=2 \
+                "rclone.program=ssh",
+                "--option",
+                "rclone.args=-p 2222 -o ServerAliveInterval=5 -o ServerAliveCountMax=2 \
                  -o ConnectTimeout=10 -o BatchMode=yes -o StrictHostKeyChecking=yes \
                  -o UserKnownHostsFile=/etc/picaops/backup/known_hosts -o IdentitiesOnly=yes \
-                 -i /etc/picaops/backup/id_ed25519 -l picaops-restic caribou.picasoft.net -s sftp",
+                 -i /etc/picaops/backup/id_ed25519 -l picaops-restic caribou.picasoft.net",
                 "--limit-upload",
                 "10240",
                 "snapshots"
@@ -775,12 +714,13 @@ mod tests {
     }
 
     #[test]
-    fn sftp_paths_with_spaces_are_refused() {
-        let r = restic(RepositoryAccess::Sftp {
+    fn ssh_paths_with_spaces_are_refused() {
+        let r = restic(RepositoryAccess::Ssh {
             host: "caribou".into(),
             port: None,
             user: "picaops-restic".into(),
-            path: "/srv/restic".into(),
+            job: "pica01".into(),
+            path: "/srv/restic/pica01".into(),
             identity_file: "/etc/my key".into(),
             known_hosts: "/etc/kh".into(),
         });
@@ -788,16 +728,14 @@ mod tests {
     }
 
     #[test]
-    fn rest_url() {
-        let r = restic(RepositoryAccess::Rest {
-            host: "caribou".into(),
-            port: 8000,
-            path: "/pica01".into(),
-            tls: false,
-            append_only: true,
-        });
-        assert_eq!(r.url(), "rest:http://caribou:8000/pica01");
-        assert!(r.access.append_only());
+    fn a_link_down_is_told_by_ssh_s_words() {
+        assert!(link_down(
+            "rclone: Timeout, server 10.0.0.2 not responding."
+        ));
+        assert!(link_down(
+            "ssh: connect to host 10.0.0.2 port 22: No route to host"
+        ));
+        assert!(!link_down("Fatal: wrong password or no key found"));
     }
 
     #[test]

@@ -182,6 +182,14 @@ pub enum BackupCommand {
         #[arg(long, value_name = "DIR")]
         scratch: Option<PathBuf>,
     },
+    /// Repository side, forced by a data host's key in authorized_keys: serve the job restic
+    /// asks for, append-only, if that host sends it.
+    #[command(hide = true)]
+    HostServe {
+        /// The data host whose key this is.
+        #[arg(long, value_name = "MACHINE")]
+        host: String,
+    },
     /// Host side: print the status of one or more jobs (JSON).
     #[command(hide = true)]
     HostStatus {
@@ -311,6 +319,17 @@ fn host_side(cmd: BackupCommand, out: &Output) -> i32 {
     let read = |f: &Path, progress| hostcmd::read_job(f, progress).map_err(usage);
     let outcomes = match cmd {
         BackupCommand::HostStatus { job_files } => return host_status(&job_files, out),
+        BackupCommand::HostServe { host } => {
+            use picaops::backup::serve;
+            let original = std::env::var("SSH_ORIGINAL_COMMAND").ok();
+            let jobs = Path::new(picaops::backup::deploy::REPO_HOME).join("jobs");
+            let e = match serve::directory(original.as_deref(), &host, &jobs) {
+                Ok(dir) => serve::exec_rclone(&dir),
+                Err(e) => e,
+            };
+            eprintln!("{e}");
+            return EXIT_HOST_FAILED;
+        }
         BackupCommand::HostForget { job_files, prune } => job_files
             .iter()
             .map(|f| read(f, false))

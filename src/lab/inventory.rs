@@ -112,8 +112,9 @@ pub fn vm_inventory_files(key: &dyn Fn(&str) -> String) -> [(&'static str, Strin
     ]
 }
 
-/// backups.yml: one job per site, each to the other site: Toulouse's over SFTP to an account on
-/// alice, Compiègne's to bob's append-only rest-server. Each backs up a directory and a
+/// backups.yml: one job per site, each to the other site, over SSH, append-only: Toulouse's to
+/// a directory on alice, Compiègne's under bob's /srv/restic-rest (where an earlier picaops's
+/// rest-server kept them: `kind: rest`). Each backs up a directory and a
 /// PostgreSQL database from the container `lab-db` (the tests start it). And the data of two
 /// services, each to the other site: hello's files (bob) and notes' database (alice). And the
 /// directory (ldap, Compiègne) to Toulouse, what brings logins back when Compiègne is lost.
@@ -123,7 +124,7 @@ pub fn backups_yml() -> String {
         "# Lab only: the repository passwords are public (see ../secrets).\n\
          backups:\n  \
          bob-app:\n    host: bob\n    \
-         description: Toulouse's lab data (files and a PostgreSQL database) to Compiègne over SFTP\n    \
+         description: Toulouse's lab data (files and a PostgreSQL database) to Compiègne, append-only\n    \
          paths: [/srv/lab-app/files]\n    exclude: [\"*.tmp\"]\n    \
          dumps:\n      - { kind: postgres, container: lab-db, database: app }\n    \
          schedule: \"*-*-* 02:30\"\n    \
@@ -131,7 +132,7 @@ pub fn backups_yml() -> String {
          repository: { kind: sftp, host: alice, path: /srv/restic/bob }\n    \
          password: restic-bob\n    max_age: 26h\n  \
          alice-app:\n    host: alice\n    \
-         description: Compiègne's lab data to Toulouse's append-only REST server\n    \
+         description: Compiègne's lab data to Toulouse, append-only\n    \
          paths: [/srv/lab-app/files]\n    \
          dumps:\n      - { kind: postgres, container: lab-db, database: app }\n    \
          schedule: \"*-*-* 03:00\"\n    \

@@ -20,8 +20,6 @@ use crate::yaml::place_of;
 /// The account that owns SFTP repositories on the peer site. Not `backup`: Debian already has a
 /// system user of that name (uid 34).
 pub const DEFAULT_SFTP_USER: &str = "picaops-restic";
-/// The REST server's default port (restic's rest-server listens on 8000).
-pub const DEFAULT_REST_PORT: u16 = 8000;
 /// Spread of a timer's start when the job does not say (`RandomizedDelaySec=`).
 pub const DEFAULT_RANDOMIZED_DELAY: u64 = 15 * 60;
 
@@ -83,11 +81,10 @@ struct RepositoryDoc {
     host: Spanned<String>,
     user: Option<Spanned<String>>,
     path: Option<Spanned<String>>,
+    /// Read only to say what replaced them: picaops no longer runs rest-server.
     port: Option<Spanned<u16>>,
-    #[serde(default)]
-    append_only: bool,
-    #[serde(default)]
-    tls: bool,
+    append_only: Option<Spanned<bool>>,
+    tls: Option<Spanned<bool>>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -282,14 +279,8 @@ pub struct Repository {
     pub host: Located<String>,
     /// SFTP: the account on `host` (default `picaops-restic`).
     pub user: String,
-    /// SFTP: the directory; REST: the repository's path on the server (may be empty).
+    /// SFTP: the directory; REST: the repository's path under /srv/restic-rest (may be empty).
     pub path: String,
-    /// REST: the port (default 8000).
-    pub port: u16,
-    /// REST: the server refuses deletions; retention then runs on the repository's side.
-    pub append_only: bool,
-    /// REST: https instead of http.
-    pub tls: bool,
     pub place: Place,
 }
 
@@ -299,12 +290,7 @@ impl Repository {
         match self.kind {
             RepositoryKind::Sftp => format!("sftp:{}@{}:{}", self.user, self.host.value, self.path),
             RepositoryKind::Rest => {
-                format!(
-                    "rest:{}:{}/{}",
-                    self.host.value,
-                    self.port,
-                    self.path.trim_matches('/')
-                )
+                format!("rest:{}/{}", self.host.value, self.path.trim_matches('/'))
             }
         }
     }
@@ -740,26 +726,31 @@ fn repository_from_doc(
         }
         (None, RepositoryKind::Rest) => String::new(),
     };
-    if kind == RepositoryKind::Sftp {
-        for (key, set) in [
-            ("port", r.port.is_some()),
-            ("append_only", r.append_only),
-            ("tls", r.tls),
-        ] {
-            if set {
-                diags.push(
-                    Diagnostic::new(place.clone(), format!("`{key}:` is for rest repositories"))
-                        .help("an SFTP repository uses the host's SSH settings: remove it"),
-                );
-            }
-        }
-    }
-    if let Some(p) = r.port.as_ref().filter(|p| p.value == 0) {
+    // Every repository is served over SSH now, append-only (README, "Backups"): rest-server's
+    // settings have no meaning left, and saying so beats ignoring them.
+    if let Some(p) = &r.port {
         diags.push(err(
             file,
             p,
-            "port 0 is not usable".into(),
-            "rest-server listens on 8000 by default",
+            "`port:` was rest-server's, and picaops no longer runs rest-server (it answered anyone on the sites' network)".into(),
+            "remove `port:`: the repository is reached over SSH (the host's SSH port), append-only; `apply` moves an existing one",
+        ));
+    }
+    if let Some(t) = &r.tls {
+        diags.push(err(
+            file,
+            t,
+            "`tls:` was rest-server's, and picaops no longer runs rest-server".into(),
+            "remove `tls:`: the repository is reached over SSH, which encrypts and authenticates",
+        ));
+    }
+    if let Some(a) = r.append_only.as_ref().filter(|a| !a.value) {
+        diags.push(err(
+            file,
+            a,
+            "every repository is append-only for its data host: `append_only: false` cannot be had"
+                .into(),
+            "remove `append_only:`; retention runs on the repository's side",
         ));
     }
     Repository {
@@ -767,9 +758,6 @@ fn repository_from_doc(
         host: located(file, r.host),
         user,
         path,
-        port: r.port.map(|p| p.value).unwrap_or(DEFAULT_REST_PORT),
-        append_only: r.append_only,
-        tls: r.tls,
         place,
     }
 }

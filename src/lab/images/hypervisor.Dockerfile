@@ -1,5 +1,7 @@
 # picaops lab: a physical host (bob, alice, caribou): Docker + Compose v2, libvirt/QEMU, restic,
-# and what lab VMs need (see guest-build.sh and the last layers).
+# rclone (serves the repositories append-only), and what lab VMs need (see guest-build.sh and the
+# last layers). rest-server stays for the test that moves a repository an earlier picaops served
+# with it; socat and curl let the append-only test speak to rclone as an attacker would.
 ARG BASE
 
 # The lab VMs' guest: a Debian cloud kernel and a busybox + dropbear initramfs, and an empty
@@ -19,7 +21,7 @@ ENV DEBIAN_FRONTEND=noninteractive
 RUN picaops-lab-apt archive \
  && apt-get install -y --no-install-recommends \
       docker.io docker-cli docker-compose libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils \
-      restic restic-rest-server \
+      restic restic-rest-server rclone socat curl \
  && picaops-lab-apt local
 # The inner Docker keeps its data on a volume (overlay on overlay fails) and leaves the
 # container's iptables alone: the lab's networking is the router container's job.
