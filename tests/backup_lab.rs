@@ -1,5 +1,6 @@
-//! Backups on the lab: real restic 0.18 (trixie) on the hosts, Toulouse (bob) to an SFTP account on
-//! alice, Compiègne (alice) to bob's append-only rest-server, a real PostgreSQL container on each
+//! Backups on the lab: real restic 0.18 (trixie) on the hosts, Toulouse (bob) to a directory on
+//! alice, Compiègne (alice) to one on bob, both over SSH and append-only (rclone behind `picaops
+//! backup host-serve`; tests/backup_append_only_lab.rs attacks them), a real PostgreSQL container on each
 //! data host, the WAN router cut or slowed mid-backup, `kill -9`, a corrupted pack file and a
 //! systemd timer that fires. Every step goes through `picaops apply` and `picaops backup …`.
 
@@ -244,32 +245,10 @@ fn cross_site_backups_are_incremental_restorable_drilled_and_append_only() {
         &["check", "--job", "bob-app", "--read-data-subset", "100%"],
     );
 
-    // Append-only: from its data host, alice-app's snapshots cannot be forgotten or deleted…
-    let before = snapshot_count(&lab, "alice-app");
-    assert!(before >= 4, "two runs, files and dump each: {before}");
-    let refused = root(
-        &lab,
-        "alice",
-        "restic -r rest:http://172.30.1.11:8000/alice --password-file /etc/picaops/backup/secrets/restic-alice \
-         forget --keep-last 1 2>&1",
-    );
-    // restic reports the refusals (it still exits 0): the proof is that nothing went.
-    let said = text(&refused.stdout);
-    assert!(said.contains("403 Forbidden"), "{said}");
-    let id = sh(&lab, "bob", "ls /srv/restic-rest/alice/snapshots | head -1");
-    let delete = sh(
-        &lab,
-        "alice",
-        &format!(
-            "curl -s -o /dev/null -w '%{{http_code}}' -X DELETE http://172.30.1.11:8000/alice/snapshots/{}",
-            id.trim()
-        ),
-    );
-    assert_eq!(delete, "403", "deleting a snapshot file over REST");
-    assert_eq!(snapshot_count(&lab, "alice-app"), before);
-    // …while retention from the repository's side works. All runs are from today: keep_daily
-    // keeps the newest, and restic ≥ 0.17 also keeps the oldest while fewer days than asked
-    // exist, so a third run makes sure a middle one is there to forget on a fresh repository.
+    // Retention runs from the repository's side (the data host cannot delete: see
+    // tests/backup_append_only_lab.rs). All runs are from today: keep_daily keeps the newest,
+    // and restic ≥ 0.17 also keeps the oldest while fewer days than asked exist, so a third run
+    // makes sure a middle one is there to forget on a fresh repository.
     backup(&lab, &["run", "--job", "alice-app"]);
     let before = snapshot_count(&lab, "alice-app");
     let doc = backup(&lab, &["forget", "--job", "alice-app", "--prune"]);
@@ -301,6 +280,7 @@ struct Side {
     locks: &'static str,
 }
 
+/// Toulouse's job (`kind: sftp`) and Compiègne's (`kind: rest`, under /srv/restic-rest).
 const SFTP: Side = Side {
     job: "bob-app",
     data: "bob",
@@ -420,7 +400,7 @@ fn a_cut_link_or_a_kill_9_fails_the_run_in_bounded_time_and_the_next_run_recover
         return;
     };
     prepare(&lab);
-    // The WAN cut, over SFTP (SSH keepalives) and over REST (picaops' link watchdog).
+    // The WAN cut, for each site's job (SSH keepalives end the run).
     for side in [&SFTP, &REST] {
         let child = start_slow_run(&lab, side, "cut");
         wan(&lab, &["cut"]);
