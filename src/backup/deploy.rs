@@ -248,13 +248,12 @@ pub fn plan(
         if !repo_side.repository_dirs.contains(&dir) {
             repo_side.repository_dirs.push(dir);
         }
-        if job.repository.kind == RepositoryKind::Rest {
-            if !repo_side
+        if job.repository.kind == RepositoryKind::Rest
+            && !repo_side
                 .repository_dirs
                 .contains(&REST_DATA_DIR.to_string())
-            {
-                repo_side.repository_dirs.insert(0, REST_DATA_DIR.into());
-            }
+        {
+            repo_side.repository_dirs.insert(0, REST_DATA_DIR.into());
         }
         let files = repositories
             .entry((repo_host, units::repository_unit_name(&job.repository)))
