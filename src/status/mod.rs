@@ -177,16 +177,30 @@ pub fn assemble(r: &Readings<'_>, today: i64, now: &str, seen: &mut Seen) -> Rep
         .map(|rows| rows.iter().map(job_row).collect())
         .unwrap_or_default();
     for j in backups.iter().filter(|j| j.health != Health::Ok) {
-        needs.push(format!(
-            "backup {} is {}{}",
-            j.row.job,
-            state_word(j.row.state),
-            j.row
-                .reason
-                .as_deref()
-                .map(|r| format!(": {r}"))
-                .unwrap_or_default()
-        ));
+        let mut why = Vec::new();
+        if j.row.state != JobState::Ok {
+            why.push(format!(
+                "is {}{}",
+                state_word(j.row.state),
+                j.row
+                    .reason
+                    .as_deref()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default()
+            ));
+        }
+        for (what, when, ok) in [
+            ("check", &j.row.last_check, j.row.last_check_ok),
+            ("drill", &j.row.last_drill, j.row.last_drill_ok),
+        ] {
+            if ok == Some(false) {
+                why.push(format!(
+                    "its last {what} failed ({})",
+                    when.as_deref().unwrap_or("time unknown")
+                ));
+            }
+        }
+        needs.push(format!("backup {}: {}", j.row.job, why.join("; ")));
     }
     let access_ending = r.people.map(|p| ending(p, today)).unwrap_or_default();
     if !access_ending.is_empty() {
