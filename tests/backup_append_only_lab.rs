@@ -11,7 +11,9 @@
 //! repository. Then a normal backup, a check and retention on the repository side still work. No
 //! listener of the backup machinery takes a request without credentials, and repositories set up
 //! by the previous picaops (keys allowed SFTP, a `--no-auth` rest-server) are moved by `apply`
-//! with every snapshot kept. Needs `picaops lab up` (see tests/common).
+//! with every snapshot kept. `backup rotate-credentials` gives a data host a new key, after which
+//! the old one opens nothing, and a rotation that fails half-way leaves the old key working.
+//! Needs `picaops lab up` (see tests/common).
 
 mod common;
 
@@ -430,4 +432,71 @@ fn apply_moves_repositories_the_previous_picaops_set_up_and_keeps_every_snapshot
         );
     }
     backup(&lab, &["check", "--job", "bob-app", "--job", "alice-app"]);
+}
+
+#[test]
+fn rotate_credentials_refuses_the_old_key_and_backups_go_on() {
+    let Some(lab) = common::lab("backup_append_only_lab rotation") else {
+        return;
+    };
+    prepare(&lab);
+    let job = &JOBS[0];
+    let key = "/etc/picaops/backup/id_ed25519";
+    let old = sh(
+        &lab,
+        "bob",
+        &format!("cp -p {key} /root/picaops-old-key; cat {key}.pub"),
+    );
+    let keys = "/var/lib/picaops-restic/.ssh/authorized_keys";
+
+    // Half-way failure first: alice cannot write her authorized_keys; bob keeps his old key.
+    sh(&lab, "alice", &format!("mv {keys} {keys}.aside"));
+    let out = lab.picaops(&["-o", "json", "backup", "rotate-credentials", "bob"]);
+    sh(&lab, "alice", &format!("mv {keys}.aside {keys}"));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    let said = text(&out.stdout);
+    assert!(said.contains("could not authorize the new key"), "{said}");
+    assert!(said.contains("put back as it was"), "{said}");
+    assert_eq!(
+        sh(&lab, "bob", &format!("cat {key}.pub")),
+        old,
+        "bob's key changed"
+    );
+    assert_eq!(
+        sh(
+            &lab,
+            "bob",
+            &format!("ls {key}.new {key}.old 2>/dev/null || true")
+        ),
+        ""
+    );
+    backup(&lab, &["run", "--job", job.name]);
+
+    // The rotation: a new key, the old one refused, backups and checks go on.
+    let doc = backup(&lab, &["rotate-credentials", "bob"]);
+    assert_eq!(doc["ok"], true, "{doc}");
+    let new = sh(&lab, "bob", &format!("cat {key}.pub"));
+    assert_ne!(new, old, "the key is new");
+    let lines = sh(
+        &lab,
+        "alice",
+        &format!("grep -c 'host-serve --host bob' {keys}"),
+    );
+    assert_eq!(lines.trim(), "1", "alice authorizes one key of bob's");
+    let with_old = sh(
+        &lab,
+        "bob",
+        &format!(
+            "ssh -o BatchMode=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile=/etc/picaops/backup/known_hosts \
+             -o IdentitiesOnly=yes -i /root/picaops-old-key -l picaops-restic {} {} </dev/null 2>&1 || true; rm -f /root/picaops-old-key",
+            job.address, job.name
+        ),
+    );
+    assert!(
+        with_old.contains("Permission denied"),
+        "the old key: {with_old}"
+    );
+    let doc = backup(&lab, &["run", "--job", job.name]);
+    assert_eq!(doc["jobs"][0]["ok"], true, "{doc}");
+    backup(&lab, &["check", "--job", job.name]);
 }

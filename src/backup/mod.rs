@@ -24,6 +24,7 @@ pub mod ops;
 pub mod remote;
 pub mod render;
 pub mod restic;
+pub mod rotate;
 pub mod serve;
 pub mod show;
 pub mod status;

@@ -40,6 +40,8 @@ pub enum OpError {
     },
     #[error("--to must be an absolute path on the host, not `{}`", .0.display())]
     RelativeTo(PathBuf),
+    #[error("`{host}` sends no backup job, so it has no repository key to rotate (`picaops backup status` lists the jobs and their hosts)")]
+    SendsNothing { host: String },
     /// A call could not be built (usage) or the machines could not be reached at all.
     #[error(transparent)]
     Call(#[from] CallError),
@@ -89,6 +91,7 @@ impl OpError {
             | OpError::NoBackups
             | OpError::RestoreHost { .. }
             | OpError::RelativeTo(_)
+            | OpError::SendsNothing { .. }
             | OpError::Units(_)
             | OpError::Unreadable { .. }
             | OpError::SnapshotsFile { .. }
@@ -208,7 +211,7 @@ fn doc_line(a: &Answer, describe: impl Fn(&Value) -> String) -> JobLine {
     line(a, ok, message, result)
 }
 
-fn line(a: &Answer, ok: bool, message: String, result: Value) -> JobLine {
+pub(super) fn line(a: &Answer, ok: bool, message: String, result: Value) -> JobLine {
     JobLine {
         host: a.call.machine.clone(),
         job: a.call.job.clone(),
@@ -220,7 +223,7 @@ fn line(a: &Answer, ok: bool, message: String, result: Value) -> JobLine {
 
 /// Why a plain command failed: the transport's message, or `what` with its exit and last
 /// stderr line.
-fn failure_text(a: &Answer, what: &str) -> String {
+pub(super) fn failure_text(a: &Answer, what: &str) -> String {
     match &a.result {
         Err(e) => e.message.clone(),
         Ok(o) => {
@@ -246,8 +249,8 @@ fn usage_line(job: &BackupJob, message: String) -> JobLine {
     }
 }
 
-/// `init`: the SFTP data hosts' keys (made once, on the host), the repository hosts authorizing
-/// them (SFTP only), then one `restic init` per repository from the data side.
+/// `init`: the data hosts' keys (made once, on the host), the repository hosts authorizing them
+/// (each forced into `host-serve`), then one `restic init` per repository from the data side.
 pub fn init(inv: &Inventory, names: &[String], exec: &mut Exec) -> Result<Report, OpError> {
     let mut lines = Vec::new();
     let mut keys = BTreeMap::new();
@@ -283,12 +286,12 @@ pub fn init(inv: &Inventory, names: &[String], exec: &mut Exec) -> Result<Report
     for a in &exec(calls, Some(Duration::from_secs(60)))? {
         let ok = a.result.as_ref().is_ok_and(|o| o.success());
         let message = if ok {
-            "authorized_keys of picaops-restic written (SFTP only)".into()
+            "authorized_keys of picaops-restic written (each key forced into host-serve)".into()
         } else {
             failure_text(a, "could not write picaops-restic's authorized_keys: run `picaops apply --tags backup` first (it creates the account)")
         };
         lines.push(JobLine {
-            job: "(sftp account)".into(),
+            job: "(repository account)".into(),
             ..line(a, ok, message, Value::Null)
         });
     }

@@ -101,6 +101,14 @@ pub enum BackupCommand {
     /// Restore the latest snapshot at the other site into a scratch place and verify it; records
     /// the restore time and the age of the data.
     Drill(JobSelect),
+    /// A new SSH key for HOST's access to its repositories: made on HOST, authorized beside the
+    /// old one, proven by listing every job's snapshots with it, then the old one refused and
+    /// deleted. A failure on the way puts the old key back (backups never stop).
+    #[command(after_help = "Example: picaops backup rotate-credentials pica01")]
+    RotateCredentials {
+        /// The data host (a host or VM sending backup jobs).
+        host: String,
+    },
     /// Per job: state, age of the newest data, bytes added, consecutive failures, last check and
     /// drill. Late or failing jobs stand out. `--output json` for scripts.
     Status {
@@ -272,6 +280,15 @@ pub fn run(cmd: BackupCommand, global: &Global, out: &Output) -> i32 {
             operate(&select, g, o, |i, _, e| ops::restore(i, &req, e))
         }
         BackupCommand::Drill(select) => operate(&select, g, o, ops::drill),
+        BackupCommand::RotateCredentials { host } => {
+            let select = JobSelect {
+                jobs: vec![],
+                host: Some(host.clone()),
+            };
+            operate(&select, g, o, |i, _, e| {
+                picaops::backup::rotate::rotate_credentials(i, &host, e)
+            })
+        }
         host => host_side(host, out),
     }
 }
