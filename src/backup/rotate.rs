@@ -192,15 +192,22 @@ pub fn rotate_credentials(inv: &Inventory, host: &str, exec: &mut Exec) -> Resul
         }
     }
     let proven = exec(proofs, STEP_TIMEOUT)?;
-    let all_proven = proven
-        .iter()
-        .all(|a| a.result.as_ref().is_ok_and(|o| o.success()));
+    let mut all_proven = true;
     for a in &proven {
-        let ok = a.result.as_ref().is_ok_and(|o| o.success());
+        // A repository not made yet still proves the key: host-serve let it in and rclone
+        // answered that there is no repository there.
+        let uninitialised = a.result.as_ref().is_ok_and(|o| {
+            !o.success()
+                && (o.stderr_lossy() + &o.stdout_lossy()).contains("there is no restic repository")
+        });
+        let ok = a.result.as_ref().is_ok_and(|o| o.success()) || uninitialised;
+        all_proven &= ok;
         lines.push(line(
             a,
             ok,
-            if ok {
+            if uninitialised {
+                "reaches its repository host with the new key (no repository there yet: `picaops backup init`)".into()
+            } else if ok {
                 "reaches its repository with the new key".into()
             } else {
                 failure_text(a, "could not reach its repository with the new key")
