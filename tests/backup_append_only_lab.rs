@@ -500,3 +500,136 @@ fn rotate_credentials_refuses_the_old_key_and_backups_go_on() {
     assert_eq!(doc["jobs"][0]["ok"], true, "{doc}");
     backup(&lab, &["check", "--job", job.name]);
 }
+
+/// Writes `text` into `path` on a lab host through stdin (never on a command line).
+fn put(host: &str, path: &str, text: &str) {
+    use std::io::Write;
+    let mut child = std::process::Command::new("docker")
+        .args(["exec", "-i", &format!("picaops-lab-{host}"), "sh", "-c"])
+        .arg(format!("umask 077; cat > {path}"))
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "writing {path} on {host}");
+}
+
+#[test]
+fn rotate_password_leaves_the_old_password_opening_nothing() {
+    let Some(lab) = common::lab("backup_append_only_lab password rotation") else {
+        return;
+    };
+    prepare(&lab);
+    let job = &JOBS[0];
+    // The team's part: a new secret in the store, and the job's `password:` naming it.
+    let value = format!(
+        "rotated-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let secret = lab.dir.join("secrets/restic-bob-rotated");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(&secret, format!("{value}\n")).unwrap();
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let inv = common::inventory_copy(&lab, "rotate-password", false);
+    let backups = std::fs::read_to_string(inv.join("backups.yml")).unwrap();
+    assert_eq!(backups.matches("password: restic-bob\n").count(), 1);
+    std::fs::write(
+        inv.join("backups.yml"),
+        backups.replace("password: restic-bob\n", "password: restic-bob-rotated\n"),
+    )
+    .unwrap();
+    let old = std::fs::read_to_string(lab.dir.join("secrets/restic-bob")).unwrap();
+
+    // While it runs, every process's argv and environment on both hosts is searched for the new
+    // password (the pattern comes from a file: it is on no command line either).
+    for host in [job.data, job.repo] {
+        put(host, "/root/picaops-watch-pattern", &value);
+        sh(
+            &lab,
+            host,
+            "rm -f /root/picaops-watch-hits /root/picaops-watch-stop /root/picaops-watch-ticks; \
+             nohup sh -c 'while [ ! -f /root/picaops-watch-stop ]; do \
+               for f in /proc/[0-9]*/cmdline /proc/[0-9]*/environ; do \
+                 grep -qaF -f /root/picaops-watch-pattern \"$f\" 2>/dev/null && echo \"$f\" >> /root/picaops-watch-hits; \
+               done; echo . >> /root/picaops-watch-ticks; done' </dev/null >/dev/null 2>&1 &",
+        );
+    }
+    let out = common::picaops_on(
+        &inv,
+        &[
+            "-o",
+            "json",
+            "backup",
+            "rotate-password",
+            job.name,
+            "--from",
+            "restic-bob",
+        ],
+    );
+    for host in [job.data, job.repo] {
+        let seen = sh(
+            &lab,
+            host,
+            "touch /root/picaops-watch-stop; sleep 0.5; cat /root/picaops-watch-hits 2>/dev/null; \
+             echo ticks $(wc -l < /root/picaops-watch-ticks); rm -f /root/picaops-watch-*",
+        );
+        let ticks: usize = seen
+            .lines()
+            .find_map(|l| l.strip_prefix("ticks "))
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(0);
+        assert!(
+            ticks >= 2,
+            "{host}: the watch did not run during the rotation"
+        );
+        assert!(
+            !seen.contains("/proc/"),
+            "{host}: the new password is in a process's argv or environment: {seen}"
+        );
+    }
+    ok(&out, "rotate-password");
+    let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(!said.contains(&value), "the new password is in the output");
+    assert_eq!(json(&out)["ok"], true, "{said}");
+
+    // The old password opens nothing; a backup, a check and a drill work with the new one.
+    put(job.repo, "/root/picaops-old-password", &old);
+    let refused = sh(
+        &lab,
+        job.repo,
+        &format!(
+            "restic -r {} --password-file /root/picaops-old-password --no-lock snapshots 2>&1 || true; rm -f /root/picaops-old-password",
+            job.dir
+        ),
+    );
+    assert!(refused.contains("wrong password"), "{refused}");
+    for op in ["run", "check", "drill"] {
+        let out = common::picaops_on(&inv, &["-q", "-o", "json", "backup", op, "--job", job.name]);
+        ok(&out, &format!("backup {op} with the new password"));
+    }
+
+    // Back to the lab's own secret, for the other tests: the rotation the other way round.
+    let back = lab.picaops(&[
+        "-o",
+        "json",
+        "backup",
+        "rotate-password",
+        job.name,
+        "--from",
+        "restic-bob-rotated",
+    ]);
+    ok(&back, "rotate-password back");
+    let _ = std::fs::remove_file(&secret);
+    let _ = std::fs::remove_dir_all(&inv);
+}

@@ -25,6 +25,7 @@ pub mod remote;
 pub mod render;
 pub mod restic;
 pub mod rotate;
+pub mod rotate_password;
 pub mod serve;
 pub mod show;
 pub mod status;

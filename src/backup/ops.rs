@@ -40,6 +40,8 @@ pub enum OpError {
     },
     #[error("--to must be an absolute path on the host, not `{}`", .0.display())]
     RelativeTo(PathBuf),
+    #[error(transparent)]
+    Rotate(#[from] super::rotate_password::RotateError),
     #[error("`{host}` sends no backup job, so it has no repository key to rotate (`picaops backup status` lists the jobs and their hosts)")]
     SendsNothing { host: String },
     /// A call could not be built (usage) or the machines could not be reached at all.
@@ -92,6 +94,7 @@ impl OpError {
             | OpError::RestoreHost { .. }
             | OpError::RelativeTo(_)
             | OpError::SendsNothing { .. }
+            | OpError::Rotate(_)
             | OpError::Units(_)
             | OpError::Unreadable { .. }
             | OpError::SnapshotsFile { .. }

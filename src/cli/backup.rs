@@ -109,6 +109,18 @@ pub enum BackupCommand {
         /// The data host (a host or VM sending backup jobs).
         host: String,
     },
+    /// A new restic password for JOB's repository. First put the new password in the secret store
+    /// under a new name and set the job's `password:` to it in the inventory; --from names the
+    /// secret the hosts use today. The new key is added, every copy of the job and password files
+    /// written, a backup and a check run with it, then the old key removed (the old password
+    /// opens nothing). A failure on the way keeps the old password working.
+    #[command(after_help = "Example: picaops backup rotate-password pica01 --from restic/pica01")]
+    RotatePassword {
+        job: String,
+        /// The secret the job's repository opens with today.
+        #[arg(long, value_name = "SECRET")]
+        from: String,
+    },
     /// Per job: state, age of the newest data, bytes added, consecutive failures, last check and
     /// drill. Late or failing jobs stand out. `--output json` for scripts.
     Status {
@@ -287,6 +299,16 @@ pub fn run(cmd: BackupCommand, global: &Global, out: &Output) -> i32 {
             };
             operate(&select, g, o, |i, _, e| {
                 picaops::backup::rotate::rotate_credentials(i, &host, e)
+            })
+        }
+        BackupCommand::RotatePassword { job, from } => {
+            let select = JobSelect {
+                jobs: vec![job.clone()],
+                host: None,
+            };
+            operate(&select, g, o, |i, _, e| match i.backups.get(&job) {
+                Some(j) => picaops::backup::rotate_password::rotate_password(i, j, &from, e),
+                None => Err(picaops::backup::ops::OpError::NoBackups),
             })
         }
         host => host_side(host, out),
