@@ -200,9 +200,10 @@ fn the_example_job_files_carry_the_inventory_settings() {
     let job = &inv.backups["mattermost"];
     let file = picaops::backup::JobFile::from_inventory(&inv, job).expect("resolves");
     assert_eq!(file.host, "pica01");
+    assert_eq!(file.repository.url(), "rclone:mattermost");
     assert_eq!(
-        file.repository.url(),
-        "sftp:picaops-restic@caribou.picasoft.net:/srv/restic/pica01"
+        file.repository_label(),
+        "ssh:picaops-restic@caribou.picasoft.net:/srv/restic/pica01 (append-only)"
     );
     assert_eq!(
         file.password_file,
