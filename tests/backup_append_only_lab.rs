@@ -550,6 +550,11 @@ fn rotate_password_leaves_the_old_password_opening_nothing() {
     )
     .unwrap();
     let old = std::fs::read_to_string(lab.dir.join("secrets/restic-bob")).unwrap();
+    let _back = RotateBack {
+        lab: &lab,
+        secret: secret.clone(),
+        inventory: inv.clone(),
+    };
 
     // While it runs, every process's argv and environment on both hosts is searched for the new
     // password (the pattern comes from a file: it is on no command line either).
@@ -630,6 +635,31 @@ fn rotate_password_leaves_the_old_password_opening_nothing() {
         "restic-bob-rotated",
     ]);
     ok(&back, "rotate-password back");
-    let _ = std::fs::remove_file(&secret);
-    let _ = std::fs::remove_dir_all(&inv);
+}
+
+/// Whatever the password test did: the watches stopped, bob-app back on the lab's own secret
+/// (a no-op when it already is: the first step refuses), the test's secret and inventory gone.
+struct RotateBack<'a> {
+    lab: &'a Lab,
+    secret: std::path::PathBuf,
+    inventory: std::path::PathBuf,
+}
+
+impl Drop for RotateBack<'_> {
+    fn drop(&mut self) {
+        for host in ["bob", "alice"] {
+            let _ = root(self.lab, host, "touch /root/picaops-watch-stop; sleep 0.5; rm -f /root/picaops-watch-* /root/picaops-old-password");
+        }
+        if std::thread::panicking() {
+            let _ = self.lab.picaops(&[
+                "backup",
+                "rotate-password",
+                "bob-app",
+                "--from",
+                "restic-bob-rotated",
+            ]);
+        }
+        let _ = std::fs::remove_file(&self.secret);
+        let _ = std::fs::remove_dir_all(&self.inventory);
+    }
 }
