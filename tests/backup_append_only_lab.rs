@@ -297,13 +297,14 @@ fn a_data_host_can_add_to_its_backups_and_never_take_anything_away() {
         );
     }
 
-    // Everything still works: a backup, a check, retention on the repository's side.
+    // Everything still works: a backup, a check, retention on the repository's side, a drill.
     let doc = backup(&lab, &["run", "--job", "bob-app", "--job", "alice-app"]);
     for j in doc["jobs"].as_array().unwrap() {
         assert_eq!(j["ok"], true, "{j}");
     }
     backup(&lab, &["check", "--job", "bob-app", "--job", "alice-app"]);
     backup(&lab, &["forget", "--job", "bob-app", "--job", "alice-app"]);
+    backup(&lab, &["drill", "--job", "bob-app", "--job", "alice-app"]);
 }
 
 #[test]
@@ -606,6 +607,20 @@ fn rotate_password_leaves_the_old_password_opening_nothing() {
     ok(&out, "rotate-password");
     let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
     assert!(!said.contains(&value), "the new password is in the output");
+    for host in [job.data, job.repo] {
+        put(host, "/root/picaops-watch-pattern", &value);
+        let logged = sh(
+            &lab,
+            host,
+            "journalctl --no-pager --since '-10min' 2>/dev/null | grep -caF -f /root/picaops-watch-pattern; \
+             rm -f /root/picaops-watch-pattern; true",
+        );
+        assert_eq!(
+            logged.trim(),
+            "0",
+            "{host}: the new password is in the journal"
+        );
+    }
     assert_eq!(json(&out)["ok"], true, "{said}");
 
     // The old password opens nothing; a backup, a check and a drill work with the new one.
