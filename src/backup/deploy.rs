@@ -22,6 +22,7 @@ use serde_json::json;
 
 use super::config::{data_host, BackupJob, RepositoryKind};
 use super::jobfile::{host_paths, JobFile, RepositoryAccess, JOBS_DIR};
+pub use super::jobfile::{repository_dir, REST_DATA_DIR};
 use super::units::{self, RepositoryTask, UnitFile, UnitOptions};
 use crate::inventory::{Inventory, Var};
 
@@ -29,8 +30,6 @@ use crate::inventory::{Inventory, Var};
 pub const REPO_USER: &str = super::config::DEFAULT_SFTP_USER;
 /// Its home: job files, password files, state and restic cache of the repository side.
 pub const REPO_HOME: &str = "/var/lib/picaops-restic";
-/// Where rest-server keeps its repositories (`--path`); a REST job's `path` is under it.
-pub const REST_DATA_DIR: &str = "/srv/restic-rest";
 
 /// The repository side's job file run as [`REPO_USER`] (retention, check).
 pub fn repo_job_file(job: &str) -> PathBuf {
@@ -52,16 +51,6 @@ pub fn data_job_file(job: &str) -> PathBuf {
 /// A password file's name: the secret's name with `/` made `_`.
 pub fn password_file_name(secret: &str) -> String {
     secret.replace('/', "_")
-}
-
-/// The directory holding a job's repository, as seen on the repository host.
-pub fn repository_dir(job: &BackupJob) -> PathBuf {
-    match job.repository.kind {
-        RepositoryKind::Sftp => PathBuf::from(&job.repository.path),
-        RepositoryKind::Rest => {
-            Path::new(REST_DATA_DIR).join(job.repository.path.trim_matches('/'))
-        }
-    }
 }
 
 /// Why what apply installs for backups cannot be computed.

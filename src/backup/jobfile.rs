@@ -23,6 +23,19 @@ pub const DEFAULT_LOCK_DIR: &str = "/run/picaops/backup";
 /// node_exporter's textfile collector directory on Debian (`prometheus-node-exporter`).
 pub const DEFAULT_METRICS_DIR: &str = "/var/lib/prometheus/node-exporter";
 
+/// Where rest-server keeps its repositories (`--path`); a REST job's `path` is under it.
+pub const REST_DATA_DIR: &str = "/srv/restic-rest";
+
+/// The directory holding a job's repository, as seen on the repository host.
+pub fn repository_dir(job: &super::config::BackupJob) -> PathBuf {
+    match job.repository.kind {
+        super::config::RepositoryKind::Sftp => PathBuf::from(&job.repository.path),
+        super::config::RepositoryKind::Rest => {
+            Path::new(REST_DATA_DIR).join(job.repository.path.trim_matches('/'))
+        }
+    }
+}
+
 /// Why a job file cannot be used; each message names the file and what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum JobFileError {
@@ -388,7 +401,7 @@ impl JobFile {
             port: repo_host.ssh().port,
             user: r.user.clone(),
             job: job.name.clone(),
-            path: super::deploy::repository_dir(job).display().to_string(),
+            path: repository_dir(job).display().to_string(),
             identity_file: host_paths::IDENTITY_FILE.into(),
             known_hosts: host_paths::KNOWN_HOSTS.into(),
         };

@@ -40,8 +40,14 @@ pub enum OpError {
     },
     #[error("--to must be an absolute path on the host, not `{}`", .0.display())]
     RelativeTo(PathBuf),
-    #[error(transparent)]
-    Rotate(#[from] super::rotate_password::RotateError),
+    /// `rotate-password` asked while the inventory still names the old secret.
+    #[error("job `{job}` already uses secret `{old}`: put the new password in the secret store under a new name, set the job's `password:` to it in the inventory, then run `picaops backup rotate-password {job} --from {old}`")]
+    SameSecret { job: String, old: String },
+    #[error("job `{job}` shares its repository with {others}: they share one password, so `rotate-password` cannot change it for one of them alone")]
+    SharedRepository { job: String, others: String },
+    /// The secret store's message (which secret, what to do).
+    #[error("{0}")]
+    Secret(String),
     #[error("`{host}` sends no backup job, so it has no repository key to rotate (`picaops backup status` lists the jobs and their hosts)")]
     SendsNothing { host: String },
     /// A call could not be built (usage) or the machines could not be reached at all.
@@ -94,7 +100,9 @@ impl OpError {
             | OpError::RestoreHost { .. }
             | OpError::RelativeTo(_)
             | OpError::SendsNothing { .. }
-            | OpError::Rotate(_)
+            | OpError::SameSecret { .. }
+            | OpError::SharedRepository { .. }
+            | OpError::Secret(_)
             | OpError::Units(_)
             | OpError::Unreadable { .. }
             | OpError::SnapshotsFile { .. }

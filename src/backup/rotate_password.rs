@@ -28,17 +28,6 @@ use crate::transport::RemoteCommand;
 
 const STEP_TIMEOUT: Option<Duration> = Some(Duration::from_secs(120));
 
-/// Why a rotation cannot start (nothing was changed).
-#[derive(Debug, thiserror::Error)]
-pub enum RotateError {
-    #[error("job `{job}` already uses secret `{old}`: put the new password in the secret store under a new name, set the job's `password:` to it in the inventory, then run `picaops backup rotate-password {job} --from {old}`")]
-    SameSecret { job: String, old: String },
-    #[error("{0}")]
-    Secret(String),
-    #[error("job `{job}` shares its repository with {others}: rotate it with all of them named the new secret in the inventory (they share one password)")]
-    Shared { job: String, others: String },
-}
-
 fn call(machine: &str, job: &str, script: String, stdin: Option<String>) -> Call {
     let mut command = RemoteCommand::shell(script).with_become(true);
     if let Some(s) = stdin {
@@ -77,10 +66,10 @@ pub fn rotate_password(
 ) -> Result<Report, OpError> {
     let new_name = job.password.value.clone();
     if new_name == from {
-        return Err(OpError::Rotate(RotateError::SameSecret {
+        return Err(OpError::SameSecret {
             job: job.name.clone(),
             old: from.to_string(),
-        }));
+        });
     }
     let others: Vec<&str> = inv
         .backups
@@ -89,15 +78,15 @@ pub fn rotate_password(
         .map(|j| j.name.as_str())
         .collect();
     if !others.is_empty() {
-        return Err(OpError::Rotate(RotateError::Shared {
+        return Err(OpError::SharedRepository {
             job: job.name.clone(),
             others: others.join(", "),
-        }));
+        });
     }
     let secret = |name: &str| {
         inv.secrets
             .get(name)
-            .map_err(|e| OpError::Rotate(RotateError::Secret(e.to_string())))
+            .map_err(|e| OpError::Secret(e.to_string()))
     };
     let (_old, new) = (secret(from)?, secret(&new_name)?);
     let data = super::config::data_host(inv, job)

@@ -149,7 +149,18 @@ pub struct Step {
     pub login_guard: bool,
     pub become_root: bool,
     /// `until`/`retries`/`delay`: the command runs again until the condition holds.
-    pub until: Option<super::until::Until>,
+    pub until: Option<Until>,
+}
+
+/// A step's retry settings, with the variables its task was expanded with.
+#[derive(Debug)]
+pub struct Until {
+    pub until: crate::inventory::Located<String>,
+    pub register: String,
+    pub retries: u32,
+    pub delay: u32,
+    /// The task's variables (the registered result is added to them for each check).
+    pub vars: std::collections::BTreeMap<String, minijinja::Value>,
 }
 
 /// Where expansion stands in a host's plays.
@@ -532,7 +543,7 @@ impl<'a> HostExpander<'a> {
                 }
             }
             let resource = self.resource(book, task, &ctx)?;
-            let until = task.retry.as_ref().map(|r| super::until::Until {
+            let until = task.retry.as_ref().map(|r| Until {
                 until: r.until.clone(),
                 register: r.register.clone(),
                 retries: r.retries,

@@ -10,30 +10,17 @@
 //! one round trip per attempt. The command's guards (`creates`, `removes`, `unless`) were
 //! checked once, before the first attempt. Nothing here prints.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use minijinja::Value as JValue;
 use serde_json::Value;
 
-use super::expand::Step;
+use super::expand::{Step, Until};
 use super::script;
 use super::{send_script, HostReport, Job};
-use crate::inventory::Located;
 use crate::playbook::load::strip_braces;
 use crate::playbook::template::{from_json_value, is_strict_bool};
 use crate::transport::Transport;
-
-/// A step's retry settings, with the variables its task was expanded with.
-#[derive(Debug)]
-pub struct Until {
-    pub until: Located<String>,
-    pub register: String,
-    pub retries: u32,
-    pub delay: u32,
-    /// The task's variables (the registered result is added to them for each check).
-    pub vars: BTreeMap<String, JValue>,
-}
 
 /// One attempt's result: exit status, stdout, stderr.
 pub type Attempt = (i32, String, String);
