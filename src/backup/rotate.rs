@@ -55,6 +55,19 @@ fn rewrite(filter: &str) -> String {
     )
 }
 
+/// The rest of the line starting with `tag` in what a call that succeeded printed.
+pub(super) fn tagged(a: &super::remote::Answer, tag: &str) -> Option<String> {
+    let out = a
+        .result
+        .as_ref()
+        .ok()
+        .filter(|o| o.success())?
+        .stdout_lossy();
+    out.lines()
+        .find_map(|l| l.strip_prefix(tag))
+        .map(str::to_string)
+}
+
 /// The key blob of a public key line (`ssh-ed25519 AAAA… comment` → `AAAA…`).
 fn blob(line: &str) -> Option<&str> {
     line.split_whitespace().nth(1)
@@ -94,19 +107,7 @@ pub fn rotate_credentials(inv: &Inventory, host: &str, exec: &mut Exec) -> Resul
         STEP_TIMEOUT,
     )?;
     let a = &made[0];
-    let out = a
-        .result
-        .as_ref()
-        .ok()
-        .filter(|o| o.success())
-        .map(|o| o.stdout_lossy());
-    let pick = |what: &str| {
-        out.as_deref().and_then(|o| {
-            o.lines()
-                .find_map(|l| l.strip_prefix(what))
-                .map(str::to_string)
-        })
-    };
+    let pick = |tag: &str| tagged(a, tag);
     let (Some(old), Some(new)) = (pick("old "), pick("new ")) else {
         lines.push(line(
             a,

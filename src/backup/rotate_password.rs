@@ -124,19 +124,8 @@ pub fn rotate_password(
         STEP_TIMEOUT,
     )?;
     let a = &added[0];
-    let out = a
-        .result
-        .as_ref()
-        .ok()
-        .filter(|o| o.success())
-        .map(|o| o.stdout_lossy());
-    let id = |what: &str| {
-        out.as_deref()
-            .and_then(|o| {
-                o.lines()
-                    .find_map(|l| l.strip_prefix(what))
-                    .map(str::to_string)
-            })
+    let id = |tag: &str| {
+        super::rotate::tagged(a, tag)
             .filter(|id| !id.is_empty() && id.chars().all(|c| c.is_ascii_hexdigit()))
     };
     let (Some(old_id), Some(new_id)) = (id("old "), id("new ")) else {
