@@ -217,18 +217,22 @@ pub struct Resource {
     pub tags: Vec<String>,
 }
 
+/// The list `pvesh … --output-format json` prints: an array, or the API's `{"data": [...]}`.
+fn api_list(json: &str) -> Result<Vec<Value>, ResourcesError> {
+    match serde_json::from_str(json).map_err(ResourcesError::NotJson)? {
+        Value::Array(a) => Ok(a),
+        Value::Object(mut o) => match o.remove("data") {
+            Some(Value::Array(a)) => Ok(a),
+            _ => Err(ResourcesError::NoData),
+        },
+        _ => Err(ResourcesError::NotAList),
+    }
+}
+
 /// Parses `pvesh get /cluster/resources --type vm --output-format json` (an array; the API's
 /// `{"data": [...]}` is accepted too).
 pub fn parse_resources(json: &str) -> Result<Vec<Resource>, ResourcesError> {
-    let v: Value = serde_json::from_str(json).map_err(ResourcesError::NotJson)?;
-    let list = match &v {
-        Value::Array(a) => a,
-        Value::Object(o) => o
-            .get("data")
-            .and_then(Value::as_array)
-            .ok_or(ResourcesError::NoData)?,
-        _ => return Err(ResourcesError::NotAList),
-    };
+    let list = api_list(json)?;
     let text = |e: &Value, k: &str| -> Option<String> {
         match &e[k] {
             Value::String(s) => Some(s.clone()),
@@ -275,15 +279,7 @@ pub struct Storage {
 /// Parses `pvesh get /storage --output-format json` (the storages of the cluster's
 /// /etc/pve/storage.cfg; an array, or the API's `{"data": [...]}`).
 pub fn parse_storages(json: &str) -> Result<Vec<Storage>, ResourcesError> {
-    let v: Value = serde_json::from_str(json).map_err(ResourcesError::NotJson)?;
-    let list = match &v {
-        Value::Array(a) => a,
-        Value::Object(o) => o
-            .get("data")
-            .and_then(Value::as_array)
-            .ok_or(ResourcesError::NoData)?,
-        _ => return Err(ResourcesError::NotAList),
-    };
+    let list = api_list(json)?;
     Ok(list
         .iter()
         .filter_map(|e| {
@@ -327,15 +323,7 @@ fn shown_value(value: &Value) -> String {
 /// wait. Format: an array of `{key, value?, pending?, delete?}` (PVE::GuestHelpers's
 /// `config_with_pending_array`; `delete` 1, or 2 for a forced deletion).
 pub fn parse_pending(json: &str) -> Result<Vec<String>, ResourcesError> {
-    let v: Value = serde_json::from_str(json).map_err(ResourcesError::NotJson)?;
-    let list = match &v {
-        Value::Array(a) => a,
-        Value::Object(o) => o
-            .get("data")
-            .and_then(Value::as_array)
-            .ok_or(ResourcesError::NoData)?,
-        _ => return Err(ResourcesError::NotAList),
-    };
+    let list = api_list(json)?;
     let mut out: Vec<(String, String)> = Vec::new();
     for e in list {
         let Some(key) = e["key"].as_str() else {
