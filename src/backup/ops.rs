@@ -295,7 +295,7 @@ pub fn init(inv: &Inventory, names: &[String], exec: &mut Exec) -> Result<Report
     }
     let calls = remote::authorize_calls(inv, &keys);
     for a in &exec(calls, Some(Duration::from_secs(60)))? {
-        let ok = a.result.as_ref().is_ok_and(|o| o.success());
+        let ok = a.succeeded();
         let message = if ok {
             "authorized_keys of picaops-restic written (each key forced into host-serve)".into()
         } else {

@@ -53,6 +53,11 @@ pub struct Answer {
 impl Answer {
     /// The host-side JSON document (`picaops --output json backup host-…`), or why there is
     /// none: the connection failed, or picaops on the host could not even start.
+    /// The command ran and exited 0.
+    pub fn succeeded(&self) -> bool {
+        self.result.as_ref().is_ok_and(|o| o.success())
+    }
+
     pub fn document<T: for<'de> Deserialize<'de>>(&self) -> Result<T, AnswerError> {
         let out = self
             .result

@@ -29,18 +29,29 @@ fn authorized_keys() -> String {
     format!("{}/.ssh/authorized_keys", super::deploy::REPO_HOME)
 }
 
-/// A shell call on `machine` as root, the text (a key line) given on stdin.
-fn call(machine: &str, side: Side, script: String, stdin: Option<String>) -> Call {
+/// A shell call as root on `machine`, for `job` (the report's line), the text (a key line, a
+/// password) given on stdin and never on the command line.
+pub(super) fn root_call(
+    machine: &str,
+    job: &str,
+    side: Side,
+    script: String,
+    stdin: Option<String>,
+) -> Call {
     let mut command = RemoteCommand::shell(script).with_become(true);
     if let Some(s) = stdin {
         command = command.with_stdin(s);
     }
     Call {
-        job: "(ssh key)".into(),
+        job: job.to_string(),
         machine: machine.to_string(),
         side,
         command,
     }
+}
+
+fn call(machine: &str, side: Side, script: String, stdin: Option<String>) -> Call {
+    root_call(machine, "(ssh key)", side, script, stdin)
 }
 
 /// Rewrites authorized_keys through `filter` (a shell pipeline reading the file on stdin, the
@@ -138,11 +149,9 @@ pub fn rotate_credentials(inv: &Inventory, host: &str, exec: &mut Exec) -> Resul
         })
         .collect();
     let added = exec(add, STEP_TIMEOUT)?;
-    let all_added = added
-        .iter()
-        .all(|a| a.result.as_ref().is_ok_and(|o| o.success()));
+    let all_added = added.iter().all(|a| a.succeeded());
     for a in &added {
-        let ok = a.result.as_ref().is_ok_and(|o| o.success());
+        let ok = a.succeeded();
         lines.push(line(
             a,
             ok,
@@ -173,7 +182,7 @@ pub fn rotate_credentials(inv: &Inventory, host: &str, exec: &mut Exec) -> Resul
         STEP_TIMEOUT,
     )?;
     let a = &swapped[0];
-    if !a.result.as_ref().is_ok_and(|o| o.success()) {
+    if !a.succeeded() {
         lines.push(line(
             a,
             false,
@@ -201,7 +210,7 @@ pub fn rotate_credentials(inv: &Inventory, host: &str, exec: &mut Exec) -> Resul
             !o.success()
                 && (o.stderr_lossy() + &o.stdout_lossy()).contains("there is no restic repository")
         });
-        let ok = a.result.as_ref().is_ok_and(|o| o.success()) || uninitialised;
+        let ok = a.succeeded() || uninitialised;
         all_proven &= ok;
         lines.push(line(
             a,
@@ -235,7 +244,7 @@ pub fn rotate_credentials(inv: &Inventory, host: &str, exec: &mut Exec) -> Resul
         })
         .collect();
     for a in &exec(drop, STEP_TIMEOUT)? {
-        let ok = a.result.as_ref().is_ok_and(|o| o.success());
+        let ok = a.succeeded();
         lines.push(line(
             a,
             ok,
@@ -257,7 +266,7 @@ pub fn rotate_credentials(inv: &Inventory, host: &str, exec: &mut Exec) -> Resul
         STEP_TIMEOUT,
     )?;
     let a = &cleaned[0];
-    let ok = a.result.as_ref().is_ok_and(|o| o.success());
+    let ok = a.succeeded();
     lines.push(line(
         a,
         ok,
@@ -298,7 +307,7 @@ fn undo(
         )
     }));
     for a in &exec(calls, STEP_TIMEOUT)? {
-        let ok = a.result.as_ref().is_ok_and(|o| o.success());
+        let ok = a.succeeded();
         lines.push(line(
             a,
             ok,

@@ -24,25 +24,11 @@ use super::ops::{self, failure_text, line, Exec, JobLine, OpError, Report};
 use super::remote::{Call, Side};
 use crate::inventory::Inventory;
 use crate::transport::quote::quote;
-use crate::transport::RemoteCommand;
 
 const STEP_TIMEOUT: Option<Duration> = Some(Duration::from_secs(120));
 
 fn call(machine: &str, job: &str, script: String, stdin: Option<String>) -> Call {
-    let mut command = RemoteCommand::shell(script).with_become(true);
-    if let Some(s) = stdin {
-        command = command.with_stdin(s);
-    }
-    Call {
-        job: job.to_string(),
-        machine: machine.to_string(),
-        side: Side::RepoRoot,
-        command,
-    }
-}
-
-fn ok(a: &super::remote::Answer) -> bool {
-    a.result.as_ref().is_ok_and(|o| o.success())
+    super::rotate::root_call(machine, job, Side::RepoRoot, script, stdin)
 }
 
 /// restic as the repository account on the job's directory with the password file `pw`.
@@ -145,16 +131,21 @@ pub fn rotate_password(
 
     // 2. The job files and root's password copies as apply writes them, the old files kept aside.
     let plan = deploy::plan(inv, &super::units::UnitOptions::default()).map_err(OpError::Units)?;
+    // The job's three copies: the data host's, the repository account's and root's there.
+    let files: Vec<String> = [
+        deploy::data_job_file(&job.name),
+        deploy::repo_job_file(&job.name),
+        deploy::repo_root_job_file(&job.name),
+    ]
+    .iter()
+    .map(|p| p.display().to_string())
+    .collect();
     let mut writes = Vec::new();
     for (machine, m) in &plan {
         let mut script = String::from("set -e; umask 077;\n");
         let mut stdin = String::new();
         let mut any = false;
-        for f in m.job_files.iter().filter(|f| {
-            f.path == deploy::data_job_file(&job.name).display().to_string()
-                || f.path == deploy::repo_job_file(&job.name).display().to_string()
-                || f.path == deploy::repo_root_job_file(&job.name).display().to_string()
-        }) {
+        for f in m.job_files.iter().filter(|f| files.contains(&f.path)) {
             any = true;
             // Each file's content on stdin, as one base64 line (job files hold no secret).
             let b64 =
@@ -185,12 +176,12 @@ pub fn rotate_password(
         }
     }
     let written = exec(writes, STEP_TIMEOUT)?;
-    let all_written = written.iter().all(ok);
+    let all_written = written.iter().all(|a| a.succeeded());
     for a in &written {
         lines.push(line(
             a,
-            ok(a),
-            if ok(a) {
+            a.succeeded(),
+            if a.succeeded() {
                 "job files and the new password written".into()
             } else {
                 failure_text(a, "could not write the job files")
@@ -226,11 +217,7 @@ pub fn rotate_password(
                 &job.name,
                 format!(
                     "for f in {files}; do [ -f \"$f.picaops-old\" ] && mv \"$f.picaops-old\" \"$f\"; done; true",
-                    files = [deploy::data_job_file(&job.name), deploy::repo_job_file(&job.name), deploy::repo_root_job_file(&job.name)]
-                        .iter()
-                        .map(|p| quote(&p.display().to_string()))
-                        .collect::<Vec<_>>()
-                        .join(" ")
+                    files = files.iter().map(|p| quote(p)).collect::<Vec<_>>().join(" ")
                 ),
                 None,
             ));
@@ -238,8 +225,8 @@ pub fn rotate_password(
         for a in &exec(calls, STEP_TIMEOUT)? {
             lines.push(line(
                 a,
-                ok(a),
-                if ok(a) {
+                a.succeeded(),
+                if a.succeeded() {
                     "put back as it was (the old password)".into()
                 } else {
                     failure_text(
@@ -276,8 +263,8 @@ pub fn rotate_password(
     for a in &removed {
         lines.push(line(
             a,
-            ok(a),
-            if ok(a) {
+            a.succeeded(),
+            if a.succeeded() {
                 format!(
                     "old restic key {} removed: the old password opens nothing",
                     &old_id[..8.min(old_id.len())]
@@ -303,15 +290,11 @@ pub fn rotate_password(
                 } else {
                     quote(&root_pw(&old_file))
                 },
-                files = [
-                    deploy::data_job_file(&job.name),
-                    deploy::repo_job_file(&job.name),
-                    deploy::repo_root_job_file(&job.name)
-                ]
-                .iter()
-                .map(|p| quote(&format!("{}.picaops-old", p.display())))
-                .collect::<Vec<_>>()
-                .join(" ")
+                files = files
+                    .iter()
+                    .map(|p| quote(&format!("{p}.picaops-old")))
+                    .collect::<Vec<_>>()
+                    .join(" ")
             ),
             None,
         ));
@@ -319,8 +302,8 @@ pub fn rotate_password(
     for a in &exec(cleanup, STEP_TIMEOUT)? {
         lines.push(line(
             a,
-            ok(a),
-            if ok(a) {
+            a.succeeded(),
+            if a.succeeded() {
                 "old password files deleted".into()
             } else {
                 failure_text(a, "could not delete the old password files")
