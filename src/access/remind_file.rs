@@ -212,17 +212,13 @@ pub fn from_file(path: &Path) -> Result<Settings, SettingsError> {
     })
 }
 
-/// Where a workstation run keeps its record: `$XDG_STATE_HOME/picaops/remind/sent.json`
-/// (`~/.local/state/…`), beside the lab's state.
+/// Where a workstation run keeps its record: picaops's state directory
+/// (`$XDG_STATE_HOME/picaops`, else `~/.local/state/picaops`), `remind/sent.json`, beside the
+/// lab's state.
 pub fn workstation_record() -> PathBuf {
-    let base = std::env::var_os("XDG_STATE_HOME")
-        .filter(|d| !d.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
-            PathBuf::from(home).join(".local/state")
-        });
-    base.join("picaops/remind/sent.json")
+    crate::inventory::failed::state_dir()
+        .unwrap_or_else(|_| PathBuf::from("/root/.local/state/picaops"))
+        .join("remind/sent.json")
 }
 
 /// A run's settings from the inventory (on the workstation), secrets from its store.

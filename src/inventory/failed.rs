@@ -79,9 +79,16 @@ pub fn state_dir() -> Result<PathBuf, RecordError> {
         .ok_or(RecordError::NoStateDir)
 }
 
-/// Where the record of the inventory in `inventory_dir` is: its name is the directory's own
-/// name and a digest of its absolute path, so two checkouts never share a record.
+/// Where the record of the inventory in `inventory_dir` is: `failed/` + [`inventory_name`].
 pub fn record_path(inventory_dir: &Path) -> Result<PathBuf, RecordError> {
+    Ok(state_dir()?
+        .join("failed")
+        .join(inventory_name(inventory_dir)))
+}
+
+/// How picaops's state names one inventory: the directory's own name and a digest of its
+/// absolute path, so two checkouts never share a record.
+pub fn inventory_name(inventory_dir: &Path) -> String {
     let abs = absolute(inventory_dir);
     let digest = hex::encode(&Sha256::digest(abs.as_os_str().as_encoded_bytes())[..8]);
     let name: String = abs
@@ -98,7 +105,7 @@ pub fn record_path(inventory_dir: &Path) -> Result<PathBuf, RecordError> {
         })
         .take(40)
         .collect();
-    Ok(state_dir()?.join("failed").join(format!("{name}-{digest}")))
+    format!("{name}-{digest}")
 }
 
 fn absolute(dir: &Path) -> PathBuf {

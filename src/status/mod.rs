@@ -365,19 +365,15 @@ pub struct Seen {
 }
 
 impl Seen {
-    /// Where the record of `inventory` lives: `$XDG_STATE_HOME/picaops/status/` (or
-    /// `~/.local/state/...`), one file per inventory directory.
+    /// Where the record of `inventory` lives: picaops's state directory
+    /// (`$XDG_STATE_HOME/picaops`, else `~/.local/state/picaops`), `status/`, one file per
+    /// inventory directory.
     pub fn path(inventory: &Path) -> Option<PathBuf> {
-        let base = std::env::var_os("XDG_STATE_HOME")
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))?;
-        let canonical = inventory
-            .canonicalize()
-            .unwrap_or_else(|_| inventory.to_path_buf());
-        let key = crate::lifecycle::digest(&canonical.display().to_string());
+        use crate::inventory::failed::{inventory_name, state_dir};
+        let dir = state_dir().ok()?;
         Some(
-            base.join("picaops/status")
-                .join(format!("seen-{}.json", &key[..16])),
+            dir.join("status")
+                .join(format!("seen-{}.json", inventory_name(inventory))),
         )
     }
 
