@@ -184,7 +184,30 @@ impl Slapd {
     }
 
     fn systemctl(&self, what: &str) {
-        sh(Command::new(self.path("bin/systemctl")).args([what, "slapd"]));
+        // The stand-in was just written: a thread of another test forking at that moment holds
+        // it open for writing until its child execs, and exec then fails with ETXTBSY. Wait for
+        // that to pass (it is a matter of milliseconds), never longer than 5 s.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let out = loop {
+            match Command::new(self.path("bin/systemctl"))
+                .args([what, "slapd"])
+                .output()
+            {
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::ExecutableFileBusy
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20))
+                }
+                result => break result.unwrap(),
+            }
+        };
+        assert!(
+            out.status.success(),
+            "systemctl {what} slapd: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     fn start(&self) {
